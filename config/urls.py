@@ -1,0 +1,47 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider.views import TokenView
+
+from patients.api import PatientDetailApi, PatientListCreateApi
+from pharmacy.views import gateway_webhook
+from prescriptions.api import (
+    MedicationListApi,
+    PrescriberListApi,
+    PrescriptionCancelApi,
+    PrescriptionDetailApi,
+    PrescriptionListCreateApi,
+)
+
+handler400 = "config.problems.handler400"
+handler404 = "config.problems.handler404"
+handler500 = "config.problems.handler500"
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+api_v1 = [
+    path("patients/", PatientListCreateApi.as_view(), name="patient-list"),
+    path("patients/<int:pk>/", PatientDetailApi.as_view(), name="patient-detail"),
+    path("prescriptions/", PrescriptionListCreateApi.as_view(), name="prescription-list"),
+    path("prescriptions/<int:pk>/", PrescriptionDetailApi.as_view(), name="prescription-detail"),
+    path(
+        "prescriptions/<int:pk>/cancel/", PrescriptionCancelApi.as_view(),
+        name="prescription-cancel",
+    ),
+    path("prescribers/", PrescriberListApi.as_view(), name="prescriber-list"),
+    path("medications/", MedicationListApi.as_view(), name="medication-list"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("oauth/token/", TokenView.as_view(), name="oauth-token"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),
+    path("health/", health, name="health"),
+]

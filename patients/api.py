@@ -1,0 +1,48 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from patients import selectors, services
+from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
+from patients.idempotency import idempotent
+from patients.serializers import PatientInputSerializer, PatientSerializer
+
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True,
+    description="Unique per operation (e.g. a UUID), 1-255 printable ASCII characters; "
+    "send the same value when retrying. Kept for 24 hours.",
+)
+
+
+class PatientListCreateApi(generics.ListAPIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["patients"]
+    serializer_class = PatientSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.patient_list(clinic=clinic_of(self.request))
+
+    @extend_schema(
+        request=PatientInputSerializer, responses={201: PatientSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        serializer = PatientInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        patient = services.patient_create(
+            clinic=clinic_of(request), actor=f"client:{request.user.client_id}",
+            **serializer.validated_data,
+        )
+        patient = selectors.patient_list(clinic=clinic_of(request)).get(pk=patient.pk)
+        return Response(PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
+
+
+class PatientDetailApi(generics.RetrieveAPIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["patients"]
+    serializer_class = PatientSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.patient_list(clinic=clinic_of(self.request))

@@ -1,0 +1,114 @@
+"""Idempotency-Key handling for the clinic API's POSTs (Stripe's semantics, IETF draft).
+
+- same key, same request   → the first response replayed, `Idempotent-Replayed: true`
+- same key, other request  → 422
+- same key, first in flight → 409 with Retry-After
+Keys are scoped to the clinic and kept for settings.IDEMPOTENCY_KEY_TTL. The key row is
+written inside the same transaction as the resource the request creates, so a crash before
+commit leaves neither; a request that fails (validation, 404, ...) stores nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.problems import Problem
+from patients.models import Clinic, IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_LENGTH = 255
+
+
+def key_from(request: Request) -> str:
+    key = request.headers.get(HEADER)
+    if key is None or key == "":
+        raise Problem(
+            status_code=400, slug="idempotency-key-missing",
+            detail=f"This request needs an {HEADER} header (a unique value per operation, "
+            f"e.g. a UUID). Retries must send the same value.",
+        )
+    if len(key) > MAX_LENGTH or not all(32 <= ord(char) < 127 for char in key):
+        raise Problem(
+            status_code=400, slug="idempotency-key-invalid",
+            detail=f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters.",
+        )
+    return key
+
+
+def request_fingerprint(request: Request) -> str:
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def _lock_id(clinic: Clinic, key: str) -> int:
+    digest = hashlib.sha256(f"{clinic.pk}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _claim(clinic: Clinic, key: str) -> None:
+    """Take a transaction-scoped advisory lock on (clinic, key), or answer 409."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(clinic, key)])
+        (acquired,) = cursor.fetchone()
+    if not acquired:
+        raise Problem(
+            status_code=409, slug="idempotency-key-in-flight",
+            detail="A request with this Idempotency-Key is still being processed; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+
+def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Response:
+    if stored.request_hash != fingerprint:
+        raise Problem(
+            status_code=422, slug="idempotency-key-reused",
+            detail="This Idempotency-Key was already used with a different request "
+            f"({stored.method} {stored.path}); use a new key for a new operation.",
+        )
+    return Response(
+        stored.response_body, status=stored.response_status,
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
+    """Decorate an APIView's `post` so it runs at most once per (clinic, key)."""
+
+    @functools.wraps(handler)
+    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = key_from(request)
+        clinic = request.user.clinic
+        fingerprint = request_fingerprint(request)
+        with transaction.atomic():
+            _claim(clinic, key)
+            stored = IdempotencyKey.objects.filter(clinic=clinic, key=key).first()
+            if stored is not None and stored.expires_at > timezone.now():
+                return _replay(stored, fingerprint, request)
+            if stored is not None:
+                stored.delete()
+            response = handler(view, request, *args, **kwargs)
+            if 200 <= response.status_code < 300:
+                IdempotencyKey.objects.create(
+                    clinic=clinic, key=key, method=request.method, path=request.path,
+                    request_hash=fingerprint, response_status=response.status_code,
+                    response_body=json.loads(json.dumps(response.data, default=str)),
+                    expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
+                )
+            return response
+
+    return wrapper
+
+
+def idempotency_keys_purge() -> int:
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted

@@ -1,0 +1,111 @@
+"""Synthetic demo data: a GB and a US clinic, prescribers, patients, staff and API clients.
+
+Every name and number here is invented. Safe to run more than once.
+"""
+
+import json
+import secrets
+from datetime import date
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from oauth2_provider.models import Application
+
+from patients.models import Clinic, ClinicClient, Patient
+from patients.services import patient_create
+from prescriptions.models import Prescriber
+
+DEMO_PASSWORD = "scriptline-demo"
+
+
+class Command(BaseCommand):
+    help = "Create synthetic demo data and write var/demo-credentials.json."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args: object, **options: str) -> None:
+        call_command("load_formulary", verbosity=0)
+        with transaction.atomic():
+            clinic = self._clinic("Riverside Neurodevelopmental Clinic", "GB", "GBP", "Y12345")
+            us_clinic = self._clinic("Lakeshore Family Health", "US", "USD", "")
+            prescriber = self._prescriber(clinic, "Ada", "Hartley", "GMC", "7000001")
+            self._prescriber(us_clinic, "Jordan", "Reyes", "NPI", "1234567893")
+            self._patients(clinic)
+            self._staff()
+            client_id, client_secret = self._client(clinic)
+        credentials = {
+            "base_url": options["base_url"], "client_id": client_id, "client_secret": client_secret,
+            "clinic_id": clinic.pk, "prescriber_id": prescriber.pk,
+        }
+        path = Path(settings.VAR_DIR) / "demo-credentials.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(credentials, indent=2) + "\n")
+        path.chmod(0o600)
+        self.stdout.write(f"demo data ready; API credentials in {path}")
+
+    def _clinic(self, name: str, jurisdiction: str, currency: str, ods: str) -> Clinic:
+        clinic, _ = Clinic.objects.get_or_create(
+            name=name, defaults={"jurisdiction": jurisdiction, "currency": currency, "ods_code": ods,
+                                 "address": "1 Example Street, Demo Town"},
+        )
+        return clinic
+
+    def _prescriber(self, clinic: Clinic, given: str, family: str, body: str, number: str) -> Prescriber:
+        prescriber, _ = Prescriber.objects.get_or_create(
+            clinic=clinic, registration_body=body, registration_number=number,
+            defaults={"given_name": given, "family_name": family},
+        )
+        return prescriber
+
+    def _patients(self, clinic: Clinic) -> None:
+        if Patient.objects.filter(clinic=clinic).exists():
+            return
+        patient_create(
+            clinic=clinic, given_name="Sam", family_name="Testperson", birth_date=date(1990, 4, 2),
+            sex="female", nhs_number="9434765919", address_line="2 Sample Road", city="Leeds",
+            postal_code="LS1 1AA", email="sam@example.invalid",
+            allergies=[{"substance": "penicillin", "reaction": "rash"}], actor="seed",
+        )
+        patient_create(
+            clinic=clinic, given_name="Alex", family_name="Democase", birth_date=date(2008, 9, 15),
+            sex="male", address_line="3 Fixture Lane", city="York", postal_code="YO1 7HH",
+            actor="seed",
+        )
+
+    def _staff(self) -> None:
+        admin, created = User.objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            admin.set_password(DEMO_PASSWORD)
+            admin.save()
+        pharmacist, created = User.objects.get_or_create(username="pharmacist", defaults={"is_staff": True})
+        if created:
+            pharmacist.set_password(DEMO_PASSWORD)
+            pharmacist.save()
+            pharmacist.user_permissions.add(
+                *Permission.objects.filter(
+                    content_type__app_label="prescriptions",
+                    codename__in=["view_prescription", "add_pharmacistreview", "view_pharmacistreview"],
+                )
+            )
+
+    def _client(self, clinic: Clinic) -> tuple[str, str]:
+        secret = secrets.token_urlsafe(32)
+        application = Application.objects.filter(name="Riverside demo integration").first()
+        if application is None:
+            application = Application(
+                name="Riverside demo integration",
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            )
+        # DOT stores only a hash of the secret, so the demo issues a fresh one every run.
+        application.client_secret = secret
+        application.save()
+        ClinicClient.objects.get_or_create(application=application, defaults={"clinic": clinic})
+        return application.client_id, secret

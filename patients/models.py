@@ -1,0 +1,123 @@
+from django.db import models
+
+
+class Jurisdiction(models.TextChoices):
+    GB = "GB", "Great Britain"
+    US = "US", "United States"
+
+
+class Clinic(models.Model):
+    """A partner clinic: the tenant every patient and prescription belongs to."""
+
+    name = models.CharField(max_length=200)
+    jurisdiction = models.CharField(max_length=2, choices=Jurisdiction.choices)
+    currency = models.CharField(max_length=3, default="GBP")
+    ods_code = models.CharField("ODS / organisation code", max_length=20, blank=True)
+    address = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClinicClient(models.Model):
+    """Ties an OAuth2 client-credentials application to exactly one clinic."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="clients")
+    application = models.OneToOneField(
+        "oauth2_provider.Application",
+        on_delete=models.CASCADE,
+        related_name="clinic_client",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.application} for {self.clinic}"
+
+
+class Sex(models.TextChoices):
+    FEMALE = "female", "Female"
+    MALE = "male", "Male"
+    OTHER = "other", "Other"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class Patient(models.Model):
+    """A clinic's patient. Identifiers here are personal data: never log them."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
+    given_name = models.CharField(max_length=100)
+    family_name = models.CharField(max_length=100)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
+    nhs_number = models.CharField("NHS number", max_length=10, blank=True)
+    address_line = models.CharField(max_length=200, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    region = models.CharField("county / state", max_length=50, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=30, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["clinic", "-id"])]
+
+    def __str__(self) -> str:
+        return f"Patient #{self.pk}"
+
+
+class Allergy(models.Model):
+    """A recorded allergy or intolerance, by substance (ingredient or class name)."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="allergies")
+    substance = models.CharField(max_length=120)
+    reaction = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "allergies"
+
+    def __str__(self) -> str:
+        return self.substance
+
+
+class CurrentMedication(models.Model):
+    """A medicine the patient already takes (from elsewhere), for interaction checks."""
+
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, related_name="current_medications"
+    )
+    name = models.CharField(max_length=200)
+    code = models.CharField(max_length=40, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IdempotencyKey(models.Model):
+    """The first response to a clinic's POST, replayed for the same Idempotency-Key.
+
+    Written in the same transaction as the resource it created, so a key exists if and only
+    if its effect does.
+    """
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "key"], name="idempotency_key_unique_per_clinic"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"

@@ -1,0 +1,50 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from pharmacy import services
+from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+
+
+@admin.register(Dispatch)
+class DispatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "prescription", "status", "attempts", "gateway_order_id", "updated_at"]
+    list_filter = ["status"]
+    list_select_related = ["prescription"]
+    raw_id_fields = ["prescription"]
+    search_fields = ["=prescription__id", "=gateway_order_id"]
+    readonly_fields = [field.name for field in Dispatch._meta.fields]
+    show_full_result_count = False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ["id", "dispatch", "attempts", "error", "created_at", "resolved_at", "resolution"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "resolution"]
+    list_select_related = ["dispatch__prescription"]
+    raw_id_fields = ["dispatch"]
+    search_fields = ["=dispatch__prescription__id"]
+    readonly_fields = [field.name for field in DeadLetter._meta.fields]
+    actions = ["replay"]
+
+    @admin.action(description="Replay: send again with the same idempotency key")
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        replayed = sum(
+            services.dead_letter_replay(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
+            for letter in queryset.filter(resolved_at__isnull=True)
+        )
+        skipped = queryset.count() - replayed
+        self.message_user(request, f"Replayed {replayed} dead letter(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} were already resolved and were left alone.", messages.WARNING
+            )
+
+
+@admin.register(GatewayWebhookEvent)
+class GatewayWebhookEventAdmin(admin.ModelAdmin):
+    list_display = ["event_id", "type", "order_id", "applied", "received_at"]
+    list_filter = ["type", "applied"]
+    search_fields = ["=event_id", "=order_id"]
+    readonly_fields = [field.name for field in GatewayWebhookEvent._meta.fields]
+    show_full_result_count = False

@@ -1,0 +1,73 @@
+import uuid
+
+from django.db import models
+
+from prescriptions.models import Prescription
+
+
+class Dispatch(models.Model):
+    """Sending one prescription to the pharmacy gateway: at most one per prescription.
+
+    `idempotency_key` is fixed when the row is created and sent with every attempt, so the
+    gateway creates at most one order however often the send is retried or replayed.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        DEAD_LETTERED = "dead_lettered", "Dead-lettered"
+        FAILED = "failed", "Failed (terminal)"
+
+    prescription = models.OneToOneField(
+        Prescription, on_delete=models.PROTECT, related_name="dispatch"
+    )
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    gateway_order_id = models.CharField(max_length=80, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "dispatches"
+        indexes = [models.Index(fields=["status", "id"])]
+
+    def __str__(self) -> str:
+        return f"Dispatch of {self.prescription}"
+
+
+class DeadLetter(models.Model):
+    """A dispatch that ran out of attempts, for an operator to replay or cancel."""
+
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.PROTECT, related_name="dead_letters")
+    error = models.TextField()
+    attempts = models.PositiveIntegerField()
+    payload = models.JSONField(default=dict, help_text="What was being sent, without PHI.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Dead letter #{self.pk} ({self.dispatch})"
+
+
+class GatewayWebhookEvent(models.Model):
+    """Each gateway webhook event, stored once by its id: a redelivery is a no-op."""
+
+    event_id = models.CharField(max_length=80, unique=True)
+    type = models.CharField(max_length=40)
+    order_id = models.CharField(max_length=80, db_index=True)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    applied = models.BooleanField(default=False, help_text="False when it changed nothing.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -1,0 +1,252 @@
+"""Dispatch to the pharmacy gateway, dead letters, and the gateway's webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from pharmacy import fhir
+from pharmacy.adapters.http import gateway_from_settings
+from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable
+from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+from prescriptions import services as prescriptions
+from prescriptions.models import Prescription, Status
+
+logger = logging.getLogger(__name__)
+
+SENDABLE = frozenset({Status.APPROVED, Status.DEAD_LETTERED})
+
+
+class WebhookRejected(Exception):
+    """The webhook is not acceptable (signature, shape): answer with `status`."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _controlled_without_approval(prescription: Prescription) -> bool:
+    controlled = any(item.medication.is_controlled for item in prescription.items.all())
+    return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
+
+
+def dispatch_create(*, prescription_id: int) -> Dispatch | None:
+    """Create the one dispatch of an approved prescription and enqueue its send."""
+    from pharmacy import tasks  # tasks import services; import here to keep the cycle lazy
+
+    prescription = (
+        Prescription.objects.prefetch_related("items__medication")
+        .filter(pk=prescription_id, status=Status.APPROVED)
+        .first()
+    )
+    if prescription is None:
+        return None
+    with transaction.atomic():
+        dispatch, created = Dispatch.objects.get_or_create(prescription_id=prescription_id)
+        if _controlled_without_approval(prescription):
+            # Invariant: a controlled drug never reaches dispatch without a pharmacist's approval.
+            Dispatch.objects.filter(pk=dispatch.pk).update(
+                status=Dispatch.Status.FAILED,
+                last_error="Controlled drug without a recorded pharmacist approval: not sent.",
+            )
+            logger.error("dispatch refused: controlled drug without approval", extra={
+                "prescription_id": prescription_id})
+            return dispatch
+        if created:
+            transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch.pk))
+    return dispatch
+
+
+def _load_for_sending(dispatch_id: int) -> Dispatch | None:
+    return (
+        Dispatch.objects.select_related(
+            "prescription__clinic", "prescription__patient", "prescription__prescriber"
+        )
+        .prefetch_related("prescription__items__medication")
+        .filter(pk=dispatch_id, status=Dispatch.Status.PENDING)
+        .first()
+    )
+
+
+def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
+    """Send one pending dispatch; returns what happened.
+
+    Raises GatewayUnavailable only when the caller should retry later. Network I/O happens
+    outside any transaction; the acknowledgement is recorded afterwards with a guarded update.
+    """
+    dispatch = _load_for_sending(dispatch_id)
+    if dispatch is None:
+        return "not-pending"
+    prescription = dispatch.prescription
+    if prescription.status not in SENDABLE:
+        return "not-sendable"
+    if _controlled_without_approval(prescription):
+        dispatch_dead_letter(dispatch_id=dispatch_id, error="controlled drug without approval")
+        return "refused"
+    try:
+        bundle = fhir.encode_prescription(
+            prescription, message_id=str(dispatch.idempotency_key),
+            pharmacy_ods_code=settings.PHARMACY_ODS_CODE, timestamp=dispatch.created_at,
+        )
+    except fhir.FhirEncodingError as error:
+        dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
+        return "dead-lettered"
+    Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1)
+    try:
+        acknowledgement = (gateway or gateway_from_settings()).order_submit(
+            bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
+        )
+    except GatewayRejected as error:
+        dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
+        return "dead-lettered"
+    except GatewayUnavailable as error:
+        attempts = Dispatch.objects.filter(pk=dispatch_id).values_list("attempts", flat=True)[0]
+        Dispatch.objects.filter(pk=dispatch_id).update(last_error=str(error)[:1000])
+        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+            dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
+            return "dead-lettered"
+        raise
+    dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
+    return "acknowledged"
+
+
+def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
+    with transaction.atomic():
+        updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
+            status=Dispatch.Status.ACKNOWLEDGED, gateway_order_id=order_id,
+            acknowledged_at=timezone.now(), last_error="",
+        )
+        if updated != 1:
+            return False
+        prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        prescriptions.prescription_record_acknowledged(
+            prescription_id=prescription_id, order_id=order_id
+        )
+    return True
+
+
+def dispatch_dead_letter(*, dispatch_id: int, error: str) -> DeadLetter | None:
+    with transaction.atomic():
+        updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
+            status=Dispatch.Status.DEAD_LETTERED, last_error=error[:1000]
+        )
+        if updated != 1:
+            return None
+        dispatch = Dispatch.objects.get(pk=dispatch_id)
+        letter = DeadLetter.objects.create(
+            dispatch=dispatch, error=error[:1000], attempts=dispatch.attempts,
+            payload={"prescription_id": dispatch.prescription_id,
+                     "idempotency_key": str(dispatch.idempotency_key)},
+        )
+        prescriptions.prescription_record_dead_lettered(
+            prescription_id=dispatch.prescription_id, error=error
+        )
+    logger.warning("dispatch %s dead-lettered after %s attempts", dispatch_id, dispatch.attempts)
+    return letter
+
+
+def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
+    """Send a dead-lettered dispatch again, with the same idempotency key."""
+    from pharmacy import tasks
+
+    with transaction.atomic():
+        letter = DeadLetter.objects.select_for_update().filter(
+            pk=dead_letter_id, resolved_at__isnull=True
+        ).first()
+        if letter is None:
+            return False
+        reopened = Dispatch.objects.filter(
+            pk=letter.dispatch_id, status=Dispatch.Status.DEAD_LETTERED
+        ).update(status=Dispatch.Status.PENDING, attempts=0)
+        letter.resolved_at = timezone.now()
+        letter.resolution = "replayed" if reopened else "stale"
+        letter.save(update_fields=["resolved_at", "resolution"])
+        if reopened:
+            dispatch_id = letter.dispatch_id
+            transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch_id))
+    logger.info("dead letter %s replayed by %s", dead_letter_id, actor or "unknown")
+    return bool(reopened)
+
+
+# --- Gateway webhooks ---------------------------------------------------------------------
+
+
+def signature_verify(*, body: bytes, header: str, secret: str, tolerance: int) -> None:
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(parts["t"])
+        signature = parts["v1"]
+    except (KeyError, ValueError) as error:
+        raise WebhookRejected("malformed Gateway-Signature header") from error
+    if abs(time.time() - timestamp) > tolerance:
+        raise WebhookRejected("stale Gateway-Signature timestamp")
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), signature):
+        raise WebhookRejected("bad Gateway-Signature")
+
+
+def _parse_event(body: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise WebhookRejected("body is not JSON") from error
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        raise WebhookRejected("event must be an object with data")
+    if event.get("type") not in prescriptions.PROGRESS:
+        raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        raise WebhookRejected("event id missing")
+    return event
+
+
+def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
+    """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
+    signature_verify(
+        body=body, header=signature_header, secret=settings.GATEWAY_WEBHOOK_SECRET,
+        tolerance=settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS,
+    )
+    event = _parse_event(body)
+    data = event["data"]
+    dispatch = Dispatch.objects.filter(
+        idempotency_key=_uuid_or_none(data.get("idempotency_key"))
+    ).first() or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", ""))).exclude(
+        gateway_order_id=""
+    ).first()
+    if dispatch is None:
+        raise WebhookRejected("unknown order", status=404)
+    if dispatch.status == Dispatch.Status.PENDING:
+        # The gateway is ahead of us: our record of its acknowledgement has not landed yet.
+        raise WebhookRejected("order not yet acknowledged here; retry", status=409)
+    try:
+        with transaction.atomic():
+            stored = GatewayWebhookEvent.objects.create(
+                event_id=event["id"], type=event["type"], order_id=str(data.get("order_id", "")),
+                payload=event,
+            )
+            applied = prescriptions.prescription_record_progress(
+                prescription_id=dispatch.prescription_id, gateway_event_type=event["type"],
+                tracking_number=str(data.get("tracking_number", ""))[:60],
+            )
+            if applied:
+                GatewayWebhookEvent.objects.filter(pk=stored.pk).update(applied=True)
+    except IntegrityError:
+        return "duplicate"
+    return "applied" if applied else "ignored"
+
+
+def _uuid_or_none(value: object) -> str | None:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None

@@ -1,0 +1,723 @@
+"""Pharmacy-gateway simulator: a stand-in for the real dispensing gateway.
+
+It accepts FHIR R4 message Bundles on ``POST /orders`` with Idempotency-Key
+de-duplication, injects faults on demand, and walks each new order through
+signed ``order.dispensed`` -> ``order.shipped`` -> ``order.delivered``
+webhooks.  Standard library only and free of Django imports so it can run as
+``python -m pharmacy.simulator`` as well as through the management command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_API_KEY = "sim-gateway-key"
+DEFAULT_HANG_SECONDS = 30.0
+DEFAULT_STEP_DELAY_SECONDS = 1.0
+
+EVENT_TYPES = ("order.dispensed", "order.shipped", "order.delivered")
+EVENTS_WITH_TRACKING = frozenset({"order.shipped", "order.delivered"})
+SIGNATURE_HEADER = "Gateway-Signature"
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+MAXIMUM_BODY_BYTES = 10 * 1024 * 1024
+JSON_CONTENT_TYPE = "application/json"
+FHIR_CONTENT_TYPE = "application/fhir+json"
+
+# Names accepted by serve(); the management command forwards exactly these.
+OPTION_NAMES = (
+    "host",
+    "port",
+    "webhook_url",
+    "webhook_secret",
+    "api_key",
+    "latency",
+    "error_rate",
+    "timeout_rate",
+    "hang",
+    "step_delay",
+    "auto_advance",
+    "seed",
+)
+
+Log = Callable[[str], None]
+
+
+def log_to_stderr(message: str) -> None:
+    print(f"[gateway-simulator] {message}", file=sys.stderr, flush=True)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """Return the full ``Gateway-Signature`` header value for ``body``."""
+    signed_payload = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), signed_payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def operation_outcome(code: str, diagnostics: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+
+
+class BundleError(ValueError):
+    """The request body is not a FHIR message Bundle."""
+
+
+def parse_message_bundle(body: bytes) -> dict[str, Any]:
+    try:
+        bundle = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError("Request body is not valid JSON.") from error
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BundleError("Request body must be a FHIR Bundle resource.")
+    if bundle.get("type") != "message":
+        raise BundleError("Bundle.type must be 'message'.")
+    entries = bundle.get("entry")
+    first_resource = entries[0].get("resource") if _is_non_empty_list_of_dicts(entries) else None
+    if not isinstance(first_resource, dict) or first_resource.get("resourceType") != "MessageHeader":
+        raise BundleError("The first Bundle.entry must hold a MessageHeader resource.")
+    return bundle
+
+
+def _is_non_empty_list_of_dicts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _new_tracking_number() -> str:
+    # Not drawn from the seeded generator: repeating tracking numbers across
+    # simulator restarts could collide in the application's database.
+    return "SIM" + "".join(random.SystemRandom().choice("0123456789") for _ in range(10))
+
+
+@dataclass
+class Order:
+    order_id: str
+    idempotency_key: str
+    bundle_id: Any
+    received_at: str
+    body_digest: str
+    status: str = "acknowledged"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "status": self.status,
+            "idempotency_key": self.idempotency_key,
+            "bundle_id": self.bundle_id,
+            "received_at": self.received_at,
+        }
+
+
+class Submission(enum.Enum):
+    CREATED = "created"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+
+
+class Fault(enum.Enum):
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass
+class Knobs:
+    latency: float = 0.0
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    hang: float = DEFAULT_HANG_SECONDS
+    step_delay: float = DEFAULT_STEP_DELAY_SECONDS
+    auto_advance: bool = True
+    down: bool = False
+    webhook_url: str | None = None
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    webhooks_sent: int = 0
+    webhooks_failed: int = 0
+
+
+@dataclass
+class WebhookEvent:
+    event_id: str
+    event_type: str
+    order: Order
+    tracking_number: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def body(self) -> bytes:
+        data: dict[str, Any] = {
+            "order_id": self.order.order_id,
+            "idempotency_key": self.order.idempotency_key,
+            "bundle_id": self.order.bundle_id,
+        }
+        if self.tracking_number is not None:
+            data["tracking_number"] = self.tracking_number
+        event = {"id": self.event_id, "type": self.event_type, "created": self.created, "data": data}
+        return json.dumps(event, separators=(",", ":")).encode("utf-8")
+
+
+def _require_number(name: str, value: Any, upper_bound: float | None = None) -> float:
+    # bool is an int subclass; "true" must not silently become 1.0 seconds.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number")
+    if value < 0 or (upper_bound is not None and value > upper_bound):
+        limit = f"between 0 and {upper_bound}" if upper_bound is not None else "zero or more"
+        raise ValueError(f"{name} must be {limit}")
+    return float(value)
+
+
+def _require_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def _require_url(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL or null")
+    return value
+
+
+KNOB_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "latency": _require_number,
+    "error_rate": lambda name, value: _require_number(name, value, upper_bound=1.0),
+    "timeout_rate": lambda name, value: _require_number(name, value, upper_bound=1.0),
+    "hang": _require_number,
+    "step_delay": _require_number,
+    "auto_advance": _require_bool,
+    "down": _require_bool,
+    "webhook_url": _require_url,
+}
+
+
+class Simulator:
+    """Orders, counters and fault knobs of one simulated gateway; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        webhook_url: str | None = None,
+        webhook_secret: str = "",
+        latency: float = 0.0,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        hang: float = DEFAULT_HANG_SECONDS,
+        step_delay: float = DEFAULT_STEP_DELAY_SECONDS,
+        auto_advance: bool = True,
+        down: bool = False,
+        seed: int | None = None,
+        log: Log = log_to_stderr,
+    ) -> None:
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.log = log
+        self._seed = seed
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._orders_by_key: dict[str, Order] = {}
+        self._counters = Counters()
+        # Bumped by reset() so advancers of cleared orders stop and stay silent.
+        self._generation = 0
+        self._knobs = Knobs()
+        self.update_knobs(
+            {
+                "latency": latency,
+                "error_rate": error_rate,
+                "timeout_rate": timeout_rate,
+                "hang": hang,
+                "step_delay": step_delay,
+                "auto_advance": auto_advance,
+                "down": down,
+                "webhook_url": webhook_url,
+            }
+        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    # Knobs and statistics
+
+    def knobs(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(vars(self._knobs))
+
+    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate every change first so a bad request changes nothing."""
+        unknown = sorted(set(changes) - set(KNOB_VALIDATORS))
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
+        validated = {name: KNOB_VALIDATORS[name](name, value) for name, value in changes.items()}
+        with self._lock:
+            for name, value in validated.items():
+                setattr(self._knobs, name, value)
+        return self.knobs()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            orders_by_key = {key: order.order_id for key, order in self._orders_by_key.items()}
+            return {"orders": len(orders_by_key), **vars(self._counters), "orders_by_key": orders_by_key}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._orders_by_key.clear()
+            self._counters = Counters()
+            self._generation += 1
+            self._random = random.Random(self._seed)
+
+    def close(self) -> None:
+        """Wake every sleeping hang, advancer and retry so shutdown is prompt."""
+        self._stopping.set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless closed meanwhile; True when the full time elapsed."""
+        if seconds <= 0:
+            return not self._stopping.is_set()
+        return not self._stopping.wait(seconds)
+
+    # Order intake
+
+    def is_authorized(self, authorization_header: str | None) -> bool:
+        expected = f"Bearer {self.api_key}".encode()
+        return hmac.compare_digest((authorization_header or "").encode(), expected)
+
+    def record_request(self) -> None:
+        with self._lock:
+            self._counters.requests += 1
+
+    def choose_fault(self) -> Fault | None:
+        """One draw partitions requests so each rate is its exact share."""
+        with self._lock:
+            knobs = self._knobs
+            draw = self._random.random()
+            if knobs.down or draw < knobs.error_rate:
+                self._counters.errors += 1
+                return Fault.ERROR
+            if draw < knobs.error_rate + knobs.timeout_rate:
+                self._counters.timeouts += 1
+                return Fault.TIMEOUT
+            return None
+
+    def submit_order(
+        self, idempotency_key: str, bundle: Mapping[str, Any], body: bytes
+    ) -> tuple[Submission, Order | None]:
+        body_digest = hashlib.sha256(body).hexdigest()
+        with self._lock:
+            existing = self._orders_by_key.get(idempotency_key)
+            if existing is not None:
+                if not hmac.compare_digest(existing.body_digest, body_digest):
+                    return Submission.CONFLICT, None
+                self._counters.duplicates += 1
+                return Submission.REPLAYED, existing
+            order = Order(
+                order_id=f"ord_{uuid.uuid4().hex}",
+                idempotency_key=idempotency_key,
+                bundle_id=bundle.get("id"),
+                received_at=_utc_now_iso(),
+                body_digest=body_digest,
+            )
+            self._orders_by_key[idempotency_key] = order
+            generation = self._generation
+        self.log(f"acknowledged order {order.order_id}")
+        self._start_advancing(order, generation)
+        return Submission.CREATED, order
+
+    # Order lifecycle webhooks
+
+    def _start_advancing(self, order: Order, generation: int) -> None:
+        knobs = self.knobs()
+        if not knobs["auto_advance"] or not knobs["webhook_url"]:
+            return
+        thread = threading.Thread(
+            target=self._advance,
+            args=(order, generation),
+            name=f"advance-{order.order_id}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _is_current(self, generation: int) -> bool:
+        with self._lock:
+            return generation == self._generation
+
+    def _advance(self, order: Order, generation: int) -> None:
+        tracking_number = _new_tracking_number()
+        for event_type in EVENT_TYPES:
+            if not self.sleep(self.knobs()["step_delay"]) or not self._is_current(generation):
+                return
+            event = WebhookEvent(
+                event_id=f"evt_{uuid.uuid4().hex}",
+                event_type=event_type,
+                order=order,
+                tracking_number=tracking_number if event_type in EVENTS_WITH_TRACKING else None,
+            )
+            self._record_delivery(generation, self._deliver(event))
+
+    def _deliver(self, event: WebhookEvent) -> bool:
+        body = event.body()
+        for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
+            url = self.knobs()["webhook_url"]
+            outcome = self._post_webhook(url, body) if url else "no webhook url configured"
+            if outcome is None:
+                self.log(f"delivered {event.event_type} for {event.order.order_id}")
+                return True
+            if retry_delay is None or not self.sleep(retry_delay):
+                break
+            self.log(f"retrying {event.event_type} for {event.order.order_id} in {retry_delay}s ({outcome})")
+        self.log(f"gave up delivering {event.event_type} for {event.order.order_id}")
+        return False
+
+    def _post_webhook(self, url: str, body: bytes) -> str | None:
+        """POST one signed attempt; None on 2xx, otherwise why it failed."""
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": JSON_CONTENT_TYPE,
+                SIGNATURE_HEADER: sign(self.webhook_secret, int(time.time()), body),
+                "User-Agent": "pharmacy-gateway-simulator/1.0",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            return f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            return type(error).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    def _record_delivery(self, generation: int, delivered: bool) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            if delivered:
+                self._counters.webhooks_sent += 1
+            else:
+                self._counters.webhooks_failed += 1
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Many clients racing on one key must not overflow the default backlog of 5.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        super().__init__(address, GatewayRequestHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class GatewayRequestHandler(BaseHTTPRequestHandler):
+    server: SimulatorServer
+    server_version = "PharmacyGatewaySimulator/1.0"
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    @property
+    def simulator(self) -> Simulator:
+        return self.server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Access lines add nothing; order and webhook events are logged instead.
+        return
+
+    # Routing
+
+    def do_GET(self) -> None:
+        routes = {"/health": self._health, "/_stats": self._stats, "/_control": self._show_knobs}
+        self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
+
+    def do_POST(self) -> None:
+        routes = {"/orders": self._orders, "/_control": self._control, "/_reset": self._reset}
+        self._dispatch(routes, allowed_elsewhere={"/health", "/_stats"})
+
+    def _dispatch(self, routes: Mapping[str, Callable[[], None]], allowed_elsewhere: set[str]) -> None:
+        path = self.path.split("?", 1)[0]
+        route = routes.get(path)
+        if route is not None:
+            route()
+        elif path in allowed_elsewhere:
+            self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed", "path": path})
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
+
+    # Operational endpoints
+
+    def _health(self) -> None:
+        self._send_json(HTTPStatus.OK, {"status": "ok"})
+
+    def _stats(self) -> None:
+        self._send_json(HTTPStatus.OK, self.simulator.stats())
+
+    def _show_knobs(self) -> None:
+        self._send_json(HTTPStatus.OK, self.simulator.knobs())
+
+    def _control(self) -> None:
+        try:
+            changes = json.loads(self._read_body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object of knob names")
+            knobs = self.simulator.update_knobs(changes)
+        except ValueError as error:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        self._send_json(HTTPStatus.OK, knobs)
+
+    def _reset(self) -> None:
+        self._read_body()
+        self.simulator.reset()
+        self._send_json(HTTPStatus.OK, self.simulator.stats())
+
+    # Order intake
+
+    def _orders(self) -> None:
+        simulator = self.simulator
+        simulator.record_request()
+        body = self._read_body()
+        if body is None:
+            self._send_outcome(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-long", "Request body is too large.")
+            return
+        simulator.sleep(simulator.knobs()["latency"])
+        fault = simulator.choose_fault()
+        if fault is Fault.ERROR:
+            self._send_outcome(HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable.")
+            return
+        if fault is Fault.TIMEOUT:
+            simulator.sleep(simulator.knobs()["hang"])
+            self._send_outcome(HTTPStatus.GATEWAY_TIMEOUT, "timeout", "Gateway timed out.")
+            return
+        self._accept_order(body)
+
+    def _accept_order(self, body: bytes) -> None:
+        if not self.simulator.is_authorized(self.headers.get("Authorization")):
+            self._send_outcome(HTTPStatus.UNAUTHORIZED, "login", "Missing or invalid API key.")
+            return
+        idempotency_key = (self.headers.get("Idempotency-Key") or "").strip()
+        if not idempotency_key:
+            self._send_outcome(HTTPStatus.BAD_REQUEST, "required", "Idempotency-Key header is required.")
+            return
+        try:
+            bundle = parse_message_bundle(body)
+        except BundleError as error:
+            self._send_outcome(HTTPStatus.BAD_REQUEST, "invalid", str(error))
+            return
+        submission, order = self.simulator.submit_order(idempotency_key, bundle, body)
+        self._answer_submission(submission, order)
+
+    def _answer_submission(self, submission: Submission, order: Order | None) -> None:
+        if submission is Submission.CONFLICT or order is None:
+            diagnostics = "Idempotency-Key was already used with a different request body."
+            self._send_outcome(HTTPStatus.UNPROCESSABLE_ENTITY, "conflict", diagnostics)
+        elif submission is Submission.REPLAYED:
+            self._send_json(HTTPStatus.OK, order.as_json(), extra_headers={"Idempotent-Replayed": "true"})
+        else:
+            self._send_json(HTTPStatus.ACCEPTED, order.as_json())
+
+    # Input and output
+
+    def _read_body(self) -> bytes | None:
+        """Return the raw body, or None when it exceeds MAXIMUM_BODY_BYTES."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAXIMUM_BODY_BYTES:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_outcome(self, status: HTTPStatus, code: str, diagnostics: str) -> None:
+        self._send_json(status, operation_outcome(code, diagnostics), content_type=FHIR_CONTENT_TYPE)
+
+    def _send_json(
+        self,
+        status: HTTPStatus,
+        payload: Mapping[str, Any],
+        *,
+        content_type: str = JSON_CONTENT_TYPE,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if status == HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", "Bearer")
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (typically during an injected hang); nothing to tell it.
+            self.close_connection = True
+
+
+def make_server(host: str, port: int, simulator: Simulator) -> ThreadingHTTPServer:
+    """Bind (port 0 picks a free port) without serving; call serve_forever()."""
+    return SimulatorServer((host, port), simulator)
+
+
+def _install_stop_handlers(stop_requested: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda number, frame: stop_requested.set())
+
+
+def serve(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    webhook_url: str | None = None,
+    webhook_secret: str = "",
+    api_key: str = DEFAULT_API_KEY,
+    latency: float = 0.0,
+    error_rate: float = 0.0,
+    timeout_rate: float = 0.0,
+    hang: float = DEFAULT_HANG_SECONDS,
+    step_delay: float = DEFAULT_STEP_DELAY_SECONDS,
+    auto_advance: bool = True,
+    seed: int | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    simulator = Simulator(
+        api_key=api_key,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        latency=latency,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        hang=hang,
+        step_delay=step_delay,
+        auto_advance=auto_advance,
+        seed=seed,
+    )
+    if webhook_url and not webhook_secret:
+        simulator.log("warning: no webhook secret configured; webhooks are signed with an empty key")
+    server = make_server(host, port, simulator)
+    stop_requested = threading.Event()
+    _install_stop_handlers(stop_requested)
+    server_thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gateway-simulator", daemon=True
+    )
+    server_thread.start()
+    print(f"gateway simulator listening on {server.url}", flush=True)
+    try:
+        # Poll so the main thread stays responsive to signals on every platform.
+        while not stop_requested.wait(0.2):
+            pass
+    finally:
+        simulator.close()
+        server.shutdown()
+        server.server_close()
+        server_thread.join(timeout=5)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    environment: Mapping[str, str] | None = None,
+    preferred_defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Declare the simulator options; shared by main() and the Django command.
+
+    Defaults come from ``preferred_defaults`` (non-None values), then the
+    environment, then the built-in values.
+    """
+    environment = os.environ if environment is None else environment
+    preferred = {name: value for name, value in (preferred_defaults or {}).items() if value is not None}
+
+    def default(name: str, variable: str | None, fallback: Any) -> Any:
+        if name in preferred:
+            return preferred[name]
+        if variable and environment.get(variable):
+            return environment[variable]
+        return fallback
+
+    parser.add_argument("--host", default=default("host", None, DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(default("port", "GATEWAY_SIM_PORT", DEFAULT_PORT)))
+    parser.add_argument("--webhook-url", default=default("webhook_url", "GATEWAY_WEBHOOK_URL", None))
+    parser.add_argument("--webhook-secret", default=default("webhook_secret", "GATEWAY_WEBHOOK_SECRET", ""))
+    parser.add_argument("--api-key", default=default("api_key", "GATEWAY_API_KEY", DEFAULT_API_KEY))
+    parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds added before answering /orders")
+    parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction of /orders answered 503")
+    parser.add_argument("--timeout-rate", type=_rate, default=0.0, help="fraction of /orders that hang")
+    parser.add_argument(
+        "--hang", type=_seconds, default=DEFAULT_HANG_SECONDS, help="seconds a hanging request sleeps"
+    )
+    parser.add_argument(
+        "--step-delay", type=_seconds, default=DEFAULT_STEP_DELAY_SECONDS, help="seconds before each webhook"
+    )
+    parser.add_argument("--no-auto-advance", dest="auto_advance", action="store_false", help="send no webhooks")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
+
+
+def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick serve()'s keyword arguments out of parsed options."""
+    return {name: parsed[name] for name in OPTION_NAMES}
+
+
+def main(arguments: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pharmacy.simulator", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parsed = parser.parse_args(arguments)
+    serve(**options_from(vars(parsed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from events.models import Event
+from pharmacy import services
+from pharmacy.gateway import GatewayUnavailable
+
+
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff with full jitter, capped (the cap stays well under the broker's
+    visibility timeout, so a waiting retry is never redelivered as a duplicate)."""
+    ceiling = min(
+        settings.GATEWAY_RETRY_BACKOFF_MAX_SECONDS,
+        settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2**retries),
+    )
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@shared_task(time_limit=60)
+def dispatch_on_approved(event_id: int) -> None:
+    """Consumer of prescription.approved / pharmacist_approved: create the dispatch."""
+    event = Event.objects.filter(pk=event_id).first()
+    if event is not None:
+        services.dispatch_create(prescription_id=event.aggregate_id)
+
+
+@shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)
+def dispatch_send(self, dispatch_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        services.dispatch_send(dispatch_id=dispatch_id)
+    except GatewayUnavailable as error:
+        # The service counts attempts in the database and dead-letters at the limit, so a
+        # retry chain restarted by redelivery or replay still stops at the same bound.
+        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error

@@ -1,0 +1,113 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from events.services import events_for
+from patients.api import IDEMPOTENCY_KEY_PARAMETER
+from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
+from patients.idempotency import idempotent
+from prescriptions import selectors, services
+from prescriptions.models import Prescription, Status
+from prescriptions.serializers import (
+    CancelInputSerializer,
+    MedicationSerializer,
+    PrescriberSerializer,
+    PrescriptionDetailSerializer,
+    PrescriptionInputSerializer,
+    PrescriptionSerializer,
+)
+
+
+def _detail(prescription: Prescription) -> dict:
+    prescription.timeline_events = events_for(
+        aggregate_type="prescription", aggregate_id=prescription.pk
+    )
+    return PrescriptionDetailSerializer(prescription).data
+
+
+class PrescriptionListCreateApi(generics.ListAPIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["prescriptions"]
+    serializer_class = PrescriptionSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        prescriptions = selectors.prescription_list(clinic=clinic_of(self.request))
+        wanted = self.request.query_params.get("status")
+        if wanted in Status.values:
+            prescriptions = prescriptions.filter(status=wanted)
+        return prescriptions
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=Status.values, required=False)]
+    )
+    def get(self, request: Request) -> Response:
+        return super().get(request)
+
+    @extend_schema(
+        request=PrescriptionInputSerializer, responses={201: PrescriptionDetailSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        clinic = clinic_of(request)
+        serializer = PrescriptionInputSerializer(data=request.data, context={"clinic": clinic})
+        serializer.is_valid(raise_exception=True)
+        prescription = services.prescription_create(
+            clinic=clinic, actor=f"client:{request.user.client_id}", **serializer.validated_data
+        )
+        prescription = selectors.prescription_list(clinic=clinic).get(pk=prescription.pk)
+        return Response(_detail(prescription), status=status.HTTP_201_CREATED)
+
+
+class PrescriptionDetailApi(generics.RetrieveAPIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["prescriptions"]
+    serializer_class = PrescriptionDetailSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.prescription_list(clinic=clinic_of(self.request))
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        return Response(_detail(self.get_object()))
+
+
+class PrescriptionCancelApi(APIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["prescriptions"]
+
+    @extend_schema(request=CancelInputSerializer, responses={200: PrescriptionDetailSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = CancelInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        clinic = clinic_of(request)
+        services.prescription_cancel(
+            clinic=clinic, prescription_id=pk, reason=serializer.validated_data["reason"],
+            actor=f"client:{request.user.client_id}",
+        )
+        prescription = selectors.prescription_list(clinic=clinic).get(pk=pk)
+        return Response(_detail(prescription))
+
+
+class MedicationListApi(generics.ListAPIView):
+    """The formulary. `?search=` matches the name (any part) or the exact code."""
+
+    permission_classes = [IsClinicClient]
+    serializer_class = MedicationSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.medication_search(search=self.request.query_params.get("search", ""))
+
+    @extend_schema(parameters=[OpenApiParameter("search", str, required=False)])
+    def get(self, request: Request) -> Response:
+        return super().get(request)
+
+
+class PrescriberListApi(generics.ListAPIView):
+    permission_classes = [IsClinicClient, HasResourceScope]
+    required_scopes = ["prescriptions"]
+    serializer_class = PrescriberSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.prescriber_list(clinic=clinic_of(self.request))

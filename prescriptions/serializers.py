@@ -1,0 +1,134 @@
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from events.models import Event
+from patients.models import Clinic, Patient
+from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem
+
+MAX_ITEMS = 20
+
+
+class CodingSerializer(serializers.Serializer):
+    system = serializers.CharField(max_length=80)
+    code = serializers.CharField(max_length=40)
+
+
+class ItemInputSerializer(serializers.Serializer):
+    medication = CodingSerializer(help_text="The formulary code, e.g. a dm+d or RxNorm code.")
+    dose_text = serializers.CharField(max_length=300)
+    quantity = serializers.DecimalField(
+        max_digits=9, decimal_places=2, min_value=Decimal("0.01"), max_value=Decimal(100000)
+    )
+    unit = serializers.CharField(max_length=30)
+    days_supply = serializers.IntegerField(min_value=1, max_value=365)
+
+
+class PrescriptionInputSerializer(serializers.Serializer):
+    patient = serializers.IntegerField(min_value=1)
+    prescriber = serializers.IntegerField(min_value=1)
+    issued_on = serializers.DateField(required=False)
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+
+    @property
+    def clinic(self) -> Clinic:
+        return self.context["clinic"]
+
+    def validate_patient(self, value: int) -> Patient:
+        patient = Patient.objects.filter(clinic=self.clinic, pk=value).first()
+        if patient is None:
+            # Same words for "absent" and "another clinic's": existence is not disclosed.
+            raise serializers.ValidationError("No such patient.")
+        return patient
+
+    def validate_prescriber(self, value: int) -> Prescriber:
+        prescriber = Prescriber.objects.filter(clinic=self.clinic, pk=value).first()
+        if prescriber is None:
+            raise serializers.ValidationError("No such prescriber.")
+        return prescriber
+
+    def validate_items(self, items: list[dict]) -> list[dict]:
+        codes = {(item["medication"]["system"], item["medication"]["code"]) for item in items}
+        found = {
+            (medication.code_system, medication.code): medication
+            for medication in Medication.objects.filter(
+                code__in=[code for _system, code in codes], is_active=True
+            )
+        }
+        errors: list[dict] = []
+        for item in items:
+            medication = found.get((item["medication"]["system"], item["medication"]["code"]))
+            if medication is None:
+                errors.append({"medication": ["Not on the formulary (see GET /api/v1/medications/)."]})
+            else:
+                item["medication"] = medication
+                errors.append({})
+        if any(errors):
+            raise serializers.ValidationError(errors)
+        return items
+
+
+class MedicationSerializer(serializers.ModelSerializer):
+    system = serializers.CharField(source="code_system")
+
+    class Meta:
+        model = Medication
+        fields = ["id", "system", "code", "name", "strength", "form", "controlled_schedule", "price_minor"]
+        read_only_fields = fields
+
+
+class ItemSerializer(serializers.ModelSerializer):
+    medication = MedicationSerializer()
+
+    class Meta:
+        model = PrescriptionItem
+        fields = ["id", "medication", "dose_text", "quantity", "unit", "days_supply"]
+        read_only_fields = fields
+
+
+class CheckResultSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    severity = serializers.ChoiceField(choices=["block", "needs_pharmacist", "info"])
+    message = serializers.CharField()
+    source = serializers.CharField()
+    item = serializers.IntegerField(allow_null=True)
+
+
+class PrescriptionSerializer(serializers.ModelSerializer):
+    items = ItemSerializer(many=True)
+    check_results = CheckResultSerializer(many=True)
+
+    class Meta:
+        model = Prescription
+        fields = [
+            "id", "status", "status_reason", "patient", "prescriber", "issued_on", "note",
+            "items", "check_results", "tracking_number", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["sequence", "type", "payload", "actor", "created_at"]
+        read_only_fields = fields
+
+
+class PrescriptionDetailSerializer(PrescriptionSerializer):
+    timeline = EventSerializer(many=True, source="timeline_events")
+
+    class Meta(PrescriptionSerializer.Meta):
+        fields = [*PrescriptionSerializer.Meta.fields, "timeline"]
+        read_only_fields = fields
+
+
+class CancelInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class PrescriberSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Prescriber
+        fields = ["id", "given_name", "family_name", "registration_body", "registration_number"]
+        read_only_fields = fields

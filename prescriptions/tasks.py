@@ -1,0 +1,18 @@
+from celery import shared_task
+
+from events.models import Event
+from patients.idempotency import idempotency_keys_purge as purge
+from prescriptions import services
+
+
+@shared_task(time_limit=60)
+def prescription_check(event_id: int) -> None:
+    """Consumer of prescription.received: run the clinical checks."""
+    event = Event.objects.filter(pk=event_id).first()
+    if event is not None:
+        services.prescription_run_checks(prescription_id=event.aggregate_id)
+
+
+@shared_task(time_limit=300)
+def idempotency_keys_purge() -> int:
+    return purge()

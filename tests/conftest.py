@@ -1,0 +1,78 @@
+"""Shared fixtures: clinics with API clients, and an authenticated API client per clinic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from patients.models import Clinic
+from prescriptions.models import Medication, Prescriber
+from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory, PatientFactory
+from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+
+
+@dataclass
+class ClinicSetup:
+    clinic: Clinic
+    api: APIClient
+    prescriber: Prescriber
+    token: str
+
+
+def make_clinic_setup(name: str, scope: str | None = None) -> ClinicSetup:
+    clinic = ClinicFactory(name=name)
+    link = ClinicClientFactory(clinic=clinic)
+    token_kwargs = {"application": link.application}
+    if scope is not None:
+        token_kwargs["scope"] = scope
+    token = AccessTokenFactory(**token_kwargs)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token.token}")
+    return ClinicSetup(clinic=clinic, api=api, prescriber=PrescriberFactory(clinic=clinic), token=token.token)
+
+
+@pytest.fixture
+def clinic_a(db) -> ClinicSetup:  # type: ignore[no-untyped-def]
+    return make_clinic_setup("Clinic A")
+
+
+@pytest.fixture
+def clinic_b(db) -> ClinicSetup:  # type: ignore[no-untyped-def]
+    return make_clinic_setup("Clinic B")
+
+
+@pytest.fixture
+def paracetamol(db) -> Medication:  # type: ignore[no-untyped-def]
+    return MedicationFactory(code="322236009", name="Paracetamol", strength="500mg")
+
+
+@pytest.fixture
+def methylphenidate(db) -> Medication:  # type: ignore[no-untyped-def]
+    return MedicationFactory(
+        code="324907005", name="Methylphenidate", strength="10mg", controlled_schedule="2"
+    )
+
+
+def prescription_body(patient_id: int, prescriber_id: int, medication: Medication, **overrides) -> dict:  # type: ignore[no-untyped-def]
+    item = {
+        "medication": {"system": medication.code_system, "code": medication.code},
+        "dose_text": "Take one tablet four times a day",
+        "quantity": "28",
+        "unit": "tablet",
+        "days_supply": 7,
+    }
+    item.update(overrides.pop("item", {}))
+    return {"patient": patient_id, "prescriber": prescriber_id, "items": [item], **overrides}
+
+
+@pytest.fixture
+def patient_a(clinic_a):  # type: ignore[no-untyped-def]
+    return PatientFactory(clinic=clinic_a.clinic)
+
+
+@pytest.fixture(autouse=True)
+def _no_publish_on_commit(settings):  # type: ignore[no-untyped-def]
+    # Unit tests run without a worker; journeys turn publishing back on explicitly.
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False

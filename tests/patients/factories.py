@@ -1,0 +1,68 @@
+import datetime
+
+import factory
+from oauth2_provider.models import AccessToken, Application
+
+from patients.models import Allergy, Clinic, ClinicClient, Patient
+
+
+class ClinicFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Clinic
+
+    name = factory.Sequence(lambda n: f"Clinic {n}")
+    jurisdiction = "GB"
+    currency = "GBP"
+    ods_code = factory.Sequence(lambda n: f"Y{n:05d}")
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    clinic = factory.SubFactory(ClinicFactory)
+    given_name = factory.Faker("first_name")
+    family_name = factory.Faker("last_name")
+    birth_date = datetime.date(1991, 3, 14)
+    sex = "female"
+    nhs_number = "9434765919"
+    address_line = "1 Synthetic Street"
+    city = "Leeds"
+    postal_code = "LS1 1AA"
+
+
+class AllergyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Allergy
+
+    patient = factory.SubFactory(PatientFactory)
+    substance = "penicillin"
+
+
+class ApplicationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Application
+
+    name = factory.Sequence(lambda n: f"integration {n}")
+    client_type = Application.CLIENT_CONFIDENTIAL
+    authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
+
+
+class ClinicClientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ClinicClient
+
+    clinic = factory.SubFactory(ClinicFactory)
+    application = factory.SubFactory(ApplicationFactory)
+
+
+class AccessTokenFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AccessToken
+
+    application = factory.SubFactory(ApplicationFactory)
+    token = factory.Sequence(lambda n: f"test-token-{n}-{'x' * 20}")
+    scope = "patients:read patients:write prescriptions:read prescriptions:write"
+    expires = factory.LazyFunction(
+        lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    )
