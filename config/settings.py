@@ -79,6 +79,8 @@ else:
     from config import embedded
 
     DATABASES = {"default": env.db_url_config(embedded.postgres_url(VAR_DIR))}
+    # A unix-socket directory given as ?host= belongs in HOST, where child processes look.
+    DATABASES["default"]["HOST"] = DATABASES["default"].get("OPTIONS", {}).pop("host", "")
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError("Scriptline needs PostgreSQL (row-level security, SELECT ... FOR UPDATE).")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)

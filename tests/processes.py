@@ -1,0 +1,132 @@
+"""Real processes for journey and fault tests: the gateway simulator and a Celery worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = "default,events,checks,dispatch"
+
+
+@dataclass
+class Simulator:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def control(self, **knobs: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/_control", data=json.dumps(knobs).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, **knobs: Any) -> Simulator:
+    command = [
+        sys.executable, "-m", "pharmacy.simulator", "--port", "0",
+        "--step-delay", str(step_delay), "--api-key", settings.GATEWAY_API_KEY,
+        "--webhook-secret", settings.GATEWAY_WEBHOOK_SECRET,
+    ]
+    if webhook_url:
+        command += ["--webhook-url", webhook_url]
+    for name, value in knobs.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    line = process.stdout.readline() if process.stdout else ""
+    if "listening on" not in line:
+        stop_process(process)
+        raise RuntimeError(f"gateway simulator did not start: {line!r}")
+    return Simulator(process=process, url=line.strip().rsplit(" ", 1)[-1])
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for the test database this process is using, for child processes."""
+    params = connection.settings_dict
+    user = quote(params.get("USER") or "postgres")
+    password = f":{quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
+    host = params.get("HOST") or ""
+    if host.startswith("/"):
+        return f"postgresql://{user}{password}@/{params['NAME']}?host={host}"
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgresql://{user}{password}@{host}{port}/{params['NAME']}"
+
+
+def purge_queues() -> None:
+    from config.celery import app
+
+    with app.connection_for_write() as broker:
+        channel = broker.default_channel
+        for queue in QUEUES.split(","):
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - a queue that does not exist yet has nothing to purge
+                pass
+
+
+def start_worker(*, gateway_url: str, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "GATEWAY_URL": gateway_url,
+        "GATEWAY_API_KEY": settings.GATEWAY_API_KEY,
+        "GATEWAY_WEBHOOK_SECRET": settings.GATEWAY_WEBHOOK_SECRET,
+        "OUTBOX_PUBLISH_ON_COMMIT": "true",
+        **(extra_env or {}),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", QUEUES,
+            "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ],
+        cwd=ROOT, env=env, start_new_session=True, text=True,
+    )
+
+
+def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            process.kill()
+        process.wait(timeout=5)
+
+
+def wait_until(predicate: Callable[[], bool], *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
