@@ -1,0 +1,39 @@
+# Scriptline. `make demo` and `make test` work on a fresh clone with nothing running:
+# with no DATABASE_URL / CELERY_BROKER_URL set, embedded PostgreSQL and Redis start under var/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench lint migrate stop clean
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(INSTALLED)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+# The test suite uses its own Redis database number so it never consumes a running demo's tasks.
+test: install
+	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest
+
+test-fast: install
+	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m "not e2e"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+stop: install
+	$(BIN)/python -c "from pathlib import Path; from config import embedded; embedded.stop(Path('var'))"
+
+clean: stop
+	rm -rf var $(VENV)

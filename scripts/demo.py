@@ -1,0 +1,183 @@
+"""`make demo`: the whole pipeline on this machine, with synthetic data.
+
+Migrates, loads the formulary and demo data, starts gunicorn, a Celery worker, Celery beat
+and the gateway simulator, posts sample prescriptions through the API with an OAuth2 token,
+prints where to look, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+WEB_PORT = int(os.environ.get("DEMO_PORT", "8000"))
+GATEWAY_PORT = int(os.environ.get("GATEWAY_SIM_PORT", "8765"))
+BASE_URL = f"http://127.0.0.1:{WEB_PORT}"
+GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+LOG_DIR = ROOT / "var" / "log"
+
+
+def run(*arguments: str) -> None:
+    subprocess.run([PYTHON, "manage.py", *arguments], cwd=ROOT, check=True)
+
+
+def start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    print(f"  starting {name:<10} (log: var/log/{name}.log)")
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+def wait_for(url: str, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:  # refused, reset or timed out while the server boots
+            time.sleep(0.3)
+    raise SystemExit(f"{what} did not come up at {url}; see var/log/")
+
+
+def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{BASE_URL}{path}", data=data, method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def access_token(credentials: dict[str, str]) -> str:
+    form = urllib.parse.urlencode({
+        "grant_type": "client_credentials", "client_id": credentials["client_id"],
+        "client_secret": credentials["client_secret"],
+    }).encode()
+    with urllib.request.urlopen(f"{BASE_URL}/oauth/token/", data=form, timeout=10) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def post_samples(credentials: dict[str, Any]) -> list[int]:
+    auth = {"Authorization": f"Bearer {access_token(credentials)}"}
+    _, patients = call("GET", "/api/v1/patients/", headers=auth)
+    patient_ids = [patient["id"] for patient in patients["results"]]
+    samples = [
+        ("322236009", "Take one or two tablets every 4 to 6 hours, up to 8 a day", "32", 4),
+        ("318135008", "Take one tablet once a day", "28", 28),
+        ("39112111000001107", "Take one capsule once a day", "28", 28),
+        ("324907005", "Take one tablet in the morning and one at lunchtime", "56", 28),
+    ]
+    ids = []
+    for index, (code, dose, quantity, days) in enumerate(samples):
+        body = {
+            "patient": patient_ids[index % len(patient_ids)],
+            "prescriber": credentials["prescriber_id"],
+            "items": [{
+                "medication": {"system": "http://snomed.info/sct", "code": code},
+                "dose_text": dose, "quantity": quantity, "unit": "tablet", "days_supply": days,
+            }],
+        }
+        status, created = call("POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())})
+        print(f"  POST /api/v1/prescriptions/ -> {status} (prescription #{created.get('id')}, {created.get('status')})")
+        ids.append(created["id"])
+    status, problem = call(
+        "POST", "/api/v1/prescriptions/", {"patient": patient_ids[0], "items": [{"quantity": "-1"}]},
+        {**auth, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    print(f"  POST with bad fields -> {status} {problem.get('title')}: "
+          f"{', '.join(error['pointer'] for error in problem.get('errors', []))}")
+    return ids
+
+
+def watch(ids: list[int], seen: dict[int, str], auth: dict[str, str]) -> None:
+    """Print each sample prescription's status as it changes."""
+    status, page = call("GET", "/api/v1/prescriptions/", headers=auth)
+    if status != 200:
+        return
+    for prescription in page["results"]:
+        if prescription["id"] in ids and seen.get(prescription["id"]) != prescription["status"]:
+            seen[prescription["id"]] = prescription["status"]
+            print(f"  prescription #{prescription['id']}: {prescription['status']}")
+
+
+def main() -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    print("Preparing the database ...")
+    run("migrate", "--noinput", "-v", "0")
+    run("collectstatic", "--noinput", "-v", "0")
+    run("seed_demo", "--base-url", BASE_URL)
+    credentials = json.loads((ROOT / "var" / "demo-credentials.json").read_text())
+
+    env = {**os.environ, "GATEWAY_URL": GATEWAY_URL, "DEMO_MODE": "1"}
+    processes = [
+        start("web", [PYTHON, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2", "--timeout", "30"], env),
+        start("worker", [PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", "default,events,checks,dispatch", "-c", "2", "-l", "INFO"], env),
+        start("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
+        start("gateway", [PYTHON, "manage.py", "run_gateway_simulator", "--port", str(GATEWAY_PORT),
+                          "--webhook-url", f"{BASE_URL}/webhooks/gateway/", "--step-delay", "3"], env),
+    ]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\nStopping ...")
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        print("Stopped every process the demo started (the embedded database keeps running: make stop).")
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        wait_for(f"{BASE_URL}/health/", "the web server")
+        wait_for(f"{GATEWAY_URL}/health", "the gateway simulator")
+        print("Posting sample prescriptions through the API ...")
+        ids = post_samples(credentials)
+        print(f"""
+Scriptline is running.
+  Admin         {BASE_URL}/admin/   (admin / scriptline-demo; pharmacist / scriptline-demo)
+  API docs      {BASE_URL}/api/docs/
+  API schema    {BASE_URL}/api/schema/
+  Gateway sim   {GATEWAY_URL}/_stats
+  Credentials   var/demo-credentials.json
+Prescriptions {', '.join(f'#{i}' for i in ids)} move through checks, dispatch and delivery over
+the next ~15 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
+open it, "Pharmacist review"). Press Ctrl-C to stop.""")
+        deadline = time.monotonic() + float(os.environ.get("DEMO_SECONDS", "inf"))
+        auth = {"Authorization": f"Bearer {access_token(credentials)}"}
+        seen: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            watch(ids, seen, auth)
+            if any(process.poll() is not None for process in processes):
+                raise SystemExit("a demo process stopped unexpectedly; see var/log/")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main()
