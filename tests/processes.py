@@ -52,7 +52,8 @@ def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, 
     if webhook_url:
         command += ["--webhook-url", webhook_url]
     for name, value in knobs.items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
+        flag = f"--{name.replace('_', '-')}"
+        command += [flag] if value is True else [flag, str(value)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = process.stdout.readline() if process.stdout else ""
     if "listening on" not in line:

@@ -1,0 +1,249 @@
+"""The clinic API for patients: registration, validation, scoped and paginated reads."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from events.models import Event, OutboxMessage
+from patients.models import Allergy, CurrentMedication, IdempotencyKey, Patient
+from tests.patients.factories import AllergyFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+PATIENTS = "/api/v1/patients/"
+
+
+def register(setup, body, key="patient-1"):  # type: ignore[no-untyped-def]
+    return setup.api.post(PATIENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def a_patient_body(**overrides):  # type: ignore[no-untyped-def]
+    return {
+        "given_name": "Grace",
+        "family_name": "Hopper",
+        "birth_date": "1986-12-09",
+        "sex": "female",
+        "nhs_number": "9434765919",
+        "address_line": "2 Test Row",
+        "city": "York",
+        "region": "North Yorkshire",
+        "postal_code": "YO1 7HH",
+        "email": "grace@example.org",
+        "phone": "+447700900123",
+        "allergies": [{"substance": "penicillin", "reaction": "rash"}],
+        "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321949006"}],
+        **overrides,
+    }
+
+
+def pointers(response) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(error["pointer"] for error in response.json()["errors"])
+
+
+def assert_nothing_stored() -> None:
+    assert Patient.objects.count() == 0
+    assert Allergy.objects.count() == 0
+    assert CurrentMedication.objects.count() == 0
+    assert Event.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a):
+    response = register(clinic_a, a_patient_body())
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    patient = Patient.objects.get()
+    assert set(body) == {
+        "id", "given_name", "family_name", "birth_date", "sex", "nhs_number", "address_line",
+        "city", "region", "postal_code", "email", "phone", "allergies", "current_medications",
+        "created_at",
+    }
+    assert body == {
+        **a_patient_body(),
+        "id": patient.pk,
+        "created_at": body["created_at"],
+    }
+    assert patient.clinic == clinic_a.clinic
+    assert list(patient.allergies.values("substance", "reaction")) == [
+        {"substance": "penicillin", "reaction": "rash"}
+    ]
+    assert list(patient.current_medications.values("name", "code")) == [
+        {"name": "Sertraline 50mg tablets", "code": "321949006"}
+    ]
+
+
+def test_registration_records_a_patient_registered_event_that_names_no_identifier(clinic_a):
+    response = register(clinic_a, a_patient_body())
+
+    event = Event.objects.get()
+    assert event.aggregate_type == "patient"
+    assert event.aggregate_id == response.json()["id"]
+    assert event.sequence == 1
+    assert event.clinic_id == clinic_a.clinic.pk
+    assert event.type == "patient.registered"
+    assert event.payload == {}
+    assert event.actor.startswith("client:")
+    assert OutboxMessage.objects.count() == 0
+
+
+def test_only_the_required_fields_are_needed_and_the_rest_default_to_blank(clinic_a):
+    response = register(
+        clinic_a, {"given_name": "Alan", "family_name": "Turing", "birth_date": "1954-06-07"}
+    )
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["sex"] == "unknown"
+    assert body["nhs_number"] == ""
+    assert body["email"] == ""
+    assert body["allergies"] == []
+    assert body["current_medications"] == []
+
+
+def test_an_nhs_number_written_with_spaces_is_stored_without_them(clinic_a):
+    response = register(clinic_a, a_patient_body(nhs_number="943 476 5919"))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["nhs_number"] == "9434765919"
+    assert Patient.objects.get().nhs_number == "9434765919"
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nhs_number", ["1234567890", "943476591", "94347659190", "943476591X"])
+def test_an_invalid_nhs_number_is_refused_with_a_pointer_to_it(clinic_a, nhs_number):
+    response = register(clinic_a, a_patient_body(nhs_number=nhs_number))
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/validation-error"
+    assert pointers(response) == ["#/nhs_number"]
+    assert_nothing_stored()
+
+
+def test_a_birth_date_in_the_future_is_refused(clinic_a):
+    tomorrow = timezone.localdate() + datetime.timedelta(days=1)
+
+    response = register(clinic_a, a_patient_body(birth_date=tomorrow.isoformat()))
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"pointer": "#/birth_date", "detail": "Date of birth cannot be in the future."}
+    ]
+    assert_nothing_stored()
+
+
+def test_a_birth_date_of_today_is_accepted(clinic_a):
+    response = register(clinic_a, a_patient_body(birth_date=timezone.localdate().isoformat()))
+
+    assert response.status_code == 201
+
+
+def test_every_invalid_field_is_listed_at_once(clinic_a):
+    body = a_patient_body(
+        birth_date="2999-01-01",
+        sex="dragon",
+        nhs_number="1234567890",
+        email="not-an-email",
+        allergies=[{"substance": "latex"}, {"reaction": "hives"}],
+    )
+    del body["given_name"]
+
+    response = register(clinic_a, body)
+
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["title"] == "Your request has invalid fields"
+    assert problem["detail"] == "6 field(s) are invalid; see errors."
+    assert pointers(response) == [
+        "#/allergies/1/substance",
+        "#/birth_date",
+        "#/email",
+        "#/given_name",
+        "#/nhs_number",
+        "#/sex",
+    ]
+    assert_nothing_stored()
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def test_the_list_shows_only_the_clinics_own_patients_newest_first(clinic_a, clinic_b):
+    own = PatientFactory.create_batch(3, clinic=clinic_a.clinic)
+    PatientFactory.create_batch(2, clinic=clinic_b.clinic)
+
+    response = clinic_a.api.get(PATIENTS)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 3
+    assert [patient["id"] for patient in body["results"]] == [patient.pk for patient in reversed(own)]
+
+
+def test_the_list_is_paginated_fifty_to_a_page(clinic_a):
+    PatientFactory.create_batch(51, clinic=clinic_a.clinic)
+
+    first = clinic_a.api.get(PATIENTS).json()
+    second = clinic_a.api.get(PATIENTS, {"page": 2}).json()
+
+    assert first["count"] == 51
+    assert len(first["results"]) == 50
+    assert first["previous"] is None
+    assert first["next"] == "http://testserver/api/v1/patients/?page=2"
+    assert len(second["results"]) == 1
+    assert second["next"] is None
+    assert {patient["id"] for patient in first["results"]}.isdisjoint(
+        patient["id"] for patient in second["results"]
+    )
+
+
+def test_a_clinic_reads_its_own_patient_in_detail(clinic_a):
+    patient = PatientFactory(clinic=clinic_a.clinic)
+    AllergyFactory(patient=patient, substance="latex", reaction="")
+
+    response = clinic_a.api.get(f"{PATIENTS}{patient.pk}/")
+
+    assert response.status_code == 200
+    assert response.json()["id"] == patient.pk
+    assert response.json()["allergies"] == [{"substance": "latex", "reaction": ""}]
+
+
+def test_another_clinics_patient_is_not_found(clinic_a, clinic_b):
+    foreign = PatientFactory(clinic=clinic_b.clinic, given_name="Secret")
+
+    response = clinic_a.api.get(f"{PATIENTS}{foreign.pk}/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/not-found"
+    assert "Secret" not in response.content.decode()
+
+
+def test_the_list_query_count_does_not_grow_with_the_number_of_patients(clinic_a):
+    def add(count: int) -> None:
+        for patient in PatientFactory.create_batch(count, clinic=clinic_a.clinic):
+            AllergyFactory(patient=patient)
+            AllergyFactory(patient=patient, substance="latex")
+            CurrentMedication.objects.create(patient=patient, name="Sertraline")
+
+    add(2)
+    with CaptureQueriesContext(connection) as small:
+        assert clinic_a.api.get(PATIENTS).status_code == 200
+    add(10)
+    with CaptureQueriesContext(connection) as large:
+        response = clinic_a.api.get(PATIENTS)
+
+    assert response.json()["count"] == 12
+    assert all(len(patient["allergies"]) == 2 for patient in response.json()["results"])
+    assert len(large) == len(small)

@@ -1,0 +1,31 @@
+import datetime
+
+from events.services import event_record
+from prescriptions import services
+from prescriptions.models import Medication, Prescription, Status
+from tests.patients.factories import PatientFactory
+
+
+def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
+    """A prescription that passed its checks, made through the services as the API would."""
+    patient = PatientFactory(clinic=setup.clinic)
+    prescription = services.prescription_create(
+        clinic=setup.clinic, patient=patient, prescriber=setup.prescriber,
+        issued_on=datetime.date(2026, 11, 20),
+        items=[{"medication": medication, "dose_text": "One tablet twice a day", "quantity": 28,
+                "unit": "tablet", "days_supply": 14, **item}],
+    )
+    target = services.prescription_run_checks(prescription_id=prescription.pk)
+    assert target == Status.APPROVED if not medication.is_controlled else True
+    prescription.refresh_from_db()
+    return prescription
+
+
+def force_status(prescription: Prescription, status: str) -> None:
+    """Put a prescription in a state the way a bug would: no guard, but still an event."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        Prescription.objects.filter(pk=prescription.pk).update(status=status)
+        event_record(aggregate_type="prescription", aggregate_id=prescription.pk,
+                     clinic_id=prescription.clinic_id, type="test.forced", payload={"to": status})

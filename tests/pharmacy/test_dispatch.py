@@ -1,0 +1,201 @@
+"""Dispatch to the gateway over real HTTP (the simulator runs as its own process)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pharmacy import services
+from pharmacy.gateway import GatewayUnavailable
+from pharmacy.models import DeadLetter, Dispatch
+from pharmacy.tasks import backoff_seconds
+from prescriptions.models import Prescription, Status
+from tests.pharmacy.factories import approved_prescription, force_status
+from tests.processes import start_simulator
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def simulator():  # type: ignore[no-untyped-def]
+    running = start_simulator(no_auto_advance=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def gateway(simulator, settings):  # type: ignore[no-untyped-def]
+    settings.GATEWAY_URL = simulator.url
+    settings.GATEWAY_MAX_ATTEMPTS = 3
+    settings.GATEWAY_TIMEOUT_SECONDS = 2
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{simulator.url}/_reset", data=b"", method="POST"), timeout=5)
+    simulator.control(error_rate=0, down=False, timeout_rate=0, latency=0)
+    return simulator
+
+
+def create_dispatch(prescription: Prescription, capture) -> Dispatch:  # type: ignore[no-untyped-def]
+    with capture(execute=False) as callbacks:
+        dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    assert len(callbacks) == 1  # the send is enqueued only after commit
+    return dispatch
+
+
+def test_an_approved_prescription_is_sent_once_and_acknowledged(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "not-pending"
+
+    dispatch.refresh_from_db()
+    prescription.refresh_from_db()
+    assert dispatch.status == Dispatch.Status.ACKNOWLEDGED
+    assert dispatch.attempts == 1
+    assert prescription.status == Status.ACKNOWLEDGED
+    stats = gateway.stats()
+    assert stats["orders"] == 1
+    assert stats["orders_by_key"] == {str(dispatch.idempotency_key): dispatch.gateway_order_id}
+
+
+def test_creating_the_dispatch_twice_keeps_one_dispatch_and_one_send(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    first = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        second = services.dispatch_create(prescription_id=prescription.pk)
+
+    assert second.pk == first.pk
+    assert callbacks == []
+    assert Dispatch.objects.filter(prescription=prescription).count() == 1
+
+
+def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    # An earlier attempt reached the gateway but its answer was lost (timeout, killed worker):
+    from django.conf import settings
+
+    from pharmacy import fhir
+    from pharmacy.adapters.http import gateway_from_settings
+
+    loaded = services._load_for_sending(dispatch.pk)
+    bundle = fhir.encode_prescription(
+        loaded.prescription, message_id=str(dispatch.idempotency_key),
+        pharmacy_ods_code=settings.PHARMACY_ODS_CODE, timestamp=loaded.created_at,
+    )
+    gateway_from_settings().order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
+
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
+
+    stats = gateway.stats()
+    assert stats["orders"] == 1
+    assert stats["duplicates"] == 1
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.ACKNOWLEDGED
+
+
+def test_gateway_errors_are_retried_then_dead_lettered_then_replayed_exactly_once(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    gateway.control(error_rate=1)
+
+    for _ in range(2):
+        with pytest.raises(GatewayUnavailable):
+            services.dispatch_send(dispatch_id=dispatch.pk)
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "dead-lettered"
+
+    dispatch.refresh_from_db()
+    assert dispatch.status == Dispatch.Status.DEAD_LETTERED
+    assert dispatch.attempts == 3
+    letter = DeadLetter.objects.get(dispatch=dispatch)
+    assert letter.attempts == 3
+    assert "503" in letter.error
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.DEAD_LETTERED
+    assert gateway.stats()["orders"] == 0
+
+    gateway.control(error_rate=0)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.dead_letter_replay(dead_letter_id=letter.pk) is True
+    assert len(callbacks) == 1
+    assert services.dead_letter_replay(dead_letter_id=letter.pk) is False
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
+
+    assert gateway.stats()["orders"] == 1
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.ACKNOWLEDGED
+
+
+def test_a_gateway_that_refuses_the_order_dead_letters_it_without_retrying(
+    gateway, clinic_a, paracetamol, settings, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    settings.GATEWAY_API_KEY = "wrong-key"
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "dead-lettered"
+
+    dispatch.refresh_from_db()
+    assert dispatch.attempts == 1
+    assert "401" in dispatch.last_error
+    assert gateway.stats()["orders"] == 0
+
+
+def test_an_unreachable_gateway_is_a_retryable_error(clinic_a, paracetamol, settings, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    settings.GATEWAY_URL = "http://127.0.0.1:9"  # discard port: nothing listens
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    with pytest.raises(GatewayUnavailable):
+        services.dispatch_send(dispatch_id=dispatch.pk)
+
+    dispatch.refresh_from_db()
+    assert dispatch.status == Dispatch.Status.PENDING
+    assert "unreachable" in dispatch.last_error
+
+
+def test_a_controlled_drug_without_pharmacist_approval_never_reaches_the_gateway(
+    gateway, clinic_a, methylphenidate, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, methylphenidate)
+    assert prescription.status == Status.AWAITING_PHARMACIST
+    force_status(prescription, Status.APPROVED)  # a bug skipping the pharmacist
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    # and even if a send were enqueued for it by hand:
+    Dispatch.objects.filter(pk=dispatch.pk).update(status=Dispatch.Status.PENDING)
+    outcome = services.dispatch_send(dispatch_id=dispatch.pk)
+
+    assert callbacks == []
+    assert outcome == "refused"
+    assert gateway.stats()["requests"] == 0
+
+
+def test_a_cancelled_prescription_is_not_sent(gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    from prescriptions.services import prescription_cancel
+
+    prescription_cancel(clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="stopped")
+
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "not-sendable"
+    assert gateway.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("retries", range(0, 15))
+def test_backoff_grows_exponentially_with_jitter_and_stays_under_the_cap(retries, settings):  # type: ignore[no-untyped-def]
+    settings.GATEWAY_RETRY_BACKOFF_SECONDS = 2
+    settings.GATEWAY_RETRY_BACKOFF_MAX_SECONDS = 600
+    ceiling = min(600, 2 * 2**retries)
+
+    delays = [backoff_seconds(retries) for _ in range(50)]
+
+    assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+    assert len(set(delays)) > 1  # jittered, not a fixed schedule

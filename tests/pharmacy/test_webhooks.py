@@ -1,0 +1,140 @@
+"""Signed gateway webhooks: verified, stored once, applied in any order, forward only."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from django.test import Client
+
+from events.models import Event
+from pharmacy.models import Dispatch, GatewayWebhookEvent
+from pharmacy.simulator import sign
+from prescriptions.models import Prescription, Status
+from tests.pharmacy.factories import approved_prescription
+
+pytestmark = pytest.mark.django_db
+URL = "/webhooks/gateway/"
+
+
+@pytest.fixture
+def acknowledged(clinic_a, paracetamol, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    from pharmacy import services
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    with django_capture_on_commit_callbacks(execute=False):
+        dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_1")
+    dispatch.refresh_from_db()
+    return dispatch
+
+
+def event(dispatch: Dispatch, type: str, event_id: str | None = None, **data) -> bytes:  # type: ignore[no-untyped-def]
+    return json.dumps({
+        "id": event_id or f"evt_{uuid.uuid4().hex}", "type": type, "created": int(time.time()),
+        "data": {"order_id": dispatch.gateway_order_id, "idempotency_key": str(dispatch.idempotency_key), **data},
+    }).encode()
+
+
+def deliver(body: bytes, secret: str = "sim-webhook-secret", timestamp: int | None = None):  # type: ignore[no-untyped-def]
+    header = sign(secret, timestamp or int(time.time()), body)
+    return Client().post(URL, body, content_type="application/json", HTTP_GATEWAY_SIGNATURE=header)
+
+
+def status_of(dispatch: Dispatch) -> str:
+    return Prescription.objects.get(pk=dispatch.prescription_id).status
+
+
+def events_of(dispatch: Dispatch) -> list[str]:
+    return list(Event.objects.filter(aggregate_type="prescription", aggregate_id=dispatch.prescription_id)
+                .order_by("sequence").values_list("type", flat=True))
+
+
+def test_a_signed_dispensed_event_moves_the_prescription_on(acknowledged):  # type: ignore[no-untyped-def]
+    response = deliver(event(acknowledged, "order.dispensed"))
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "applied"}
+    assert status_of(acknowledged) == Status.DISPENSED
+
+
+def test_the_same_event_delivered_five_times_changes_state_once(acknowledged):  # type: ignore[no-untyped-def]
+    body = event(acknowledged, "order.shipped", event_id="evt_same", tracking_number="SIM0000000001")
+
+    outcomes = [deliver(body).json()["outcome"] for _ in range(5)]
+
+    assert outcomes == ["applied", "duplicate", "duplicate", "duplicate", "duplicate"]
+    assert events_of(acknowledged).count("prescription.shipped") == 1
+    assert GatewayWebhookEvent.objects.count() == 1
+    assert Prescription.objects.get(pk=acknowledged.prescription_id).tracking_number == "SIM0000000001"
+
+
+def test_a_late_shipped_after_delivered_changes_nothing(acknowledged):  # type: ignore[no-untyped-def]
+    deliver(event(acknowledged, "order.delivered", tracking_number="SIM0000000002"))
+
+    late = deliver(event(acknowledged, "order.shipped", tracking_number="SIM0000000002"))
+
+    assert late.json() == {"outcome": "ignored"}
+    assert status_of(acknowledged) == Status.DELIVERED
+    assert events_of(acknowledged)[-1] == "prescription.delivered"
+    assert "prescription.shipped" not in events_of(acknowledged)
+
+
+@pytest.mark.parametrize(
+    ("secret", "age", "reason"),
+    [("wrong-secret", 0, "bad Gateway-Signature"), ("sim-webhook-secret", 3600, "stale")],
+)
+def test_a_bad_or_stale_signature_is_refused_and_changes_nothing(acknowledged, secret, age, reason):  # type: ignore[no-untyped-def]
+    response = deliver(event(acknowledged, "order.dispensed"), secret=secret, timestamp=int(time.time()) - age)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert reason in response.json()["detail"]
+    assert status_of(acknowledged) == Status.ACKNOWLEDGED
+    assert GatewayWebhookEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b'{"id": "evt_1", "type": "order.exploded", "data": {}}', "unknown event type"),
+        (b'{"id": "evt_1", "type": "order.dispensed"}', "event must be an object with data"),
+        (b'[1, 2]', "event must be an object with data"),
+    ],
+)
+def test_a_malformed_event_is_refused(acknowledged, body, detail):  # type: ignore[no-untyped-def]
+    response = deliver(body)
+
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+    assert status_of(acknowledged) == Status.ACKNOWLEDGED
+
+
+def test_a_missing_signature_header_is_refused(acknowledged):  # type: ignore[no-untyped-def]
+    response = Client().post(URL, event(acknowledged, "order.dispensed"), content_type="application/json")
+
+    assert response.status_code == 400
+    assert status_of(acknowledged) == Status.ACKNOWLEDGED
+
+
+def test_an_event_for_an_unknown_order_is_404(acknowledged):  # type: ignore[no-untyped-def]
+    body = json.dumps({"id": "evt_x", "type": "order.dispensed", "data": {"order_id": "ord_nope", "idempotency_key": str(uuid.uuid4())}}).encode()
+
+    assert deliver(body).status_code == 404
+    assert GatewayWebhookEvent.objects.count() == 0
+
+
+def test_an_event_ahead_of_our_acknowledgement_is_refused_for_retry(acknowledged):  # type: ignore[no-untyped-def]
+    Dispatch.objects.filter(pk=acknowledged.pk).update(status=Dispatch.Status.PENDING)
+
+    response = deliver(event(acknowledged, "order.dispensed"))
+
+    assert response.status_code == 409
+    assert GatewayWebhookEvent.objects.count() == 0
+
+
+def test_get_is_not_allowed(db):  # type: ignore[no-untyped-def]
+    assert Client().get(URL).status_code == 405
