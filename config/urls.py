@@ -29,7 +29,8 @@ api_v1 = [
     path("prescriptions/", PrescriptionListCreateApi.as_view(), name="prescription-list"),
     path("prescriptions/<int:pk>/", PrescriptionDetailApi.as_view(), name="prescription-detail"),
     path(
-        "prescriptions/<int:pk>/cancel/", PrescriptionCancelApi.as_view(),
+        "prescriptions/<int:pk>/cancel/",
+        PrescriptionCancelApi.as_view(),
         name="prescription-cancel",
     ),
     path("prescribers/", PrescriberListApi.as_view(), name="prescriber-list"),

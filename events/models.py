@@ -48,7 +48,8 @@ class OutboxMessage(models.Model):
     class Meta:
         indexes = [
             models.Index(
-                fields=["id"], name="outbox_unpublished",
+                fields=["id"],
+                name="outbox_unpublished",
                 condition=models.Q(published_at__isnull=True),
             ),
         ]

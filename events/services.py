@@ -34,9 +34,9 @@ def event_record(
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("event_record must run inside the state change's transaction")
-    last = Event.objects.filter(
-        aggregate_type=aggregate_type, aggregate_id=aggregate_id
-    ).aggregate(last=Max("sequence"))["last"]
+    last = Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).aggregate(
+        last=Max("sequence")
+    )["last"]
     event = Event.objects.create(
         aggregate_type=aggregate_type,
         aggregate_id=aggregate_id,
@@ -83,9 +83,7 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             for row in rows:
                 for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
                     app.send_task(task_name, args=[row.event_id])
-            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
-                published_at=timezone.now()
-            )
+            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(published_at=timezone.now())
             published += len(rows)
         if len(rows) < batch_size:
             return published
@@ -93,7 +91,5 @@ def outbox_relay(*, batch_size: int = 200) -> int:
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:
     return list(
-        Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by(
-            "sequence"
-        )
+        Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by("sequence")
     )

@@ -9,7 +9,10 @@ from patients.idempotency import idempotent
 from patients.serializers import PatientInputSerializer, PatientSerializer
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True,
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
     description="Unique per operation (e.g. a UUID), 1-255 printable ASCII characters; "
     "send the same value when retrying. Kept for 24 hours.",
 )
@@ -24,7 +27,8 @@ class PatientListCreateApi(generics.ListAPIView):
         return selectors.patient_list(clinic=clinic_of(self.request))
 
     @extend_schema(
-        request=PatientInputSerializer, responses={201: PatientSerializer},
+        request=PatientInputSerializer,
+        responses={201: PatientSerializer},
         parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     @idempotent
@@ -32,7 +36,8 @@ class PatientListCreateApi(generics.ListAPIView):
         serializer = PatientInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         patient = services.patient_create(
-            clinic=clinic_of(request), actor=f"client:{request.user.client_id}",
+            clinic=clinic_of(request),
+            actor=f"client:{request.user.client_id}",
             **serializer.validated_data,
         )
         patient = selectors.patient_list(clinic=clinic_of(request)).get(pk=patient.pk)

@@ -29,9 +29,7 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
             return None
         _user, token = result
         link = (
-            ClinicClient.objects.select_related("clinic")
-            .filter(application_id=token.application_id)
-            .first()
+            ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
         )
         if link is None:
             # A valid token from an application that serves no clinic reaches nothing.

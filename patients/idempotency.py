@@ -33,13 +33,15 @@ def key_from(request: Request) -> str:
     key = request.headers.get(HEADER)
     if key is None or key == "":
         raise Problem(
-            status_code=400, slug="idempotency-key-missing",
+            status_code=400,
+            slug="idempotency-key-missing",
             detail=f"This request needs an {HEADER} header (a unique value per operation, "
             f"e.g. a UUID). Retries must send the same value.",
         )
     if len(key) > MAX_LENGTH or not all(32 <= ord(char) < 127 for char in key):
         raise Problem(
-            status_code=400, slug="idempotency-key-invalid",
+            status_code=400,
+            slug="idempotency-key-invalid",
             detail=f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters.",
         )
     return key
@@ -62,7 +64,8 @@ def _claim(clinic: Clinic, key: str) -> None:
         (acquired,) = cursor.fetchone()
     if not acquired:
         raise Problem(
-            status_code=409, slug="idempotency-key-in-flight",
+            status_code=409,
+            slug="idempotency-key-in-flight",
             detail="A request with this Idempotency-Key is still being processed; retry shortly.",
             headers={"Retry-After": "1"},
         )
@@ -71,12 +74,14 @@ def _claim(clinic: Clinic, key: str) -> None:
 def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Response:
     if stored.request_hash != fingerprint:
         raise Problem(
-            status_code=422, slug="idempotency-key-reused",
+            status_code=422,
+            slug="idempotency-key-reused",
             detail="This Idempotency-Key was already used with a different request "
             f"({stored.method} {stored.path}); use a new key for a new operation.",
         )
     return Response(
-        stored.response_body, status=stored.response_status,
+        stored.response_body,
+        status=stored.response_status,
         headers={"Idempotent-Replayed": "true"},
     )
 
@@ -99,8 +104,12 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             response = handler(view, request, *args, **kwargs)
             if 200 <= response.status_code < 300:
                 IdempotencyKey.objects.create(
-                    clinic=clinic, key=key, method=request.method, path=request.path,
-                    request_hash=fingerprint, response_status=response.status_code,
+                    clinic=clinic,
+                    key=key,
+                    method=request.method,
+                    path=request.path,
+                    request_hash=fingerprint,
+                    response_status=response.status_code,
                     response_body=json.loads(json.dumps(response.data, default=str)),
                     expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
                 )

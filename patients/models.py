@@ -87,9 +87,7 @@ class Allergy(models.Model):
 class CurrentMedication(models.Model):
     """A medicine the patient already takes (from elsewhere), for interaction checks."""
 
-    patient = models.ForeignKey(
-        Patient, on_delete=models.CASCADE, related_name="current_medications"
-    )
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="current_medications")
     name = models.CharField(max_length=200)
     code = models.CharField(max_length=40, blank=True)
 

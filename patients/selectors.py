@@ -4,6 +4,4 @@ from patients.models import Clinic, Patient
 
 
 def patient_list(*, clinic: Clinic) -> QuerySet[Patient]:
-    return Patient.objects.filter(clinic=clinic).prefetch_related(
-        "allergies", "current_medications"
-    )
+    return Patient.objects.filter(clinic=clinic).prefetch_related("allergies", "current_medications")

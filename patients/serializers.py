@@ -31,7 +31,8 @@ class PatientInputSerializer(serializers.Serializer):
     family_name = serializers.CharField(max_length=100)
     birth_date = serializers.DateField()
     sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
-    nhs_number = serializers.CharField(max_length=10, required=False, allow_blank=True, default="")
+    # 12 = ten digits written in the usual 3-3-4 groups; spaces are removed before storing.
+    nhs_number = serializers.CharField(max_length=12, required=False, allow_blank=True, default="")
     address_line = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     city = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     region = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
@@ -60,8 +61,20 @@ class PatientSerializer(serializers.ModelSerializer):
     class Meta:
         model = Patient
         fields = [
-            "id", "given_name", "family_name", "birth_date", "sex", "nhs_number",
-            "address_line", "city", "region", "postal_code", "email", "phone",
-            "allergies", "current_medications", "created_at",
+            "id",
+            "given_name",
+            "family_name",
+            "birth_date",
+            "sex",
+            "nhs_number",
+            "address_line",
+            "city",
+            "region",
+            "postal_code",
+            "email",
+            "phone",
+            "allergies",
+            "current_medications",
+            "created_at",
         ]
         read_only_fields = fields

@@ -22,8 +22,11 @@ def patient_create(
     **details: Any,
 ) -> Patient:
     patient = Patient.objects.create(
-        clinic=clinic, given_name=given_name, family_name=family_name,
-        birth_date=birth_date, **details,
+        clinic=clinic,
+        given_name=given_name,
+        family_name=family_name,
+        birth_date=birth_date,
+        **details,
     )
     Allergy.objects.bulk_create(Allergy(patient=patient, **item) for item in allergies or [])
     CurrentMedication.objects.bulk_create(
@@ -31,7 +34,11 @@ def patient_create(
     )
     # The payload names no identifier: events are read by operators and relayed to workers.
     event_record(
-        aggregate_type="patient", aggregate_id=patient.pk, clinic_id=clinic.pk,
-        type="patient.registered", payload={}, actor=actor,
+        aggregate_type="patient",
+        aggregate_id=patient.pk,
+        clinic_id=clinic.pk,
+        type="patient.registered",
+        payload={},
+        actor=actor,
     )
     return patient

@@ -111,16 +111,12 @@ MEDICATION_REQUEST_INTENTS = _value_set(
     "option",
 )
 ADMINISTRATIVE_GENDERS = _value_set("administrative-gender", "male", "female", "other", "unknown")
-NAME_USES = _value_set(
-    "name-use", "usual", "official", "temp", "nickname", "anonymous", "old", "maiden"
-)
+NAME_USES = _value_set("name-use", "usual", "official", "temp", "nickname", "anonymous", "old", "maiden")
 CONTACT_POINT_SYSTEMS = _value_set(
     "contact-point-system", "phone", "fax", "email", "pager", "url", "sms", "other"
 )
 # Narrower than FHIR allows on purpose: only what we send and the gateway understands.
-MESSAGE_EVENTS = _value_set(
-    "scriptline-message-events", "prescription-order", "prescription-order-update"
-)
+MESSAGE_EVENTS = _value_set("scriptline-message-events", "prescription-order", "prescription-order-update")
 # prescriptions/data/formulary.json does not exist yet; these are the systems agreed for it.
 DRUG_CODE_SYSTEMS = _value_set(
     "drug-code-systems",
@@ -242,9 +238,7 @@ def _medication_request(
     item_pk = _saved_pk(item, "MedicationRequest.identifier")
     data: dict[str, Any] = {
         "id": _resource_id(urls.item(item)),
-        "identifier": [
-            {"system": PRESCRIPTION_ITEM_SYSTEM, "value": f"{prescription_pk}-{item_pk}"}
-        ],
+        "identifier": [{"system": PRESCRIPTION_ITEM_SYSTEM, "value": f"{prescription_pk}-{item_pk}"}],
         "groupIdentifier": {"system": PRESCRIPTION_SYSTEM, "value": str(prescription_pk)},
         "status": "active",
         "intent": "order",
@@ -252,9 +246,7 @@ def _medication_request(
         "subject": _reference(urls.patient),
         "requester": _reference(urls.role),
         "authoredOn": _require(prescription.issued_on, "MedicationRequest.authoredOn"),
-        "dosageInstruction": [
-            {"text": _require(item.dose_text, "MedicationRequest.dosageInstruction.text")}
-        ],
+        "dosageInstruction": [{"text": _require(item.dose_text, "MedicationRequest.dosageInstruction.text")}],
         "dispenseRequest": _dispense_request(item),
     }
     if _present(prescription.note):
@@ -333,8 +325,7 @@ def _practitioner(prescriber: Prescriber, url: str) -> Practitioner:
     system = REGISTRATION_SYSTEMS.get(prescriber.registration_body)
     if system is None:
         raise FhirEncodingError(
-            "Practitioner.identifier.system: unknown registration body "
-            f"{prescriber.registration_body!r}"
+            f"Practitioner.identifier.system: unknown registration body {prescriber.registration_body!r}"
         )
     number = _require(prescriber.registration_number, "Practitioner.identifier.value")
     return _build(
@@ -400,9 +391,7 @@ def _build(model: type[_Model], data: dict[str, Any]) -> _Model:
         raise FhirEncodingError(problems) from None
     except (KeyError, TypeError, ValueError) as exc:
         # fhir.resources raises KeyError for an unknown resourceType, outside pydantic.
-        raise FhirEncodingError(
-            f"{resource_type}: cannot be parsed ({type(exc).__name__})"
-        ) from None
+        raise FhirEncodingError(f"{resource_type}: cannot be parsed ({type(exc).__name__})") from None
 
 
 def _path(resource_type: str, loc: tuple[int | str, ...]) -> str:

@@ -25,5 +25,4 @@ class OrderAcknowledgement:
 
 
 class Gateway(Protocol):
-    def order_submit(self, *, bundle: dict[str, Any], idempotency_key: str) -> OrderAcknowledgement:
-        ...
+    def order_submit(self, *, bundle: dict[str, Any], idempotency_key: str) -> OrderAcknowledgement: ...

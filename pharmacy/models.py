@@ -18,9 +18,7 @@ class Dispatch(models.Model):
         DEAD_LETTERED = "dead_lettered", "Dead-lettered"
         FAILED = "failed", "Failed (terminal)"
 
-    prescription = models.OneToOneField(
-        Prescription, on_delete=models.PROTECT, related_name="dispatch"
-    )
+    prescription = models.OneToOneField(Prescription, on_delete=models.PROTECT, related_name="dispatch")
     idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

@@ -58,8 +58,10 @@ def dispatch_create(*, prescription_id: int) -> Dispatch | None:
                 status=Dispatch.Status.FAILED,
                 last_error="Controlled drug without a recorded pharmacist approval: not sent.",
             )
-            logger.error("dispatch refused: controlled drug without approval", extra={
-                "prescription_id": prescription_id})
+            logger.error(
+                "dispatch refused: controlled drug without approval",
+                extra={"prescription_id": prescription_id},
+            )
             return dispatch
         if created:
             transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch.pk))
@@ -94,8 +96,10 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
         return "refused"
     try:
         bundle = fhir.encode_prescription(
-            prescription, message_id=str(dispatch.idempotency_key),
-            pharmacy_ods_code=settings.PHARMACY_ODS_CODE, timestamp=dispatch.created_at,
+            prescription,
+            message_id=str(dispatch.idempotency_key),
+            pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
+            timestamp=dispatch.created_at,
         )
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
@@ -122,15 +126,15 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
 def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
     with transaction.atomic():
         updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
-            status=Dispatch.Status.ACKNOWLEDGED, gateway_order_id=order_id,
-            acknowledged_at=timezone.now(), last_error="",
+            status=Dispatch.Status.ACKNOWLEDGED,
+            gateway_order_id=order_id,
+            acknowledged_at=timezone.now(),
+            last_error="",
         )
         if updated != 1:
             return False
         prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
-        prescriptions.prescription_record_acknowledged(
-            prescription_id=prescription_id, order_id=order_id
-        )
+        prescriptions.prescription_record_acknowledged(prescription_id=prescription_id, order_id=order_id)
     return True
 
 
@@ -143,13 +147,15 @@ def dispatch_dead_letter(*, dispatch_id: int, error: str) -> DeadLetter | None:
             return None
         dispatch = Dispatch.objects.get(pk=dispatch_id)
         letter = DeadLetter.objects.create(
-            dispatch=dispatch, error=error[:1000], attempts=dispatch.attempts,
-            payload={"prescription_id": dispatch.prescription_id,
-                     "idempotency_key": str(dispatch.idempotency_key)},
+            dispatch=dispatch,
+            error=error[:1000],
+            attempts=dispatch.attempts,
+            payload={
+                "prescription_id": dispatch.prescription_id,
+                "idempotency_key": str(dispatch.idempotency_key),
+            },
         )
-        prescriptions.prescription_record_dead_lettered(
-            prescription_id=dispatch.prescription_id, error=error
-        )
+        prescriptions.prescription_record_dead_lettered(prescription_id=dispatch.prescription_id, error=error)
     logger.warning("dispatch %s dead-lettered after %s attempts", dispatch_id, dispatch.attempts)
     return letter
 
@@ -159,9 +165,9 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
     from pharmacy import tasks
 
     with transaction.atomic():
-        letter = DeadLetter.objects.select_for_update().filter(
-            pk=dead_letter_id, resolved_at__isnull=True
-        ).first()
+        letter = (
+            DeadLetter.objects.select_for_update().filter(pk=dead_letter_id, resolved_at__isnull=True).first()
+        )
         if letter is None:
             return False
         reopened = Dispatch.objects.filter(
@@ -211,16 +217,19 @@ def _parse_event(body: bytes) -> dict[str, Any]:
 def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
     signature_verify(
-        body=body, header=signature_header, secret=settings.GATEWAY_WEBHOOK_SECRET,
+        body=body,
+        header=signature_header,
+        secret=settings.GATEWAY_WEBHOOK_SECRET,
         tolerance=settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS,
     )
     event = _parse_event(body)
     data = event["data"]
-    dispatch = Dispatch.objects.filter(
-        idempotency_key=_uuid_or_none(data.get("idempotency_key"))
-    ).first() or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", ""))).exclude(
-        gateway_order_id=""
-    ).first()
+    dispatch = (
+        Dispatch.objects.filter(idempotency_key=_uuid_or_none(data.get("idempotency_key"))).first()
+        or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", "")))
+        .exclude(gateway_order_id="")
+        .first()
+    )
     if dispatch is None:
         raise WebhookRejected("unknown order", status=404)
     if dispatch.status == Dispatch.Status.PENDING:
@@ -229,11 +238,14 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"], type=event["type"], order_id=str(data.get("order_id", "")),
+                event_id=event["id"],
+                type=event["type"],
+                order_id=str(data.get("order_id", "")),
                 payload=event,
             )
             applied = prescriptions.prescription_record_progress(
-                prescription_id=dispatch.prescription_id, gateway_event_type=event["type"],
+                prescription_id=dispatch.prescription_id,
+                gateway_event_type=event["type"],
                 tracking_number=str(data.get("tracking_number", ""))[:60],
             )
             if applied:

@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -107,7 +107,7 @@ def _is_non_empty_list_of_dicts(value: Any) -> bool:
 
 
 def _utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _new_tracking_number() -> str:
@@ -520,7 +520,9 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         simulator.sleep(simulator.knobs()["latency"])
         fault = simulator.choose_fault()
         if fault is Fault.ERROR:
-            self._send_outcome(HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable.")
+            self._send_outcome(
+                HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable."
+            )
             return
         if fault is Fault.TIMEOUT:
             simulator.sleep(simulator.knobs()["hang"])
@@ -693,7 +695,9 @@ def add_arguments(
     parser.add_argument("--webhook-url", default=default("webhook_url", "GATEWAY_WEBHOOK_URL", None))
     parser.add_argument("--webhook-secret", default=default("webhook_secret", "GATEWAY_WEBHOOK_SECRET", ""))
     parser.add_argument("--api-key", default=default("api_key", "GATEWAY_API_KEY", DEFAULT_API_KEY))
-    parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds added before answering /orders")
+    parser.add_argument(
+        "--latency", type=_seconds, default=0.0, help="seconds added before answering /orders"
+    )
     parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction of /orders answered 503")
     parser.add_argument("--timeout-rate", type=_rate, default=0.0, help="fraction of /orders that hang")
     parser.add_argument(
@@ -702,7 +706,9 @@ def add_arguments(
     parser.add_argument(
         "--step-delay", type=_seconds, default=DEFAULT_STEP_DELAY_SECONDS, help="seconds before each webhook"
     )
-    parser.add_argument("--no-auto-advance", dest="auto_advance", action="store_false", help="send no webhooks")
+    parser.add_argument(
+        "--no-auto-advance", dest="auto_advance", action="store_false", help="send no webhooks"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
 
 

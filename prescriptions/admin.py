@@ -22,7 +22,16 @@ from prescriptions.models import (
 
 @admin.register(Medication)
 class MedicationAdmin(admin.ModelAdmin):
-    list_display = ["name", "strength", "form", "code_system", "code", "controlled_schedule", "price_minor", "is_active"]
+    list_display = [
+        "name",
+        "strength",
+        "form",
+        "code_system",
+        "code",
+        "controlled_schedule",
+        "price_minor",
+        "is_active",
+    ]
     list_filter = ["controlled_schedule", "form", "code_system", "is_active"]
     search_fields = ["name", "=code"]
 
@@ -69,8 +78,18 @@ class PrescriptionAdmin(admin.ModelAdmin):
     raw_id_fields = ["patient", "prescriber", "clinic"]
     search_fields = ["=id", "=tracking_number"]
     readonly_fields = [
-        "clinic", "patient", "prescriber", "status", "status_reason", "issued_on", "note",
-        "check_results_display", "tracking_number", "created_at", "updated_at", "timeline",
+        "clinic",
+        "patient",
+        "prescriber",
+        "status",
+        "status_reason",
+        "issued_on",
+        "note",
+        "check_results_display",
+        "tracking_number",
+        "created_at",
+        "updated_at",
+        "timeline",
     ]
     exclude = ["check_results"]
     inlines = [ItemInline, ReviewInline]
@@ -79,18 +98,26 @@ class PrescriptionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Check results")
     def check_results_display(self, obj: Prescription) -> str:
-        return format_html_join(
-            "\n", "<div><b>{}</b> [{}] {} <i>({})</i></div>",
-            ((r["severity"], r["code"], r["message"], r["source"]) for r in obj.check_results),
-        ) or "—"
+        return (
+            format_html_join(
+                "\n",
+                "<div><b>{}</b> [{}] {} <i>({})</i></div>",
+                ((r["severity"], r["code"], r["message"], r["source"]) for r in obj.check_results),
+            )
+            or "—"
+        )
 
     @admin.display(description="Timeline")
     def timeline(self, obj: Prescription) -> str:
         events = events_for(aggregate_type="prescription", aggregate_id=obj.pk)
-        return format_html_join(
-            "\n", "<div>{}. {} — {} <small>({})</small></div>",
-            ((e.sequence, e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor) for e in events),
-        ) or "—"
+        return (
+            format_html_join(
+                "\n",
+                "<div>{}. {} — {} <small>({})</small></div>",
+                ((e.sequence, e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor) for e in events),
+            )
+            or "—"
+        )
 
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False  # prescriptions arrive through the clinic API
@@ -100,7 +127,10 @@ class PrescriptionAdmin(admin.ModelAdmin):
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         review = self.admin_site.admin_view(self.review_view)
-        return [path("<int:pk>/review/", review, name="prescriptions_prescription_review"), *super().get_urls()]
+        return [
+            path("<int:pk>/review/", review, name="prescriptions_prescription_review"),
+            *super().get_urls(),
+        ]
 
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         prescription = get_object_or_404(Prescription, pk=pk)
@@ -110,8 +140,10 @@ class PrescriptionAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 services.prescription_review(
-                    prescription_id=pk, pharmacist=request.user,
-                    decision=form.cleaned_data["decision"], reason=form.cleaned_data["reason"],
+                    prescription_id=pk,
+                    pharmacist=request.user,
+                    decision=form.cleaned_data["decision"],
+                    reason=form.cleaned_data["reason"],
                 )
             except Problem as problem:
                 self.message_user(request, str(problem.detail), messages.ERROR)
@@ -119,8 +151,11 @@ class PrescriptionAdmin(admin.ModelAdmin):
                 self.message_user(request, "Decision recorded.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:prescriptions_prescription_change", args=[pk]))
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta,
-            "prescription": prescription, "form": form, "title": f"Review {prescription}",
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "prescription": prescription,
+            "form": form,
+            "title": f"Review {prescription}",
             "awaiting": prescription.status == Status.AWAITING_PHARMACIST,
         }
         return TemplateResponse(request, "admin/prescriptions/prescription/review.html", context)

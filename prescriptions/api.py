@@ -21,9 +21,7 @@ from prescriptions.serializers import (
 
 
 def _detail(prescription: Prescription) -> dict:
-    prescription.timeline_events = events_for(
-        aggregate_type="prescription", aggregate_id=prescription.pk
-    )
+    prescription.timeline_events = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
     return PrescriptionDetailSerializer(prescription).data
 
 
@@ -39,14 +37,13 @@ class PrescriptionListCreateApi(generics.ListAPIView):
             prescriptions = prescriptions.filter(status=wanted)
         return prescriptions
 
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=Status.values, required=False)]
-    )
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Status.values, required=False)])
     def get(self, request: Request) -> Response:
         return super().get(request)
 
     @extend_schema(
-        request=PrescriptionInputSerializer, responses={201: PrescriptionDetailSerializer},
+        request=PrescriptionInputSerializer,
+        responses={201: PrescriptionDetailSerializer},
         parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     @idempotent
@@ -83,7 +80,9 @@ class PrescriptionCancelApi(APIView):
         serializer.is_valid(raise_exception=True)
         clinic = clinic_of(request)
         services.prescription_cancel(
-            clinic=clinic, prescription_id=pk, reason=serializer.validated_data["reason"],
+            clinic=clinic,
+            prescription_id=pk,
+            reason=serializer.validated_data["reason"],
             actor=f"client:{request.user.client_id}",
         )
         prescription = selectors.prescription_list(clinic=clinic).get(pk=pk)

@@ -44,53 +44,60 @@ SCRIPTLINE_POLICY = "Scriptline dispensing policy"
 def check_formulary(prescription: Prescription, item: PrescriptionItem) -> Iterable[CheckResult]:
     if not item.medication.is_active:
         yield CheckResult(
-            "formulary.inactive", Severity.BLOCK,
-            f"{item.medication} is no longer on the formulary.", SCRIPTLINE_POLICY, item.pk,
+            "formulary.inactive",
+            Severity.BLOCK,
+            f"{item.medication} is no longer on the formulary.",
+            SCRIPTLINE_POLICY,
+            item.pk,
         )
 
 
 def check_days_supply(prescription: Prescription, item: PrescriptionItem) -> Iterable[CheckResult]:
     if item.days_supply > MAX_DAYS_SUPPLY:
         yield CheckResult(
-            "supply.days_too_long", Severity.NEEDS_PHARMACIST,
+            "supply.days_too_long",
+            Severity.NEEDS_PHARMACIST,
             f"{item.days_supply} days' supply is more than {MAX_DAYS_SUPPLY} days; a pharmacist "
-            "must confirm it.", SCRIPTLINE_POLICY, item.pk,
+            "must confirm it.",
+            SCRIPTLINE_POLICY,
+            item.pk,
         )
 
 
-def check_quantity_per_day(
-    prescription: Prescription, item: PrescriptionItem
-) -> Iterable[CheckResult]:
+def check_quantity_per_day(prescription: Prescription, item: PrescriptionItem) -> Iterable[CheckResult]:
     per_day = item.quantity / item.days_supply
     if per_day > MAX_UNITS_PER_DAY:
         yield CheckResult(
-            "supply.quantity_per_day_high", Severity.NEEDS_PHARMACIST,
+            "supply.quantity_per_day_high",
+            Severity.NEEDS_PHARMACIST,
             f"{item.quantity} {item.unit} over {item.days_supply} days is {per_day:.1f} a day, "
             f"more than {MAX_UNITS_PER_DAY}; check the quantity and days' supply.",
-            SCRIPTLINE_POLICY, item.pk,
+            SCRIPTLINE_POLICY,
+            item.pk,
         )
     elif per_day < Decimal("0.1"):
         yield CheckResult(
-            "supply.quantity_per_day_low", Severity.NEEDS_PHARMACIST,
+            "supply.quantity_per_day_low",
+            Severity.NEEDS_PHARMACIST,
             f"{item.quantity} {item.unit} over {item.days_supply} days is less than one unit "
-            "every ten days; check the quantity and days' supply.", SCRIPTLINE_POLICY, item.pk,
+            "every ten days; check the quantity and days' supply.",
+            SCRIPTLINE_POLICY,
+            item.pk,
         )
 
 
-def check_controlled_drug(
-    prescription: Prescription, item: PrescriptionItem
-) -> Iterable[CheckResult]:
+def check_controlled_drug(prescription: Prescription, item: PrescriptionItem) -> Iterable[CheckResult]:
     if item.medication.is_controlled:
         source = (
-            "Misuse of Drugs Regulations 2001"
-            if prescription.clinic.jurisdiction == "GB"
-            else "21 CFR 1306"
+            "Misuse of Drugs Regulations 2001" if prescription.clinic.jurisdiction == "GB" else "21 CFR 1306"
         )
         yield CheckResult(
-            "controlled_drug.pharmacist_approval", Severity.NEEDS_PHARMACIST,
+            "controlled_drug.pharmacist_approval",
+            Severity.NEEDS_PHARMACIST,
             f"{item.medication.name} is a Schedule {item.medication.controlled_schedule} "
             "controlled drug: a pharmacist must approve it before it is dispatched.",
-            source, item.pk,
+            source,
+            item.pk,
         )
 
 

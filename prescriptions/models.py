@@ -81,9 +81,7 @@ class Prescription(models.Model):
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="prescriptions")
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="prescriptions")
-    prescriber = models.ForeignKey(
-        Prescriber, on_delete=models.PROTECT, related_name="prescriptions"
-    )
+    prescriber = models.ForeignKey(Prescriber, on_delete=models.PROTECT, related_name="prescriptions")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.RECEIVED)
     issued_on = models.DateField()
     note = models.CharField(max_length=500, blank=True)
@@ -118,9 +116,7 @@ class PrescriptionItem(models.Model):
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=models.Q(quantity__gt=0), name="item_quantity_positive"),
-            models.CheckConstraint(
-                condition=models.Q(days_supply__gte=1), name="item_days_supply_positive"
-            ),
+            models.CheckConstraint(condition=models.Q(days_supply__gte=1), name="item_days_supply_positive"),
         ]
 
     def __str__(self) -> str:
@@ -134,9 +130,7 @@ class PharmacistReview(models.Model):
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
 
-    prescription = models.ForeignKey(
-        Prescription, on_delete=models.PROTECT, related_name="reviews"
-    )
+    prescription = models.ForeignKey(Prescription, on_delete=models.PROTECT, related_name="reviews")
     pharmacist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     decision = models.CharField(max_length=10, choices=Decision.choices)
     reason = models.TextField()

@@ -102,8 +102,18 @@ class PrescriptionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Prescription
         fields = [
-            "id", "status", "status_reason", "patient", "prescriber", "issued_on", "note",
-            "items", "check_results", "tracking_number", "created_at", "updated_at",
+            "id",
+            "status",
+            "status_reason",
+            "patient",
+            "prescriber",
+            "issued_on",
+            "note",
+            "items",
+            "check_results",
+            "tracking_number",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 

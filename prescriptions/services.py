@@ -44,9 +44,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     Status.REJECTED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
-CANCELLABLE = frozenset(
-    {Status.RECEIVED, Status.AWAITING_PHARMACIST, Status.APPROVED, Status.DEAD_LETTERED}
-)
+CANCELLABLE = frozenset({Status.RECEIVED, Status.AWAITING_PHARMACIST, Status.APPROVED, Status.DEAD_LETTERED})
 
 
 def sources_of(target: str) -> list[str]:
@@ -76,12 +74,13 @@ def prescription_transition(
         )
         if previous is None:
             return False
-        Prescription.objects.filter(pk=prescription_id).update(
-            status=to, updated_at=timezone.now(), **fields
-        )
+        Prescription.objects.filter(pk=prescription_id).update(status=to, updated_at=timezone.now(), **fields)
         event_record(
-            aggregate_type="prescription", aggregate_id=prescription_id,
-            clinic_id=previous["clinic_id"], type=event_type, actor=actor,
+            aggregate_type="prescription",
+            aggregate_id=prescription_id,
+            clinic_id=previous["clinic_id"],
+            type=event_type,
+            actor=actor,
             payload={"from": previous["status"], "to": to, **(payload or {})},
         )
     return True
@@ -101,15 +100,21 @@ def prescription_create(
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
     prescription = Prescription.objects.create(
-        clinic=clinic, patient=patient, prescriber=prescriber,
-        issued_on=issued_on or timezone.localdate(), note=note,
+        clinic=clinic,
+        patient=patient,
+        prescriber=prescriber,
+        issued_on=issued_on or timezone.localdate(),
+        note=note,
     )
     PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
     )
     event_record(
-        aggregate_type="prescription", aggregate_id=prescription.pk, clinic_id=clinic.pk,
-        type="prescription.received", actor=actor,
+        aggregate_type="prescription",
+        aggregate_id=prescription.pk,
+        clinic_id=clinic.pk,
+        type="prescription.received",
+        actor=actor,
         payload={"to": Status.RECEIVED, "items": len(items)},
     )
     return prescription
@@ -128,7 +133,9 @@ def prescription_run_checks(*, prescription_id: int) -> str | None:
     results = checks.run_checks(prescription)
     target = checks.outcome(results)
     moved = prescription_transition(
-        prescription_id=prescription_id, to=target, from_statuses=frozenset({Status.RECEIVED}),
+        prescription_id=prescription_id,
+        to=target,
+        from_statuses=frozenset({Status.RECEIVED}),
         event_type=f"prescription.{target}",
         payload={"checks": [result.code for result in results]},
         check_results=[result.as_dict() for result in results],
@@ -154,12 +161,15 @@ def prescription_review(
         raise Problem(status_code=400, slug="bad-decision", detail="Decide approved or rejected.")
     with transaction.atomic():
         review = PharmacistReview.objects.create(
-            prescription_id=prescription_id, pharmacist=pharmacist,
-            decision=decision, reason=reason.strip(),
+            prescription_id=prescription_id,
+            pharmacist=pharmacist,
+            decision=decision,
+            reason=reason.strip(),
         )
         target = Status.APPROVED if decision == PharmacistReview.Decision.APPROVED else Status.REJECTED
         moved = prescription_transition(
-            prescription_id=prescription_id, to=target,
+            prescription_id=prescription_id,
+            to=target,
             from_statuses=frozenset({Status.AWAITING_PHARMACIST}),
             event_type=f"prescription.pharmacist_{decision}",
             payload={"review_id": review.pk},
@@ -169,7 +179,8 @@ def prescription_review(
         if not moved:
             # Raising rolls the review back with it: a decision exists only if it took effect.
             raise Problem(
-                status_code=409, slug="not-awaiting-pharmacist",
+                status_code=409,
+                slug="not-awaiting-pharmacist",
                 detail="This prescription is not waiting for a pharmacist.",
             )
     return review
@@ -190,8 +201,12 @@ def prescription_cancel(
     if current is None:
         raise Problem(status_code=404, slug="not-found", detail="No such prescription.")
     moved = prescription_transition(
-        prescription_id=prescription_id, to=Status.CANCELLED, from_statuses=CANCELLABLE,
-        event_type="prescription.cancelled", payload={"reason": reason}, actor=actor,
+        prescription_id=prescription_id,
+        to=Status.CANCELLED,
+        from_statuses=CANCELLABLE,
+        event_type="prescription.cancelled",
+        payload={"reason": reason},
+        actor=actor,
         status_reason=reason,
     )
     if not moved:
@@ -199,7 +214,8 @@ def prescription_cancel(
         if status == Status.CANCELLED:
             return scope.get(pk=prescription_id)
         raise Problem(
-            status_code=409, slug="not-cancellable",
+            status_code=409,
+            slug="not-cancellable",
             detail=f"A prescription that is {Status(status).label.lower()} cannot be cancelled "
             "here: it is already with the pharmacy or finished.",
         )
@@ -216,17 +232,21 @@ PROGRESS = {
 
 def prescription_record_acknowledged(*, prescription_id: int, order_id: str) -> bool:
     return prescription_transition(
-        prescription_id=prescription_id, to=Status.ACKNOWLEDGED,
-        event_type="prescription.acknowledged", payload={"order_id": order_id},
+        prescription_id=prescription_id,
+        to=Status.ACKNOWLEDGED,
+        event_type="prescription.acknowledged",
+        payload={"order_id": order_id},
         actor="gateway",
     )
 
 
 def prescription_record_dead_lettered(*, prescription_id: int, error: str) -> bool:
     return prescription_transition(
-        prescription_id=prescription_id, to=Status.DEAD_LETTERED,
+        prescription_id=prescription_id,
+        to=Status.DEAD_LETTERED,
         from_statuses=frozenset({Status.APPROVED}),
-        event_type="prescription.dead_lettered", payload={"error": error[:300]},
+        event_type="prescription.dead_lettered",
+        payload={"error": error[:300]},
         actor="dispatch",
     )
 
@@ -237,7 +257,10 @@ def prescription_record_progress(
     target = PROGRESS[gateway_event_type]
     fields = {"tracking_number": tracking_number} if tracking_number else {}
     return prescription_transition(
-        prescription_id=prescription_id, to=target, event_type=f"prescription.{target}",
+        prescription_id=prescription_id,
+        to=target,
+        event_type=f"prescription.{target}",
         payload={"tracking_number": tracking_number} if tracking_number else {},
-        actor="gateway", **fields,
+        actor="gateway",
+        **fields,
     )

@@ -53,7 +53,9 @@ def wait_for(url: str, what: str, seconds: float = 30) -> None:
 def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        f"{BASE_URL}{path}", data=data, method=method,
+        f"{BASE_URL}{path}",
+        data=data,
+        method=method,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
@@ -64,10 +66,13 @@ def call(method: str, path: str, body: Any = None, headers: dict[str, str] | Non
 
 
 def access_token(credentials: dict[str, str]) -> str:
-    form = urllib.parse.urlencode({
-        "grant_type": "client_credentials", "client_id": credentials["client_id"],
-        "client_secret": credentials["client_secret"],
-    }).encode()
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+        }
+    ).encode()
     with urllib.request.urlopen(f"{BASE_URL}/oauth/token/", data=form, timeout=10) as response:
         return json.loads(response.read())["access_token"]
 
@@ -87,20 +92,33 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
         body = {
             "patient": patient_ids[index % len(patient_ids)],
             "prescriber": credentials["prescriber_id"],
-            "items": [{
-                "medication": {"system": "http://snomed.info/sct", "code": code},
-                "dose_text": dose, "quantity": quantity, "unit": "tablet", "days_supply": days,
-            }],
+            "items": [
+                {
+                    "medication": {"system": "http://snomed.info/sct", "code": code},
+                    "dose_text": dose,
+                    "quantity": quantity,
+                    "unit": "tablet",
+                    "days_supply": days,
+                }
+            ],
         }
-        status, created = call("POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())})
-        print(f"  POST /api/v1/prescriptions/ -> {status} (prescription #{created.get('id')}, {created.get('status')})")
+        status, created = call(
+            "POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())}
+        )
+        print(
+            f"  POST /api/v1/prescriptions/ -> {status} (prescription #{created.get('id')}, {created.get('status')})"
+        )
         ids.append(created["id"])
     status, problem = call(
-        "POST", "/api/v1/prescriptions/", {"patient": patient_ids[0], "items": [{"quantity": "-1"}]},
+        "POST",
+        "/api/v1/prescriptions/",
+        {"patient": patient_ids[0], "items": [{"quantity": "-1"}]},
         {**auth, "Idempotency-Key": str(uuid.uuid4())},
     )
-    print(f"  POST with bad fields -> {status} {problem.get('title')}: "
-          f"{', '.join(error['pointer'] for error in problem.get('errors', []))}")
+    print(
+        f"  POST with bad fields -> {status} {problem.get('title')}: "
+        f"{', '.join(error['pointer'] for error in problem.get('errors', []))}"
+    )
     return ids
 
 
@@ -125,11 +143,56 @@ def main() -> None:
 
     env = {**os.environ, "GATEWAY_URL": GATEWAY_URL, "DEMO_MODE": "1"}
     processes = [
-        start("web", [PYTHON, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2", "--timeout", "30"], env),
-        start("worker", [PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", "default,events,checks,dispatch", "-c", "2", "-l", "INFO"], env),
+        start(
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "-b",
+                f"127.0.0.1:{WEB_PORT}",
+                "-w",
+                "2",
+                "--timeout",
+                "30",
+            ],
+            env,
+        ),
+        start(
+            "worker",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default,events,checks,dispatch",
+                "-c",
+                "2",
+                "-l",
+                "INFO",
+            ],
+            env,
+        ),
         start("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
-        start("gateway", [PYTHON, "manage.py", "run_gateway_simulator", "--port", str(GATEWAY_PORT),
-                          "--webhook-url", f"{BASE_URL}/webhooks/gateway/", "--step-delay", "3"], env),
+        start(
+            "gateway",
+            [
+                PYTHON,
+                "manage.py",
+                "run_gateway_simulator",
+                "--port",
+                str(GATEWAY_PORT),
+                "--webhook-url",
+                f"{BASE_URL}/webhooks/gateway/",
+                "--step-delay",
+                "3",
+            ],
+            env,
+        ),
     ]
     stopping = False
 
@@ -162,7 +225,7 @@ Scriptline is running.
   API schema    {BASE_URL}/api/schema/
   Gateway sim   {GATEWAY_URL}/_stats
   Credentials   var/demo-credentials.json
-Prescriptions {', '.join(f'#{i}' for i in ids)} move through checks, dispatch and delivery over
+Prescriptions {", ".join(f"#{i}" for i in ids)} move through checks, dispatch and delivery over
 the next ~15 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
 open it, "Pharmacist review"). Press Ctrl-C to stop.""")
         deadline = time.monotonic() + float(os.environ.get("DEMO_SECONDS", "inf"))

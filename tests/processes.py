@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,7 +34,9 @@ class Simulator:
 
     def control(self, **knobs: Any) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"{self.url}/_control", data=json.dumps(knobs).encode(), method="POST",
+            f"{self.url}/_control",
+            data=json.dumps(knobs).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -45,9 +48,17 @@ class Simulator:
 
 def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, **knobs: Any) -> Simulator:
     command = [
-        sys.executable, "-m", "pharmacy.simulator", "--port", "0",
-        "--step-delay", str(step_delay), "--api-key", settings.GATEWAY_API_KEY,
-        "--webhook-secret", settings.GATEWAY_WEBHOOK_SECRET,
+        sys.executable,
+        "-m",
+        "pharmacy.simulator",
+        "--port",
+        "0",
+        "--step-delay",
+        str(step_delay),
+        "--api-key",
+        settings.GATEWAY_API_KEY,
+        "--webhook-secret",
+        settings.GATEWAY_WEBHOOK_SECRET,
     ]
     if webhook_url:
         command += ["--webhook-url", webhook_url]
@@ -80,13 +91,14 @@ def purge_queues() -> None:
     with app.connection_for_write() as broker:
         channel = broker.default_channel
         for queue in QUEUES.split(","):
-            try:
+            # A queue that does not exist yet has nothing to purge.
+            with contextlib.suppress(Exception):
                 channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - a queue that does not exist yet has nothing to purge
-                pass
 
 
-def start_worker(*, gateway_url: str, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_worker(
+    *, gateway_url: str, concurrency: int = 2, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
@@ -99,11 +111,28 @@ def start_worker(*, gateway_url: str, concurrency: int = 2, extra_env: dict[str,
     }
     return subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", QUEUES,
-            "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            QUEUES,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ],
-        cwd=ROOT, env=env, start_new_session=True, text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        text=True,
     )
 
 

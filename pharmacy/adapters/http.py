@@ -34,7 +34,9 @@ class HttpGateway:
         if response.status_code >= 500 or response.status_code == 429:
             raise GatewayUnavailable(f"gateway answered {response.status_code}")
         if response.status_code >= 400:
-            raise GatewayRejected(f"gateway refused the order: {response.status_code} {_diagnostics(response)}")
+            raise GatewayRejected(
+                f"gateway refused the order: {response.status_code} {_diagnostics(response)}"
+            )
         body = response.json()
         return OrderAcknowledgement(
             order_id=str(body["order_id"]),

@@ -46,14 +46,18 @@ def running_pipeline(live_server, settings):  # type: ignore[no-untyped-def]
 def token_for(base_url: str, clinic) -> str:  # type: ignore[no-untyped-def]
     secret = "journey-secret-0123456789"
     application = Application(
-        name="journey", client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS, client_secret=secret,
+        name="journey",
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        client_secret=secret,
     )
     application.save()
     ClinicClient.objects.create(clinic=clinic, application=application)
     response = requests.post(
-        f"{base_url}/oauth/token/", data={"grant_type": "client_credentials"},
-        auth=(application.client_id, secret), timeout=10,
+        f"{base_url}/oauth/token/",
+        data={"grant_type": "client_credentials"},
+        auth=(application.client_id, secret),
+        timeout=10,
     )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
@@ -73,24 +77,29 @@ def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):
         response = requests.post(
             f"{live_server.url}/api/v1/prescriptions/",
             json=prescription_body(patient.pk, prescriber.pk, medication),
-            headers={**headers, "Idempotency-Key": f"journey-{index}"}, timeout=10,
+            headers={**headers, "Idempotency-Key": f"journey-{index}"},
+            timeout=10,
         )
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
 
     wait_until(
         lambda: Prescription.objects.filter(pk__in=ids, status=Status.DELIVERED).count() == 5,
-        seconds=90, what="five prescriptions delivered",
+        seconds=90,
+        what="five prescriptions delivered",
     )
     stats = simulator.stats()
     assert stats["orders"] == 5
     for prescription_id in ids:
         types = list(
             Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription_id)
-            .order_by("sequence").values_list("type", flat=True)
+            .order_by("sequence")
+            .values_list("type", flat=True)
         )
         assert types == JOURNEY
-        detail = requests.get(f"{live_server.url}/api/v1/prescriptions/{prescription_id}/", headers=headers, timeout=10).json()
+        detail = requests.get(
+            f"{live_server.url}/api/v1/prescriptions/{prescription_id}/", headers=headers, timeout=10
+        ).json()
         assert detail["status"] == "delivered"
         assert detail["tracking_number"].startswith("SIM")
         assert [event["type"] for event in detail["timeline"]] == JOURNEY
@@ -104,31 +113,43 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
     live_server, simulator = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
-    stimulant = MedicationFactory(code="324907005", name="Methylphenidate", strength="10mg", controlled_schedule="2")
+    stimulant = MedicationFactory(
+        code="324907005", name="Methylphenidate", strength="10mg", controlled_schedule="2"
+    )
     token = token_for(live_server.url, clinic)
     patient = PatientFactory(clinic=clinic)
     response = requests.post(
         f"{live_server.url}/api/v1/prescriptions/",
-        json=prescription_body(patient.pk, prescriber.pk, stimulant, item={"quantity": "30", "days_supply": 30, "dose_text": "One tablet each morning"}),
-        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "cd-1"}, timeout=10,
+        json=prescription_body(
+            patient.pk,
+            prescriber.pk,
+            stimulant,
+            item={"quantity": "30", "days_supply": 30, "dose_text": "One tablet each morning"},
+        ),
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "cd-1"},
+        timeout=10,
     )
     prescription_id = response.json()["id"]
 
     wait_until(
         lambda: Prescription.objects.get(pk=prescription_id).status == Status.AWAITING_PHARMACIST,
-        seconds=30, what="the pharmacist queue",
+        seconds=30,
+        what="the pharmacist queue",
     )
     assert simulator.stats()["orders"] == 0
     assert not Dispatch.objects.filter(prescription_id=prescription_id).exists()
 
     pharmacist = django_user_model.objects.create_user("pharmacist-e2e", is_staff=True)
     services.prescription_review(
-        prescription_id=prescription_id, pharmacist=pharmacist, decision="approved",
+        prescription_id=prescription_id,
+        pharmacist=pharmacist,
+        decision="approved",
         reason="Stable dose, monitoring up to date.",
     )
 
     wait_until(
         lambda: Prescription.objects.get(pk=prescription_id).status == Status.DELIVERED,
-        seconds=60, what="delivery after approval",
+        seconds=60,
+        what="delivery after approval",
     )
     assert simulator.stats()["orders"] == 1

@@ -63,6 +63,4 @@ class AccessTokenFactory(factory.django.DjangoModelFactory):
     application = factory.SubFactory(ApplicationFactory)
     token = factory.Sequence(lambda n: f"test-token-{n}-{'x' * 20}")
     scope = "patients:read patients:write prescriptions:read prescriptions:write"
-    expires = factory.LazyFunction(
-        lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    )
+    expires = factory.LazyFunction(lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))

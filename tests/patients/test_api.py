@@ -63,8 +63,20 @@ def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a)
     body = response.json()
     patient = Patient.objects.get()
     assert set(body) == {
-        "id", "given_name", "family_name", "birth_date", "sex", "nhs_number", "address_line",
-        "city", "region", "postal_code", "email", "phone", "allergies", "current_medications",
+        "id",
+        "given_name",
+        "family_name",
+        "birth_date",
+        "sex",
+        "nhs_number",
+        "address_line",
+        "city",
+        "region",
+        "postal_code",
+        "email",
+        "phone",
+        "allergies",
+        "current_medications",
         "created_at",
     }
     assert body == {
@@ -96,9 +108,7 @@ def test_registration_records_a_patient_registered_event_that_names_no_identifie
 
 
 def test_only_the_required_fields_are_needed_and_the_rest_default_to_blank(clinic_a):
-    response = register(
-        clinic_a, {"given_name": "Alan", "family_name": "Turing", "birth_date": "1954-06-07"}
-    )
+    response = register(clinic_a, {"given_name": "Alan", "family_name": "Turing", "birth_date": "1954-06-07"})
 
     assert response.status_code == 201, response.content
     body = response.json()

@@ -182,7 +182,9 @@ def test_a_request_that_fails_validation_stores_no_key_so_a_corrected_retry_succ
     assert invalid.status_code == 400
     assert IdempotencyKey.objects.count() == 0
 
-    valid = post(clinic_a, prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol), key="retry-me")
+    valid = post(
+        clinic_a, prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol), key="retry-me"
+    )
 
     assert valid.status_code == 201
     assert "Idempotent-Replayed" not in valid
@@ -213,7 +215,9 @@ def test_an_expired_key_is_treated_as_new(clinic_a, patient_a, paracetamol):
 
 def other_connection() -> psycopg.Connection:
     params = connection.get_connection_params()
-    wanted = {name: params[name] for name in ("dbname", "host", "port", "user", "password") if params.get(name)}
+    wanted = {
+        name: params[name] for name in ("dbname", "host", "port", "user", "password") if params.get(name)
+    }
     return psycopg.connect(**wanted)
 
 
@@ -262,7 +266,9 @@ def post_concurrently(url: str, token: str, bodies: list[dict], key: str) -> lis
     def send(body: dict) -> requests.Response:
         barrier.wait(timeout=30)
         return requests.post(
-            url, json=body, timeout=60,
+            url,
+            json=body,
+            timeout=60,
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
         )
 
@@ -286,7 +292,8 @@ def test_fifty_concurrent_identical_posts_create_exactly_one_prescription(
     assert all(body == created[0] for body in created)
     assert all(
         response.json()["type"] == "/problems/idempotency-key-in-flight"
-        for response in responses if response.status_code == 409
+        for response in responses
+        if response.status_code == 409
     )
     assert Prescription.objects.count() == 1
     assert received_events() == 1

@@ -10,10 +10,20 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
     """A prescription that passed its checks, made through the services as the API would."""
     patient = PatientFactory(clinic=setup.clinic)
     prescription = services.prescription_create(
-        clinic=setup.clinic, patient=patient, prescriber=setup.prescriber,
+        clinic=setup.clinic,
+        patient=patient,
+        prescriber=setup.prescriber,
         issued_on=datetime.date(2026, 11, 20),
-        items=[{"medication": medication, "dose_text": "One tablet twice a day", "quantity": 28,
-                "unit": "tablet", "days_supply": 14, **item}],
+        items=[
+            {
+                "medication": medication,
+                "dose_text": "One tablet twice a day",
+                "quantity": 28,
+                "unit": "tablet",
+                "days_supply": 14,
+                **item,
+            }
+        ],
     )
     target = services.prescription_run_checks(prescription_id=prescription.pk)
     assert target == Status.APPROVED if not medication.is_controlled else True
@@ -27,5 +37,10 @@ def force_status(prescription: Prescription, status: str) -> None:
 
     with transaction.atomic():
         Prescription.objects.filter(pk=prescription.pk).update(status=status)
-        event_record(aggregate_type="prescription", aggregate_id=prescription.pk,
-                     clinic_id=prescription.clinic_id, type="test.forced", payload={"to": status})
+        event_record(
+            aggregate_type="prescription",
+            aggregate_id=prescription.pk,
+            clinic_id=prescription.clinic_id,
+            type="test.forced",
+            payload={"to": status},
+        )

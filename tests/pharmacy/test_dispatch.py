@@ -29,7 +29,9 @@ def gateway(simulator, settings):  # type: ignore[no-untyped-def]
     settings.GATEWAY_TIMEOUT_SECONDS = 2
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{simulator.url}/_reset", data=b"", method="POST"), timeout=5)
+    urllib.request.urlopen(
+        urllib.request.Request(f"{simulator.url}/_reset", data=b"", method="POST"), timeout=5
+    )
     simulator.control(error_rate=0, down=False, timeout_rate=0, latency=0)
     return simulator
 
@@ -87,8 +89,10 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
 
     loaded = services._load_for_sending(dispatch.pk)
     bundle = fhir.encode_prescription(
-        loaded.prescription, message_id=str(dispatch.idempotency_key),
-        pharmacy_ods_code=settings.PHARMACY_ODS_CODE, timestamp=loaded.created_at,
+        loaded.prescription,
+        message_id=str(dispatch.idempotency_key),
+        pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
+        timestamp=loaded.created_at,
     )
     gateway_from_settings().order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
 
@@ -147,7 +151,9 @@ def test_a_gateway_that_refuses_the_order_dead_letters_it_without_retrying(
     assert gateway.stats()["orders"] == 0
 
 
-def test_an_unreachable_gateway_is_a_retryable_error(clinic_a, paracetamol, settings, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+def test_an_unreachable_gateway_is_a_retryable_error(
+    clinic_a, paracetamol, settings, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
     settings.GATEWAY_URL = "http://127.0.0.1:9"  # discard port: nothing listens
     prescription = approved_prescription(clinic_a, paracetamol)
     dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
@@ -178,7 +184,9 @@ def test_a_controlled_drug_without_pharmacist_approval_never_reaches_the_gateway
     assert gateway.stats()["requests"] == 0
 
 
-def test_a_cancelled_prescription_is_not_sent(gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+def test_a_cancelled_prescription_is_not_sent(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
     dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
     from prescriptions.services import prescription_cancel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from prescriptions.models import Medication, Prescriber, Prescription, Prescript
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "fhir-examples"
 MESSAGE_ID = "3f1c0c56-2b7e-4c55-9d0e-6f1f7a0c9b21"
 PHARMACY_ODS = "VNE51"
-TIMESTAMP = datetime(2025, 3, 14, 9, 30, tzinfo=timezone.utc)
+TIMESTAMP = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 SNOMED = "http://snomed.info/sct"
 NHS_NUMBER = "9449304130"  # NHS test-data number, from the EPS API examples
 
@@ -47,30 +47,56 @@ def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionIt
     for name, value in patient_fields.items():
         setattr(patient, name, value)
     prescriber = Prescriber(
-        pk=3, clinic=clinic, given_name="Carla", family_name="Boin", registration_body="GMC",
+        pk=3,
+        clinic=clinic,
+        given_name="Carla",
+        family_name="Boin",
+        registration_body="GMC",
         registration_number="6095103",
     )
     prescription = Prescription(
-        pk=42, clinic=clinic, patient=patient, prescriber=prescriber, issued_on=date(2025, 3, 13),
+        pk=42,
+        clinic=clinic,
+        patient=patient,
+        prescriber=prescriber,
+        issued_on=date(2025, 3, 13),
         note="Patient is allergic to penicillin",
     )
     amoxicillin = Medication(
-        pk=11, code_system=SNOMED, code="39732311000001104", name="Amoxicillin", strength="250mg",
-        form="capsules", price_minor=12,
+        pk=11,
+        code_system=SNOMED,
+        code="39732311000001104",
+        name="Amoxicillin",
+        strength="250mg",
+        form="capsules",
+        price_minor=12,
     )
     paracetamol = Medication(
-        pk=12, code_system=SNOMED, code="322236009", name="Paracetamol", strength="500mg",
-        form="tablets", price_minor=3,
+        pk=12,
+        code_system=SNOMED,
+        code="322236009",
+        name="Paracetamol",
+        strength="500mg",
+        form="tablets",
+        price_minor=3,
     )
     items = [
         PrescriptionItem(
-            pk=101, prescription=prescription, medication=amoxicillin,
-            dose_text="One capsule three times a day", quantity=Decimal("21.00"), unit="capsule",
+            pk=101,
+            prescription=prescription,
+            medication=amoxicillin,
+            dose_text="One capsule three times a day",
+            quantity=Decimal("21.00"),
+            unit="capsule",
             days_supply=7,
         ),
         PrescriptionItem(
-            pk=102, prescription=prescription, medication=paracetamol,
-            dose_text="Two tablets up to four times a day", quantity=Decimal("56.50"), unit="tablet",
+            pk=102,
+            prescription=prescription,
+            medication=paracetamol,
+            dose_text="Two tablets up to four times a day",
+            quantity=Decimal("56.50"),
+            unit="tablet",
             days_supply=14,
         ),
     ]
@@ -229,7 +255,13 @@ def test_given_a_gb_patient_with_an_nhs_number_when_encoded_then_it_is_an_identi
     assert patient["gender"] == "female"
     assert patient["birthDate"] == "1948-04-30"
     assert patient["address"] == [
-        {"line": ["10 Heathfield"], "city": "Cobham", "state": "Surrey", "postalCode": "KT11 2QY", "country": "GB"}
+        {
+            "line": ["10 Heathfield"],
+            "city": "Cobham",
+            "state": "Surrey",
+            "postalCode": "KT11 2QY",
+            "country": "GB",
+        }
     ]
     assert patient["telecom"] == [
         {"system": "phone", "value": "01234 567890"},
@@ -256,9 +288,7 @@ def test_given_an_unknown_sex_when_encoded_then_the_error_names_the_element_but_
         encode(prescription, items)
 
     message = str(raised.value)
-    assert message == (
-        "Patient.gender (Bundle.entry[3]): code is not in the administrative-gender value set"
-    )
+    assert message == ("Patient.gender (Bundle.entry[3]): code is not in the administrative-gender value set")
     for personal in ("Stacey", "Twitchett", "1948", "04-30", NHS_NUMBER, "Heathfield", "KT11"):
         assert personal not in message
 
@@ -392,13 +422,23 @@ def test_given_any_quantities_supplies_dose_texts_and_names_when_encoded_then_th
     order_items = []
     for index, (quantity, days_supply, dose_text, medication_name) in enumerate(items):
         medication = Medication(
-            pk=200 + index, code_system=SNOMED, code=f"3222360{index}", name=medication_name,
-            strength="500mg", form="tablets", price_minor=1,
+            pk=200 + index,
+            code_system=SNOMED,
+            code=f"3222360{index}",
+            name=medication_name,
+            strength="500mg",
+            form="tablets",
+            price_minor=1,
         )
         order_items.append(
             PrescriptionItem(
-                pk=300 + index, prescription=prescription, medication=medication, dose_text=dose_text,
-                quantity=quantity, unit=template.unit, days_supply=days_supply,
+                pk=300 + index,
+                prescription=prescription,
+                medication=medication,
+                dose_text=dose_text,
+                quantity=quantity,
+                unit=template.unit,
+                days_supply=days_supply,
             )
         )
 

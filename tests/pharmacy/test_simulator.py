@@ -106,7 +106,9 @@ def start_gateway() -> Iterator[Callable[..., Gateway]]:
     running: list[tuple[Simulator, ThreadingHTTPServer, threading.Thread]] = []
 
     def start(**knobs: Any) -> Gateway:
-        simulator = Simulator(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, seed=7, log=lambda message: None, **knobs)
+        simulator = Simulator(
+            api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, seed=7, log=lambda message: None, **knobs
+        )
         server = make_server("127.0.0.1", 0, simulator)
         running.append((simulator, server, start_in_thread(server)))
         host, port = server.server_address[:2]
@@ -252,7 +254,9 @@ def test_it_rejects_a_wrong_api_key(gateway: Gateway) -> None:
         b"not json",
         json.dumps({"resourceType": "Patient"}).encode(),
         json.dumps({**message_bundle(), "type": "transaction"}).encode(),
-        json.dumps({**message_bundle(), "entry": [{"resource": {"resourceType": "MedicationRequest"}}]}).encode(),
+        json.dumps(
+            {**message_bundle(), "entry": [{"resource": {"resourceType": "MedicationRequest"}}]}
+        ).encode(),
         json.dumps({**message_bundle(), "entry": []}).encode(),
     ],
     ids=["not-json", "not-a-bundle", "not-a-message", "no-message-header-first", "no-entries"],
@@ -297,7 +301,9 @@ def test_it_creates_exactly_one_order_when_thirty_threads_race_on_one_key(gatewa
     assert stats["requests"] == 30
 
 
-def test_it_answers_503_without_creating_an_order_when_error_rate_is_one(start_gateway: Callable[..., Gateway]) -> None:
+def test_it_answers_503_without_creating_an_order_when_error_rate_is_one(
+    start_gateway: Callable[..., Gateway],
+) -> None:
     gateway = start_gateway(error_rate=1.0)
 
     response = gateway.post_order(key="unlucky-key")
@@ -320,7 +326,9 @@ def test_it_answers_503_to_every_order_while_down(start_gateway: Callable[..., G
     assert gateway.stats()["orders"] == 0
 
 
-def test_it_hangs_without_creating_an_order_when_timeout_rate_is_one(start_gateway: Callable[..., Gateway]) -> None:
+def test_it_hangs_without_creating_an_order_when_timeout_rate_is_one(
+    start_gateway: Callable[..., Gateway],
+) -> None:
     gateway = start_gateway(timeout_rate=1.0, hang=0.2)
 
     started = time.monotonic()
@@ -357,7 +365,8 @@ def test_it_sends_signed_webhooks_in_lifecycle_order(
     for headers, body in deliveries:
         assert headers["Content-Type"] == "application/json"
         assert abs(verify_signature(headers["Gateway-Signature"], body) - time.time()) < 60
-        assert b": " not in body and b", " not in body
+        assert b": " not in body
+        assert b", " not in body
     for event in events:
         assert re.fullmatch(r"evt_[0-9a-f]{32}", event["id"])
         assert isinstance(event["created"], int)
@@ -412,7 +421,9 @@ def test_it_sends_no_webhooks_when_auto_advance_is_off(
 
 
 def test_it_changes_knobs_through_control(gateway: Gateway) -> None:
-    response = request("POST", f"{gateway.url}/_control", {"error_rate": 1, "latency": 0.05, "auto_advance": False})
+    response = request(
+        "POST", f"{gateway.url}/_control", {"error_rate": 1, "latency": 0.05, "auto_advance": False}
+    )
 
     assert response.status == 200
     assert response.body["error_rate"] == 1.0
@@ -483,7 +494,8 @@ def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm() -> None:
     try:
         line = process.stdout.readline().strip()
         match = re.fullmatch(r"gateway simulator listening on (http://127\.0\.0\.1:(\d+))", line)
-        assert match and int(match.group(2)) > 0, line
+        assert match, line
+        assert int(match.group(2)) > 0
         gateway = Gateway(match.group(1), simulator=None)  # type: ignore[arg-type]
         assert gateway.post_order(api_key="module-key").status == 202
         process.send_signal(signal.SIGTERM)

@@ -32,10 +32,18 @@ def acknowledged(clinic_a, paracetamol, django_capture_on_commit_callbacks):  # 
 
 
 def event(dispatch: Dispatch, type: str, event_id: str | None = None, **data) -> bytes:  # type: ignore[no-untyped-def]
-    return json.dumps({
-        "id": event_id or f"evt_{uuid.uuid4().hex}", "type": type, "created": int(time.time()),
-        "data": {"order_id": dispatch.gateway_order_id, "idempotency_key": str(dispatch.idempotency_key), **data},
-    }).encode()
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex}",
+            "type": type,
+            "created": int(time.time()),
+            "data": {
+                "order_id": dispatch.gateway_order_id,
+                "idempotency_key": str(dispatch.idempotency_key),
+                **data,
+            },
+        }
+    ).encode()
 
 
 def deliver(body: bytes, secret: str = "sim-webhook-secret", timestamp: int | None = None):  # type: ignore[no-untyped-def]
@@ -48,8 +56,11 @@ def status_of(dispatch: Dispatch) -> str:
 
 
 def events_of(dispatch: Dispatch) -> list[str]:
-    return list(Event.objects.filter(aggregate_type="prescription", aggregate_id=dispatch.prescription_id)
-                .order_by("sequence").values_list("type", flat=True))
+    return list(
+        Event.objects.filter(aggregate_type="prescription", aggregate_id=dispatch.prescription_id)
+        .order_by("sequence")
+        .values_list("type", flat=True)
+    )
 
 
 def test_a_signed_dispensed_event_moves_the_prescription_on(acknowledged):  # type: ignore[no-untyped-def]
@@ -87,7 +98,9 @@ def test_a_late_shipped_after_delivered_changes_nothing(acknowledged):  # type: 
     [("wrong-secret", 0, "bad Gateway-Signature"), ("sim-webhook-secret", 3600, "stale")],
 )
 def test_a_bad_or_stale_signature_is_refused_and_changes_nothing(acknowledged, secret, age, reason):  # type: ignore[no-untyped-def]
-    response = deliver(event(acknowledged, "order.dispensed"), secret=secret, timestamp=int(time.time()) - age)
+    response = deliver(
+        event(acknowledged, "order.dispensed"), secret=secret, timestamp=int(time.time()) - age
+    )
 
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
@@ -102,7 +115,7 @@ def test_a_bad_or_stale_signature_is_refused_and_changes_nothing(acknowledged, s
         (b"{not json", "body is not JSON"),
         (b'{"id": "evt_1", "type": "order.exploded", "data": {}}', "unknown event type"),
         (b'{"id": "evt_1", "type": "order.dispensed"}', "event must be an object with data"),
-        (b'[1, 2]', "event must be an object with data"),
+        (b"[1, 2]", "event must be an object with data"),
     ],
 )
 def test_a_malformed_event_is_refused(acknowledged, body, detail):  # type: ignore[no-untyped-def]
@@ -121,7 +134,13 @@ def test_a_missing_signature_header_is_refused(acknowledged):  # type: ignore[no
 
 
 def test_an_event_for_an_unknown_order_is_404(acknowledged):  # type: ignore[no-untyped-def]
-    body = json.dumps({"id": "evt_x", "type": "order.dispensed", "data": {"order_id": "ord_nope", "idempotency_key": str(uuid.uuid4())}}).encode()
+    body = json.dumps(
+        {
+            "id": "evt_x",
+            "type": "order.dispensed",
+            "data": {"order_id": "ord_nope", "idempotency_key": str(uuid.uuid4())},
+        }
+    ).encode()
 
     assert deliver(body).status_code == 404
     assert GatewayWebhookEvent.objects.count() == 0

@@ -34,7 +34,9 @@ def test_it_accepts_a_valid_prescription_and_records_the_received_event(clinic_a
 
 def test_it_lists_every_invalid_field_as_problem_json_and_stores_nothing(clinic_a, patient_a, paracetamol):
     body = prescription_body(
-        patient_a.pk, 999999, paracetamol,
+        patient_a.pk,
+        999999,
+        paracetamol,
         item={"quantity": "-1", "days_supply": 0, "medication": {"system": "x", "code": "nope"}},
     )
 
@@ -54,7 +56,9 @@ def test_it_lists_every_invalid_field_as_problem_json_and_stores_nothing(clinic_
 
 def test_it_rejects_an_unknown_medication_with_a_pointer_to_the_item(clinic_a, patient_a, paracetamol):
     body = prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)
-    body["items"].append({**body["items"][0], "medication": {"system": "http://snomed.info/sct", "code": "0"}})
+    body["items"].append(
+        {**body["items"][0], "medication": {"system": "http://snomed.info/sct", "code": "0"}}
+    )
 
     response = post(clinic_a, body)
 
@@ -65,7 +69,9 @@ def test_it_rejects_an_unknown_medication_with_a_pointer_to_the_item(clinic_a, p
 
 def test_it_rejects_a_body_that_is_not_json(clinic_a):
     response = clinic_a.api.post(
-        "/api/v1/prescriptions/", "{not json", content_type="application/json",
+        "/api/v1/prescriptions/",
+        "{not json",
+        content_type="application/json",
         HTTP_IDEMPOTENCY_KEY="k",
     )
 
@@ -88,7 +94,9 @@ def test_clinic_b_cannot_read_or_cancel_clinic_a_prescription(clinic_a, clinic_b
     created = post(clinic_a, prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)).json()
 
     read = clinic_b.api.get(f"/api/v1/prescriptions/{created['id']}/")
-    cancel = clinic_b.api.post(f"/api/v1/prescriptions/{created['id']}/cancel/", {"reason": "x"}, format="json")
+    cancel = clinic_b.api.post(
+        f"/api/v1/prescriptions/{created['id']}/cancel/", {"reason": "x"}, format="json"
+    )
     listing = clinic_b.api.get("/api/v1/prescriptions/")
 
     assert read.status_code == 404
@@ -137,7 +145,9 @@ def test_cancel_of_a_delivered_prescription_is_a_conflict(clinic_a, patient_a, p
     created = post(clinic_a, prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)).json()
     Prescription.objects.filter(pk=created["id"]).update(status=Status.DELIVERED)
 
-    response = clinic_a.api.post(f"/api/v1/prescriptions/{created['id']}/cancel/", {"reason": "late"}, format="json")
+    response = clinic_a.api.post(
+        f"/api/v1/prescriptions/{created['id']}/cancel/", {"reason": "late"}, format="json"
+    )
 
     assert response.status_code == 409
     assert response.json()["type"] == "/problems/not-cancellable"
@@ -157,7 +167,9 @@ def test_cancel_needs_a_reason(clinic_a, patient_a, paracetamol):
 def test_the_list_is_paginated_and_filtered_by_status(clinic_a, patient_a, paracetamol):
     for index in range(3):
         post(clinic_a, prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol), key=f"k{index}")
-    Prescription.objects.filter(pk=Prescription.objects.order_by("id").first().pk).update(status=Status.CANCELLED)
+    Prescription.objects.filter(pk=Prescription.objects.order_by("id").first().pk).update(
+        status=Status.CANCELLED
+    )
 
     everything = clinic_a.api.get("/api/v1/prescriptions/").json()
     cancelled = clinic_a.api.get("/api/v1/prescriptions/?status=cancelled").json()
@@ -174,7 +186,9 @@ def test_list_and_detail_queries_stay_constant_as_data_grows(
     def add(count: int) -> None:
         for _ in range(count):
             body = prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)
-            body["items"].append({**body["items"][0], "medication": {"system": other.code_system, "code": other.code}})
+            body["items"].append(
+                {**body["items"][0], "medication": {"system": other.code_system, "code": other.code}}
+            )
             post(clinic_a, body, key=f"k{Prescription.objects.count()}")
 
     add(2)

@@ -39,8 +39,11 @@ class Command(BaseCommand):
             self._staff()
             client_id, client_secret = self._client(clinic)
         credentials = {
-            "base_url": options["base_url"], "client_id": client_id, "client_secret": client_secret,
-            "clinic_id": clinic.pk, "prescriber_id": prescriber.pk,
+            "base_url": options["base_url"],
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "clinic_id": clinic.pk,
+            "prescriber_id": prescriber.pk,
         }
         path = Path(settings.VAR_DIR) / "demo-credentials.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,14 +53,21 @@ class Command(BaseCommand):
 
     def _clinic(self, name: str, jurisdiction: str, currency: str, ods: str) -> Clinic:
         clinic, _ = Clinic.objects.get_or_create(
-            name=name, defaults={"jurisdiction": jurisdiction, "currency": currency, "ods_code": ods,
-                                 "address": "1 Example Street, Demo Town"},
+            name=name,
+            defaults={
+                "jurisdiction": jurisdiction,
+                "currency": currency,
+                "ods_code": ods,
+                "address": "1 Example Street, Demo Town",
+            },
         )
         return clinic
 
     def _prescriber(self, clinic: Clinic, given: str, family: str, body: str, number: str) -> Prescriber:
         prescriber, _ = Prescriber.objects.get_or_create(
-            clinic=clinic, registration_body=body, registration_number=number,
+            clinic=clinic,
+            registration_body=body,
+            registration_number=number,
             defaults={"given_name": given, "family_name": family},
         )
         return prescriber
@@ -66,14 +76,28 @@ class Command(BaseCommand):
         if Patient.objects.filter(clinic=clinic).exists():
             return
         patient_create(
-            clinic=clinic, given_name="Sam", family_name="Testperson", birth_date=date(1990, 4, 2),
-            sex="female", nhs_number="9434765919", address_line="2 Sample Road", city="Leeds",
-            postal_code="LS1 1AA", email="sam@example.invalid",
-            allergies=[{"substance": "penicillin", "reaction": "rash"}], actor="seed",
+            clinic=clinic,
+            given_name="Sam",
+            family_name="Testperson",
+            birth_date=date(1990, 4, 2),
+            sex="female",
+            nhs_number="9434765919",
+            address_line="2 Sample Road",
+            city="Leeds",
+            postal_code="LS1 1AA",
+            email="sam@example.invalid",
+            allergies=[{"substance": "penicillin", "reaction": "rash"}],
+            actor="seed",
         )
         patient_create(
-            clinic=clinic, given_name="Alex", family_name="Democase", birth_date=date(2008, 9, 15),
-            sex="male", address_line="3 Fixture Lane", city="York", postal_code="YO1 7HH",
+            clinic=clinic,
+            given_name="Alex",
+            family_name="Democase",
+            birth_date=date(2008, 9, 15),
+            sex="male",
+            address_line="3 Fixture Lane",
+            city="York",
+            postal_code="YO1 7HH",
             actor="seed",
         )
 
