@@ -37,3 +37,6 @@ stop: install
 
 clean: stop
 	rm -rf var $(VENV)
+
+bench: install
+	$(BIN)/python scripts/bench.py

@@ -222,3 +222,4 @@ def test_the_schema_and_docs_are_served(client):  # type: ignore[no-untyped-def]
     assert schema.status_code == 200
     assert "/api/v1/prescriptions/{id}/cancel/" in schema.json()["paths"]
     assert docs.status_code == 200
+    assert b"drf_spectacular_sidecar" in docs.content  # assets served here, not from a CDN
