@@ -69,7 +69,9 @@ def field_errors(detail: Any, pointer: str = "") -> list[dict[str, str]]:
     if isinstance(detail, dict):
         errors: list[dict[str, str]] = []
         for key, value in detail.items():
-            child = pointer if key == "non_field_errors" else f"{pointer}/{key}"
+            # RFC 6901: "~" and "/" inside a name are escaped as "~0" and "~1".
+            escaped = str(key).replace("~", "~0").replace("/", "~1")
+            child = pointer if key == "non_field_errors" else f"{pointer}/{escaped}"
             errors.extend(field_errors(value, child))
         return errors
     if isinstance(detail, list):

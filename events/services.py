@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -83,7 +83,9 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             for row in rows:
                 for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
                     app.send_task(task_name, args=[row.event_id])
-            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(published_at=timezone.now())
+            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
+                published_at=timezone.now(), attempts=F("attempts") + 1
+            )
             published += len(rows)
         if len(rows) < batch_size:
             return published

@@ -133,9 +133,9 @@ class PrescriptionAdmin(admin.ModelAdmin):
         ]
 
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        prescription = get_object_or_404(Prescription, pk=pk)
         if not request.user.has_perm("prescriptions.add_pharmacistreview"):
             raise PermissionDenied
+        prescription = get_object_or_404(Prescription, pk=pk)
         form = ReviewForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

@@ -12,20 +12,41 @@ from events.services import event_record
 from prescriptions import services
 from prescriptions.models import Prescription, Status
 from prescriptions.services import TRANSITIONS, prescription_transition
-from tests.patients.factories import PatientFactory
+from tests.conftest import ClinicSetup
+from tests.patients.factories import ClinicFactory, PatientFactory
+from tests.prescriptions.factories import PrescriberFactory
 
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def clinic(db) -> ClinicSetup:  # type: ignore[no-untyped-def]
+    # Service-level tests need no API client; an OAuth application costs a password hash.
+    clinic = ClinicFactory(name="Clinic")
+    return ClinicSetup(clinic=clinic, api=None, prescriber=PrescriberFactory(clinic=clinic), token="")
+
+
 def a_prescription(setup, medication) -> Prescription:  # type: ignore[no-untyped-def]
     return services.prescription_create(
-        clinic=setup.clinic, patient=PatientFactory(clinic=setup.clinic), prescriber=setup.prescriber,
-        items=[{"medication": medication, "dose_text": "One a day", "quantity": 28, "unit": "tablet", "days_supply": 28}],
+        clinic=setup.clinic,
+        patient=PatientFactory(clinic=setup.clinic),
+        prescriber=setup.prescriber,
+        items=[
+            {
+                "medication": medication,
+                "dose_text": "One a day",
+                "quantity": 28,
+                "unit": "tablet",
+                "days_supply": 28,
+            }
+        ],
     )
 
 
 def events_of(prescription: Prescription) -> list[Event]:
-    return list(Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).order_by("sequence"))
+    return list(
+        Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).order_by("sequence")
+    )
 
 
 def snapshot(event: Event) -> dict:
@@ -37,8 +58,10 @@ def a_registered_patient_event(setup) -> Event:  # type: ignore[no-untyped-def]
     # whatever refuses the delete below is the database trigger itself.
     with transaction.atomic():
         return event_record(
-            aggregate_type="patient", aggregate_id=PatientFactory(clinic=setup.clinic).pk,
-            clinic_id=setup.clinic.pk, type="patient.registered",
+            aggregate_type="patient",
+            aggregate_id=PatientFactory(clinic=setup.clinic).pk,
+            clinic_id=setup.clinic.pk,
+            type="patient.registered",
         )
 
 
@@ -48,7 +71,9 @@ def a_registered_patient_event(setup) -> Event:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda event: Event.objects.filter(pk=event.pk).update(type="tampered"), id="orm-update"),
+        pytest.param(
+            lambda event: Event.objects.filter(pk=event.pk).update(type="tampered"), id="orm-update"
+        ),
         pytest.param(lambda event: Event.objects.filter(pk=event.pk).delete(), id="orm-delete"),
         pytest.param(lambda event: Event.objects.all().delete(), id="orm-delete-all"),
         pytest.param(
@@ -63,8 +88,8 @@ def a_registered_patient_event(setup) -> Event:  # type: ignore[no-untyped-def]
         ),
     ],
 )
-def test_the_database_refuses_to_change_or_delete_an_event(clinic_a, change):
-    event = a_registered_patient_event(clinic_a)
+def test_the_database_refuses_to_change_or_delete_an_event(clinic, change):
+    event = a_registered_patient_event(clinic)
     before = snapshot(event)
 
     with pytest.raises(DatabaseError, match="events_event is append-only"), transaction.atomic():
@@ -74,8 +99,8 @@ def test_the_database_refuses_to_change_or_delete_an_event(clinic_a, change):
     assert Event.objects.count() == 1
 
 
-def test_an_event_with_an_outbox_row_cannot_be_deleted_either(clinic_a, paracetamol):
-    prescription = a_prescription(clinic_a, paracetamol)
+def test_an_event_with_an_outbox_row_cannot_be_deleted_either(clinic, paracetamol):
+    prescription = a_prescription(clinic, paracetamol)
     (event,) = events_of(prescription)
     before = snapshot(event)
 
@@ -86,7 +111,7 @@ def test_an_event_with_an_outbox_row_cannot_be_deleted_either(clinic_a, paraceta
 
 
 @pytest.mark.django_db(transaction=True)
-def test_recording_an_event_outside_a_transaction_is_refused(clinic_a):
+def test_recording_an_event_outside_a_transaction_is_refused(clinic):
     with pytest.raises(RuntimeError, match="inside the state change's transaction"):
         event_record(aggregate_type="patient", aggregate_id=1, type="patient.registered")
 
@@ -96,11 +121,11 @@ def test_recording_an_event_outside_a_transaction_is_refused(clinic_a):
 # --- ordering -------------------------------------------------------------------------------
 
 
-def test_the_events_of_a_prescription_are_numbered_one_two_three_in_order(clinic_a, methylphenidate):
-    prescription = a_prescription(clinic_a, methylphenidate)
+def test_the_events_of_a_prescription_are_numbered_one_two_three_in_order(clinic, methylphenidate):
+    prescription = a_prescription(clinic, methylphenidate)
     services.prescription_run_checks(prescription_id=prescription.pk)
     services.prescription_cancel(
-        clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="Changed treatment"
+        clinic=clinic.clinic, prescription_id=prescription.pk, reason="Changed treatment"
     )
 
     events = events_of(prescription)
@@ -111,13 +136,17 @@ def test_the_events_of_a_prescription_are_numbered_one_two_three_in_order(clinic
         (3, "prescription.cancelled"),
     ]
     assert [event.payload.get("to") for event in events] == ["received", "awaiting_pharmacist", "cancelled"]
-    assert events[2].payload == {"from": "awaiting_pharmacist", "to": "cancelled", "reason": "Changed treatment"}
-    assert all(event.clinic_id == clinic_a.clinic.pk for event in events)
+    assert events[2].payload == {
+        "from": "awaiting_pharmacist",
+        "to": "cancelled",
+        "reason": "Changed treatment",
+    }
+    assert all(event.clinic_id == clinic.clinic.pk for event in events)
 
 
-def test_sequences_are_counted_per_aggregate(clinic_a, paracetamol):
-    first = a_prescription(clinic_a, paracetamol)
-    second = a_prescription(clinic_a, paracetamol)
+def test_sequences_are_counted_per_aggregate(clinic, paracetamol):
+    first = a_prescription(clinic, paracetamol)
+    second = a_prescription(clinic, paracetamol)
     services.prescription_run_checks(prescription_id=second.pk)
 
     assert [event.sequence for event in events_of(first)] == [1]
@@ -128,7 +157,10 @@ def test_sequences_are_counted_per_aggregate(clinic_a, paracetamol):
 
 ALLOWED = sorted((source, target) for source, targets in TRANSITIONS.items() for target in targets)
 REFUSED = sorted(
-    (source, target) for source in TRANSITIONS for target in Status.values if target not in TRANSITIONS[source]
+    (source, target)
+    for source in TRANSITIONS
+    for target in Status.values
+    if target not in TRANSITIONS[source]
 )
 
 
@@ -139,9 +171,9 @@ def put_in(prescription: Prescription, status: str) -> None:
 
 @pytest.mark.parametrize(("source", "target"), ALLOWED, ids=[f"{s}->{t}" for s, t in ALLOWED])
 def test_every_allowed_status_change_records_exactly_one_event_with_from_and_to(
-    clinic_a, paracetamol, source, target
+    clinic, paracetamol, source, target
 ):  # type: ignore[no-untyped-def]
-    prescription = a_prescription(clinic_a, paracetamol)
+    prescription = a_prescription(clinic, paracetamol)
     put_in(prescription, source)
 
     moved = prescription_transition(
@@ -160,15 +192,15 @@ def test_every_allowed_status_change_records_exactly_one_event_with_from_and_to(
 
 
 @pytest.mark.parametrize(("source", "target"), REFUSED, ids=[f"{s}->{t}" for s, t in REFUSED])
-def test_every_refused_status_change_records_nothing_and_changes_nothing(
-    clinic_a, paracetamol, source, target
-):  # type: ignore[no-untyped-def]
-    prescription = a_prescription(clinic_a, paracetamol)
+def test_every_refused_status_change_records_nothing_and_changes_nothing(clinic, paracetamol, source, target):  # type: ignore[no-untyped-def]
+    prescription = a_prescription(clinic, paracetamol)
     put_in(prescription, source)
     before = Prescription.objects.filter(pk=prescription.pk).values().get()
 
     moved = prescription_transition(
-        prescription_id=prescription.pk, to=target, event_type=f"prescription.{target}",
+        prescription_id=prescription.pk,
+        to=target,
+        event_type=f"prescription.{target}",
         status_reason="should not be written",
     )
 
@@ -177,12 +209,14 @@ def test_every_refused_status_change_records_nothing_and_changes_nothing(
     assert [event.type for event in events_of(prescription)] == ["prescription.received"]
 
 
-def test_a_transition_limited_to_some_sources_refuses_the_others(clinic_a, paracetamol):
-    prescription = a_prescription(clinic_a, paracetamol)
+def test_a_transition_limited_to_some_sources_refuses_the_others(clinic, paracetamol):
+    prescription = a_prescription(clinic, paracetamol)
     put_in(prescription, Status.APPROVED)
 
     moved = prescription_transition(
-        prescription_id=prescription.pk, to=Status.CANCELLED, event_type="prescription.cancelled",
+        prescription_id=prescription.pk,
+        to=Status.CANCELLED,
+        event_type="prescription.cancelled",
         from_statuses=frozenset({Status.RECEIVED}),
     )
 
@@ -191,12 +225,12 @@ def test_a_transition_limited_to_some_sources_refuses_the_others(clinic_a, parac
     assert len(events_of(prescription)) == 1
 
 
-def test_cancelling_a_delivered_prescription_is_refused_and_records_nothing(clinic_a, paracetamol):
-    prescription = a_prescription(clinic_a, paracetamol)
+def test_cancelling_a_delivered_prescription_is_refused_and_records_nothing(clinic, paracetamol):
+    prescription = a_prescription(clinic, paracetamol)
     put_in(prescription, Status.DELIVERED)
 
     with pytest.raises(Problem, match="cannot be cancelled") as refused:
-        services.prescription_cancel(clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="late")
+        services.prescription_cancel(clinic=clinic.clinic, prescription_id=prescription.pk, reason="late")
 
     assert refused.value.status_code == 409
     prescription.refresh_from_db()

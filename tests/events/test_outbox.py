@@ -1,0 +1,172 @@
+"""The transactional outbox and its relay: every event published, exactly once per pass."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+from kombu.exceptions import OperationalError
+
+from config.celery import app
+from events.models import Event, OutboxMessage
+from events.services import outbox_relay
+from prescriptions import services
+from prescriptions.models import Prescription
+from tests.patients.factories import ClinicFactory, PatientFactory
+from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+
+pytestmark = pytest.mark.django_db
+
+HARMLESS = "tests.events.harmless"
+
+
+class Broker:
+    """Stands in for `app.send_task`, the edge of the machine: records what was published."""
+
+    def __init__(self, *, delay: float = 0.0) -> None:
+        self.published: list[tuple[str, list[int]]] = []
+        self.delay = delay
+        self.failing = False
+        self._lock = threading.Lock()
+
+    def send_task(self, name: str, args: list[int] | None = None, **options: object) -> None:
+        if self.failing:
+            raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+        time.sleep(self.delay)
+        with self._lock:
+            self.published.append((name, list(args or [])))
+
+
+@pytest.fixture
+def broker(monkeypatch, settings) -> Broker:  # type: ignore[no-untyped-def]
+    settings.EVENT_CONSUMERS = {"prescription.received": [HARMLESS]}
+    fake = Broker()
+    monkeypatch.setattr(app, "send_task", fake.send_task)
+    return fake
+
+
+def prescriptions_created(count: int) -> list[Prescription]:
+    clinic = ClinicFactory()
+    prescriber = PrescriberFactory(clinic=clinic)
+    patient = PatientFactory(clinic=clinic)
+    medication = MedicationFactory()
+    item = {
+        "medication": medication,
+        "dose_text": "One a day",
+        "quantity": 28,
+        "unit": "tablet",
+        "days_supply": 28,
+    }
+    return [
+        services.prescription_create(clinic=clinic, patient=patient, prescriber=prescriber, items=[item])
+        for _ in range(count)
+    ]
+
+
+def received_event_ids() -> list[int]:
+    return sorted(Event.objects.filter(type="prescription.received").values_list("pk", flat=True))
+
+
+def unpublished() -> int:
+    return OutboxMessage.objects.filter(published_at__isnull=True).count()
+
+
+def test_the_relay_publishes_a_new_prescription_once_to_its_consumer(broker):
+    (prescription,) = prescriptions_created(1)
+    event = Event.objects.get(aggregate_type="prescription", aggregate_id=prescription.pk)
+
+    published = outbox_relay()
+
+    assert published == 1
+    assert broker.published == [(HARMLESS, [event.pk])]
+    message = OutboxMessage.objects.get()
+    assert message.event == event
+    assert message.published_at is not None
+    assert message.attempts == 1
+
+
+def test_a_second_relay_publishes_nothing(broker):
+    prescriptions_created(1)
+    outbox_relay()
+    published_at = OutboxMessage.objects.get().published_at
+
+    published = outbox_relay()
+
+    assert published == 0
+    assert len(broker.published) == 1
+    assert OutboxMessage.objects.get().published_at == published_at
+    assert OutboxMessage.objects.get().attempts == 1
+
+
+def test_an_event_with_two_consumers_is_sent_to_each(broker, settings):
+    settings.EVENT_CONSUMERS = {"prescription.received": [HARMLESS, "tests.events.also_harmless"]}
+    (prescription,) = prescriptions_created(1)
+    event_id = Event.objects.get(aggregate_id=prescription.pk).pk
+
+    assert outbox_relay() == 1
+
+    assert broker.published == [(HARMLESS, [event_id]), ("tests.events.also_harmless", [event_id])]
+
+
+def test_an_event_nobody_consumes_gets_no_outbox_row(broker, settings):
+    settings.EVENT_CONSUMERS = {}
+    prescriptions_created(1)
+
+    assert outbox_relay() == 0
+
+    assert OutboxMessage.objects.count() == 0
+    assert broker.published == []
+
+
+def test_the_relay_works_through_the_backlog_in_batches_in_order(broker):
+    prescriptions_created(7)
+
+    published = outbox_relay(batch_size=3)
+
+    assert published == 7
+    assert [args[0] for _name, args in broker.published] == received_event_ids()
+    assert unpublished() == 0
+
+
+def test_when_the_broker_is_down_nothing_is_marked_and_a_later_relay_publishes_everything(broker):
+    prescriptions_created(3)
+    broker.failing = True
+
+    with pytest.raises(OperationalError):
+        outbox_relay()
+
+    assert broker.published == []
+    assert unpublished() == 3
+
+    broker.failing = False
+    published = outbox_relay()
+
+    assert published == 3
+    assert sorted(args[0] for _name, args in broker.published) == received_event_ids()
+    assert unpublished() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_relays_running_at_once_publish_every_row_exactly_once(broker):
+    prescriptions_created(50)
+    broker.delay = 0.002  # long enough that the two relays' batches interleave
+    barrier = threading.Barrier(2)
+
+    def relay() -> int:
+        try:
+            barrier.wait(timeout=10)
+            return outbox_relay(batch_size=5)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(pool.map(lambda _: relay(), range(2)))
+
+    published_ids = [args[0] for _name, args in broker.published]
+    assert sum(counts) == 50
+    assert len(published_ids) == 50
+    assert sorted(published_ids) == received_event_ids()
+    assert unpublished() == 0
