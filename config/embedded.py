@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -89,13 +90,12 @@ def stop(var_dir: Path) -> None:
     pid_file = var_dir / "redis" / "redis.pid"
     if pid_file.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text().strip()), 15)
-    data_dir = var_dir / "postgres"
-    if (data_dir / "postmaster.pid").exists():
-        import pgserver
-
-        pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-        subprocess.run([str(pg_ctl), "-D", str(data_dir), "stop", "-m", "fast"], check=False)
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    postmaster = var_dir / "postgres" / "postmaster.pid"
+    if postmaster.exists():
+        # SIGINT is PostgreSQL's "fast" shutdown; pg_ctl would refuse to run as root.
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(postmaster.read_text().splitlines()[0]), signal.SIGINT)
 
 
 def _redis_answers(socket_path: Path) -> bool:
