@@ -23,6 +23,18 @@ if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
     SECRET_KEY = env.str("SECRET_KEY", default="local-insecure-key-do-not-use-in-production")
 else:
     SECRET_KEY = env.str("SECRET_KEY")
+# --- Patient data at rest (patients.phi) ---------------------------------------------------------
+# Fernet keys for PHI are derived from SECRET_KEY and each salt here: the first encrypts, all
+# decrypt. Rotate: put a new salt first, run `manage.py rotate_keys`, then drop the old one.
+# BLIND_INDEX_KEY keys the HMACs used for exact-match search (rotate_keys recomputes them).
+if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
+    SALT_KEY = env.list("PHI_SALT_KEYS", default=["local-phi-salt-do-not-use-in-production"])
+    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY", default="local-blind-index-key-do-not-use-in-production")
+else:
+    SALT_KEY = env.list("PHI_SALT_KEYS")
+    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY")
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -52,6 +64,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Clinic API requests: one transaction, narrowed to the caller's clinic (patients.tenancy).
+    "patients.tenancy.TenantTransactionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.db.models import Q
 
+from patients import phi
 from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, IdempotencyKey, Patient
 
 
@@ -34,10 +36,24 @@ class PatientAdmin(admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
     list_filter = ["clinic", "sex"]
     list_select_related = ["clinic"]
-    search_fields = ["=id", "=nhs_number", "family_name", "=email"]
+    # Identifiers are encrypted: search is exact, through the blind indexes (patients.phi):
+    # an NHS number, an email, a phone number, or "<family name> <YYYY-MM-DD>".
+    search_fields = ["=id"]
+    search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
+    sortable_by = ["id", "clinic", "created_at"]
     readonly_fields = ["created_at"]
     inlines = [AllergyInline, CurrentMedicationInline]
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+        if not search_term.strip():
+            return queryset, False
+        matches = Q()
+        for column, digest in phi.search_indexes(search_term):
+            matches |= Q(**{column: digest})
+        if search_term.strip().isdigit() and len(search_term.strip()) < 10:
+            matches |= Q(pk=int(search_term.strip()))
+        return queryset.filter(matches), False
 
 
 @admin.register(IdempotencyKey)

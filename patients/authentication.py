@@ -10,6 +10,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from patients.models import Clinic, ClinicClient
+from patients.tenancy import tenant_scope_enter
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
             request.oauth2_error = {"error": "invalid_token"}
             return None
         principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
+        # From here on the database itself shows this clinic's rows only (patients.tenancy).
+        tenant_scope_enter(clinic_id=link.clinic_id)
         return principal, token
 
 
