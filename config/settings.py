@@ -157,7 +157,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Per machine client (patients.authentication.ClientRateThrottle): 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": ["patients.authentication.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"client": env.str("API_RATE_LIMIT", default="1200/minute")},
 }
+# The throttle counts live in the cache: use a shared one (Redis) when running several processes.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Scriptline API",
     "DESCRIPTION": (
@@ -179,7 +184,9 @@ IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", defau
 
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER = {
-    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=3600),
+    # Short-lived: a leaked token is useful for minutes; clients fetch a new one as needed.
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=600),
+    "OAUTH2_VALIDATOR_CLASS": "patients.authentication.ClinicOAuth2Validator",
     "SCOPES": {
         "patients:read": "Read patients",
         "patients:write": "Register patients",

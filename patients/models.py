@@ -35,6 +35,9 @@ class ClinicClient(models.Model):
         related_name="clinic_client",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Revocation is immediate: the authentication class refuses a revoked client's tokens.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
 
     def __str__(self) -> str:
         return f"{self.application} for {self.clinic}"

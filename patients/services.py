@@ -4,9 +4,11 @@ from datetime import date
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, RefreshToken
 
 from events.services import event_record
-from patients.models import Allergy, Clinic, CurrentMedication, Patient
+from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, Patient
 from patients.phi import PHI_FIELDS, blind_indexes
 
 
@@ -87,3 +89,22 @@ def _indexes_of(patient: Patient) -> dict[str, str]:
         family_name=patient.family_name,
         birth_date=patient.birth_date,
     )
+
+
+@transaction.atomic
+def clinic_client_revoke(*, clinic_client: ClinicClient, actor: str) -> bool:
+    """Revoke a machine client at once: its tokens stop working and no new ones are issued."""
+    revoked = ClinicClient.objects.filter(pk=clinic_client.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    RefreshToken.objects.filter(application_id=clinic_client.application_id).delete()
+    AccessToken.objects.filter(application_id=clinic_client.application_id).delete()
+    if revoked:
+        event_record(
+            aggregate_type="clinic_client",
+            aggregate_id=clinic_client.pk,
+            clinic_id=clinic_client.clinic_id,
+            type="clinic_client.revoked",
+            actor=actor,
+        )
+    return revoked == 1
