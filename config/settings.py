@@ -11,6 +11,8 @@ from pathlib import Path
 
 import environ
 
+from config import logs
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SCRIPTLINE_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -58,6 +60,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -227,17 +230,11 @@ STORAGES = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "pgserver": {"level": "WARNING"},
-    },
-}
+# Structured JSON logs with a request id; patient identifiers are redacted (config/logs.py).
+LOGGING = logs.logging_config(env.str("LOG_LEVEL", default="INFO"))
+logs.structlog_configure()
+# Let Django's LOGGING (JSON, redaction) apply inside Celery workers too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Which Celery tasks consume which events (the outbox relay publishes one task per pair).
 EVENT_CONSUMERS: dict[str, list[str]] = {
