@@ -7,6 +7,7 @@ class PatientsConfig(AppConfig):
     verbose_name = "Clinics and patients"
 
     def ready(self) -> None:
+        from patients import schema  # noqa: F401  (registers the OpenAPI security scheme)
         from patients.tenancy import system_scope_install
 
         connection_created.connect(system_scope_install, dispatch_uid="patients.system_scope")
