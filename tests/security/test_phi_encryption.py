@@ -128,3 +128,19 @@ def _forget_cached_keys() -> None:
     for field in Patient._meta.fields:
         field.__dict__.pop("keys", None)
         field.__dict__.pop("f", None)
+
+
+def test_admin_patient_search_finds_by_blind_index_only(admin_client):
+    patient = _create_patient()
+    other = patient_create(
+        clinic=patient.clinic, given_name="Other", family_name="Person", birth_date=datetime.date(1980, 1, 1)
+    )
+
+    by_nhs = admin_client.get("/admin/patients/patient/", {"q": "943 476 5919"})
+    by_name_and_dob = admin_client.get("/admin/patients/patient/", {"q": "quixotica 1971-06-23"})
+    by_partial_name = admin_client.get("/admin/patients/patient/", {"q": "Quix"})
+
+    assert [row.pk for row in by_nhs.context["cl"].result_list] == [patient.pk]
+    assert [row.pk for row in by_name_and_dob.context["cl"].result_list] == [patient.pk]
+    assert list(by_partial_name.context["cl"].result_list) == []
+    assert other.pk not in [row.pk for row in by_nhs.context["cl"].result_list]
