@@ -11,6 +11,8 @@ from pathlib import Path
 
 import environ
 
+from config import logs
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SCRIPTLINE_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -23,6 +25,18 @@ if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
     SECRET_KEY = env.str("SECRET_KEY", default="local-insecure-key-do-not-use-in-production")
 else:
     SECRET_KEY = env.str("SECRET_KEY")
+# --- Patient data at rest (patients.phi) ---------------------------------------------------------
+# Fernet keys for PHI are derived from SECRET_KEY and each salt here: the first encrypts, all
+# decrypt. Rotate: put a new salt first, run `manage.py rotate_keys`, then drop the old one.
+# BLIND_INDEX_KEY keys the HMACs used for exact-match search (rotate_keys recomputes them).
+if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
+    SALT_KEY = env.list("PHI_SALT_KEYS", default=["local-phi-salt-do-not-use-in-production"])
+    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY", default="local-blind-index-key-do-not-use-in-production")
+else:
+    SALT_KEY = env.list("PHI_SALT_KEYS")
+    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY")
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -46,14 +60,18 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Clinic API requests: one transaction, narrowed to the caller's clinic (patients.tenancy).
+    "patients.tenancy.TenantTransactionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.hardening.AdminContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -143,7 +161,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Per machine client (patients.authentication.ClientRateThrottle): 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": ["patients.authentication.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"client": env.str("API_RATE_LIMIT", default="1200/minute")},
 }
+# The throttle counts live in the cache: use a shared one (Redis) when running several processes.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Scriptline API",
     "DESCRIPTION": (
@@ -165,7 +188,9 @@ IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", defau
 
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER = {
-    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=3600),
+    # Short-lived: a leaked token is useful for minutes; clients fetch a new one as needed.
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=600),
+    "OAUTH2_VALIDATOR_CLASS": "patients.authentication.ClinicOAuth2Validator",
     "SCOPES": {
         "patients:read": "Read patients",
         "patients:write": "Register patients",
@@ -173,8 +198,39 @@ OAUTH2_PROVIDER = {
         "prescriptions:write": "Submit and cancel prescriptions",
     },
     "DEFAULT_SCOPES": ["patients:read", "patients:write", "prescriptions:read", "prescriptions:write"],
-    "PKCE_REQUIRED": False,
+    "PKCE_REQUIRED": True,
+    # RFC 9700 (OAuth 2.0 Security BCP). Only client credentials are used by the clinics.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
+# Stored tokens are not yet hashed (oauth2_provider.W006): they live 10 minutes, and hashing
+# is a follow-up that needs the test token factory to hash too.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W006"]
+
+# --- Hardening: HTTPS, cookies, sessions, headers --------------------------------------------
+_LOCAL = DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not _LOCAL)
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if _LOCAL else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = not _LOCAL
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not _LOCAL
+SESSION_COOKIE_HTTPONLY = True
+# Staff sessions expire after a working day and when the browser closes.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+X_FRAME_OPTIONS = "DENY"
+ADMIN_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 
 # --- Pharmacy gateway --------------------------------------------------------------------------
 GATEWAY_URL = env.str("GATEWAY_URL", default="http://127.0.0.1:8765")
@@ -206,17 +262,11 @@ STORAGES = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "pgserver": {"level": "WARNING"},
-    },
-}
+# Structured JSON logs with a request id; patient identifiers are redacted (config/logs.py).
+LOGGING = logs.logging_config(env.str("LOG_LEVEL", default="INFO"))
+logs.structlog_configure()
+# Let Django's LOGGING (JSON, redaction) apply inside Celery workers too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Which Celery tasks consume which events (the outbox relay publishes one task per pair).
 EVENT_CONSUMERS: dict[str, list[str]] = {

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.db.models import Q
 
+from patients import phi, services
 from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, IdempotencyKey, Patient
 
 
@@ -12,11 +14,21 @@ class ClinicAdmin(admin.ModelAdmin):
 
 @admin.register(ClinicClient)
 class ClinicClientAdmin(admin.ModelAdmin):
-    list_display = ["application", "clinic", "created_at"]
-    list_filter = ["clinic"]
+    list_display = ["application", "clinic", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["clinic", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["application", "clinic"]
     raw_id_fields = ["application"]
     search_fields = ["application__name", "application__client_id"]
+    readonly_fields = ["created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected clients now (tokens stop working at once)")
+    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+        revoked = sum(
+            services.clinic_client_revoke(clinic_client=client, actor=f"staff:{request.user.pk}")
+            for client in queryset
+        )
+        self.message_user(request, f"Revoked {revoked} client(s).")
 
 
 class AllergyInline(admin.TabularInline):
@@ -34,10 +46,24 @@ class PatientAdmin(admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
     list_filter = ["clinic", "sex"]
     list_select_related = ["clinic"]
-    search_fields = ["=id", "=nhs_number", "family_name", "=email"]
+    # Identifiers are encrypted: search is exact, through the blind indexes (patients.phi):
+    # an NHS number, an email, a phone number, or "<family name> <YYYY-MM-DD>".
+    search_fields = ["=id"]
+    search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
+    sortable_by = ["id", "clinic", "created_at"]
     readonly_fields = ["created_at"]
     inlines = [AllergyInline, CurrentMedicationInline]
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+        if not search_term.strip():
+            return queryset, False
+        matches = Q()
+        for column, digest in phi.search_indexes(search_term):
+            matches |= Q(**{column: digest})
+        if search_term.strip().isdigit() and len(search_term.strip()) < 10:
+            matches |= Q(pk=int(search_term.strip()))
+        return queryset.filter(matches), False
 
 
 @admin.register(IdempotencyKey)

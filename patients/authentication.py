@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasResourceScope
+from oauth2_provider.oauth2_validators import OAuth2Validator
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
 
 from patients.models import Clinic, ClinicClient
+from patients.tenancy import tenant_scope_enter
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,17 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
         link = (
             ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
         )
-        if link is None:
-            # A valid token from an application that serves no clinic reaches nothing.
+        if link is None or link.revoked_at is not None:
+            # A valid token from an application that serves no clinic (or no longer does)
+            # reaches nothing.
             request.oauth2_error = {"error": "invalid_token"}
             return None
         principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
+        # From here on the database itself shows this clinic's rows only (patients.tenancy).
+        tenant_scope_enter(clinic_id=link.clinic_id)
+        now = timezone.now()
+        if link.last_used_at is None or now - link.last_used_at > LAST_USED_RESOLUTION:
+            ClinicClient.objects.filter(pk=link.pk).update(last_used_at=now)
         return principal, token
 
 
@@ -50,3 +63,23 @@ class HasResourceScope(TokenHasResourceScope):
 
 def clinic_of(request: Request) -> Clinic:
     return request.user.clinic
+
+
+class ClientRateThrottle(SimpleRateThrottle):
+    """Per-client request budget (settings REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["client"])."""
+
+    scope = "client"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not isinstance(request.user, ClinicPrincipal):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": request.user.client_id}
+
+
+class ClinicOAuth2Validator(OAuth2Validator):
+    """Issues tokens only to clients that serve a clinic and are not revoked."""
+
+    def authenticate_client(self, request: Any, *args: Any, **kwargs: Any) -> bool:
+        if not super().authenticate_client(request, *args, **kwargs):
+            return False
+        return ClinicClient.objects.filter(application=request.client, revoked_at__isnull=True).exists()

@@ -1,5 +1,7 @@
 from django.db import models
 
+from patients.phi import PhiCharField, PhiDateField, PhiEmailField
+
 
 class Jurisdiction(models.TextChoices):
     GB = "GB", "Great Britain"
@@ -33,6 +35,9 @@ class ClinicClient(models.Model):
         related_name="clinic_client",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Revocation is immediate: the authentication class refuses a revoked client's tokens.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
 
     def __str__(self) -> str:
         return f"{self.application} for {self.clinic}"
@@ -46,20 +51,29 @@ class Sex(models.TextChoices):
 
 
 class Patient(models.Model):
-    """A clinic's patient. Identifiers here are personal data: never log them."""
+    """A clinic's patient. Identifiers here are personal data: never log them.
+
+    The identifiers are encrypted field by field (patients.phi); the *_index columns are
+    keyed HMACs of the normalised values, the only way to search them.
+    """
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
-    given_name = models.CharField(max_length=100)
-    family_name = models.CharField(max_length=100)
-    birth_date = models.DateField()
+    given_name = PhiCharField(max_length=100)
+    family_name = PhiCharField(max_length=100)
+    birth_date = PhiDateField()
     sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
-    nhs_number = models.CharField("NHS number", max_length=10, blank=True)
-    address_line = models.CharField(max_length=200, blank=True)
-    city = models.CharField(max_length=100, blank=True)
-    region = models.CharField("county / state", max_length=50, blank=True)
-    postal_code = models.CharField(max_length=20, blank=True)
-    email = models.EmailField(blank=True)
-    phone = models.CharField(max_length=30, blank=True)
+    nhs_number = PhiCharField("NHS number", max_length=10, blank=True)
+    address_line = PhiCharField(max_length=200, blank=True)
+    city = PhiCharField(max_length=100, blank=True)
+    region = PhiCharField("county / state", max_length=50, blank=True)
+    postal_code = PhiCharField(max_length=20, blank=True)
+    email = PhiEmailField(blank=True)
+    phone = PhiCharField(max_length=30, blank=True)
+    # Blind indexes (patients.phi): HMAC-SHA256 hex, "" when the identifier is blank.
+    nhs_number_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    email_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    phone_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    family_name_birth_date_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

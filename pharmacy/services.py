@@ -120,6 +120,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             return "dead-lettered"
         raise
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
+    logger.info("dispatch %s acknowledged by the gateway", dispatch_id)
     return "acknowledged"
 
 

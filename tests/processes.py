@@ -97,7 +97,12 @@ def purge_queues() -> None:
 
 
 def start_worker(
-    *, gateway_url: str, concurrency: int = 2, extra_env: dict[str, str] | None = None
+    *,
+    gateway_url: str,
+    concurrency: int = 2,
+    extra_env: dict[str, str] | None = None,
+    loglevel: str = "WARNING",
+    log_file: Any = None,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -124,15 +129,17 @@ def start_worker(
             "--pool",
             "prefork",
             "--loglevel",
-            "WARNING",
+            loglevel,
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
         ],
         cwd=ROOT,
-        env=env,
+        env={**env, "LOG_LEVEL": loglevel} if log_file else env,
         start_new_session=True,
         text=True,
+        stdout=log_file,
+        stderr=log_file,
     )
 
 

@@ -3,6 +3,7 @@ import datetime
 import factory
 from oauth2_provider.models import AccessToken, Application
 
+from patients import phi
 from patients.models import Allergy, Clinic, ClinicClient, Patient
 
 
@@ -29,6 +30,14 @@ class PatientFactory(factory.django.DjangoModelFactory):
     address_line = "1 Synthetic Street"
     city = "Leeds"
     postal_code = "LS1 1AA"
+    email = ""
+    phone = ""
+    nhs_number_index = factory.LazyAttribute(lambda patient: phi.nhs_number_index(patient.nhs_number))
+    email_index = factory.LazyAttribute(lambda patient: phi.email_index(patient.email))
+    phone_index = factory.LazyAttribute(lambda patient: phi.phone_index(patient.phone))
+    family_name_birth_date_index = factory.LazyAttribute(
+        lambda patient: phi.family_name_birth_date_index(patient.family_name, patient.birth_date)
+    )
 
 
 class AllergyFactory(factory.django.DjangoModelFactory):

@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from patients.services import patient_keys_rotate
+from patients.tenancy import system_scope
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt patient identifiers under the first PHI_SALT_KEYS entry and recompute "
+        "the blind indexes under BLIND_INDEX_KEY. Safe to stop and run again."
+    )
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        with system_scope(reason="rotate_keys"):
+            rotated = patient_keys_rotate()
+        self.stdout.write(f"re-encrypted {rotated} patient(s)")

@@ -1,0 +1,116 @@
+"""Patient identifiers at rest: Fernet-encrypted fields and keyed blind indexes.
+
+Encryption is django-fernet-encrypted-fields (Fernet keys derived from SECRET_KEY and each
+of settings.SALT_KEY; the first salt encrypts, every salt decrypts, so rotation is: put a
+new salt first, run `manage.py rotate_keys`, then drop the old salt). Exact-match search
+uses an HMAC-SHA256 of the normalised value under settings.BLIND_INDEX_KEY, so the database
+can find a patient by NHS number without ever holding the number in plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import date
+from typing import Any
+
+from django.conf import settings
+from encrypted_fields.fields import EncryptedCharField, EncryptedDateField, EncryptedEmailField
+
+
+class _BlankStaysBlank:
+    """The library stores "" as NULL; keep "" so blank optional fields stay NOT NULL strings."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value == "":
+            return ""
+        return super().get_prep_value(value)  # type: ignore[misc]
+
+
+class PhiCharField(_BlankStaysBlank, EncryptedCharField):
+    pass
+
+
+class PhiEmailField(_BlankStaysBlank, EncryptedEmailField):
+    pass
+
+
+class PhiDateField(EncryptedDateField):
+    pass
+
+
+PHI_FIELDS = (
+    "given_name",
+    "family_name",
+    "birth_date",
+    "nhs_number",
+    "address_line",
+    "city",
+    "region",
+    "postal_code",
+    "email",
+    "phone",
+)
+
+
+def _digest(kind: str, normalised: str) -> str:
+    if not normalised:
+        return ""
+    message = f"{kind}:{normalised}".encode()
+    return hmac.new(settings.BLIND_INDEX_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+def nhs_number_index(value: str) -> str:
+    return _digest("nhs_number", "".join(char for char in value if char.isdigit()))
+
+
+def email_index(value: str) -> str:
+    return _digest("email", value.strip().casefold())
+
+
+def phone_index(value: str) -> str:
+    digits = "".join(char for char in value if char.isdigit())
+    return _digest("phone", digits)
+
+
+def family_name_birth_date_index(family_name: str, birth_date: date | None) -> str:
+    name = " ".join(family_name.casefold().split())
+    if not name or birth_date is None:
+        return ""
+    return _digest("family_name_birth_date", f"{name}|{birth_date.isoformat()}")
+
+
+def blind_indexes(
+    *, nhs_number: str, email: str, phone: str, family_name: str, birth_date: date | None
+) -> dict[str, str]:
+    """The blind-index column values for a patient's identifiers."""
+    return {
+        "nhs_number_index": nhs_number_index(nhs_number),
+        "email_index": email_index(email),
+        "phone_index": phone_index(phone),
+        "family_name_birth_date_index": family_name_birth_date_index(family_name, birth_date),
+    }
+
+
+def search_indexes(term: str) -> list[tuple[str, str]]:
+    """(column, digest) pairs a support search term could match, exact match only.
+
+    "Smith 1980-02-01" searches family name + date of birth; anything else is tried as an
+    NHS number, an email and a phone number.
+    """
+    term = term.strip()
+    pairs = []
+    name, _, maybe_date = term.rpartition(" ")
+    if name:
+        try:
+            birth_date = date.fromisoformat(maybe_date)
+        except ValueError:
+            birth_date = None
+        if birth_date is not None:
+            pairs.append(("family_name_birth_date_index", family_name_birth_date_index(name, birth_date)))
+    pairs += [
+        ("nhs_number_index", nhs_number_index(term)),
+        ("email_index", email_index(term)),
+        ("phone_index", phone_index(term)),
+    ]
+    return [(column, digest) for column, digest in pairs if digest]

@@ -1,0 +1,118 @@
+"""OAuth2 machine clients: short-lived tokens, immediate revocation, rate limits, last use."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, Application
+from rest_framework.test import APIClient
+
+from events.models import Event
+from patients.models import ClinicClient
+from patients.services import clinic_client_revoke
+from tests.patients.factories import ApplicationFactory, ClinicFactory
+from tests.prescriptions.factories import PrescriberFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "client-secret-0123456789"
+
+
+def _client_with_secret() -> ClinicClient:
+    application = ApplicationFactory(client_secret=SECRET)
+    return ClinicClient.objects.create(clinic=ClinicFactory(), application=application)
+
+
+def _token_request(application: Application):  # type: ignore[no-untyped-def]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=_basic(application.client_id, SECRET))
+    return client.post("/oauth/token/", {"grant_type": "client_credentials"})
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_access_tokens_are_short_lived():
+    link = _client_with_secret()
+
+    response = _token_request(link.application)
+
+    assert response.status_code == 200
+    assert response.json()["expires_in"] == settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"] == 600
+
+
+def test_a_revoked_client_gets_no_new_token_and_its_tokens_are_gone():
+    link = _client_with_secret()
+    assert _token_request(link.application).status_code == 200
+
+    revoked = clinic_client_revoke(clinic_client=link, actor="staff:1")
+
+    assert revoked is True
+    assert AccessToken.objects.filter(application=link.application).count() == 0
+    response = _token_request(link.application)
+    assert response.status_code == 401
+    assert AccessToken.objects.filter(application=link.application).count() == 0
+    assert Event.objects.filter(type="clinic_client.revoked", aggregate_id=link.pk).count() == 1
+
+
+def test_revoking_twice_records_one_event():
+    link = _client_with_secret()
+
+    first = clinic_client_revoke(clinic_client=link, actor="staff:1")
+    second = clinic_client_revoke(clinic_client=link, actor="staff:1")
+
+    assert (first, second) == (True, False)
+    assert Event.objects.filter(type="clinic_client.revoked", aggregate_id=link.pk).count() == 1
+
+
+def test_a_client_over_its_rate_limit_gets_429_problem_with_retry_after(clinic_a, clinic_b, settings):
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"client": "2/minute"}}
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    try:
+        statuses = [clinic_a.api.get("/api/v1/patients/").status_code for _ in range(3)]
+        limited = clinic_a.api.get("/api/v1/patients/")
+        other_client = clinic_b.api.get("/api/v1/patients/")
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = {"client": "1200/minute"}
+        cache.clear()
+
+    assert statuses == [200, 200, 429]
+    assert limited.status_code == 429
+    assert limited["Content-Type"] == "application/problem+json"
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert limited.json()["status"] == 429
+    assert other_client.status_code == 200
+
+
+def test_the_last_use_of_a_client_is_recorded_at_most_once_a_minute(clinic_a):
+    link = clinic_a.clinic.clients.get()
+    assert link.last_used_at is None
+
+    clinic_a.api.get("/api/v1/prescribers/")
+    first_use = ClinicClient.objects.get(pk=link.pk).last_used_at
+    clinic_a.api.get("/api/v1/prescribers/")
+
+    assert first_use is not None
+    assert timezone.now() - first_use < datetime.timedelta(seconds=10)
+    assert ClinicClient.objects.get(pk=link.pk).last_used_at == first_use
+
+
+def test_an_api_request_makes_a_constant_number_of_queries(clinic_a, django_assert_num_queries):
+    clinic_a.api.get("/api/v1/prescribers/")  # records last use once
+    # savepoint, token, client+clinic, SET ROLE, set_config, count, page, release, reset x2
+    with django_assert_num_queries(10):
+        assert clinic_a.api.get("/api/v1/prescribers/").json()["count"] == 1
+    PrescriberFactory.create_batch(5, clinic=clinic_a.clinic)
+    with django_assert_num_queries(10):
+        assert clinic_a.api.get("/api/v1/prescribers/").json()["count"] == 6
