@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, IdempotencyKey, Patient
+from patients.models import (
+    Allergy,
+    Clinic,
+    ClinicClient,
+    CurrentMedication,
+    Diagnosis,
+    IdempotencyKey,
+    Observation,
+    Patient,
+)
 
 
 @admin.register(Clinic)
@@ -29,6 +38,16 @@ class CurrentMedicationInline(admin.TabularInline):
     extra = 0
 
 
+class DiagnosisInline(admin.TabularInline):
+    model = Diagnosis
+    extra = 0
+
+
+class ObservationInline(admin.TabularInline):
+    model = Observation
+    extra = 0
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
@@ -36,7 +55,7 @@ class PatientAdmin(admin.ModelAdmin):
     list_select_related = ["clinic"]
     search_fields = ["=id", "=nhs_number", "family_name", "=email"]
     readonly_fields = ["created_at"]
-    inlines = [AllergyInline, CurrentMedicationInline]
+    inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
     show_full_result_count = False
 
 

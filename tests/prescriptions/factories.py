@@ -13,6 +13,8 @@ class PrescriberFactory(factory.django.DjangoModelFactory):
     family_name = "Hartley"
     registration_body = "GMC"
     registration_number = factory.Sequence(lambda n: f"{7000000 + n}")
+    address = "1 Clinic Road, Leeds LS2 9JT"
+    controlled_drugs_authorised = True
 
 
 class MedicationFactory(factory.django.DjangoModelFactory):
@@ -27,3 +29,9 @@ class MedicationFactory(factory.django.DjangoModelFactory):
     form = "tablet"
     controlled_schedule = ""
     price_minor = 2
+    ingredients = factory.LazyAttribute(lambda medication: [medication.name.lower()])
+    therapeutic_class = "analgesic"
+    unit = "tablet"
+    strength_value = 500
+    strength_unit = "mg"
+    max_daily_dose = 4000
