@@ -207,7 +207,7 @@ def test_list_and_detail_queries_stay_constant_as_data_grows(
 
 
 def test_medication_search_finds_by_name_and_by_code(clinic_a, paracetamol, methylphenidate):
-    by_name = clinic_a.api.get("/api/v1/medications/?search=methyl").json()
+    by_name = clinic_a.api.get("/api/v1/medications/?search=Methylphenidate").json()
     by_code = clinic_a.api.get("/api/v1/medications/?search=322236009").json()
 
     # The formulary holds five GB and five US methylphenidate products.
