@@ -495,11 +495,14 @@ def test_the_engine_reads_everything_in_a_constant_number_of_queries(formulary, 
             )
             Prescription.objects.filter(pk=past.pk).update(status=Status.DELIVERED)
             CurrentMedication.objects.create(patient=prescription.patient, name="Ramipril 5mg")
-    load = lambda p: (
-        Prescription.objects.select_related("clinic", "patient", "prescriber")
-        .prefetch_related("items__medication")
-        .get(pk=p.pk)
-    )  # noqa: E731
+
+    def load(p):
+        return (
+            Prescription.objects.select_related("clinic", "patient", "prescriber")
+            .prefetch_related("items__medication")
+            .get(pk=p.pk)
+        )
+
     small, big = load(small), load(big)
 
     from django.db import connection
