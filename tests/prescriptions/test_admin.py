@@ -267,3 +267,19 @@ def test_a_gb_controlled_drug_cannot_be_approved_before_its_date(formulary, phar
 
     assert PharmacistReview.objects.count() == 0
     assert Prescription.objects.get(pk=prescription.pk).status == Status.AWAITING_PHARMACIST
+
+
+def test_the_demo_data_has_a_pharmacist_who_may_decide_and_lawful_prescribers(
+    settings, tmp_path, django_user_model
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from prescriptions.models import Prescriber
+
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo", stdout=StringIO())
+
+    assert services.pharmacist_may_decide(django_user_model.objects.get(username="pharmacist")) is True
+    assert set(Prescriber.objects.values_list("controlled_drugs_authorised", flat=True)) == {True}
