@@ -2,7 +2,16 @@ from django.contrib import admin
 from django.db.models import Q
 
 from patients import phi, services
-from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, IdempotencyKey, Patient
+from patients.models import (
+    Allergy,
+    Clinic,
+    ClinicClient,
+    CurrentMedication,
+    Diagnosis,
+    IdempotencyKey,
+    Observation,
+    Patient,
+)
 
 
 @admin.register(Clinic)
@@ -41,6 +50,16 @@ class CurrentMedicationInline(admin.TabularInline):
     extra = 0
 
 
+class DiagnosisInline(admin.TabularInline):
+    model = Diagnosis
+    extra = 0
+
+
+class ObservationInline(admin.TabularInline):
+    model = Observation
+    extra = 0
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
@@ -52,7 +71,7 @@ class PatientAdmin(admin.ModelAdmin):
     search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
     sortable_by = ["id", "clinic", "created_at"]
     readonly_fields = ["created_at"]
-    inlines = [AllergyInline, CurrentMedicationInline]
+    inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]

@@ -109,6 +109,48 @@ class CurrentMedication(models.Model):
         return self.name
 
 
+# --- Clinical context for the safety checks (issue 3) ----------------------------------------
+class Diagnosis(models.Model):
+    """A recorded diagnosis (SNOMED CT or ICD-10 code), for eligibility checks."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="diagnoses")
+    code_system = models.CharField(max_length=80)
+    code = models.CharField(max_length=40)
+    display = models.CharField(max_length=200, blank=True)
+    recorded_on = models.DateField()
+
+    class Meta:
+        verbose_name_plural = "diagnoses"
+        ordering = ["-recorded_on", "-id"]
+
+    def __str__(self) -> str:
+        return self.display or self.code
+
+
+class Observation(models.Model):
+    """A monitoring observation (blood pressure, pulse, weight) with the date it was measured."""
+
+    class Kind(models.TextChoices):
+        BLOOD_PRESSURE = "blood_pressure", "Blood pressure (mmHg)"
+        PULSE = "pulse", "Pulse (beats/min)"
+        WEIGHT = "weight", "Weight (kg)"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="observations")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    value = models.DecimalField(max_digits=6, decimal_places=1, help_text="Systolic, beats/min or kg.")
+    diastolic = models.DecimalField(max_digits=6, decimal_places=1, null=True, blank=True)
+    observed_on = models.DateField()
+
+    class Meta:
+        ordering = ["-observed_on", "-id"]
+        indexes = [models.Index(fields=["patient", "kind", "-observed_on"])]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.BLOOD_PRESSURE:
+            return f"BP {self.value}/{self.diastolic} on {self.observed_on}"
+        return f"{self.get_kind_display()} {self.value} on {self.observed_on}"
+
+
 class IdempotencyKey(models.Model):
     """The first response to a clinic's POST, replayed for the same Idempotency-Key.
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
 from events.services import event_record
-from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, Patient
+from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, Diagnosis, Observation, Patient
 from patients.phi import PHI_FIELDS, blind_indexes
 
 
@@ -108,3 +108,27 @@ def clinic_client_revoke(*, clinic_client: ClinicClient, actor: str) -> bool:
             actor=actor,
         )
     return revoked == 1
+
+
+def patient_record_clinical_context(
+    *,
+    patient: Patient,
+    diagnoses: list[dict[str, Any]] | None = None,
+    observations: list[dict[str, Any]] | None = None,
+) -> None:
+    """Add diagnoses and monitoring observations sent with a prescription (issue 3).
+
+    Runs inside the caller's transaction; a diagnosis already recorded (same code) is kept once.
+    """
+    known = set(patient.diagnoses.values_list("code_system", "code"))
+    Diagnosis.objects.bulk_create(
+        Diagnosis(patient=patient, **item)
+        for item in diagnoses or []
+        if (item["code_system"], item["code"]) not in known
+    )
+    measured = set(patient.observations.values_list("kind", "observed_on", "value", "diastolic"))
+    Observation.objects.bulk_create(
+        Observation(patient=patient, **item)
+        for item in observations or []
+        if (item["kind"], item["observed_on"], item["value"], item.get("diastolic")) not in measured
+    )

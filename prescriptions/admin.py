@@ -5,19 +5,27 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from config.problems import Problem
 from events.services import events_for
-from prescriptions import services
+from patients.models import Observation
+from prescriptions import selectors, services
 from prescriptions.models import (
+    AllergyClass,
+    FormularyRelease,
+    InteractionRule,
     Medication,
+    PharmacistProfile,
+    PharmacistQueue,
     PharmacistReview,
     Prescriber,
     Prescription,
     PrescriptionItem,
     Status,
 )
+
+SEVERITY_ORDER = {"block": 0, "needs_pharmacist": 1, "info": 2}
 
 
 @admin.register(Medication)
@@ -29,26 +37,76 @@ class MedicationAdmin(admin.ModelAdmin):
         "code_system",
         "code",
         "controlled_schedule",
+        "therapeutic_class",
+        "max_daily_dose",
         "price_minor",
         "is_active",
     ]
-    list_filter = ["controlled_schedule", "form", "code_system", "is_active"]
+    list_filter = ["controlled_schedule", "therapeutic_class", "code_system", "is_active"]
     search_fields = ["name", "=code"]
+    readonly_fields = ["code_system", "code"]
+
+
+@admin.register(InteractionRule)
+class InteractionRuleAdmin(admin.ModelAdmin):
+    list_display = ["left", "right", "severity", "message", "source"]
+    list_filter = ["severity"]
+    search_fields = ["left", "right"]
+
+
+@admin.register(AllergyClass)
+class AllergyClassAdmin(admin.ModelAdmin):
+    list_display = ["name", "aliases", "ingredients", "source"]
+    search_fields = ["name"]
+
+
+@admin.register(FormularyRelease)
+class FormularyReleaseAdmin(admin.ModelAdmin):
+    list_display = ["version", "loaded_at"]
+    readonly_fields = ["version", "loaded_at", "summary"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # releases are recorded by manage.py load_formulary
+
+
+@admin.register(PharmacistProfile)
+class PharmacistProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "registration_body", "registration_number", "created_at"]
+    list_filter = ["registration_body"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    search_fields = ["user__username", "=registration_number"]
 
 
 @admin.register(Prescriber)
 class PrescriberAdmin(admin.ModelAdmin):
-    list_display = ["family_name", "given_name", "registration_body", "registration_number", "clinic"]
-    list_filter = ["registration_body", "clinic"]
+    list_display = [
+        "family_name",
+        "given_name",
+        "registration_body",
+        "registration_number",
+        "controlled_drugs_authorised",
+        "clinic",
+    ]
+    list_filter = ["registration_body", "controlled_drugs_authorised", "clinic"]
     list_select_related = ["clinic"]
-    search_fields = ["family_name", "=registration_number"]
+    raw_id_fields = ["user", "clinic"]
+    search_fields = ["family_name", "=registration_number", "=dea_number"]
 
 
 class ItemInline(admin.TabularInline):
     model = PrescriptionItem
     extra = 0
     raw_id_fields = ["medication"]
-    readonly_fields = ["medication", "dose_text", "quantity", "unit", "days_supply"]
+    readonly_fields = [
+        "medication",
+        "dose_text",
+        "quantity",
+        "quantity_words",
+        "unit",
+        "days_supply",
+        "units_per_day",
+    ]
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
@@ -85,6 +143,10 @@ class PrescriptionAdmin(admin.ModelAdmin):
         "status_reason",
         "issued_on",
         "note",
+        "repeats",
+        "earliest_fill_date",
+        "clinical_justification",
+        "two_factor_signed_at",
         "check_results_display",
         "tracking_number",
         "created_at",
@@ -133,9 +195,16 @@ class PrescriptionAdmin(admin.ModelAdmin):
         ]
 
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """One screen: check results, the patient's allergies, medicines, monitoring and previous
+        controlled-drug supplies, and the decision form."""
         if not request.user.has_perm("prescriptions.add_pharmacistreview"):
             raise PermissionDenied
-        prescription = get_object_or_404(Prescription, pk=pk)
+        prescription = get_object_or_404(
+            Prescription.objects.select_related("clinic", "patient", "prescriber").prefetch_related(
+                "items__medication", "reviews__pharmacist"
+            ),
+            pk=pk,
+        )
         form = ReviewForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -147,15 +216,87 @@ class PrescriptionAdmin(admin.ModelAdmin):
                 )
             except Problem as problem:
                 self.message_user(request, str(problem.detail), messages.ERROR)
-            else:
-                self.message_user(request, "Decision recorded.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:prescriptions_prescription_change", args=[pk]))
+                return HttpResponseRedirect(reverse("admin:prescriptions_prescription_review", args=[pk]))
+            self.message_user(request, f"Decision recorded on {prescription}.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:prescriptions_pharmacistqueue_changelist"))
+        patient = prescription.patient
+        results = sorted(prescription.check_results, key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "prescription": prescription,
+            "patient": patient,
+            "items": list(prescription.items.all()),
+            "results": results,
+            "titration": [r for r in results if r["code"] == "titration.step"],
+            "allergies": list(patient.allergies.all()),
+            "current_medications": list(patient.current_medications.all()),
+            "diagnoses": list(patient.diagnoses.all()[:10]),
+            "observations": list(Observation.objects.filter(patient_id=patient.pk)[:9]),
+            "controlled_supplies": selectors.controlled_supplies(
+                patient_id=patient.pk, exclude_id=prescription.pk
+            ),
+            "reviews": list(prescription.reviews.all()),
             "form": form,
-            "title": f"Review {prescription}",
+            "title": f"Pharmacist review of {prescription}",
             "awaiting": prescription.status == Status.AWAITING_PHARMACIST,
+            "may_decide": services.pharmacist_may_decide(request.user),
+            "own_prescription": prescription.prescriber.user_id == request.user.pk,
         }
         return TemplateResponse(request, "admin/prescriptions/prescription/review.html", context)
+
+
+@admin.register(PharmacistQueue)
+class PharmacistQueueAdmin(admin.ModelAdmin):
+    """Prescriptions awaiting a pharmacist, oldest first; each row opens the one-screen review."""
+
+    list_display = ["review_link", "waiting_since", "clinic", "medicines", "flags", "controlled"]
+    list_display_links = None
+    list_filter = ["clinic"]
+    list_select_related = ["clinic"]
+    search_fields = ["=id"]
+    list_per_page = 100
+    show_full_result_count = False
+    ordering = ["id"]
+
+    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        return (
+            super()
+            .get_queryset(request)
+            .filter(status=Status.AWAITING_PHARMACIST)
+            .prefetch_related("items__medication")
+        )
+
+    def has_view_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return request.user.has_perm("prescriptions.add_pharmacistreview")
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Prescription")
+    def review_link(self, obj: Prescription) -> str:
+        url = reverse("admin:prescriptions_prescription_review", args=[obj.pk])
+        return format_html('<a href="{}">Review #{}</a>', url, obj.pk)
+
+    @admin.display(description="Waiting since", ordering="id")
+    def waiting_since(self, obj: Prescription) -> str:
+        return obj.created_at.strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="Medicines")
+    def medicines(self, obj: Prescription) -> str:
+        return "; ".join(f"{item.medication} x {item.quantity.normalize():f}" for item in obj.items.all())
+
+    @admin.display(description="Flags")
+    def flags(self, obj: Prescription) -> str:
+        wanted = [r for r in obj.check_results if r["severity"] != "info" or r["code"] == "titration.step"]
+        return "; ".join(r["code"] for r in wanted) or "—"
+
+    @admin.display(description="CD", boolean=True)
+    def controlled(self, obj: Prescription) -> bool:
+        return any(item.medication.is_controlled for item in obj.items.all())

@@ -1,33 +1,187 @@
-"""Loading the formulary from its versioned data file."""
+"""Loading the formulary (medications, interactions, allergy classes) from its versioned data file.
+
+The file is the source of truth: loading it twice changes nothing the second time, an entry
+that changed is updated, a medication no longer in the file is deactivated (never deleted:
+old prescriptions point at it), and interaction and allergy-class rows not in the file are
+removed. Each load is recorded as a FormularyRelease, which the checks use to fail closed when
+no formulary has been loaded.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 
-from prescriptions.models import Medication
+from prescriptions.models import AllergyClass, FormularyRelease, InteractionRule, Medication
 
-FIELDS = ("name", "strength", "form", "controlled_schedule", "price_minor")
+JURISDICTION_OF_SYSTEM = {
+    "http://snomed.info/sct": "GB",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "US",
+}
+MEDICATION_FIELDS = (
+    "name",
+    "strength",
+    "form",
+    "price_minor",
+    "ingredients",
+    "therapeutic_class",
+    "unit",
+    "strength_value",
+    "strength_unit",
+    "schedule_gb",
+    "schedule_us",
+    "max_daily_dose",
+)
+SEVERITIES = set(InteractionRule.Severity.values)
 
 
-@transaction.atomic
-def formulary_load(*, path: Path) -> dict[str, object]:
-    data = json.loads(path.read_text())
-    if not isinstance(data.get("medications"), list):
-        raise ValueError("the file has no 'medications' list")
-    counts = {"created": 0, "updated": 0, "unchanged": 0}
+class FormularyError(ValueError):
+    """The data file is not a valid formulary; nothing was loaded."""
+
+
+def _decimal(value: Any, where: str) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as error:
+        raise FormularyError(f"{where}: {value!r} is not a number") from error
+
+
+def _medication_values(entry: dict[str, Any], index: int) -> dict[str, Any]:
+    where = f"medications[{index}]"
+    missing = [key for key in ("code_system", "code", *MEDICATION_FIELDS) if key not in entry]
+    if missing:
+        raise FormularyError(f"{where}: missing {', '.join(missing)}")
+    jurisdiction = JURISDICTION_OF_SYSTEM.get(entry["code_system"])
+    if jurisdiction is None:
+        raise FormularyError(f"{where}: unknown code system {entry['code_system']!r}")
+    if not entry["ingredients"] or not all(isinstance(name, str) for name in entry["ingredients"]):
+        raise FormularyError(f"{where}: ingredients must be a non-empty list of names")
+    values = {field: entry[field] for field in MEDICATION_FIELDS}
+    values["ingredients"] = [name.strip().lower() for name in entry["ingredients"]]
+    values["strength_value"] = _decimal(entry["strength_value"], f"{where}.strength_value")
+    values["max_daily_dose"] = _decimal(entry["max_daily_dose"], f"{where}.max_daily_dose")
+    # The schedule in the medication's own jurisdiction, which the API has always shown.
+    values["controlled_schedule"] = entry["schedule_gb"] if jurisdiction == "GB" else entry["schedule_us"]
+    values["is_active"] = True
+    return values
+
+
+def _sync_medications(entries: list[dict[str, Any]], progress: Callable[[str], None]) -> dict[str, int]:
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "deactivated": 0}
     existing = {(m.code_system, m.code): m for m in Medication.objects.all()}
-    for entry in data["medications"]:
-        values = {field: entry[field] for field in FIELDS}
-        current = existing.get((entry["code_system"], entry["code"]))
+    seen = set()
+    for index, entry in enumerate(entries):
+        values = _medication_values(entry, index)
+        key = (entry["code_system"], entry["code"])
+        if key in seen:
+            raise FormularyError(f"medications[{index}]: duplicate code {key[1]}")
+        seen.add(key)
+        current = existing.get(key)
         if current is None:
-            Medication.objects.create(code_system=entry["code_system"], code=entry["code"], **values)
+            Medication.objects.create(code_system=key[0], code=key[1], **values)
             counts["created"] += 1
         elif any(getattr(current, field) != value for field, value in values.items()):
             Medication.objects.filter(pk=current.pk).update(**values)
             counts["updated"] += 1
         else:
             counts["unchanged"] += 1
-    return {"version": data.get("version", "unversioned"), **counts}
+    gone = [m.pk for key, m in existing.items() if key not in seen and m.is_active]
+    counts["deactivated"] = Medication.objects.filter(pk__in=gone).update(is_active=False)
+    progress(f"medications: {_describe(counts)}")
+    return counts
+
+
+def _sync_rows(
+    model: type, key_fields: tuple[str, ...], rows: list[dict[str, Any]], label: str, progress: Callable
+) -> dict[str, int]:
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "removed": 0}
+    existing = {tuple(getattr(row, field) for field in key_fields): row for row in model.objects.all()}
+    seen = set()
+    for values in rows:
+        key = tuple(values[field] for field in key_fields)
+        seen.add(key)
+        current = existing.get(key)
+        if current is None:
+            model.objects.create(**values)
+            counts["created"] += 1
+        elif any(getattr(current, field) != value for field, value in values.items()):
+            model.objects.filter(pk=current.pk).update(**values)
+            counts["updated"] += 1
+        else:
+            counts["unchanged"] += 1
+    stale = [row.pk for key, row in existing.items() if key not in seen]
+    counts["removed"], _ = model.objects.filter(pk__in=stale).delete()
+    progress(f"{label}: {_describe(counts)}")
+    return counts
+
+
+def _interaction_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for index, entry in enumerate(entries):
+        where = f"interactions[{index}]"
+        missing = [key for key in ("left", "right", "severity", "message", "source") if not entry.get(key)]
+        if missing:
+            raise FormularyError(f"{where}: missing {', '.join(missing)}")
+        if entry["severity"] not in SEVERITIES:
+            raise FormularyError(f"{where}: severity must be one of {sorted(SEVERITIES)}")
+        rows.append({key: entry[key].strip() for key in ("left", "right", "severity", "message", "source")})
+        rows[-1]["left"], rows[-1]["right"] = rows[-1]["left"].lower(), rows[-1]["right"].lower()
+    return rows
+
+
+def _allergy_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for index, entry in enumerate(entries):
+        if not entry.get("name") or not entry.get("ingredients") or not entry.get("source"):
+            raise FormularyError(f"allergy_classes[{index}]: name, ingredients and source are required")
+        rows.append(
+            {
+                "name": entry["name"].strip().lower(),
+                "aliases": [alias.strip().lower() for alias in entry.get("aliases", [])],
+                "ingredients": [name.strip().lower() for name in entry["ingredients"]],
+                "source": entry["source"],
+            }
+        )
+    return rows
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {what}" for what, count in counts.items())
+
+
+def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Load the file in one transaction; returns what changed per section."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise FormularyError(f"not JSON: {error}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("medications"), list):
+        raise FormularyError("the file has no 'medications' list")
+    if not data.get("version") or not data.get("sources"):
+        raise FormularyError("the file must name its version and its sources")
+    interactions = _interaction_rows(data.get("interactions", []))
+    allergy_classes = _allergy_rows(data.get("allergy_classes", []))
+    with transaction.atomic():
+        report = {
+            "version": data["version"],
+            "medications": _sync_medications(data["medications"], progress),
+            "interactions": _sync_rows(
+                InteractionRule, ("left", "right"), interactions, "interactions", progress
+            ),
+            "allergy_classes": _sync_rows(
+                AllergyClass, ("name",), allergy_classes, "allergy classes", progress
+            ),
+        }
+        FormularyRelease.objects.create(version=data["version"], summary=report)
+    return report
+
+
+def formulary_is_loaded() -> bool:
+    return FormularyRelease.objects.exists()

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from patients.models import Clinic, Patient
@@ -20,6 +21,24 @@ class Prescriber(models.Model):
     family_name = models.CharField(max_length=100)
     registration_body = models.CharField(max_length=10, choices=RegistrationBody.choices)
     registration_number = models.CharField(max_length=30)
+    # Controlled-drug law (issue 3): GB needs the prescriber's UK address on a Schedule 2/3
+    # prescription; US needs a DEA registration and a licence in the patient's state.
+    address = models.CharField("practice address", max_length=300, blank=True)
+    controlled_drugs_authorised = models.BooleanField(
+        default=False, help_text="May prescribe controlled drugs (checked before any controlled drug)."
+    )
+    licensed_states = ArrayField(
+        models.CharField(max_length=2), default=list, blank=True, help_text="US states licensed in (e.g. NY)."
+    )
+    dea_number = models.CharField("DEA registration number", max_length=9, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="prescriber_records",
+        help_text="The staff login of this prescriber, if any: nobody may review their own prescription.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -48,6 +67,17 @@ class Medication(models.Model):
     )
     price_minor = models.PositiveIntegerField(help_text="Price per unit, in minor units.")
     is_active = models.BooleanField(default=True)
+    # Clinical data for the checks (issue 3), all loaded from the formulary file.
+    ingredients = ArrayField(models.CharField(max_length=80), default=list, blank=True)
+    therapeutic_class = models.CharField(max_length=60, blank=True)
+    unit = models.CharField(max_length=30, blank=True, help_text="The dose unit, e.g. tablet.")
+    strength_value = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    strength_unit = models.CharField(max_length=20, blank=True, help_text="e.g. mg, per unit.")
+    schedule_gb = models.CharField("GB schedule", max_length=5, blank=True)
+    schedule_us = models.CharField("US schedule", max_length=5, blank=True)
+    max_daily_dose = models.DecimalField(
+        max_digits=10, decimal_places=3, null=True, blank=True, help_text="Adult maximum, in strength_unit."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -60,7 +90,65 @@ class Medication(models.Model):
 
     @property
     def is_controlled(self) -> bool:
-        return bool(self.controlled_schedule)
+        return bool(self.controlled_schedule or self.schedule_gb or self.schedule_us)
+
+    def schedule_in(self, jurisdiction: str) -> str:
+        """The controlled-drug schedule in a jurisdiction ('' if not controlled there)."""
+        schedule = {"GB": self.schedule_gb, "US": self.schedule_us}.get(jurisdiction, "")
+        return schedule or self.controlled_schedule
+
+
+class InteractionRule(models.Model):
+    """A drug-drug interaction between two ingredients or classes ("class:ssri")."""
+
+    class Severity(models.TextChoices):
+        CONTRAINDICATED = "contraindicated", "Contraindicated"
+        MAJOR = "major", "Major"
+        MODERATE = "moderate", "Moderate"
+        MINOR = "minor", "Minor"
+
+    left = models.CharField(max_length=80)
+    right = models.CharField(max_length=80)
+    severity = models.CharField(max_length=20, choices=Severity.choices)
+    message = models.CharField(max_length=500)
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["left", "right"]
+        constraints = [models.UniqueConstraint(fields=["left", "right"], name="interaction_pair_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.left} + {self.right} ({self.severity})"
+
+
+class AllergyClass(models.Model):
+    """Ingredients that cross-react: an allergy to one (or to the class) flags them all."""
+
+    name = models.CharField(max_length=80, unique=True)
+    aliases = ArrayField(models.CharField(max_length=80), default=list, blank=True)
+    ingredients = ArrayField(models.CharField(max_length=80), default=list)
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "allergy classes"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FormularyRelease(models.Model):
+    """One load of the formulary file: which version, when, and what changed."""
+
+    version = models.CharField(max_length=40)
+    loaded_at = models.DateTimeField(auto_now_add=True)
+    summary = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-loaded_at"]
+
+    def __str__(self) -> str:
+        return f"formulary {self.version}"
 
 
 class Status(models.TextChoices):
@@ -86,6 +174,13 @@ class Prescription(models.Model):
     issued_on = models.DateField()
     note = models.CharField(max_length=500, blank=True)
     check_results = models.JSONField(default=list, blank=True)
+    # Prescribing details the controlled-drug rules read (issue 3).
+    repeats = models.PositiveSmallIntegerField(default=0, help_text="Repeats (GB) or refills (US).")
+    earliest_fill_date = models.DateField(null=True, blank=True)
+    clinical_justification = models.TextField(blank=True)
+    two_factor_signed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the prescriber signed with two factors (21 CFR 1311)."
+    )
     status_reason = models.CharField(max_length=500, blank=True)
     tracking_number = models.CharField(max_length=60, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -111,6 +206,8 @@ class PrescriptionItem(models.Model):
     quantity = models.DecimalField(max_digits=9, decimal_places=2)
     unit = models.CharField(max_length=30)
     days_supply = models.PositiveIntegerField()
+    quantity_words = models.CharField(max_length=200, blank=True, help_text="e.g. twenty eight")
+    units_per_day = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -138,3 +235,31 @@ class PharmacistReview(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.pharmacist} on {self.prescription}"
+
+
+class PharmacistProfile(models.Model):
+    """A staff user's professional registration: only registered pharmacists may decide."""
+
+    class Body(models.TextChoices):
+        GPHC = "GPhC", "General Pharmaceutical Council (GB)"
+        PSNI = "PSNI", "Pharmaceutical Society of Northern Ireland"
+        US_STATE_BOARD = "US-board", "US state board of pharmacy"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pharmacist_profile"
+    )
+    registration_body = models.CharField(max_length=10, choices=Body.choices)
+    registration_number = models.CharField(max_length=30, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.registration_body} {self.registration_number})"
+
+
+class PharmacistQueue(Prescription):
+    """The pharmacist's work queue: prescriptions awaiting a pharmacist, oldest first."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "pharmacist queue entry"
+        verbose_name_plural = "pharmacist queue"

@@ -1,11 +1,39 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from patients.models import Clinic
-from prescriptions.models import Medication, Prescriber, Prescription
+from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem, Status
 
 
 def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
     return Prescription.objects.filter(clinic=clinic).prefetch_related("items__medication")
+
+
+def pharmacist_queue() -> QuerySet[Prescription]:
+    """Prescriptions awaiting a pharmacist, oldest first (served by the (status, id) index)."""
+    return (
+        Prescription.objects.filter(status=Status.AWAITING_PHARMACIST)
+        .select_related("clinic", "patient", "prescriber")
+        .prefetch_related("items__medication")
+        .order_by("id")
+    )
+
+
+def controlled_supplies(*, patient_id: int, exclude_id: int | None = None) -> list[PrescriptionItem]:
+    """The patient's previous controlled-drug prescriptions that were not rejected or cancelled."""
+    items = (
+        PrescriptionItem.objects.filter(prescription__patient_id=patient_id)
+        .exclude(prescription__status__in=[Status.REJECTED, Status.CANCELLED])
+        .filter(
+            Q(medication__controlled_schedule__gt="")
+            | Q(medication__schedule_gb__gt="")
+            | Q(medication__schedule_us__gt="")
+        )
+        .select_related("medication", "prescription")
+        .order_by("-prescription__issued_on", "-prescription_id")
+    )
+    if exclude_id is not None:
+        items = items.exclude(prescription_id=exclude_id)
+    return list(items[:50])
 
 
 def prescriber_list(*, clinic: Clinic) -> QuerySet[Prescriber]:
@@ -15,5 +43,9 @@ def prescriber_list(*, clinic: Clinic) -> QuerySet[Prescriber]:
 def medication_search(*, search: str = "") -> QuerySet[Medication]:
     medications = Medication.objects.filter(is_active=True)
     if search:
-        medications = medications.filter(name__icontains=search) | medications.filter(code=search)
+        medications = (
+            medications.filter(name__icontains=search)
+            | medications.filter(code=search)
+            | medications.filter(ingredients__contains=[search.strip().lower()])
+        )
     return medications.order_by("name", "strength")

@@ -1,9 +1,11 @@
+from datetime import timedelta
 from decimal import Decimal
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from events.models import Event
-from patients.models import Clinic, Patient
+from patients.models import Clinic, Observation, Patient
 from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem
 
 MAX_ITEMS = 20
@@ -22,14 +24,124 @@ class ItemInputSerializer(serializers.Serializer):
     )
     unit = serializers.CharField(max_length=30)
     days_supply = serializers.IntegerField(min_value=1, max_value=365)
+    quantity_words = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The total quantity in words (e.g. 'twenty eight'); required for GB Schedule 2/3.",
+    )
+    units_per_day = serializers.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        max_value=Decimal(1000),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The dose as dose units a day (e.g. 2 for one tablet twice a day), for the dose checks.",
+    )
+
+
+DIAGNOSIS_SYSTEMS = ["http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10"]
+
+
+class DiagnosisInputSerializer(serializers.Serializer):
+    code_system = serializers.ChoiceField(choices=DIAGNOSIS_SYSTEMS)
+    code = serializers.RegexField(r"^[A-Za-z0-9.]{1,40}$", max_length=40)
+    display = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    recorded_on = serializers.DateField()
+
+    def validate_recorded_on(self, value):  # type: ignore[no-untyped-def]
+        if value > timezone.localdate():
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+
+# Plausible human ranges; anything outside is a typing error, not a reading.
+OBSERVATION_RANGES = {
+    Observation.Kind.BLOOD_PRESSURE: (Decimal(50), Decimal(300)),
+    Observation.Kind.PULSE: (Decimal(20), Decimal(250)),
+    Observation.Kind.WEIGHT: (Decimal(1), Decimal(400)),
+}
+
+
+class ObservationInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Observation.Kind.choices)
+    value = serializers.DecimalField(
+        max_digits=5, decimal_places=1, help_text="Systolic mmHg, beats a minute or kg."
+    )
+    diastolic = serializers.DecimalField(
+        max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
+    )
+    observed_on = serializers.DateField()
+
+    def validate_observed_on(self, value):  # type: ignore[no-untyped-def]
+        if value > timezone.localdate():
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        low, high = OBSERVATION_RANGES[data["kind"]]
+        errors = {}
+        if not low <= data["value"] <= high:
+            errors["value"] = [f"Must be between {low} and {high} for {data['kind']}."]
+        is_pressure = data["kind"] == Observation.Kind.BLOOD_PRESSURE
+        if is_pressure and data["diastolic"] is None:
+            errors["diastolic"] = ["Blood pressure needs the diastolic value."]
+        elif is_pressure and not Decimal(20) <= data["diastolic"] < data["value"]:
+            errors["diastolic"] = ["Must be at least 20 and below the systolic value."]
+        elif not is_pressure and data["diastolic"] is not None:
+            errors["diastolic"] = ["Only blood pressure has a diastolic value."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
 
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
-    issued_on = serializers.DateField(required=False)
+    issued_on = serializers.DateField(required=False, help_text="The prescribing date (default today).")
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+    repeats = serializers.IntegerField(
+        min_value=0, max_value=12, required=False, default=0, help_text="Repeats (GB) or refills (US)."
+    )
+    earliest_fill_date = serializers.DateField(required=False, allow_null=True, default=None)
+    clinical_justification = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default=""
+    )
+    two_factor_signed_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When the prescriber signed with two-factor authentication (US EPCS, 21 CFR 1311).",
+    )
+    diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
+    observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
+
+    def validate_issued_on(self, value):  # type: ignore[no-untyped-def]
+        if abs((value - timezone.localdate()).days) > 366:
+            raise serializers.ValidationError("Must be within a year of today.")
+        return value
+
+    def validate_two_factor_signed_at(self, value):  # type: ignore[no-untyped-def]
+        if value is not None and value > timezone.now() + timedelta(minutes=5):
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        earliest = data.get("earliest_fill_date")
+        issued = data.get("issued_on") or timezone.localdate()
+        if earliest is not None and not issued <= earliest <= issued + timedelta(days=180):
+            raise serializers.ValidationError(
+                {
+                    "earliest_fill_date": [
+                        "Must be on or after the prescribing date and within 180 days of it."
+                    ]
+                }
+            )
+        return data
 
     @property
     def clinic(self) -> Clinic:
@@ -74,7 +186,24 @@ class MedicationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Medication
-        fields = ["id", "system", "code", "name", "strength", "form", "controlled_schedule", "price_minor"]
+        fields = [
+            "id",
+            "system",
+            "code",
+            "name",
+            "strength",
+            "form",
+            "controlled_schedule",
+            "price_minor",
+            "ingredients",
+            "therapeutic_class",
+            "unit",
+            "strength_value",
+            "strength_unit",
+            "schedule_gb",
+            "schedule_us",
+            "max_daily_dose",
+        ]
         read_only_fields = fields
 
 
@@ -83,7 +212,16 @@ class ItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PrescriptionItem
-        fields = ["id", "medication", "dose_text", "quantity", "unit", "days_supply"]
+        fields = [
+            "id",
+            "medication",
+            "dose_text",
+            "quantity",
+            "quantity_words",
+            "unit",
+            "days_supply",
+            "units_per_day",
+        ]
         read_only_fields = fields
 
 
@@ -109,6 +247,10 @@ class PrescriptionSerializer(serializers.ModelSerializer):
             "prescriber",
             "issued_on",
             "note",
+            "repeats",
+            "earliest_fill_date",
+            "clinical_justification",
+            "two_factor_signed_at",
             "items",
             "check_results",
             "tracking_number",
@@ -140,5 +282,13 @@ class CancelInputSerializer(serializers.Serializer):
 class PrescriberSerializer(serializers.ModelSerializer):
     class Meta:
         model = Prescriber
-        fields = ["id", "given_name", "family_name", "registration_body", "registration_number"]
+        fields = [
+            "id",
+            "given_name",
+            "family_name",
+            "registration_body",
+            "registration_number",
+            "controlled_drugs_authorised",
+            "licensed_states",
+        ]
         read_only_fields = fields

@@ -8,7 +8,7 @@ happened (a redelivered task, a duplicate webhook) and is a quiet no-op.
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -18,8 +18,11 @@ from django.utils import timezone
 from config.problems import Problem
 from events.services import event_record
 from patients.models import Clinic, Patient
+from patients.services import patient_record_clinical_context
 from prescriptions import checks
+from prescriptions.checks.cd_law_gb import VALIDITY_RULES, supply_window
 from prescriptions.models import (
+    PharmacistProfile,
     PharmacistReview,
     Prescriber,
     Prescription,
@@ -95,6 +98,12 @@ def prescription_create(
     items: list[dict[str, Any]],
     issued_on: date | None = None,
     note: str = "",
+    repeats: int = 0,
+    earliest_fill_date: date | None = None,
+    clinical_justification: str = "",
+    two_factor_signed_at: datetime | None = None,
+    diagnoses: list[dict[str, Any]] | None = None,
+    observations: list[dict[str, Any]] | None = None,
     actor: str = "",
 ) -> Prescription:
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
@@ -105,7 +114,12 @@ def prescription_create(
         prescriber=prescriber,
         issued_on=issued_on or timezone.localdate(),
         note=note,
+        repeats=repeats,
+        earliest_fill_date=earliest_fill_date,
+        clinical_justification=clinical_justification,
+        two_factor_signed_at=two_factor_signed_at,
     )
+    patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
     PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
     )
@@ -123,7 +137,7 @@ def prescription_create(
 def prescription_run_checks(*, prescription_id: int) -> str | None:
     """Run the clinical checks on a received prescription; returns the new status."""
     prescription = (
-        Prescription.objects.select_related("clinic")
+        Prescription.objects.select_related("clinic", "patient", "prescriber")
         .prefetch_related("items__medication")
         .filter(pk=prescription_id, status=Status.RECEIVED)
         .first()
@@ -132,19 +146,60 @@ def prescription_run_checks(*, prescription_id: int) -> str | None:
         return None
     results = checks.run_checks(prescription)
     target = checks.outcome(results)
+    stored = [result.as_dict() for result in results]
+    reasons = "; ".join(result.message for result in results if result.severity == checks.Severity.BLOCK)
     moved = prescription_transition(
         prescription_id=prescription_id,
         to=target,
         from_statuses=frozenset({Status.RECEIVED}),
         event_type=f"prescription.{target}",
-        payload={"checks": [result.code for result in results]},
-        check_results=[result.as_dict() for result in results],
-        status_reason="; ".join(
-            result.message for result in results if result.severity == checks.Severity.BLOCK
-        ),
+        # The full results travel with the event, so the clinic's webhook can show the reasons.
+        payload={"checks": stored},
+        check_results=stored,
+        status_reason=_truncate(reasons, STATUS_REASON_LENGTH),
         actor="checks",
     )
     return target if moved else None
+
+
+STATUS_REASON_LENGTH = Prescription._meta.get_field("status_reason").max_length
+
+
+def _truncate(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+class ReviewRefused(Problem):
+    """The person or the moment cannot decide this prescription; nothing was recorded."""
+
+
+def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
+    """Staff with the pharmacist role and a recorded professional registration number."""
+    if not (user.is_active and user.is_staff and user.has_perm("prescriptions.add_pharmacistreview")):
+        return False
+    profile = PharmacistProfile.objects.filter(user_id=user.pk).first()
+    return profile is not None and bool(profile.registration_number.strip())
+
+
+def _refuse_approval_outside_supply_window(prescription: Prescription, today: date) -> None:
+    jurisdiction = prescription.clinic.jurisdiction
+    schedules = {item.medication.schedule_in(jurisdiction) for item in prescription.items.all()}
+    if jurisdiction == "GB" and schedules & VALIDITY_RULES:
+        first, last = supply_window(prescription.issued_on)
+        if not first <= today <= last:
+            raise ReviewRefused(
+                status_code=409,
+                slug="outside-supply-window",
+                detail=f"A Schedule 2-4 controlled drug may be supplied only from {first:%Y-%m-%d} "
+                f"to {last:%Y-%m-%d}; it cannot be approved today.",
+            )
+    earliest = prescription.earliest_fill_date
+    if jurisdiction == "US" and schedules - {""} and earliest is not None and today < earliest:
+        raise ReviewRefused(
+            status_code=409,
+            slug="before-earliest-fill-date",
+            detail=f"Not to be filled before {earliest:%Y-%m-%d}; approve it on or after that date.",
+        )
 
 
 def prescription_review(
@@ -154,11 +209,38 @@ def prescription_review(
     decision: str,
     reason: str,
 ) -> PharmacistReview:
-    """Record a pharmacist's approval or rejection and move the prescription on."""
+    """Record a pharmacist's approval or rejection and move the prescription on.
+
+    Only a registered pharmacist may decide, never on a prescription they wrote; the decision
+    is final (the table refuses UPDATE and DELETE) and takes effect only from
+    awaiting_pharmacist.
+    """
     if not reason.strip():
         raise Problem(status_code=400, slug="reason-required", detail="A reason is required.")
     if decision not in PharmacistReview.Decision.values:
         raise Problem(status_code=400, slug="bad-decision", detail="Decide approved or rejected.")
+    if not pharmacist_may_decide(pharmacist):
+        raise ReviewRefused(
+            status_code=403,
+            slug="not-a-registered-pharmacist",
+            detail="Only staff with the pharmacist role and a recorded registration number may decide.",
+        )
+    prescription = (
+        Prescription.objects.select_related("clinic", "prescriber")
+        .prefetch_related("items__medication")
+        .filter(pk=prescription_id)
+        .first()
+    )
+    if prescription is None:
+        raise Problem(status_code=404, slug="not-found", detail="No such prescription.")
+    if prescription.prescriber.user_id == pharmacist.pk:
+        raise ReviewRefused(
+            status_code=403,
+            slug="own-prescription",
+            detail="You wrote this prescription: another pharmacist must decide it.",
+        )
+    if decision == PharmacistReview.Decision.APPROVED:
+        _refuse_approval_outside_supply_window(prescription, timezone.localdate())
     with transaction.atomic():
         review = PharmacistReview.objects.create(
             prescription_id=prescription_id,
@@ -172,8 +254,10 @@ def prescription_review(
             to=target,
             from_statuses=frozenset({Status.AWAITING_PHARMACIST}),
             event_type=f"prescription.pharmacist_{decision}",
-            payload={"review_id": review.pk},
-            status_reason=reason.strip() if target == Status.REJECTED else "",
+            payload={"review_id": review.pk, "decision": decision, "reason": reason.strip()},
+            status_reason=_truncate(reason.strip(), STATUS_REASON_LENGTH)
+            if target == Status.REJECTED
+            else "",
             actor=f"user:{pharmacist.pk}",
         )
         if not moved:

@@ -87,6 +87,19 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
         ("39112111000001107", "Take one capsule once a day", "28", 28),
         ("324907005", "Take one tablet in the morning and one at lunchtime", "56", 28),
     ]
+    words = {"28": "twenty eight", "56": "fifty six", "32": "thirty two"}
+    today = time.strftime("%Y-%m-%d")
+    # ADHD medicines need a diagnosis and recent monitoring (NICE NG87), sent with the prescription.
+    adhd = {
+        "diagnoses": [
+            {"code_system": "http://hl7.org/fhir/sid/icd-10", "code": "F90.0", "recorded_on": today}
+        ],
+        "observations": [
+            {"kind": "blood_pressure", "value": "118", "diastolic": "76", "observed_on": today},
+            {"kind": "pulse", "value": "72", "observed_on": today},
+            {"kind": "weight", "value": "64", "observed_on": today},
+        ],
+    }
     ids = []
     for index, (code, dose, quantity, days) in enumerate(samples):
         body = {
@@ -97,10 +110,12 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
                     "medication": {"system": "http://snomed.info/sct", "code": code},
                     "dose_text": dose,
                     "quantity": quantity,
-                    "unit": "tablet",
+                    "quantity_words": words[quantity],
+                    "unit": "capsule" if code == "39112111000001107" else "tablet",
                     "days_supply": days,
                 }
             ],
+            **(adhd if code in ("39112111000001107", "324907005") else {}),
         }
         status, created = call(
             "POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())}

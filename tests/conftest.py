@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
 
 from patients.models import Clinic
+from prescriptions.formulary import formulary_load
 from prescriptions.models import Medication, Prescriber
 from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory, PatientFactory
-from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+from tests.prescriptions.factories import PrescriberFactory
+
+FORMULARY_FILE = Path(__file__).resolve().parent.parent / "prescriptions" / "data" / "formulary.json"
 
 
 @dataclass
@@ -44,15 +48,19 @@ def clinic_b(db) -> ClinicSetup:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def paracetamol(db) -> Medication:  # type: ignore[no-untyped-def]
-    return MedicationFactory(code="322236009", name="Paracetamol", strength="500mg")
+def formulary(db) -> None:  # type: ignore[no-untyped-def]
+    """The real formulary file, loaded: the clinical checks fail closed without it."""
+    formulary_load(path=FORMULARY_FILE)
 
 
 @pytest.fixture
-def methylphenidate(db) -> Medication:  # type: ignore[no-untyped-def]
-    return MedicationFactory(
-        code="324907005", name="Methylphenidate", strength="10mg", controlled_schedule="2"
-    )
+def paracetamol(formulary) -> Medication:  # type: ignore[no-untyped-def]
+    return Medication.objects.get(code="322236009")
+
+
+@pytest.fixture
+def methylphenidate(formulary) -> Medication:  # type: ignore[no-untyped-def]
+    return Medication.objects.get(code="324907005")
 
 
 def prescription_body(patient_id: int, prescriber_id: int, medication: Medication, **overrides) -> dict:  # type: ignore[no-untyped-def]

@@ -12,10 +12,12 @@ from events.models import Event
 from patients.models import ClinicClient
 from pharmacy.models import Dispatch
 from prescriptions import services
-from prescriptions.models import Prescription, Status
-from tests.conftest import prescription_body
+from prescriptions.formulary import formulary_load
+from prescriptions.models import Medication, Prescription, Status
+from tests.conftest import FORMULARY_FILE, prescription_body
 from tests.patients.factories import ClinicFactory, PatientFactory
-from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+from tests.prescriptions.factories import PrescriberFactory, adhd_context
+from tests.prescriptions.test_admin import make_staff
 from tests.processes import purge_queues, start_simulator, start_worker, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -33,6 +35,7 @@ JOURNEY = [
 @pytest.fixture
 def running_pipeline(live_server, settings):  # type: ignore[no-untyped-def]
     settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    formulary_load(path=FORMULARY_FILE)  # the checks fail closed without it
     purge_queues()
     simulator = start_simulator(webhook_url=f"{live_server.url}/webhooks/gateway/", step_delay=0.2)
     worker = start_worker(gateway_url=simulator.url)
@@ -41,6 +44,14 @@ def running_pipeline(live_server, settings):  # type: ignore[no-untyped-def]
     finally:
         stop_process(worker)
         simulator.stop()
+
+
+def json_ready(context: dict) -> dict:
+    """Dates as ISO strings, as a clinic would send them."""
+    return {
+        key: [{name: str(value) for name, value in entry.items()} for entry in entries]
+        for key, entries in context.items()
+    }
 
 
 def token_for(base_url: str, clinic) -> str:  # type: ignore[no-untyped-def]
@@ -67,7 +78,7 @@ def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):
     live_server, simulator = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
-    medication = MedicationFactory(code="322236009")
+    medication = Medication.objects.get(code="322236009")
     token = token_for(live_server.url, clinic)
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -113,9 +124,7 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
     live_server, simulator = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
-    stimulant = MedicationFactory(
-        code="324907005", name="Methylphenidate", strength="10mg", controlled_schedule="2"
-    )
+    stimulant = Medication.objects.get(code="324907005")
     token = token_for(live_server.url, clinic)
     patient = PatientFactory(clinic=clinic)
     response = requests.post(
@@ -124,7 +133,13 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
             patient.pk,
             prescriber.pk,
             stimulant,
-            item={"quantity": "30", "days_supply": 30, "dose_text": "One tablet each morning"},
+            item={
+                "quantity": "30",
+                "quantity_words": "thirty",
+                "days_supply": 30,
+                "dose_text": "One tablet each morning",
+            },
+            **json_ready(adhd_context()),
         ),
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "cd-1"},
         timeout=10,
@@ -139,7 +154,13 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
     assert simulator.stats()["orders"] == 0
     assert not Dispatch.objects.filter(prescription_id=prescription_id).exists()
 
-    pharmacist = django_user_model.objects.create_user("pharmacist-e2e", is_staff=True)
+    detail = requests.get(
+        f"{live_server.url}/api/v1/prescriptions/{prescription_id}/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert [result["code"] for result in detail["check_results"]] == ["controlled_drug.pharmacist_approval"]
+    pharmacist = make_staff(django_user_model, "pharmacist-e2e")
     services.prescription_review(
         prescription_id=prescription_id,
         pharmacist=pharmacist,
@@ -153,3 +174,142 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
         what="delivery after approval",
     )
     assert simulator.stats()["orders"] == 1
+
+
+def post_prescription(base_url: str, token: str, key: str, body: dict) -> int:
+    response = requests.post(
+        f"{base_url}/api/v1/prescriptions/",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_an_allergy_or_a_contraindicated_interaction_is_rejected_with_the_reason_in_the_api(
+    running_pipeline,
+):  # type: ignore[no-untyped-def]
+    live_server, simulator = running_pipeline
+    clinic = ClinicFactory()
+    prescriber = PrescriberFactory(clinic=clinic)
+    token = token_for(live_server.url, clinic)
+    headers = {"Authorization": f"Bearer {token}"}
+    allergic = requests.post(
+        f"{live_server.url}/api/v1/patients/",
+        json={
+            "given_name": "Sam",
+            "family_name": "Example",
+            "birth_date": "1990-04-02",
+            "nhs_number": "9434765919",
+            "address_line": "2 Sample Road",
+            "postal_code": "LS1 1AA",
+            "allergies": [{"substance": "penicillin", "reaction": "anaphylaxis"}],
+            "current_medications": [{"name": "Phenelzine 15mg tablets"}],
+        },
+        headers={**headers, "Idempotency-Key": "patient-1"},
+        timeout=10,
+    ).json()["id"]
+    amoxicillin = Medication.objects.get(code="323509004")
+    sertraline = Medication.objects.get(code="321987003")
+
+    allergy_id = post_prescription(
+        live_server.url,
+        token,
+        "allergy-1",
+        prescription_body(
+            allergic,
+            prescriber.pk,
+            amoxicillin,
+            item={"unit": "capsule", "dose_text": "One capsule three times a day", "quantity": "21"},
+        ),
+    )
+    interaction_id = post_prescription(
+        live_server.url,
+        token,
+        "interaction-1",
+        prescription_body(
+            allergic, prescriber.pk, sertraline, item={"dose_text": "One tablet a day", "quantity": "7"}
+        ),
+    )
+
+    wait_until(
+        lambda: (
+            Prescription.objects.filter(pk__in=[allergy_id, interaction_id], status=Status.REJECTED).count()
+            == 2
+        ),
+        seconds=30,
+        what="both rejected",
+    )
+    allergy = requests.get(
+        f"{live_server.url}/api/v1/prescriptions/{allergy_id}/", headers=headers, timeout=10
+    ).json()
+    interaction = requests.get(
+        f"{live_server.url}/api/v1/prescriptions/{interaction_id}/", headers=headers, timeout=10
+    ).json()
+    assert allergy["status"] == "rejected"
+    assert "allergic to penicillin" in allergy["status_reason"]
+    assert {r["code"] for r in allergy["check_results"] if r["severity"] == "block"} == {"allergy.class"}
+    assert interaction["status"] == "rejected"
+    assert {r["code"] for r in interaction["check_results"] if r["severity"] == "block"} == {
+        "interaction.contraindicated"
+    }
+    # What the clinic's webhook is built from (issue 5): the rejection event carries the results.
+    event = Event.objects.get(aggregate_id=interaction_id, type="prescription.rejected")
+    assert [r["code"] for r in event.payload["checks"] if r["severity"] == "block"] == [
+        "interaction.contraindicated"
+    ]
+    assert interaction["timeline"][-1]["payload"]["checks"] == event.payload["checks"]
+    assert simulator.stats()["orders"] == 0
+
+
+def test_an_early_resupply_of_a_controlled_drug_is_flagged(running_pipeline, django_user_model):  # type: ignore[no-untyped-def]
+    live_server, simulator = running_pipeline
+    clinic = ClinicFactory()
+    prescriber = PrescriberFactory(clinic=clinic)
+    token = token_for(live_server.url, clinic)
+    patient = PatientFactory(clinic=clinic)
+    stimulant = Medication.objects.get(code="324907005")
+    body = prescription_body(
+        patient.pk,
+        prescriber.pk,
+        stimulant,
+        item={
+            "quantity": "56",
+            "quantity_words": "fifty six",
+            "days_supply": 28,
+            "dose_text": "One tablet twice a day",
+        },
+        **json_ready(adhd_context()),
+    )
+    first = post_prescription(live_server.url, token, "cd-first", body)
+    wait_until(
+        lambda: Prescription.objects.get(pk=first).status == Status.AWAITING_PHARMACIST,
+        seconds=30,
+        what="queue",
+    )
+    services.prescription_review(
+        prescription_id=first,
+        pharmacist=make_staff(django_user_model, "ph"),
+        decision="approved",
+        reason="OK.",
+    )
+
+    second = post_prescription(live_server.url, token, "cd-second", body)
+
+    wait_until(
+        lambda: Prescription.objects.get(pk=second).status == Status.AWAITING_PHARMACIST,
+        seconds=30,
+        what="queue",
+    )
+    detail = requests.get(
+        f"{live_server.url}/api/v1/prescriptions/{second}/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    early = [r for r in detail["check_results"] if r["code"] == "history.early_resupply"]
+    assert len(early) == 1
+    assert early[0]["severity"] == "needs_pharmacist"
+    assert early[0]["message"].startswith(
+        "Early re-supply of a controlled drug: 56 tablet of Methylphenidate"
+    )

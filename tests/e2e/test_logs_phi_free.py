@@ -10,11 +10,12 @@ import pytest
 import requests
 
 from config.logs import logging_config
-from prescriptions.models import Prescription, Status
-from tests.conftest import prescription_body
+from prescriptions.formulary import formulary_load
+from prescriptions.models import Medication, Prescription, Status
+from tests.conftest import FORMULARY_FILE, prescription_body
 from tests.e2e.test_journey import token_for
 from tests.patients.factories import ClinicFactory
-from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+from tests.prescriptions.factories import PrescriberFactory
 from tests.processes import purge_queues, start_simulator, start_worker, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -60,7 +61,8 @@ def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(live_
     try:
         clinic = ClinicFactory()
         prescriber = PrescriberFactory(clinic=clinic)
-        medication = MedicationFactory(code="322236009")
+        formulary_load(path=FORMULARY_FILE)  # the checks fail closed without it
+        medication = Medication.objects.get(code="322236009")
         headers = {"Authorization": f"Bearer {token_for(live_server.url, clinic)}"}
         patient = requests.post(
             f"{live_server.url}/api/v1/patients/",

@@ -38,6 +38,7 @@ def a_prescription(setup, medication) -> Prescription:  # type: ignore[no-untype
                 "quantity": 28,
                 "unit": "tablet",
                 "days_supply": 28,
+                "quantity_words": "twenty eight",
             }
         ],
     )

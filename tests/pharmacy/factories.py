@@ -21,6 +21,7 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
                 "quantity": 28,
                 "unit": "tablet",
                 "days_supply": 14,
+                "quantity_words": "twenty eight",  # a controlled drug needs it (GB reg 15)
                 **item,
             }
         ],

@@ -13,6 +13,8 @@ class PrescriberFactory(factory.django.DjangoModelFactory):
     family_name = "Hartley"
     registration_body = "GMC"
     registration_number = factory.Sequence(lambda n: f"{7000000 + n}")
+    address = "1 Clinic Road, Leeds LS2 9JT"
+    controlled_drugs_authorised = True
 
 
 class MedicationFactory(factory.django.DjangoModelFactory):
@@ -27,3 +29,90 @@ class MedicationFactory(factory.django.DjangoModelFactory):
     form = "tablet"
     controlled_schedule = ""
     price_minor = 2
+    ingredients = factory.LazyAttribute(lambda medication: [medication.name.lower()])
+    therapeutic_class = "analgesic"
+    unit = "tablet"
+    strength_value = 500
+    strength_unit = "mg"
+    max_daily_dose = 4000
+
+
+# --- Clinical-check scenarios (issue 3) ------------------------------------------------------
+GB_SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+VALID_NPI = "1234567893"  # the CMS example NPI (Luhn-valid with prefix 80840)
+VALID_DEA = "AB1234563"
+
+
+def adhd_context(observed_on=None) -> dict:  # type: ignore[no-untyped-def]
+    """A recorded ADHD diagnosis and recent blood pressure, pulse and weight."""
+    import datetime
+
+    from django.utils import timezone
+
+    day = observed_on or timezone.localdate() - datetime.timedelta(days=10)
+    return {
+        "diagnoses": [{"code_system": ICD10, "code": "F90.0", "display": "ADHD", "recorded_on": day}],
+        "observations": [
+            {"kind": "blood_pressure", "value": 118, "diastolic": 76, "observed_on": day},
+            {"kind": "pulse", "value": 72, "observed_on": day},
+            {"kind": "weight", "value": 70, "observed_on": day},
+        ],
+    }
+
+
+def scenario(  # type: ignore[no-untyped-def]
+    *,
+    code: str = "322236009",
+    jurisdiction: str = "GB",
+    item: dict | None = None,
+    patient: dict | None = None,
+    prescriber: dict | None = None,
+    clinic=None,
+    patient_object=None,
+    prescriber_object=None,
+    **fields,
+):
+    """A prescription made through the services as the API would (the formulary must be loaded)."""
+    from prescriptions import services
+    from tests.patients.factories import ClinicFactory, PatientFactory
+
+    if clinic is None:
+        clinic = ClinicFactory(jurisdiction=jurisdiction)
+    if patient_object is None:
+        us = {"region": "NY", "nhs_number": ""} if clinic.jurisdiction == "US" else {}
+        patient_object = PatientFactory(clinic=clinic, **{**us, **(patient or {})})
+    if prescriber_object is None:
+        us = (
+            {"registration_body": "NPI", "registration_number": VALID_NPI, "licensed_states": ["NY"],
+             "dea_number": VALID_DEA, "address": "10 Main St, Albany NY"}
+            if clinic.jurisdiction == "US"
+            else {}
+        )  # fmt: skip
+        prescriber_object = PrescriberFactory(clinic=clinic, **{**us, **(prescriber or {})})
+    line = {
+        "medication": Medication.objects.get(code=code),
+        "dose_text": "One tablet twice a day",
+        "quantity": 28,
+        "quantity_words": "twenty eight",
+        "unit": "tablet",
+        "days_supply": 14,
+        **(item or {}),
+    }
+    return services.prescription_create(
+        clinic=clinic, patient=patient_object, prescriber=prescriber_object, items=[line], **fields
+    )
+
+
+def checked(prescription) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Run the checks; the results as {code: severity} (most severe kept for a repeated code)."""
+    from prescriptions import services
+    from prescriptions.models import Prescription
+
+    services.prescription_run_checks(prescription_id=prescription.pk)
+    order = {"block": 0, "needs_pharmacist": 1, "info": 2}
+    results: dict[str, str] = {}
+    for result in Prescription.objects.get(pk=prescription.pk).check_results:
+        if result["code"] not in results or order[result["severity"]] < order[results[result["code"]]]:
+            results[result["code"]] = result["severity"]
+    return results

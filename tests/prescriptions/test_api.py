@@ -207,12 +207,16 @@ def test_list_and_detail_queries_stay_constant_as_data_grows(
 
 
 def test_medication_search_finds_by_name_and_by_code(clinic_a, paracetamol, methylphenidate):
-    by_name = clinic_a.api.get("/api/v1/medications/?search=methyl").json()
+    by_name = clinic_a.api.get("/api/v1/medications/?search=Methylphenidate").json()
     by_code = clinic_a.api.get("/api/v1/medications/?search=322236009").json()
 
-    assert [m["name"] for m in by_name["results"]] == ["Methylphenidate"]
-    assert by_name["results"][0]["controlled_schedule"] == "2"
+    # The formulary holds five GB and five US methylphenidate products.
+    assert {m["name"] for m in by_name["results"]} == {"Methylphenidate"}
+    assert len(by_name["results"]) == 10
+    assert {m["controlled_schedule"] for m in by_name["results"]} == {"2", "II"}
     assert [m["code"] for m in by_code["results"]] == ["322236009"]
+    assert by_code["results"][0]["ingredients"] == ["paracetamol"]
+    assert by_code["results"][0]["max_daily_dose"] == "4000.000"
 
 
 def test_the_schema_and_docs_are_served(client):  # type: ignore[no-untyped-def]

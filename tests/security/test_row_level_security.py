@@ -48,9 +48,23 @@ def _forced_rls_tables() -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def _tables_owned_through_a_clinic_owned_parent() -> set[str]:
+    """Tables whose rows belong to a patient, prescription or dispatch, found by their columns."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND column_name IN ('patient_id', 'prescription_id', 'dispatch_id')"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def test_every_table_with_a_clinic_column_has_forced_row_level_security():
     assert _tables_with_a_clinic_column() - _forced_rls_tables() == set()
     assert {"patients_allergy", "prescriptions_prescriptionitem", "pharmacy_dispatch"} <= _forced_rls_tables()
+
+
+def test_every_table_owned_through_a_patient_prescription_or_dispatch_has_forced_row_level_security():
+    assert _tables_owned_through_a_clinic_owned_parent() - _forced_rls_tables() == set()
 
 
 def test_the_tenant_role_cannot_bypass_row_level_security():

@@ -17,7 +17,7 @@ from oauth2_provider.models import Application
 
 from patients.models import Clinic, ClinicClient, Patient
 from patients.services import patient_create
-from prescriptions.models import Prescriber
+from prescriptions.models import PharmacistProfile, Prescriber
 
 DEMO_PASSWORD = "scriptline-demo"
 
@@ -34,7 +34,17 @@ class Command(BaseCommand):
             clinic = self._clinic("Riverside Neurodevelopmental Clinic", "GB", "GBP", "Y12345")
             us_clinic = self._clinic("Lakeshore Family Health", "US", "USD", "")
             prescriber = self._prescriber(clinic, "Ada", "Hartley", "GMC", "7000001")
-            self._prescriber(us_clinic, "Jordan", "Reyes", "NPI", "1234567893")
+            us_prescriber = self._prescriber(us_clinic, "Jordan", "Reyes", "NPI", "1234567893")
+            # What the controlled-drug rules check (issue 3); invented, like everything here.
+            Prescriber.objects.filter(pk=prescriber.pk).update(
+                address="1 Example Street, Leeds LS2 9JT", controlled_drugs_authorised=True
+            )
+            Prescriber.objects.filter(pk=us_prescriber.pk).update(
+                address="10 Main St, Albany NY 12207",
+                controlled_drugs_authorised=True,
+                licensed_states=["NY"],
+                dea_number="AB1234563",
+            )
             self._patients(clinic)
             self._staff()
             client_id, client_secret = self._client(clinic)
@@ -115,9 +125,18 @@ class Command(BaseCommand):
             pharmacist.user_permissions.add(
                 *Permission.objects.filter(
                     content_type__app_label="prescriptions",
-                    codename__in=["view_prescription", "add_pharmacistreview", "view_pharmacistreview"],
+                    codename__in=[
+                        "view_prescription",
+                        "add_pharmacistreview",
+                        "view_pharmacistreview",
+                        "view_pharmacistqueue",
+                    ],
                 )
             )
+        # Only a pharmacist with a recorded registration number may decide (issue 3).
+        PharmacistProfile.objects.get_or_create(
+            user=pharmacist, defaults={"registration_body": "GPhC", "registration_number": "2000001"}
+        )
 
     def _client(self, clinic: Clinic) -> tuple[str, str]:
         secret = secrets.token_urlsafe(32)

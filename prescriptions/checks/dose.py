@@ -1,0 +1,51 @@
+"""Maximum daily dose, from the stated dose (or the quantity over the days' supply) and strength."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from prescriptions.checks.base import CheckResult, Context, Severity, check, daily_amount, describe_amount
+
+SOURCE = "BNF, maximum adult daily dose (formulary max_daily_dose)"
+# Beyond twice the licensed maximum is treated as an error in the prescription, not a choice.
+BLOCK_FACTOR = Decimal(2)
+
+
+def dose_verdict(daily: Decimal, maximum: Decimal) -> str | None:
+    """The severity for a daily dose against a maximum, or None if within it."""
+    if daily > maximum * BLOCK_FACTOR:
+        return Severity.BLOCK
+    if daily > maximum:
+        return Severity.NEEDS_PHARMACIST
+    return None
+
+
+@check("dose", source=SOURCE)
+def check_maximum_daily_dose(context: Context) -> Iterable[CheckResult]:
+    for item in context.items:
+        medication = item.medication
+        daily = daily_amount(item)
+        if daily is None or medication.max_daily_dose is None:
+            yield CheckResult(
+                "dose.cannot_check",
+                Severity.NEEDS_PHARMACIST,
+                f"The formulary has no strength or maximum daily dose for {medication}, so the dose "
+                "cannot be checked; a pharmacist must check it.",
+                SOURCE,
+                item.pk,
+            )
+            continue
+        verdict = dose_verdict(daily, medication.max_daily_dose)
+        if verdict is None:
+            continue
+        unit = medication.strength_unit
+        yield CheckResult(
+            "dose.above_maximum" if verdict == Severity.NEEDS_PHARMACIST else "dose.far_above_maximum",
+            verdict,
+            f"{describe_amount(daily, unit)} of {medication.name} a day is more than the maximum of "
+            f"{describe_amount(medication.max_daily_dose, unit)} a day"
+            + (" (more than twice it: check for an error)." if verdict == Severity.BLOCK else "."),
+            SOURCE,
+            item.pk,
+        )

@@ -1,0 +1,179 @@
+"""The back office for operators: prescription pages and dead-letter replay."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from events.models import Event
+from pharmacy import tasks as pharmacy_tasks
+from pharmacy.models import DeadLetter, Dispatch
+from prescriptions import services
+from prescriptions.models import Prescription, Status
+from tests.patients.factories import ClinicFactory, PatientFactory
+from tests.prescriptions.factories import PrescriberFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/prescriptions/prescription/"
+
+
+def a_prescription(medication, *, checked: bool = True) -> Prescription:  # type: ignore[no-untyped-def]
+    clinic = ClinicFactory()
+    prescription = services.prescription_create(
+        clinic=clinic,
+        patient=PatientFactory(clinic=clinic),
+        prescriber=PrescriberFactory(clinic=clinic),
+        items=[
+            {
+                "medication": medication,
+                "dose_text": "One a day",
+                "quantity": 28,
+                "unit": "tablet",
+                "days_supply": 28,
+            }
+        ],
+    )
+    if checked:
+        services.prescription_run_checks(prescription_id=prescription.pk)
+    prescription.refresh_from_db()
+    return prescription
+
+
+def review_url(prescription: Prescription) -> str:
+    return f"{CHANGELIST}{prescription.pk}/review/"
+
+
+def staff(django_user_model, username: str, *permissions: str):  # type: ignore[no-untyped-def]
+    user = django_user_model.objects.create_user(username=username, is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+@pytest.fixture
+def superuser_client(client, django_user_model):  # type: ignore[no-untyped-def]
+    client.force_login(django_user_model.objects.create_superuser(username="root", email="root@example.org"))
+    return client
+
+
+@pytest.fixture
+def pharmacist(django_user_model):  # type: ignore[no-untyped-def]
+    return staff(django_user_model, "pharmacist", "add_pharmacistreview", "view_prescription")
+
+
+@pytest.fixture
+def pharmacist_client(client, pharmacist):  # type: ignore[no-untyped-def]
+    client.force_login(pharmacist)
+    return client
+
+
+def snapshot(prescription: Prescription) -> dict:
+    return Prescription.objects.filter(pk=prescription.pk).values().get()
+
+
+def event_types(prescription: Prescription) -> list[str]:
+    return list(
+        Event.objects.filter(aggregate_id=prescription.pk, aggregate_type="prescription").values_list(
+            "type", flat=True
+        )
+    )
+
+
+# --- prescription pages ---
+
+
+def test_a_superuser_opens_the_changelist_and_the_change_page_with_its_timeline(
+    superuser_client, methylphenidate
+):
+    prescription = a_prescription(methylphenidate)
+
+    changelist = superuser_client.get(CHANGELIST)
+    change = superuser_client.get(f"{CHANGELIST}{prescription.pk}/change/")
+
+    assert changelist.status_code == 200
+    assert f"{CHANGELIST}{prescription.pk}/change/" in changelist.content.decode()
+    assert change.status_code == 200
+    page = change.content.decode()
+    timeline = re.findall(r"<div>(\d+)\. [\d:\- ]+ — ([\w.]+) <small>\(([\w:]*)\)</small></div>", page)
+    assert timeline == [
+        ("1", "prescription.received", ""),
+        ("2", f"prescription.{prescription.status}", "checks"),
+    ]
+    assert prescription.check_results
+    assert all(result["code"] in page for result in prescription.check_results)
+
+
+def test_the_review_link_is_offered_only_while_awaiting_a_pharmacist(superuser_client, paracetamol):
+    prescription = a_prescription(paracetamol)
+
+    change = superuser_client.get(f"{CHANGELIST}{prescription.pk}/change/")
+
+    assert prescription.status == Status.APPROVED
+    assert review_url(prescription) not in change.content.decode()
+
+
+@pytest.fixture
+def dead_letter(paracetamol) -> DeadLetter:  # type: ignore[no-untyped-def]
+    prescription = a_prescription(paracetamol)
+    dispatch = Dispatch.objects.create(prescription=prescription, attempts=8)
+    services.prescription_record_dead_lettered(prescription_id=prescription.pk, error="gateway 503")
+    Dispatch.objects.filter(pk=dispatch.pk).update(
+        status=Dispatch.Status.DEAD_LETTERED, last_error="gateway 503"
+    )
+    return DeadLetter.objects.create(dispatch=dispatch, error="gateway 503", attempts=8)
+
+
+def replay(client, letter: DeadLetter, *, follow: bool = False):  # type: ignore[no-untyped-def]
+    return client.post(
+        "/admin/pharmacy/deadletter/", {"action": "replay", "_selected_action": [letter.pk]}, follow=follow
+    )
+
+
+def test_replaying_a_dead_letter_reopens_its_dispatch_and_enqueues_a_send(
+    superuser_client, dead_letter, monkeypatch, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    enqueued: list[int] = []
+    monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", enqueued.append)
+    key = dead_letter.dispatch.idempotency_key
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = replay(superuser_client, dead_letter)
+
+    assert response.status_code == 302
+    dispatch = Dispatch.objects.get()
+    assert dispatch.status == Dispatch.Status.PENDING
+    assert dispatch.attempts == 0
+    assert dispatch.idempotency_key == key
+    dead_letter.refresh_from_db()
+    assert dead_letter.resolution == "replayed"
+    assert dead_letter.resolved_at is not None
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert enqueued == [dispatch.pk]
+
+
+def test_replaying_the_same_dead_letter_twice_does_nothing_the_second_time(
+    superuser_client, dead_letter, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=False):
+        replay(superuser_client, dead_letter, follow=True)
+    dead_letter.refresh_from_db()
+    resolved_at = dead_letter.resolved_at
+    Dispatch.objects.update(attempts=3)  # the reopened dispatch has been tried again since
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = replay(superuser_client, dead_letter, follow=True)
+
+    assert response.status_code == 200
+    assert callbacks == []
+    dispatch = Dispatch.objects.get()
+    assert dispatch.status == Dispatch.Status.PENDING
+    assert dispatch.attempts == 3
+    dead_letter.refresh_from_db()
+    assert dead_letter.resolution == "replayed"
+    assert dead_letter.resolved_at == resolved_at
+    messages = [str(message) for message in response.context["messages"]]
+    assert messages == ["Replayed 0 dead letter(s).", "1 were already resolved and were left alone."]
