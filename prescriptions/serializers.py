@@ -1,10 +1,13 @@
 from decimal import Decimal
 
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
-from patients.models import Clinic, Patient
-from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem
+from patients.models import Clinic, Jurisdiction, Patient
+from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
 
 MAX_ITEMS = 20
 
@@ -24,12 +27,46 @@ class ItemInputSerializer(serializers.Serializer):
     days_supply = serializers.IntegerField(min_value=1, max_value=365)
 
 
+class NhsExemptionInputSerializer(serializers.Serializer):
+    category = serializers.ChoiceField(choices=sorted(EXEMPTIONS))
+    evidence = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="What the patient showed, e.g. the certificate number.",
+    )
+
+
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
     issued_on = serializers.DateField(required=False)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+    # Billing (issue 4): who pays; NHS (GB clinics only) may declare a charge exemption.
+    funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
+    nhs_exemption = NhsExemptionInputSerializer(required=False, allow_null=True, default=None)
+
+    def validate(self, data: dict) -> dict:
+        errors: dict[str, list[str]] = {}
+        if data["funding"] == Funding.NHS and self.clinic.jurisdiction != Jurisdiction.GB:
+            errors["funding"] = ["NHS funding is only available to clinics in Great Britain."]
+        exemption = data.get("nhs_exemption")
+        if exemption and data["funding"] != Funding.NHS:
+            errors["nhs_exemption"] = ['An NHS exemption needs "funding": "nhs".']
+        elif exemption:
+            problems = exemption_problems(
+                category=exemption["category"],
+                evidence=exemption["evidence"],
+                birth_date=data["patient"].birth_date,
+                on=data.get("issued_on") or timezone.localdate(),
+            )
+            if problems:
+                errors["nhs_exemption"] = problems
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
     @property
     def clinic(self) -> Clinic:
@@ -95,9 +132,36 @@ class CheckResultSerializer(serializers.Serializer):
     item = serializers.IntegerField(allow_null=True)
 
 
+class PaymentSummarySerializer(serializers.Serializer):
+    status = serializers.CharField()
+    amount_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+    client_secret = serializers.CharField(
+        allow_null=True,
+        help_text="The Stripe PaymentIntent's client secret, to collect the card with Stripe.js; "
+        "null once the payment no longer needs the customer.",
+    )
+
+
 class PrescriptionSerializer(serializers.ModelSerializer):
     items = ItemSerializer(many=True)
     check_results = CheckResultSerializer(many=True)
+    payment = serializers.SerializerMethodField()
+
+    @extend_schema_field(PaymentSummarySerializer(allow_null=True))
+    def get_payment(self, prescription: Prescription) -> dict | None:
+        # Billing (issue 4). Card data never touches Scriptline: the clinic collects it with
+        # Stripe using this client secret.
+        payment = getattr(prescription, "payment", None)
+        if payment is None:
+            return None
+        collecting = payment.status in ("requires_payment", "failed")
+        return {
+            "status": payment.status,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "client_secret": payment.client_secret if collecting and payment.client_secret else None,
+        }
 
     class Meta:
         model = Prescription
@@ -112,6 +176,8 @@ class PrescriptionSerializer(serializers.ModelSerializer):
             "items",
             "check_results",
             "tracking_number",
+            "funding",
+            "payment",
             "created_at",
             "updated_at",
         ]

@@ -19,13 +19,25 @@ pytestmark = pytest.mark.django_db
 
 def a_prescription(setup, medication) -> Prescription:  # type: ignore[no-untyped-def]
     return services.prescription_create(
-        clinic=setup.clinic, patient=PatientFactory(clinic=setup.clinic), prescriber=setup.prescriber,
-        items=[{"medication": medication, "dose_text": "One a day", "quantity": 28, "unit": "tablet", "days_supply": 28}],
+        clinic=setup.clinic,
+        patient=PatientFactory(clinic=setup.clinic),
+        prescriber=setup.prescriber,
+        items=[
+            {
+                "medication": medication,
+                "dose_text": "One a day",
+                "quantity": 28,
+                "unit": "tablet",
+                "days_supply": 28,
+            }
+        ],
     )
 
 
 def events_of(prescription: Prescription) -> list[Event]:
-    return list(Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).order_by("sequence"))
+    return list(
+        Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).order_by("sequence")
+    )
 
 
 def snapshot(event: Event) -> dict:
@@ -37,8 +49,10 @@ def a_registered_patient_event(setup) -> Event:  # type: ignore[no-untyped-def]
     # whatever refuses the delete below is the database trigger itself.
     with transaction.atomic():
         return event_record(
-            aggregate_type="patient", aggregate_id=PatientFactory(clinic=setup.clinic).pk,
-            clinic_id=setup.clinic.pk, type="patient.registered",
+            aggregate_type="patient",
+            aggregate_id=PatientFactory(clinic=setup.clinic).pk,
+            clinic_id=setup.clinic.pk,
+            type="patient.registered",
         )
 
 
@@ -48,7 +62,9 @@ def a_registered_patient_event(setup) -> Event:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda event: Event.objects.filter(pk=event.pk).update(type="tampered"), id="orm-update"),
+        pytest.param(
+            lambda event: Event.objects.filter(pk=event.pk).update(type="tampered"), id="orm-update"
+        ),
         pytest.param(lambda event: Event.objects.filter(pk=event.pk).delete(), id="orm-delete"),
         pytest.param(lambda event: Event.objects.all().delete(), id="orm-delete-all"),
         pytest.param(
@@ -111,7 +127,11 @@ def test_the_events_of_a_prescription_are_numbered_one_two_three_in_order(clinic
         (3, "prescription.cancelled"),
     ]
     assert [event.payload.get("to") for event in events] == ["received", "awaiting_pharmacist", "cancelled"]
-    assert events[2].payload == {"from": "awaiting_pharmacist", "to": "cancelled", "reason": "Changed treatment"}
+    assert events[2].payload == {
+        "from": "awaiting_pharmacist",
+        "to": "cancelled",
+        "reason": "Changed treatment",
+    }
     assert all(event.clinic_id == clinic_a.clinic.pk for event in events)
 
 
@@ -128,7 +148,10 @@ def test_sequences_are_counted_per_aggregate(clinic_a, paracetamol):
 
 ALLOWED = sorted((source, target) for source, targets in TRANSITIONS.items() for target in targets)
 REFUSED = sorted(
-    (source, target) for source in TRANSITIONS for target in Status.values if target not in TRANSITIONS[source]
+    (source, target)
+    for source in TRANSITIONS
+    for target in Status.values
+    if target not in TRANSITIONS[source]
 )
 
 
@@ -168,7 +191,9 @@ def test_every_refused_status_change_records_nothing_and_changes_nothing(
     before = Prescription.objects.filter(pk=prescription.pk).values().get()
 
     moved = prescription_transition(
-        prescription_id=prescription.pk, to=target, event_type=f"prescription.{target}",
+        prescription_id=prescription.pk,
+        to=target,
+        event_type=f"prescription.{target}",
         status_reason="should not be written",
     )
 
@@ -182,7 +207,9 @@ def test_a_transition_limited_to_some_sources_refuses_the_others(clinic_a, parac
     put_in(prescription, Status.APPROVED)
 
     moved = prescription_transition(
-        prescription_id=prescription.pk, to=Status.CANCELLED, event_type="prescription.cancelled",
+        prescription_id=prescription.pk,
+        to=Status.CANCELLED,
+        event_type="prescription.cancelled",
         from_statuses=frozenset({Status.RECEIVED}),
     )
 
