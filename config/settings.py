@@ -227,6 +227,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},  # billing (issue 4): the SDK logs every request at INFO
     },
 }
 

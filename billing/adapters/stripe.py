@@ -61,7 +61,8 @@ def _decline_code(body: Any) -> str:
     return ""
 
 
-def _intent(obj: Any) -> Intent:
+def _intent(resource: Any) -> Intent:
+    obj = resource.to_dict()
     last_error = obj.get("last_payment_error") or {}
     return Intent(
         id=obj["id"],
@@ -124,7 +125,7 @@ def refund_create(
         "metadata": metadata,
     }
     refund = _call(lambda: _client().v1.refunds.create(params, {"idempotency_key": idempotency_key}))
-    return RefundResult(id=refund["id"], status=refund["status"], amount=int(refund["amount"]))
+    return RefundResult(id=refund.id, status=refund.status, amount=int(refund.amount))
 
 
 def webhook_event_construct(*, payload: bytes, signature_header: str) -> WebhookEvent:
