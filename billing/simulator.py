@@ -570,7 +570,7 @@ class Simulator:
             self._counters["webhooks_dropped"] += 1
             self.log(f"dropped {event_type} for {intent['id']} (drop_next_webhooks)")
         self._events.append({"id": event["id"], "type": event_type, "body": body, "dropped": dropped})
-        if not dropped:
+        if not dropped and self._knobs.webhook_url:
             self._start(self._deliver, event_type, body.encode(), self._generation)
 
     def _deliver(self, event_type: str, body: bytes, generation: int) -> None:
