@@ -34,7 +34,9 @@ def post_nhs(setup, patient, medication, exemption=None, **overrides):  # type: 
     if exemption is not None:
         body["nhs_exemption"] = exemption
     body.update(overrides)
-    return setup.api.post("/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+    return setup.api.post(
+        "/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
 
 
 @pytest.mark.parametrize(
