@@ -105,6 +105,7 @@ def logging_config(level: str) -> dict[str, Any]:
         "loggers": {
             "django.db.backends": {"level": "WARNING"},
             "pgserver": {"level": "WARNING"},
+            "stripe": {"level": "WARNING"},  # the SDK logs every request at INFO
         },
     }
 

@@ -44,8 +44,12 @@ class Problem(exceptions.APIException):
         detail: str,
         title: str | None = None,
         headers: dict[str, str] | None = None,
+        keeps_changes: bool = False,
     ) -> None:
         super().__init__(detail=detail)
+        # True when the refusal itself records something that must stay (e.g. a staff-queue
+        # entry); the request transaction then commits despite the 4xx.
+        self.keeps_changes = keeps_changes
         self.status_code = status_code
         self.slug = slug
         self.title = title or _TITLES.get(status_code, "Error")
@@ -132,6 +136,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     set_rollback()
     response = Response(body, status=exc.status_code, headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
+    response.keeps_changes = getattr(exc, "keeps_changes", False)
     return response
 
 

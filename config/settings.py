@@ -243,6 +243,18 @@ GATEWAY_RETRY_BACKOFF_MAX_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_MAX_SECONDS
 GATEWAY_WEBHOOK_TOLERANCE_SECONDS = env.int("GATEWAY_WEBHOOK_TOLERANCE_SECONDS", default=300)
 PHARMACY_ODS_CODE = env.str("PHARMACY_ODS_CODE", default="FSC01")
 
+# --- Billing: Stripe and NHS charges (issue 4) -------------------------------------------------
+# The default API base is the local Stripe simulator (manage.py run_stripe_simulator); set
+# STRIPE_API_BASE=https://api.stripe.com with a real secret key in production.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:12111")
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_scriptline_simulator")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_scriptline_simulator")
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
+STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
+# Added to every private prescription's amount, in the clinic currency's minor units.
+BILLING_DISPENSING_FEE_MINOR = env.int("BILLING_DISPENSING_FEE_MINOR", default=250)
+
 # --- The rest --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -271,6 +283,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Which Celery tasks consume which events (the outbox relay publishes one task per pair).
 EVENT_CONSUMERS: dict[str, list[str]] = {
     "prescription.received": ["prescriptions.tasks.prescription_check"],
-    "prescription.approved": ["pharmacy.tasks.dispatch_on_approved"],
-    "prescription.pharmacist_approved": ["pharmacy.tasks.dispatch_on_approved"],
+    # Billing (issue 4): approval goes to billing; payment (or NHS funding) goes to dispatch;
+    # a cancellation is compensated (intent cancelled or payment refunded).
+    "prescription.approved": ["billing.tasks.billing_on_approved"],
+    "prescription.pharmacist_approved": ["billing.tasks.billing_on_approved"],
+    "prescription.paid": ["pharmacy.tasks.dispatch_on_approved"],
+    "prescription.nhs_funded": ["pharmacy.tasks.dispatch_on_approved"],
+    "prescription.cancelled": ["billing.tasks.payment_compensate"],
 }

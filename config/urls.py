@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider.views import TokenView
 
+from billing.views import stripe_webhook
 from patients.api import PatientDetailApi, PatientListCreateApi
 from pharmacy.views import gateway_webhook
 from prescriptions.api import (
@@ -44,5 +45,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),
+    path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("health/", health, name="health"),
 ]

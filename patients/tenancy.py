@@ -71,7 +71,8 @@ def system_scope(*, reason: str) -> Iterator[None]:
 
 
 class TenantTransactionMiddleware:
-    """Run each clinic-API request in one transaction, rolled back unless it succeeded."""
+    """Run each clinic-API request in one transaction, rolled back unless it succeeded (or the
+    refusal says it keeps what it recorded: Problem(keeps_changes=True))."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -81,7 +82,7 @@ class TenantTransactionMiddleware:
             return self.get_response(request)
         with transaction.atomic():
             response = self.get_response(request)
-            if response.status_code >= 400:
+            if response.status_code >= 400 and not getattr(response, "keeps_changes", False):
                 transaction.set_rollback(True)
         if connection.in_atomic_block:
             # Only under an enclosing transaction (tests): SET LOCAL would outlive the request.

@@ -23,7 +23,9 @@ from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
 
-SENDABLE = frozenset({Status.APPROVED, Status.DEAD_LETTERED})
+# Billing (issue 4): only a paid (private) or NHS-funded prescription is dispatched.
+READY_FOR_DISPATCH = frozenset({Status.PAID, Status.NHS_FUNDED})
+SENDABLE = READY_FOR_DISPATCH | {Status.DEAD_LETTERED}
 
 
 class WebhookRejected(Exception):
@@ -40,12 +42,12 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
 
 
 def dispatch_create(*, prescription_id: int) -> Dispatch | None:
-    """Create the one dispatch of an approved prescription and enqueue its send."""
+    """Create the one dispatch of a paid or NHS-funded prescription and enqueue its send."""
     from pharmacy import tasks  # tasks import services; import here to keep the cycle lazy
 
     prescription = (
         Prescription.objects.prefetch_related("items__medication")
-        .filter(pk=prescription_id, status=Status.APPROVED)
+        .filter(pk=prescription_id, status__in=READY_FOR_DISPATCH)
         .first()
     )
     if prescription is None:

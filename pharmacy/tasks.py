@@ -20,7 +20,7 @@ def backoff_seconds(retries: int) -> float:
 
 @shared_task(time_limit=60)
 def dispatch_on_approved(event_id: int) -> None:
-    """Consumer of prescription.approved / pharmacist_approved: create the dispatch."""
+    """Consumer of prescription.paid / nhs_funded (billing done): create the dispatch."""
     event = Event.objects.filter(pk=event_id).first()
     if event is not None:
         services.dispatch_create(prescription_id=event.aggregate_id)

@@ -4,6 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.services import payments as billing
 from events.services import events_for
 from patients.api import IDEMPOTENCY_KEY_PARAMETER
 from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
@@ -79,7 +80,9 @@ class PrescriptionCancelApi(APIView):
         serializer = CancelInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         clinic = clinic_of(request)
-        services.prescription_cancel(
+        # Billing wraps the cancel: money is compensated, and a dispensed prescription is
+        # answered 409 and queued for staff.
+        billing.prescription_cancel_request(
             clinic=clinic,
             prescription_id=pk,
             reason=serializer.validated_data["reason"],

@@ -162,6 +162,17 @@ class Status(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     CANCELLED = "cancelled", "Cancelled"
     DEAD_LETTERED = "dead_lettered", "Dispatch failed (dead letter)"
+    # Billing (issue 4): an approved prescription is paid (private) or has its NHS charge or
+    # exemption recorded (nhs_funded) before it may be dispatched.
+    AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
+    PAYMENT_FAILED = "payment_failed", "Payment failed (held)"
+    PAID = "paid", "Paid"
+    NHS_FUNDED = "nhs_funded", "NHS charge or exemption recorded"
+
+
+class Funding(models.TextChoices):
+    PRIVATE = "private", "Private (paid by card)"
+    NHS = "nhs", "NHS (charge or exemption; GB clinics)"
 
 
 class Prescription(models.Model):
@@ -183,6 +194,10 @@ class Prescription(models.Model):
     )
     status_reason = models.CharField(max_length=500, blank=True)
     tracking_number = models.CharField(max_length=60, blank=True)
+    # Billing (issue 4): who pays, and for NHS the exemption the clinic declared.
+    funding = models.CharField(max_length=10, choices=Funding.choices, default=Funding.PRIVATE)
+    nhs_exemption_category = models.CharField(max_length=40, blank=True)
+    nhs_exemption_evidence = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,7 +5,11 @@ from prescriptions.models import Medication, Prescriber, Prescription, Prescript
 
 
 def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
-    return Prescription.objects.filter(clinic=clinic).prefetch_related("items__medication")
+    return (
+        Prescription.objects.filter(clinic=clinic)
+        .select_related("payment")  # billing (issue 4): the payment summary
+        .prefetch_related("items__medication")
+    )
 
 
 def pharmacist_queue() -> QuerySet[Prescription]:

@@ -2,11 +2,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
-from patients.models import Clinic, Observation, Patient
-from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem
+from patients.models import Clinic, Jurisdiction, Observation, Patient
+from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
 
 MAX_ITEMS = 20
 
@@ -98,6 +100,17 @@ class ObservationInputSerializer(serializers.Serializer):
         return data
 
 
+class NhsExemptionInputSerializer(serializers.Serializer):
+    category = serializers.ChoiceField(choices=sorted(EXEMPTIONS))
+    evidence = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="What the patient showed, e.g. the certificate number.",
+    )
+
+
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
@@ -120,6 +133,10 @@ class PrescriptionInputSerializer(serializers.Serializer):
     diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
     observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
 
+    # Billing (issue 4): who pays; NHS (GB clinics only) may declare a charge exemption.
+    funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
+    nhs_exemption = NhsExemptionInputSerializer(required=False, allow_null=True, default=None)
+
     def validate_issued_on(self, value):  # type: ignore[no-untyped-def]
         if abs((value - timezone.localdate()).days) > 366:
             raise serializers.ValidationError("Must be within a year of today.")
@@ -131,16 +148,29 @@ class PrescriptionInputSerializer(serializers.Serializer):
         return value
 
     def validate(self, data: dict) -> dict:
+        errors: dict[str, list[str]] = {}
         earliest = data.get("earliest_fill_date")
         issued = data.get("issued_on") or timezone.localdate()
         if earliest is not None and not issued <= earliest <= issued + timedelta(days=180):
-            raise serializers.ValidationError(
-                {
-                    "earliest_fill_date": [
-                        "Must be on or after the prescribing date and within 180 days of it."
-                    ]
-                }
+            errors["earliest_fill_date"] = [
+                "Must be on or after the prescribing date and within 180 days of it."
+            ]
+        if data["funding"] == Funding.NHS and self.clinic.jurisdiction != Jurisdiction.GB:
+            errors["funding"] = ["NHS funding is only available to clinics in Great Britain."]
+        exemption = data.get("nhs_exemption")
+        if exemption and data["funding"] != Funding.NHS:
+            errors["nhs_exemption"] = ['An NHS exemption needs "funding": "nhs".']
+        elif exemption:
+            problems = exemption_problems(
+                category=exemption["category"],
+                evidence=exemption["evidence"],
+                birth_date=data["patient"].birth_date,
+                on=data.get("issued_on") or timezone.localdate(),
             )
+            if problems:
+                errors["nhs_exemption"] = problems
+        if errors:
+            raise serializers.ValidationError(errors)
         return data
 
     @property
@@ -233,9 +263,36 @@ class CheckResultSerializer(serializers.Serializer):
     item = serializers.IntegerField(allow_null=True)
 
 
+class PaymentSummarySerializer(serializers.Serializer):
+    status = serializers.CharField()
+    amount_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+    client_secret = serializers.CharField(
+        allow_null=True,
+        help_text="The Stripe PaymentIntent's client secret, to collect the card with Stripe.js; "
+        "null once the payment no longer needs the customer.",
+    )
+
+
 class PrescriptionSerializer(serializers.ModelSerializer):
     items = ItemSerializer(many=True)
     check_results = CheckResultSerializer(many=True)
+    payment = serializers.SerializerMethodField()
+
+    @extend_schema_field(PaymentSummarySerializer(allow_null=True))
+    def get_payment(self, prescription: Prescription) -> dict | None:
+        # Billing (issue 4). Card data never touches Scriptline: the clinic collects it with
+        # Stripe using this client secret.
+        payment = getattr(prescription, "payment", None)
+        if payment is None:
+            return None
+        collecting = payment.status in ("requires_payment", "failed")
+        return {
+            "status": payment.status,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "client_secret": payment.client_secret if collecting and payment.client_secret else None,
+        }
 
     class Meta:
         model = Prescription
@@ -254,6 +311,8 @@ class PrescriptionSerializer(serializers.ModelSerializer):
             "items",
             "check_results",
             "tracking_number",
+            "funding",
+            "payment",
             "created_at",
             "updated_at",
         ]

@@ -22,6 +22,7 @@ from patients.services import patient_record_clinical_context
 from prescriptions import checks
 from prescriptions.checks.cd_law_gb import VALIDITY_RULES, supply_window
 from prescriptions.models import (
+    Funding,
     PharmacistProfile,
     PharmacistReview,
     Prescriber,
@@ -38,7 +39,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {Status.APPROVED, Status.AWAITING_PHARMACIST, Status.REJECTED, Status.CANCELLED}
     ),
     Status.AWAITING_PHARMACIST: frozenset({Status.APPROVED, Status.REJECTED, Status.CANCELLED}),
-    Status.APPROVED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
+    # Billing (issue 4): approved now goes to billing, not straight to dispatch; approved → paid
+    # directly covers a payment webhook that lands before the intent is recorded here.
+    Status.APPROVED: frozenset({Status.AWAITING_PAYMENT, Status.PAID, Status.NHS_FUNDED, Status.CANCELLED}),
     Status.DEAD_LETTERED: frozenset({Status.ACKNOWLEDGED, Status.CANCELLED}),
     Status.ACKNOWLEDGED: frozenset({Status.DISPENSED, Status.SHIPPED, Status.DELIVERED}),
     Status.DISPENSED: frozenset({Status.SHIPPED, Status.DELIVERED}),
@@ -46,8 +49,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     Status.DELIVERED: frozenset(),
     Status.REJECTED: frozenset(),
     Status.CANCELLED: frozenset(),
+    # Billing (issue 4): paid (private, via Stripe) or nhs_funded, then dispatch.
+    Status.AWAITING_PAYMENT: frozenset({Status.PAID, Status.PAYMENT_FAILED, Status.CANCELLED}),
+    Status.PAYMENT_FAILED: frozenset({Status.PAID, Status.CANCELLED}),
+    Status.PAID: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
+    Status.NHS_FUNDED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
 }
-CANCELLABLE = frozenset({Status.RECEIVED, Status.AWAITING_PHARMACIST, Status.APPROVED, Status.DEAD_LETTERED})
+CANCELLABLE = frozenset(
+    {
+        Status.RECEIVED,
+        Status.AWAITING_PHARMACIST,
+        Status.APPROVED,
+        Status.DEAD_LETTERED,
+        # Billing (issue 4): cancelling these is compensated by billing (intent cancel or refund).
+        Status.AWAITING_PAYMENT,
+        Status.PAYMENT_FAILED,
+        Status.PAID,
+        Status.NHS_FUNDED,
+    }
+)
 
 
 def sources_of(target: str) -> list[str]:
@@ -105,6 +125,8 @@ def prescription_create(
     diagnoses: list[dict[str, Any]] | None = None,
     observations: list[dict[str, Any]] | None = None,
     actor: str = "",
+    funding: str = Funding.PRIVATE,
+    nhs_exemption: dict[str, str] | None = None,
 ) -> Prescription:
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
@@ -118,6 +140,9 @@ def prescription_create(
         earliest_fill_date=earliest_fill_date,
         clinical_justification=clinical_justification,
         two_factor_signed_at=two_factor_signed_at,
+        funding=funding,
+        nhs_exemption_category=(nhs_exemption or {}).get("category", ""),
+        nhs_exemption_evidence=(nhs_exemption or {}).get("evidence", ""),
     )
     patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
     PrescriptionItem.objects.bulk_create(
@@ -129,7 +154,7 @@ def prescription_create(
         clinic_id=clinic.pk,
         type="prescription.received",
         actor=actor,
-        payload={"to": Status.RECEIVED, "items": len(items)},
+        payload={"to": Status.RECEIVED, "items": len(items), "funding": funding},
     )
     return prescription
 
@@ -270,6 +295,33 @@ def prescription_review(
     return review
 
 
+def prescription_record_event(
+    *, prescription_id: int, event_type: str, payload: dict[str, Any] | None = None, actor: str = ""
+) -> bool:
+    """Record an event on a prescription without changing its status (e.g. a refund).
+
+    Joins the caller's transaction if there is one; the row lock keeps the sequence ordered.
+    """
+    with transaction.atomic():
+        clinic_id = (
+            Prescription.objects.select_for_update()
+            .filter(pk=prescription_id)
+            .values_list("clinic_id", flat=True)
+            .first()
+        )
+        if clinic_id is None:
+            return False
+        event_record(
+            aggregate_type="prescription",
+            aggregate_id=prescription_id,
+            clinic_id=clinic_id,
+            type=event_type,
+            actor=actor,
+            payload=payload or {},
+        )
+    return True
+
+
 def has_pharmacist_approval(*, prescription_id: int) -> bool:
     return PharmacistReview.objects.filter(
         prescription_id=prescription_id, decision=PharmacistReview.Decision.APPROVED
@@ -328,7 +380,7 @@ def prescription_record_dead_lettered(*, prescription_id: int, error: str) -> bo
     return prescription_transition(
         prescription_id=prescription_id,
         to=Status.DEAD_LETTERED,
-        from_statuses=frozenset({Status.APPROVED}),
+        from_statuses=frozenset({Status.PAID, Status.NHS_FUNDED}),
         event_type="prescription.dead_lettered",
         payload={"error": error[:300]},
         actor="dispatch",

@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline on this machine, with synthetic data.
 
-Migrates, loads the formulary and demo data, starts gunicorn, a Celery worker, Celery beat
-and the gateway simulator, posts sample prescriptions through the API with an OAuth2 token,
+Migrates, loads the formulary and demo data, starts gunicorn, a Celery worker, Celery beat,
+the gateway simulator and the Stripe simulator (auto-confirming payments), posts sample prescriptions through the API with an OAuth2 token,
 prints where to look, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
 """
 
@@ -26,6 +26,8 @@ WEB_PORT = int(os.environ.get("DEMO_PORT", "8000"))
 GATEWAY_PORT = int(os.environ.get("GATEWAY_SIM_PORT", "8765"))
 BASE_URL = f"http://127.0.0.1:{WEB_PORT}"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+STRIPE_PORT = int(os.environ.get("STRIPE_SIM_PORT", "12111"))
+STRIPE_URL = f"http://127.0.0.1:{STRIPE_PORT}"
 LOG_DIR = ROOT / "var" / "log"
 
 
@@ -117,6 +119,8 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
             ],
             **(adhd if code in ("39112111000001107", "324907005") else {}),
         }
+        if index == 1:
+            body["funding"] = "nhs"  # billing (issue 4): the GB demo clinic's NHS sample, charged per item
         status, created = call(
             "POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())}
         )
@@ -156,7 +160,7 @@ def main() -> None:
     run("seed_demo", "--base-url", BASE_URL)
     credentials = json.loads((ROOT / "var" / "demo-credentials.json").read_text())
 
-    env = {**os.environ, "GATEWAY_URL": GATEWAY_URL, "DEMO_MODE": "1"}
+    env = {**os.environ, "GATEWAY_URL": GATEWAY_URL, "STRIPE_API_BASE": STRIPE_URL, "DEMO_MODE": "1"}
     processes = [
         start(
             "web",
@@ -208,6 +212,23 @@ def main() -> None:
             ],
             env,
         ),
+        # Stripe simulator: confirms each demo PaymentIntent with a test card after 2 seconds.
+        start(
+            "stripe",
+            [
+                PYTHON,
+                "manage.py",
+                "run_stripe_simulator",
+                "--port",
+                str(STRIPE_PORT),
+                "--webhook-url",
+                f"{BASE_URL}/webhooks/stripe/",
+                "--auto-confirm",
+                "--auto-confirm-delay",
+                "2",
+            ],
+            env,
+        ),
     ]
     stopping = False
 
@@ -231,6 +252,7 @@ def main() -> None:
     try:
         wait_for(f"{BASE_URL}/health/", "the web server")
         wait_for(f"{GATEWAY_URL}/health", "the gateway simulator")
+        wait_for(f"{STRIPE_URL}/health", "the Stripe simulator")
         print("Posting sample prescriptions through the API ...")
         ids = post_samples(credentials)
         print(f"""
@@ -239,9 +261,10 @@ Scriptline is running.
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
   Gateway sim   {GATEWAY_URL}/_stats
+  Stripe sim    {STRIPE_URL}/_stats   (pays each PaymentIntent after 2 s)
   Credentials   var/demo-credentials.json
-Prescriptions {", ".join(f"#{i}" for i in ids)} move through checks, dispatch and delivery over
-the next ~15 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
+Prescriptions {", ".join(f"#{i}" for i in ids)} move through checks, payment, dispatch and delivery
+over the next ~20 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
 open it, "Pharmacist review"). Press Ctrl-C to stop.""")
         deadline = time.monotonic() + float(os.environ.get("DEMO_SECONDS", "inf"))
         auth = {"Authorization": f"Bearer {access_token(credentials)}"}

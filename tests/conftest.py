@@ -84,3 +84,13 @@ def patient_a(clinic_a):  # type: ignore[no-untyped-def]
 def _no_publish_on_commit(settings):  # type: ignore[no-untyped-def]
     # Unit tests run without a worker; journeys turn publishing back on explicitly.
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
+
+
+@pytest.fixture
+def nhs_charge_rates(db):  # type: ignore[no-untyped-def]
+    """The seeded NHS charge rates: transactional tests truncate the migration's data rows."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("billing.migrations.0002_seed_england_nhs_charge_rates").seed(apps, None)

@@ -167,3 +167,42 @@ def wait_until(predicate: Callable[[], bool], *, seconds: float, what: str) -> N
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+# --- Billing (issue 4): the Stripe simulator as a process --------------------------------------
+
+
+@dataclass
+class StripeSimulator(Simulator):
+    def events(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/_events", timeout=5) as response:
+            return json.loads(response.read())["data"]
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/_reset", data=b"", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+
+
+def start_stripe_simulator(*, webhook_url: str | None = None, **options: Any) -> StripeSimulator:
+    command = [
+        sys.executable,
+        "-m",
+        "billing.simulator",
+        "--port",
+        "0",
+        "--api-key",
+        settings.STRIPE_SECRET_KEY,
+        "--webhook-secret",
+        settings.STRIPE_WEBHOOK_SECRET,
+    ]
+    if webhook_url:
+        command += ["--webhook-url", webhook_url]
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        command += [flag] if value is True else [flag, str(value)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    line = process.stdout.readline() if process.stdout else ""
+    if "listening on" not in line:
+        stop_process(process)
+        raise RuntimeError(f"stripe simulator did not start: {line!r}")
+    return StripeSimulator(process=process, url=line.strip().rsplit(" ", 1)[-1])

@@ -8,6 +8,8 @@ import pytest
 import requests
 from oauth2_provider.models import Application
 
+from billing.models import ClaimItem, NhsCharge, Payment
+from billing.services import nhs
 from events.models import Event
 from patients.models import ClinicClient
 from pharmacy.models import Dispatch
@@ -16,15 +18,24 @@ from prescriptions.formulary import formulary_load
 from prescriptions.models import Medication, Prescription, Status
 from tests.conftest import FORMULARY_FILE, prescription_body
 from tests.patients.factories import ClinicFactory, PatientFactory
-from tests.prescriptions.factories import PrescriberFactory, adhd_context
+from tests.prescriptions.factories import MedicationFactory, PrescriberFactory, adhd_context
 from tests.prescriptions.test_admin import make_staff
-from tests.processes import purge_queues, start_simulator, start_worker, stop_process, wait_until
+from tests.processes import (
+    purge_queues,
+    start_simulator,
+    start_stripe_simulator,
+    start_worker,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 JOURNEY = [
     "prescription.received",
     "prescription.approved",
+    "prescription.awaiting_payment",  # billing (issue 4): private prescriptions are paid first
+    "prescription.paid",
     "prescription.acknowledged",
     "prescription.dispensed",
     "prescription.shipped",
@@ -38,12 +49,17 @@ def running_pipeline(live_server, settings):  # type: ignore[no-untyped-def]
     formulary_load(path=FORMULARY_FILE)  # the checks fail closed without it
     purge_queues()
     simulator = start_simulator(webhook_url=f"{live_server.url}/webhooks/gateway/", step_delay=0.2)
-    worker = start_worker(gateway_url=simulator.url)
+    # Billing (issue 4): the Stripe simulator pays every new PaymentIntent by itself.
+    stripe = start_stripe_simulator(
+        webhook_url=f"{live_server.url}/webhooks/stripe/", auto_confirm=True, auto_confirm_delay=0.2
+    )
+    worker = start_worker(gateway_url=simulator.url, extra_env={"STRIPE_API_BASE": stripe.url})
     try:
-        yield live_server, simulator
+        yield live_server, simulator, stripe
     finally:
         stop_process(worker)
         simulator.stop()
+        stripe.stop()
 
 
 def json_ready(context: dict) -> dict:
@@ -75,7 +91,7 @@ def token_for(base_url: str, clinic) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):  # type: ignore[no-untyped-def]
-    live_server, simulator = running_pipeline
+    live_server, simulator, stripe = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
     medication = Medication.objects.get(code="322236009")
@@ -116,12 +132,18 @@ def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):
         assert [event["type"] for event in detail["timeline"]] == JOURNEY
     keys = set(Dispatch.objects.filter(prescription_id__in=ids).values_list("idempotency_key", flat=True))
     assert {str(key) for key in keys} == set(stats["orders_by_key"])
+    # Each paid once, captured at Stripe: one PaymentIntent per prescription, all succeeded.
+    payments = Payment.objects.filter(prescription_id__in=ids)
+    assert sorted(payments.values_list("status", flat=True)) == ["succeeded"] * 5
+    stripe_stats = stripe.stats()
+    assert stripe_stats["intents_by_key"] == {p.idempotency_key: p.stripe_payment_intent_id for p in payments}
+    assert set(stripe_stats["intent_statuses"].values()) == {"succeeded"}
 
 
 def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_approval(
     running_pipeline, django_user_model
 ):  # type: ignore[no-untyped-def]
-    live_server, simulator = running_pipeline
+    live_server, simulator, _stripe = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
     stimulant = Medication.objects.get(code="324907005")
@@ -190,7 +212,7 @@ def post_prescription(base_url: str, token: str, key: str, body: dict) -> int:
 def test_an_allergy_or_a_contraindicated_interaction_is_rejected_with_the_reason_in_the_api(
     running_pipeline,
 ):  # type: ignore[no-untyped-def]
-    live_server, simulator = running_pipeline
+    live_server, simulator, _stripe = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
     token = token_for(live_server.url, clinic)
@@ -264,7 +286,7 @@ def test_an_allergy_or_a_contraindicated_interaction_is_rejected_with_the_reason
 
 
 def test_an_early_resupply_of_a_controlled_drug_is_flagged(running_pipeline, django_user_model):  # type: ignore[no-untyped-def]
-    live_server, simulator = running_pipeline
+    live_server, simulator, _stripe = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
     token = token_for(live_server.url, clinic)
@@ -313,3 +335,60 @@ def test_an_early_resupply_of_a_controlled_drug_is_flagged(running_pipeline, dja
     assert early[0]["message"].startswith(
         "Early re-supply of a controlled drug: 56 tablet of Methylphenidate"
     )
+
+
+def test_an_nhs_prescription_with_an_exemption_is_delivered_free_and_claimed(running_pipeline):  # type: ignore[no-untyped-def]
+    import datetime
+
+    from django.utils import timezone
+
+    live_server, simulator, stripe = running_pipeline
+    clinic = ClinicFactory(jurisdiction="GB")
+    prescriber = PrescriberFactory(clinic=clinic)
+    medication = MedicationFactory(code="322236009")
+    token = token_for(live_server.url, clinic)
+    child = PatientFactory(clinic=clinic, birth_date=timezone.localdate() - datetime.timedelta(days=365 * 10))
+    body = prescription_body(
+        child.pk, prescriber.pk, medication, funding="nhs", nhs_exemption={"category": "age_under_16"}
+    )
+
+    response = requests.post(
+        f"{live_server.url}/api/v1/prescriptions/",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "nhs-1"},
+        timeout=10,
+    )
+    prescription_id = response.json()["id"]
+    wait_until(
+        lambda: Prescription.objects.get(pk=prescription_id).status == Status.DELIVERED,
+        seconds=60,
+        what="the NHS prescription delivered",
+    )
+    batch = nhs.claim_batch_build(month=timezone.now().date())
+
+    assert response.status_code == 201, response.text
+    types = list(
+        Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription_id)
+        .order_by("sequence")
+        .values_list("type", flat=True)
+    )
+    assert types == [
+        "prescription.received",
+        "prescription.approved",
+        "prescription.nhs_funded",
+        "prescription.acknowledged",
+        "prescription.dispensed",
+        "prescription.shipped",
+        "prescription.delivered",
+    ]
+    charge = NhsCharge.objects.get(prescription_id=prescription_id)
+    assert (charge.exemption_category, charge.exemption_verified, charge.total_minor) == (
+        "age_under_16",
+        True,
+        0,
+    )
+    assert not Payment.objects.filter(prescription_id=prescription_id).exists()
+    assert stripe.stats()["requests"] == 0
+    assert list(
+        ClaimItem.objects.filter(batch=batch).values_list("prescription_id", "charge_collected_minor")
+    ) == [(prescription_id, 0)]

@@ -47,7 +47,9 @@ class _Collect(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(live_server, settings, tmp_path):
+def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(
+    live_server, settings, tmp_path, nhs_charge_rates
+):
     settings.OUTBOX_PUBLISH_ON_COMMIT = True
     purge_queues()
     web_lines = _Collect()
@@ -80,7 +82,8 @@ def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(live_
         assert bad.status_code == 400
         created = requests.post(
             f"{live_server.url}/api/v1/prescriptions/",
-            json=prescription_body(patient.json()["id"], prescriber.pk, medication),
+            # NHS-funded, so the journey needs no payment step (billing has its own journeys).
+            json=prescription_body(patient.json()["id"], prescriber.pk, medication, funding="nhs"),
             headers={**headers, "Idempotency-Key": "phi-3", "X-Request-ID": "req-journey-1"},
             timeout=10,
         )
@@ -89,7 +92,7 @@ def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(live_
         wait_until(
             lambda: Prescription.objects.get(pk=created.json()["id"]).status == Status.DELIVERED,
             seconds=90,
-            what="delivery",
+            what=f"delivery (prescription {created.json()['id']})",
         )
     finally:
         stop_process(worker)

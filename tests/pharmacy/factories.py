@@ -7,7 +7,8 @@ from tests.patients.factories import PatientFactory
 
 
 def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
-    """A prescription that passed its checks, made through the services as the API would."""
+    """A prescription that passed its checks and was paid (so ready for dispatch), made through
+    the services as the API and the Stripe webhook would."""
     patient = PatientFactory(clinic=setup.clinic)
     prescription = services.prescription_create(
         clinic=setup.clinic,
@@ -28,6 +29,14 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
     )
     target = services.prescription_run_checks(prescription_id=prescription.pk)
     assert target == Status.APPROVED if not medication.is_controlled else True
+    # Billing (issue 4): dispatch takes only paid or NHS-funded prescriptions.
+    services.prescription_transition(
+        prescription_id=prescription.pk,
+        to=Status.PAID,
+        from_statuses=frozenset({Status.APPROVED}),
+        event_type="prescription.paid",
+        actor="test",
+    )
     prescription.refresh_from_db()
     return prescription
 

@@ -53,7 +53,7 @@ def _tables_owned_through_a_clinic_owned_parent() -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
-            "AND column_name IN ('patient_id', 'prescription_id', 'dispatch_id')"
+            "AND column_name IN ('patient_id', 'prescription_id', 'dispatch_id', 'payment_id')"
         )
         return {row[0] for row in cursor.fetchall()}
 

@@ -1,0 +1,843 @@
+"""Stripe simulator: the part of the Stripe API Scriptline uses, for development and tests.
+
+The real stripe SDK talks to it (``api_base`` pointed here). It implements form-encoded
+``/v1/payment_intents`` (create, retrieve, confirm, cancel) and ``/v1/refunds`` (create) with
+Stripe's idempotency semantics (same key + same parameters: the first answer replayed; same
+key + other parameters: 400 ``idempotency_error``), Stripe's error JSON, the test payment
+methods (``pm_card_visa`` succeeds, ``pm_card_chargeDeclined`` is declined), and signed
+webhooks (``Stripe-Signature: t=...,v1=<HMAC-SHA256(whsec, "t.payload")>``).
+
+Knobs (command line, or ``POST /_control`` at run time): ``auto_confirm`` confirms every new
+PaymentIntent with ``pm_card_visa`` after ``auto_confirm_delay`` seconds (the demo);
+``drop_next_webhooks`` silently drops that many webhooks (to make a reconciliation gap);
+``down`` / ``error_rate`` answer 500. ``GET /_stats`` counts, ``GET /_events`` lists every
+event body sent (or dropped), ``POST /_reset`` clears everything.
+
+Standard library only and free of Django imports: ``python -m billing.simulator`` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 12111
+DEFAULT_API_KEY = "sk_test_scriptline_simulator"
+DEFAULT_WEBHOOK_SECRET = "whsec_scriptline_simulator"
+DEFAULT_AUTO_CONFIRM_DELAY = 2.0
+API_VERSION = "2025-09-30.clover"
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+MAXIMUM_BODY_BYTES = 1024 * 1024
+
+# The events the simulated webhook endpoint is subscribed to (Stripe sends only these).
+ENABLED_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled")
+SUCCEEDING_METHODS = frozenset({"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_gb"})
+DECLINING_METHODS = {
+    "pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": ("insufficient_funds", "Your card has insufficient funds."),
+    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "Your card has expired."),
+}
+CANCELLABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action", "processing"})
+CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation"})
+
+OPTION_NAMES = (
+    "host",
+    "port",
+    "api_key",
+    "webhook_url",
+    "webhook_secret",
+    "auto_confirm",
+    "auto_confirm_delay",
+    "latency",
+    "error_rate",
+    "seed",
+)
+
+Log = Callable[[str], None]
+
+
+def log_to_stderr(message: str) -> None:
+    print(f"[stripe-simulator] {message}", file=sys.stderr, flush=True)
+
+
+def sign(secret: str, timestamp: int, payload: bytes) -> str:
+    """The ``Stripe-Signature`` header value for ``payload`` (what stripe.Webhook verifies)."""
+    signed = f"{timestamp}.".encode() + payload
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def parse_form(body: bytes) -> dict[str, Any]:
+    """Stripe's form encoding: ``metadata[key]=value`` becomes ``{"metadata": {"key": value}}``."""
+    params: dict[str, Any] = {}
+    for name, value in urllib.parse.parse_qsl(
+        body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
+    ):
+        keys = re.findall(r"[^\[\]]+", name)
+        if not keys:
+            continue
+        target = params
+        for key in keys[:-1]:
+            existing = target.get(key)
+            if not isinstance(existing, dict):
+                existing = target[key] = {}
+            target = existing
+        target[keys[-1]] = value
+    return params
+
+
+class StripeApiError(Exception):
+    """An error answered in Stripe's shape: ``{"error": {"type", "code", "message", ...}}``."""
+
+    def __init__(self, status: int, error_type: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"type": error_type, "message": message, **extra}}
+
+
+def _missing(kind: str, identifier: str, param: str) -> StripeApiError:
+    return StripeApiError(
+        404, "invalid_request_error", f"No such {kind}: '{identifier}'", code="resource_missing", param=param
+    )
+
+
+def _integer(params: Mapping[str, Any], name: str, *, required: bool) -> int | None:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise StripeApiError(400, "invalid_request_error", f"Missing required param: {name}.", param=name)
+        return None
+    if not isinstance(value, str) or not value.isdigit() or int(value) < 1:
+        raise StripeApiError(
+            400,
+            "invalid_request_error",
+            f"Invalid positive integer: {name}",
+            code="parameter_invalid_integer",
+            param=name,
+        )
+    return int(value)
+
+
+@dataclass
+class Knobs:
+    auto_confirm: bool = False
+    auto_confirm_delay: float = DEFAULT_AUTO_CONFIRM_DELAY
+    drop_next_webhooks: int = 0
+    latency: float = 0.0
+    error_rate: float = 0.0
+    down: bool = False
+    webhook_url: str | None = None
+
+
+def _number(name: str, value: Any, upper: float | None = None) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (upper and value > upper)
+    ):
+        raise ValueError(f"{name} must be a number from 0{f' to {upper}' if upper else ''}")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number, zero or more")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def _url(name: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL or null")
+    return value
+
+
+KNOB_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "auto_confirm": _flag,
+    "auto_confirm_delay": _number,
+    "drop_next_webhooks": _count,
+    "latency": _number,
+    "error_rate": lambda name, value: _number(name, value, upper=1.0),
+    "down": _flag,
+    "webhook_url": _url,
+}
+
+
+class Simulator:
+    """PaymentIntents, refunds, idempotency records, events and knobs; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        webhook_url: str | None = None,
+        webhook_secret: str = DEFAULT_WEBHOOK_SECRET,
+        auto_confirm: bool = False,
+        auto_confirm_delay: float = DEFAULT_AUTO_CONFIRM_DELAY,
+        latency: float = 0.0,
+        error_rate: float = 0.0,
+        seed: int | None = None,
+        log: Log = log_to_stderr,
+    ) -> None:
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.log = log
+        self._seed = seed
+        self._random = random.Random(seed)
+        # One lock serialises every API operation: requests with the same idempotency key can
+        # never both execute, and the simulated volumes are tiny.
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._knobs = Knobs()
+        self.update_knobs(
+            {
+                "auto_confirm": auto_confirm,
+                "auto_confirm_delay": auto_confirm_delay,
+                "latency": latency,
+                "error_rate": error_rate,
+                "webhook_url": webhook_url,
+            }
+        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._clear()
+
+    def _clear(self) -> None:
+        self.intents: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        self._intent_keys: dict[str, str] = {}
+        self._events: list[dict[str, Any]] = []
+        self._counters = {
+            "requests": 0,
+            "idempotent_replays": 0,
+            "idempotency_conflicts": 0,
+            "errors": 0,
+            "webhooks_sent": 0,
+            "webhooks_failed": 0,
+            "webhooks_dropped": 0,
+        }
+        self._generation = getattr(self, "_generation", 0) + 1
+
+    # Knobs and statistics
+
+    def knobs(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(vars(self._knobs))
+
+    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(changes) - set(KNOB_VALIDATORS))
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
+        validated = {name: KNOB_VALIDATORS[name](name, value) for name, value in changes.items()}
+        with self._lock:
+            for name, value in validated.items():
+                setattr(self._knobs, name, value)
+        return self.knobs()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            refunds_by_intent: dict[str, list[str]] = {}
+            for refund in self.refunds.values():
+                refunds_by_intent.setdefault(refund["payment_intent"], []).append(refund["id"])
+            return {
+                "payment_intents": len(self.intents),
+                "refunds": len(self.refunds),
+                **self._counters,
+                "intents_by_key": dict(self._intent_keys),
+                "intent_statuses": {pid: intent["status"] for pid, intent in self.intents.items()},
+                "refunds_by_intent": refunds_by_intent,
+            }
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._events)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clear()
+            self._random = random.Random(self._seed)
+
+    def close(self) -> None:
+        self._stopping.set()
+
+    def sleep(self, seconds: float) -> bool:
+        if seconds <= 0:
+            return not self._stopping.is_set()
+        return not self._stopping.wait(seconds)
+
+    # The API
+
+    def is_authorized(self, header: str | None) -> bool:
+        return hmac.compare_digest((header or "").encode(), f"Bearer {self.api_key}".encode())
+
+    def handle(
+        self, method: str, path: str, params: dict[str, Any], idempotency_key: str
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Answer one API request: (status, body, replayed)."""
+        with self._lock:
+            self._counters["requests"] += 1
+            knobs = self._knobs
+            if knobs.down or self._random.random() < knobs.error_rate:
+                self._counters["errors"] += 1
+                # Not saved under the idempotency key: the endpoint never started executing.
+                return 500, {"error": {"type": "api_error", "message": "Simulated Stripe outage."}}, False
+            fingerprint = hashlib.sha256(
+                f"{method} {path}\n{json.dumps(params, sort_keys=True)}".encode()
+            ).hexdigest()
+            if method == "POST" and idempotency_key:
+                stored = self._idempotency.get(idempotency_key)
+                if stored is not None:
+                    if stored[0] != fingerprint:
+                        self._counters["idempotency_conflicts"] += 1
+                        return (
+                            400,
+                            {
+                                "error": {
+                                    "type": "idempotency_error",
+                                    "message": "Keys for idempotent requests can only be used with the "
+                                    "same parameters they were first used with. Try using a key other "
+                                    f"than '{idempotency_key}' if you meant to execute a different "
+                                    "request.",
+                                }
+                            },
+                            False,
+                        )
+                    self._counters["idempotent_replays"] += 1
+                    return stored[1], stored[2], True
+            try:
+                status, body = 200, self._route(method, path, params, idempotency_key)
+            except StripeApiError as error:
+                status, body = error.status, error.body
+            if method == "POST" and idempotency_key:
+                self._idempotency[idempotency_key] = (fingerprint, status, body)
+            return status, body, False
+
+    def _route(self, method: str, path: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v1", "payment_intents"]:
+            if method == "POST" and len(parts) == 2:
+                return self._intent_create(params, key)
+            if len(parts) >= 3 and parts[2] not in self.intents:
+                raise _missing("payment_intent", parts[2], "intent")
+            if method == "GET" and len(parts) == 3:
+                return dict(self.intents[parts[2]])
+            if method == "POST" and len(parts) == 4 and parts[3] == "confirm":
+                return self._intent_confirm(self.intents[parts[2]], params.get("payment_method"))
+            if method == "POST" and len(parts) == 4 and parts[3] == "cancel":
+                return self._intent_cancel(self.intents[parts[2]], params)
+        if parts[:2] == ["v1", "refunds"]:
+            if method == "POST" and len(parts) == 2:
+                return self._refund_create(params)
+            if method == "GET" and len(parts) == 3:
+                if parts[2] not in self.refunds:
+                    raise _missing("refund", parts[2], "id")
+                return dict(self.refunds[parts[2]])
+        raise StripeApiError(
+            404,
+            "invalid_request_error",
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we "
+            "can help at https://support.stripe.com/.",
+        )
+
+    def _intent_create(self, params: dict[str, Any], key: str) -> dict[str, Any]:
+        amount = _integer(params, "amount", required=True)
+        currency = str(params.get("currency") or "")
+        if not re.fullmatch(r"[a-z]{3}", currency):
+            raise StripeApiError(400, "invalid_request_error", "Invalid currency.", param="currency")
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise StripeApiError(400, "invalid_request_error", "Invalid metadata.", param="metadata")
+        intent_id = _new_id("pi")
+        intent: dict[str, Any] = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_received": 0,
+            "amount_refunded": 0,
+            "currency": currency,
+            "status": "requires_payment_method",
+            "client_secret": f"{intent_id}_secret_{secrets.token_hex(12)}",
+            "metadata": metadata,
+            "payment_method": None,
+            "latest_charge": None,
+            "last_payment_error": None,
+            "cancellation_reason": None,
+            "canceled_at": None,
+            "created": int(time.time()),
+            "livemode": False,
+        }
+        self.intents[intent_id] = intent
+        if key:
+            self._intent_keys[key] = intent_id
+        payment_method = params.get("payment_method")
+        if payment_method:
+            intent["payment_method"] = payment_method
+            intent["status"] = "requires_confirmation"
+        if params.get("confirm") == "true":
+            return self._intent_confirm(intent, payment_method)
+        knobs = self._knobs
+        if knobs.auto_confirm and not payment_method:
+            self._start(self._auto_confirm, intent_id, knobs.auto_confirm_delay, self._generation)
+        self.log(f"created {intent_id} ({amount} {currency})")
+        return dict(intent)
+
+    def _intent_confirm(self, intent: dict[str, Any], payment_method: Any) -> dict[str, Any]:
+        if intent["status"] not in CONFIRMABLE:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                f"This PaymentIntent's status is {intent['status']}, which does not allow confirmation.",
+                code="payment_intent_unexpected_state",
+                payment_intent=dict(intent),
+            )
+        method = payment_method or intent["payment_method"]
+        if not method:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                code="payment_intent_unexpected_state",
+            )
+        if method not in SUCCEEDING_METHODS and method not in DECLINING_METHODS:
+            raise _missing("PaymentMethod", str(method), "payment_method")
+        intent["payment_method"] = method
+        if method in DECLINING_METHODS:
+            decline_code, message = DECLINING_METHODS[method]
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": decline_code,
+                "message": message,
+            }
+            self._emit("payment_intent.payment_failed", intent)
+            raise StripeApiError(
+                402,
+                "card_error",
+                message,
+                code="card_declined",
+                decline_code=decline_code,
+                payment_intent=dict(intent),
+            )
+        intent.update(
+            status="succeeded",
+            amount_received=intent["amount"],
+            latest_charge=_new_id("ch"),
+            last_payment_error=None,
+        )
+        self._emit("payment_intent.succeeded", intent)
+        self.log(f"confirmed {intent['id']}")
+        return dict(intent)
+
+    def _intent_cancel(self, intent: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        if intent["status"] not in CANCELLABLE:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                f"You cannot cancel this PaymentIntent because it has a status of {intent['status']}. "
+                "Only a PaymentIntent with one of the following statuses may be canceled: "
+                "requires_payment_method, requires_capture, requires_confirmation, requires_action, "
+                "processing.",
+                code="payment_intent_unexpected_state",
+                payment_intent=dict(intent),
+            )
+        intent.update(
+            status="canceled",
+            canceled_at=int(time.time()),
+            cancellation_reason=params.get("cancellation_reason") or "requested_by_customer",
+        )
+        self._emit("payment_intent.canceled", intent)
+        return dict(intent)
+
+    def _refund_create(self, params: dict[str, Any]) -> dict[str, Any]:
+        intent_id = str(params.get("payment_intent") or "")
+        if not intent_id:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                "One of the following params should be provided for this request: payment_intent or charge.",
+                param="payment_intent",
+            )
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise _missing("payment_intent", intent_id, "payment_intent")
+        if intent["status"] != "succeeded":
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                f"This PaymentIntent ({intent_id}) does not have a successful charge to refund.",
+                param="payment_intent",
+            )
+        remaining = intent["amount_received"] - intent["amount_refunded"]
+        if remaining <= 0:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                f"Charge {intent['latest_charge']} has already been refunded.",
+                code="charge_already_refunded",
+            )
+        amount = _integer(params, "amount", required=False) or remaining
+        if amount > remaining:
+            raise StripeApiError(
+                400,
+                "invalid_request_error",
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})",
+                code="amount_too_large",
+                param="amount",
+            )
+        intent["amount_refunded"] += amount
+        refund = {
+            "id": _new_id("re"),
+            "object": "refund",
+            "amount": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent_id,
+            "charge": intent["latest_charge"],
+            "status": "succeeded",
+            "reason": params.get("reason"),
+            "metadata": params.get("metadata") or {},
+            "created": int(time.time()),
+        }
+        self.refunds[refund["id"]] = refund
+        self.log(f"refunded {amount} of {intent_id}")
+        return dict(refund)
+
+    # Auto-confirm and webhooks
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        threading.Thread(target=target, args=args, daemon=True).start()
+
+    def _auto_confirm(self, intent_id: str, delay: float, generation: int) -> None:
+        if not self.sleep(delay):
+            return
+        with self._lock:
+            intent = self.intents.get(intent_id)
+            if generation != self._generation or intent is None or intent["status"] not in CONFIRMABLE:
+                return
+            self._intent_confirm(intent, "pm_card_visa")
+
+    def _emit(self, event_type: str, intent: dict[str, Any]) -> None:
+        """Record an event (caller holds the lock) and deliver it in the background."""
+        if event_type not in ENABLED_EVENTS:
+            return
+        event = {
+            "id": _new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": int(time.time()),
+            "data": {"object": dict(intent)},
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": _new_id("req"), "idempotency_key": None},
+            "type": event_type,
+        }
+        body = json.dumps(event, separators=(",", ":"))
+        dropped = self._knobs.drop_next_webhooks > 0
+        if dropped:
+            self._knobs.drop_next_webhooks -= 1
+            self._counters["webhooks_dropped"] += 1
+            self.log(f"dropped {event_type} for {intent['id']} (drop_next_webhooks)")
+        self._events.append({"id": event["id"], "type": event_type, "body": body, "dropped": dropped})
+        if not dropped and self._knobs.webhook_url:
+            self._start(self._deliver, event_type, body.encode(), self._generation)
+
+    def _deliver(self, event_type: str, body: bytes, generation: int) -> None:
+        for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
+            url = self.knobs()["webhook_url"]
+            outcome = self._post(url, body) if url else "no webhook url configured"
+            if outcome is None:
+                self._count(generation, "webhooks_sent")
+                return
+            if retry_delay is None or not self.sleep(retry_delay):
+                break
+        self.log(f"gave up delivering {event_type}")
+        self._count(generation, "webhooks_failed")
+
+    def _count(self, generation: int, counter: str) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._counters[counter] += 1
+
+    def _post(self, url: str, body: bytes) -> str | None:
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Stripe-Signature": sign(self.webhook_secret, int(time.time()), body),
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) simulator",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            return f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            return type(error).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        super().__init__(address, StripeRequestHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class StripeRequestHandler(BaseHTTPRequestHandler):
+    server: SimulatorServer
+    server_version = "StripeSimulator/1.0"
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    @property
+    def simulator(self) -> Simulator:
+        return self.server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        operational = {
+            "/health": lambda: {"status": "ok"},
+            "/_stats": self.simulator.stats,
+            "/_control": self.simulator.knobs,
+            "/_events": lambda: {"data": self.simulator.events()},
+        }
+        if path in operational:
+            self._send_json(HTTPStatus.OK, operational[path]())
+        else:
+            self._api("GET", path, b"")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        body = self._read_body()
+        if body is None:
+            self._send_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": {"type": "invalid_request_error", "message": "Request too large."}},
+            )
+        elif path == "/_control":
+            self._control(body)
+        elif path == "/_reset":
+            self.simulator.reset()
+            self._send_json(HTTPStatus.OK, self.simulator.stats())
+        else:
+            self._api("POST", path, body)
+
+    def _control(self, body: bytes) -> None:
+        try:
+            changes = json.loads(body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object of knob names")
+            knobs = self.simulator.update_knobs(changes)
+        except ValueError as error:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        self._send_json(HTTPStatus.OK, knobs)
+
+    def _api(self, method: str, path: str, body: bytes) -> None:
+        simulator = self.simulator
+        if not simulator.is_authorized(self.headers.get("Authorization")):
+            self._send_json(
+                HTTPStatus.UNAUTHORIZED,
+                {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided."}},
+            )
+            return
+        simulator.sleep(simulator.knobs()["latency"])
+        try:
+            params = parse_form(body) if method == "POST" else {}
+        except UnicodeDecodeError:
+            self._send_json(
+                HTTPStatus.BAD_REQUEST,
+                {"error": {"type": "invalid_request_error", "message": "Invalid request body."}},
+            )
+            return
+        key = (self.headers.get("Idempotency-Key") or "").strip()
+        status, payload, replayed = simulator.handle(method, path, params, key)
+        headers = {"Request-Id": _new_id("req"), "Stripe-Version": API_VERSION}
+        if key:
+            headers["Idempotency-Key"] = key
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        self._send_json(status, payload, extra_headers=headers)
+
+    def _read_body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAXIMUM_BODY_BYTES:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(
+        self, status: int, payload: Any, *, extra_headers: Mapping[str, str] | None = None
+    ) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+def make_server(host: str, port: int, simulator: Simulator) -> SimulatorServer:
+    return SimulatorServer((host, port), simulator)
+
+
+def serve(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    api_key: str = DEFAULT_API_KEY,
+    webhook_url: str | None = None,
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET,
+    auto_confirm: bool = False,
+    auto_confirm_delay: float = DEFAULT_AUTO_CONFIRM_DELAY,
+    latency: float = 0.0,
+    error_rate: float = 0.0,
+    seed: int | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    simulator = Simulator(
+        api_key=api_key,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        auto_confirm=auto_confirm,
+        auto_confirm_delay=auto_confirm_delay,
+        latency=latency,
+        error_rate=error_rate,
+        seed=seed,
+    )
+    server = make_server(host, port, simulator)
+    stop_requested = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, lambda number, frame: stop_requested.set())
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="stripe-simulator", daemon=True
+    )
+    thread.start()
+    print(f"stripe simulator listening on {server.url}", flush=True)
+    try:
+        while not stop_requested.wait(0.2):
+            pass
+    finally:
+        simulator.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    environment: Mapping[str, str] | None = None,
+    preferred_defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Declare the options; defaults come from preferred_defaults, the environment, built-ins."""
+    environment = os.environ if environment is None else environment
+    preferred = {name: value for name, value in (preferred_defaults or {}).items() if value is not None}
+
+    def default(name: str, variable: str | None, fallback: Any) -> Any:
+        if name in preferred:
+            return preferred[name]
+        if variable and environment.get(variable):
+            return environment[variable]
+        return fallback
+
+    parser.add_argument("--host", default=default("host", None, DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(default("port", "STRIPE_SIM_PORT", DEFAULT_PORT)))
+    parser.add_argument("--api-key", default=default("api_key", "STRIPE_SECRET_KEY", DEFAULT_API_KEY))
+    parser.add_argument("--webhook-url", default=default("webhook_url", "STRIPE_SIM_WEBHOOK_URL", None))
+    parser.add_argument(
+        "--webhook-secret", default=default("webhook_secret", "STRIPE_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET)
+    )
+    parser.add_argument(
+        "--auto-confirm", action="store_true", help="confirm each new PaymentIntent with pm_card_visa"
+    )
+    parser.add_argument(
+        "--auto-confirm-delay", type=_seconds, default=DEFAULT_AUTO_CONFIRM_DELAY, help="seconds before it"
+    )
+    parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds added before each API answer")
+    parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction of API calls answered 500")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
+
+
+def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: parsed[name] for name in OPTION_NAMES}
+
+
+def main(arguments: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m billing.simulator", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    serve(**options_from(vars(parser.parse_args(arguments))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

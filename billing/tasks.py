@@ -1,0 +1,39 @@
+from celery import shared_task
+
+from billing import services
+from billing.payments import PaymentUnavailable
+from billing.services import payments
+from events.models import Event
+
+# Transient Stripe failures are retried with backoff; each service counts its attempts in the
+# database and gives up (into a status the admin shows) at STRIPE_MAX_ATTEMPTS.
+RETRY = {
+    "autoretry_for": (PaymentUnavailable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 12,
+    "time_limit": 60,
+    "soft_time_limit": 45,
+}
+
+
+@shared_task(**RETRY)
+def billing_on_approved(event_id: int) -> None:
+    """Consumer of prescription.approved / pharmacist_approved: take payment or record NHS funding."""
+    event = Event.objects.filter(pk=event_id).first()
+    if event is not None:
+        services.prescription_bill(prescription_id=event.aggregate_id)
+
+
+@shared_task(**RETRY)
+def payment_compensate(event_id: int) -> None:
+    """Consumer of prescription.cancelled: refund or cancel the payment, if there is one."""
+    event = Event.objects.filter(pk=event_id).first()
+    if event is not None:
+        payments.payment_compensate(prescription_id=event.aggregate_id)
+
+
+@shared_task(**RETRY)
+def refund_send(refund_id: int) -> None:
+    payments.refund_send(refund_id=refund_id)
