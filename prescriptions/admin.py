@@ -18,6 +18,8 @@ from prescriptions.models import (
     PrescriptionItem,
     Status,
 )
+from support.scoping import ClinicScopedAdminMixin
+from support.services import staff_can_decide
 
 
 @admin.register(Medication)
@@ -37,7 +39,7 @@ class MedicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prescriber)
-class PrescriberAdmin(admin.ModelAdmin):
+class PrescriberAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["family_name", "given_name", "registration_body", "registration_number", "clinic"]
     list_filter = ["registration_body", "clinic"]
     list_select_related = ["clinic"]
@@ -71,7 +73,7 @@ class ReviewForm(forms.Form):
 
 
 @admin.register(Prescription)
-class PrescriptionAdmin(admin.ModelAdmin):
+class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "status", "clinic", "patient", "issued_on", "created_at", "updated_at"]
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
@@ -125,6 +127,10 @@ class PrescriptionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = {**(extra_context or {}), "can_decide": staff_can_decide(request.user)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self):  # type: ignore[no-untyped-def]
         review = self.admin_site.admin_view(self.review_view)
         return [
@@ -133,9 +139,11 @@ class PrescriptionAdmin(admin.ModelAdmin):
         ]
 
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if not request.user.has_perm("prescriptions.add_pharmacistreview"):
+        if not (
+            request.user.has_perm("prescriptions.add_pharmacistreview") and staff_can_decide(request.user)
+        ):
             raise PermissionDenied
-        prescription = get_object_or_404(Prescription, pk=pk)
+        prescription = get_object_or_404(self.get_queryset(request), pk=pk)
         form = ReviewForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

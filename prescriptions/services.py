@@ -26,6 +26,7 @@ from prescriptions.models import (
     PrescriptionItem,
     Status,
 )
+from support.services import staff_can_decide
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,12 @@ def prescription_review(
         raise Problem(status_code=400, slug="reason-required", detail="A reason is required.")
     if decision not in PharmacistReview.Decision.values:
         raise Problem(status_code=400, slug="bad-decision", detail="Decide approved or rejected.")
+    if not staff_can_decide(pharmacist):
+        raise Problem(
+            status_code=403,
+            slug="not-a-registered-pharmacist",
+            detail="Only a pharmacist with a recorded professional registration may decide.",
+        )
     with transaction.atomic():
         review = PharmacistReview.objects.create(
             prescription_id=prescription_id,

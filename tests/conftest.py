@@ -11,6 +11,7 @@ from patients.models import Clinic
 from prescriptions.models import Medication, Prescriber
 from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory, PatientFactory
 from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+from tests.support.factories import StaffClient
 
 
 @dataclass
@@ -76,3 +77,16 @@ def patient_a(clinic_a):  # type: ignore[no-untyped-def]
 def _no_publish_on_commit(settings):  # type: ignore[no-untyped-def]
     # Unit tests run without a worker; journeys turn publishing back on explicitly.
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
+
+
+# --- Staff (issue 6): the admin requires a second factor; force_login stands in for both. ---
+@pytest.fixture
+def client() -> StaffClient:
+    return StaffClient()
+
+
+@pytest.fixture
+def admin_client(db, admin_user) -> StaffClient:  # type: ignore[no-untyped-def]
+    client = StaffClient()
+    client.force_login(admin_user)
+    return client

@@ -14,6 +14,7 @@ from prescriptions import services
 from prescriptions.models import PharmacistReview, Prescription, Status
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.prescriptions.factories import PrescriberFactory
+from tests.support.factories import pharmacist_create
 
 pytestmark = pytest.mark.django_db
 
@@ -60,8 +61,8 @@ def superuser_client(client, django_user_model):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pharmacist(django_user_model):  # type: ignore[no-untyped-def]
-    return staff(django_user_model, "pharmacist", "add_pharmacistreview", "view_prescription")
+def pharmacist(db):  # type: ignore[no-untyped-def]
+    return pharmacist_create(username="pharmacist")
 
 
 @pytest.fixture
@@ -103,7 +104,17 @@ def test_a_superuser_opens_the_changelist_and_the_change_page_with_its_timeline(
         ("2", "prescription.awaiting_pharmacist", "checks"),
     ]
     assert "controlled_drug.pharmacist_approval" in page
-    assert review_url(prescription) in page
+    # A superuser is not a registered pharmacist: no review link (support.services.staff_can_decide).
+    assert review_url(prescription) not in page
+
+
+def test_a_registered_pharmacist_is_offered_the_review_link(pharmacist_client, methylphenidate):
+    prescription = a_prescription(methylphenidate)
+
+    change = pharmacist_client.get(f"{CHANGELIST}{prescription.pk}/change/")
+
+    assert change.status_code == 200
+    assert review_url(prescription) in change.content.decode()
 
 
 def test_the_review_link_is_offered_only_while_awaiting_a_pharmacist(superuser_client, paracetamol):
