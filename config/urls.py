@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider.views import TokenView
 
@@ -14,10 +13,11 @@ from prescriptions.api import (
     PrescriptionDetailApi,
     PrescriptionListCreateApi,
 )
+from support.admin_site import StaffAdminSite
 
 # Every staff account needs a second factor: the admin admits only OTP-verified sessions, and
 # its login form asks for a TOTP code (enrol one with `manage.py staff_totp_enrol`).
-admin.site.__class__ = OTPAdminSite
+admin.site.__class__ = StaffAdminSite
 
 handler400 = "config.problems.handler400"
 handler404 = "config.problems.handler404"
