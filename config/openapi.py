@@ -58,6 +58,9 @@ def problem_responses(result: dict[str, Any], generator: Any, request: Any, publ
             for status, description in ERRORS.items():
                 responses.setdefault(
                     status,
-                    {"description": description, "content": {"application/problem+json": {"schema": reference}}},
+                    {
+                        "description": description,
+                        "content": {"application/problem+json": {"schema": reference}},
+                    },
                 )
     return result

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 from config.wsgi import application
 from tests.patients.factories import PatientFactory
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -44,7 +44,11 @@ def live_clinic(db, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 def test_the_api_answers_every_generated_request_without_5xx_and_as_documented(case, live_clinic):
     case.call_and_validate(headers={"Authorization": f"Bearer {live_clinic.token}"}, checks=CHECKS)
