@@ -17,6 +17,7 @@ from tests.conftest import prescription_body
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
 from tests.processes import purge_queues, start_simulator, start_worker, stop_process, wait_until
+from tests.support.factories import pharmacist_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -139,7 +140,7 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
     assert simulator.stats()["orders"] == 0
     assert not Dispatch.objects.filter(prescription_id=prescription_id).exists()
 
-    pharmacist = django_user_model.objects.create_user("pharmacist-e2e", is_staff=True)
+    pharmacist = pharmacist_create(username="pharmacist-e2e")
     services.prescription_review(
         prescription_id=prescription_id,
         pharmacist=pharmacist,

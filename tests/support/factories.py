@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import factory
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -26,7 +26,7 @@ class StaffFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def role(self, create: bool, role: str | None, **kwargs: object) -> None:
         if role:
-            self.groups.add(Group.objects.get(name=role))
+            self.groups.add(role_group(role))
         self.save()
 
     @factory.post_generation
@@ -37,6 +37,18 @@ class StaffFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def totp(self, create: bool, extracted: object, **kwargs: object) -> None:
         TOTPDevice.objects.create(user=self, name="phone", confirmed=True)
+
+
+def role_group(role: str) -> Group:
+    """The role's group from the migration; rebuilt after a transactional test's flush emptied it."""
+    group, created = Group.objects.get_or_create(name=role)
+    if created:
+        for dotted in roles.ROLE_PERMISSIONS[role]:
+            app_label, codename = dotted.split(".", 1)
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+    return group
 
 
 def pharmacist_create(**kwargs: object) -> User:
