@@ -57,6 +57,13 @@ INSTALLED_APPS = [
     "pharmacy",
     "billing",
     "support",
+    # --- Staff security and audit (issue 6): roles, object permissions, 2FA, lockout, audit ---
+    "guardian",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "auditlog",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -67,11 +74,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Staff: a session is admin-capable only once a TOTP token was verified (django-otp).
+    "django_otp.middleware.OTPMiddleware",
+    # Audit: who and from where, for every audited model change (audit.middleware).
+    "audit.middleware.AuditActorMiddleware",
     # Clinic API requests: one transaction, narrowed to the caller's clinic (patients.tenancy).
     "patients.tenancy.TenantTransactionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.hardening.AdminContentSecurityPolicyMiddleware",
+    # Last, as django-axes requires: refuses logins for locked-out usernames.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -183,6 +196,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its problem+json error responses (config/openapi.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.openapi.problem_responses",
+    ],
 }
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))
 
@@ -254,6 +272,25 @@ STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
 STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
 # Added to every private prescription's amount, in the clinic currency's minor units.
 BILLING_DISPENSING_FEE_MINOR = env.int("BILLING_DISPENSING_FEE_MINOR", default=250)
+
+# --- Staff accounts: roles, object permissions, 2FA, lockout (support/, audit/) --------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: counts failures and refuses locked accounts
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",  # per-clinic assignments (support.services)
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous users get nothing
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
+# Either one locks: an address guessing many accounts, or one account guessed from many addresses.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Scriptline")
+# Audit (django-auditlog): the request id is the correlation id; PHI values are never stored.
+AUDITLOG_CID_GETTER = "config.logs.request_id_current"
+AUDITLOG_MASK_CALLABLE = "audit.registry.redacted"
 
 # --- The rest --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -14,6 +14,11 @@ from prescriptions.api import (
     PrescriptionDetailApi,
     PrescriptionListCreateApi,
 )
+from support.admin_site import StaffAdminSite
+
+# Every staff account needs a second factor: the admin admits only OTP-verified sessions, and
+# its login form asks for a TOTP code (enrol one with `manage.py staff_totp_enrol`).
+admin.site.__class__ = StaffAdminSite
 
 handler400 = "config.problems.handler400"
 handler404 = "config.problems.handler404"

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from events.models import Event, OutboxMessage, ProcessedEvent
+from support.scoping import ClinicScopedAdminMixin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -17,7 +18,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
+    clinic_path = "clinic_id"
     list_display = ["id", "aggregate_type", "aggregate_id", "sequence", "type", "actor", "created_at"]
     list_filter = ["aggregate_type", "type"]
     search_fields = ["=aggregate_id", "type"]

@@ -1,6 +1,11 @@
 from django.contrib import admin
 from django.db.models import Q
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from guardian.admin import GuardedModelAdmin
 
+from audit.models import PatientAccess
+from audit.services import patient_access_record
 from patients import phi, services
 from patients.models import (
     Allergy,
@@ -12,17 +17,23 @@ from patients.models import (
     Observation,
     Patient,
 )
+from support.scoping import ClinicScopedAdminMixin
+
+ACCESS_HISTORY_SHOWN = 200
 
 
 @admin.register(Clinic)
-class ClinicAdmin(admin.ModelAdmin):
+class ClinicAdmin(ClinicScopedAdminMixin, GuardedModelAdmin):
+    """ "Object permissions" on a clinic assigns staff to it (patients.view_clinic)."""
+
+    clinic_path = "pk"
     list_display = ["name", "jurisdiction", "currency", "ods_code", "created_at"]
     list_filter = ["jurisdiction"]
     search_fields = ["name", "ods_code"]
 
 
 @admin.register(ClinicClient)
-class ClinicClientAdmin(admin.ModelAdmin):
+class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["application", "clinic", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["clinic", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["application", "clinic"]
@@ -61,7 +72,7 @@ class ObservationInline(admin.TabularInline):
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
     list_filter = ["clinic", "sex"]
     list_select_related = ["clinic"]
@@ -70,9 +81,67 @@ class PatientAdmin(admin.ModelAdmin):
     search_fields = ["=id"]
     search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
     sortable_by = ["id", "clinic", "created_at"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "access_history"]
     inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
     show_full_result_count = False
+
+    # Every page that shows a patient's identifiers is an access, recorded before it renders.
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        response = super().changelist_view(request, extra_context)
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if changelist is not None:
+            patient_access_record(
+                patients=changelist.result_list,
+                channel=PatientAccess.Channel.ADMIN,
+                action=PatientAccess.Action.LIST,
+                request=request,
+                staff_user=request.user,
+            )
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        response = super().change_view(request, object_id, form_url, extra_context)
+        patient = (getattr(response, "context_data", None) or {}).get("original")
+        if patient is not None:
+            patient_access_record(
+                patients=[patient],
+                channel=PatientAccess.Channel.ADMIN,
+                action=PatientAccess.Action.DETAIL,
+                request=request,
+                staff_user=request.user,
+            )
+        return response
+
+    @admin.display(description="Access history")
+    def access_history(self, obj: Patient) -> str:
+        if obj.pk is None:
+            return "—"
+        accesses = PatientAccess.objects.filter(patient=obj).select_related("staff_user")[
+            :ACCESS_HISTORY_SHOWN
+        ]
+        rows = format_html_join(
+            "\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    access.accessed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    access.who,
+                    access.get_channel_display(),
+                    access.get_action_display(),
+                    access.remote_addr or "",
+                )
+                for access in accesses
+            ),
+        )
+        everything = reverse("admin:audit_patientaccess_changelist") + f"?patient__id__exact={obj.pk}"
+        return format_html(
+            '<table class="access-history"><thead><tr><th>When</th><th>Who</th><th>Through</th>'
+            "<th>What</th><th>From</th></tr></thead><tbody>{}</tbody></table>"
+            '<p>Latest {} shown; <a href="{}">the full history</a>.</p>',
+            rows,
+            ACCESS_HISTORY_SHOWN,
+            everything,
+        )
 
     def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
         if not search_term.strip():
@@ -86,7 +155,7 @@ class PatientAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["key", "clinic", "method", "path", "response_status", "created_at", "expires_at"]
     list_filter = ["clinic", "method", "response_status"]
     list_select_related = ["clinic"]

@@ -3,6 +3,8 @@ from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.models import PatientAccess
+from audit.services import patient_access_record
 from patients import selectors, services
 from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
 from patients.idempotency import idempotent
@@ -25,6 +27,17 @@ class PatientListCreateApi(generics.ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.patient_list(clinic=clinic_of(self.request))
+
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        patient_access_record(
+            patients=page,
+            channel=PatientAccess.Channel.API,
+            action=PatientAccess.Action.LIST,
+            request=request,
+            client_id=request.user.client_id,
+        )
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
         request=PatientInputSerializer,
@@ -51,3 +64,14 @@ class PatientDetailApi(generics.RetrieveAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.patient_list(clinic=clinic_of(self.request))
+
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        patient = self.get_object()
+        patient_access_record(
+            patients=[patient],
+            channel=PatientAccess.Channel.API,
+            action=PatientAccess.Action.DETAIL,
+            request=request,
+            client_id=request.user.client_id,
+        )
+        return Response(self.get_serializer(patient).data)

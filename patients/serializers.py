@@ -57,6 +57,8 @@ class PatientInputSerializer(serializers.Serializer):
 class PatientSerializer(serializers.ModelSerializer):
     allergies = AllergySerializer(many=True, read_only=True)
     current_medications = CurrentMedicationSerializer(many=True, read_only=True)
+    # Blank when none is recorded, so not `format: email` in the schema (found by schemathesis).
+    email = serializers.CharField(read_only=True, help_text="Email address, or empty if none is recorded.")
 
     class Meta:
         model = Patient

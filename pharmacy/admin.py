@@ -4,10 +4,13 @@ from django.http import HttpRequest
 
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+from support.scoping import ClinicScopedAdminMixin
 
 
 @admin.register(Dispatch)
-class DispatchAdmin(admin.ModelAdmin):
+class DispatchAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    clinic_path = "prescription__clinic"
+
     list_display = ["id", "prescription", "status", "attempts", "gateway_order_id", "updated_at"]
     list_filter = ["status"]
     list_select_related = ["prescription"]
@@ -18,7 +21,9 @@ class DispatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    clinic_path = "dispatch__prescription__clinic"
+
     list_display = ["id", "dispatch", "attempts", "error", "created_at", "resolved_at", "resolution"]
     list_filter = [("resolved_at", admin.EmptyFieldListFilter), "resolution"]
     list_select_related = ["dispatch__prescription"]

@@ -24,6 +24,8 @@ from prescriptions.models import (
     PrescriptionItem,
     Status,
 )
+from support.scoping import ClinicScopedAdminMixin
+from support.services import staff_can_decide
 
 SEVERITY_ORDER = {"block": 0, "needs_pharmacist": 1, "info": 2}
 
@@ -79,7 +81,7 @@ class PharmacistProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prescriber)
-class PrescriberAdmin(admin.ModelAdmin):
+class PrescriberAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = [
         "family_name",
         "given_name",
@@ -129,7 +131,7 @@ class ReviewForm(forms.Form):
 
 
 @admin.register(Prescription)
-class PrescriptionAdmin(admin.ModelAdmin):
+class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "status", "clinic", "patient", "issued_on", "created_at", "updated_at"]
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
@@ -187,6 +189,10 @@ class PrescriptionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = {**(extra_context or {}), "can_decide": staff_can_decide(request.user)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self):  # type: ignore[no-untyped-def]
         review = self.admin_site.admin_view(self.review_view)
         return [
@@ -197,12 +203,14 @@ class PrescriptionAdmin(admin.ModelAdmin):
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """One screen: check results, the patient's allergies, medicines, monitoring and previous
         controlled-drug supplies, and the decision form."""
-        if not request.user.has_perm("prescriptions.add_pharmacistreview"):
+        if not (
+            request.user.has_perm("prescriptions.add_pharmacistreview") and staff_can_decide(request.user)
+        ):
             raise PermissionDenied
         prescription = get_object_or_404(
-            Prescription.objects.select_related("clinic", "patient", "prescriber").prefetch_related(
-                "items__medication", "reviews__pharmacist"
-            ),
+            self.get_queryset(request)
+            .select_related("clinic", "patient", "prescriber")
+            .prefetch_related("items__medication", "reviews__pharmacist"),
             pk=pk,
         )
         form = ReviewForm(request.POST or None)

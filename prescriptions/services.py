@@ -23,13 +23,13 @@ from prescriptions import checks
 from prescriptions.checks.cd_law_gb import VALIDITY_RULES, supply_window
 from prescriptions.models import (
     Funding,
-    PharmacistProfile,
     PharmacistReview,
     Prescriber,
     Prescription,
     PrescriptionItem,
     Status,
 )
+from support.services import staff_can_decide
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +199,9 @@ class ReviewRefused(Problem):
 
 
 def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
-    """Staff with the pharmacist role and a recorded professional registration number."""
-    if not (user.is_active and user.is_staff and user.has_perm("prescriptions.add_pharmacistreview")):
-        return False
-    profile = PharmacistProfile.objects.filter(user_id=user.pk).first()
-    return profile is not None and bool(profile.registration_number.strip())
+    """Staff in the pharmacist role with a recorded professional registration number (the one
+    rule, kept in support.services.staff_can_decide)."""
+    return staff_can_decide(user)
 
 
 def _refuse_approval_outside_supply_window(prescription: Prescription, today: date) -> None:

@@ -257,7 +257,10 @@ def main() -> None:
         ids = post_samples(credentials)
         print(f"""
 Scriptline is running.
-  Admin         {BASE_URL}/admin/   (admin / scriptline-demo; pharmacist / scriptline-demo)
+  Admin         {BASE_URL}/admin/   (password scriptline-demo for every demo user, plus a
+                TOTP code: `{os.path.relpath(PYTHON, ROOT)} scripts/demo_totp.py` prints the current ones)
+  Staff         {", ".join(f"{name} ({account['role']})" for name, account in credentials["staff"].items())}
+                authenticator URIs (otpauth://) in var/demo-credentials.json
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
   Gateway sim   {GATEWAY_URL}/_stats

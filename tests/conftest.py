@@ -13,6 +13,7 @@ from prescriptions.formulary import formulary_load
 from prescriptions.models import Medication, Prescriber
 from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory, PatientFactory
 from tests.prescriptions.factories import PrescriberFactory
+from tests.support.factories import StaffClient
 
 FORMULARY_FILE = Path(__file__).resolve().parent.parent / "prescriptions" / "data" / "formulary.json"
 
@@ -94,3 +95,16 @@ def nhs_charge_rates(db):  # type: ignore[no-untyped-def]
     from django.apps import apps
 
     import_module("billing.migrations.0002_seed_england_nhs_charge_rates").seed(apps, None)
+
+
+# --- Staff (issue 6): the admin requires a second factor; force_login stands in for both. ---
+@pytest.fixture
+def client() -> StaffClient:
+    return StaffClient()
+
+
+@pytest.fixture
+def admin_client(db, admin_user) -> StaffClient:  # type: ignore[no-untyped-def]
+    client = StaffClient()
+    client.force_login(admin_user)
+    return client

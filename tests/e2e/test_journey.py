@@ -19,7 +19,6 @@ from prescriptions.models import Medication, Prescription, Status
 from tests.conftest import FORMULARY_FILE, prescription_body
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.prescriptions.factories import MedicationFactory, PrescriberFactory, adhd_context
-from tests.prescriptions.test_admin import make_staff
 from tests.processes import (
     purge_queues,
     start_simulator,
@@ -28,6 +27,7 @@ from tests.processes import (
     stop_process,
     wait_until,
 )
+from tests.support.factories import pharmacist_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -182,7 +182,7 @@ def test_a_controlled_drug_waits_for_a_pharmacist_and_is_dispatched_only_after_a
         timeout=10,
     ).json()
     assert [result["code"] for result in detail["check_results"]] == ["controlled_drug.pharmacist_approval"]
-    pharmacist = make_staff(django_user_model, "pharmacist-e2e")
+    pharmacist = pharmacist_create(username="pharmacist-e2e")
     services.prescription_review(
         prescription_id=prescription_id,
         pharmacist=pharmacist,
@@ -312,7 +312,7 @@ def test_an_early_resupply_of_a_controlled_drug_is_flagged(running_pipeline, dja
     )
     services.prescription_review(
         prescription_id=first,
-        pharmacist=make_staff(django_user_model, "ph"),
+        pharmacist=pharmacist_create(username="ph"),
         decision="approved",
         reason="OK.",
     )

@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
@@ -18,6 +18,8 @@ from oauth2_provider.models import Application
 from patients.models import Clinic, ClinicClient, Patient
 from patients.services import patient_create
 from prescriptions.models import PharmacistProfile, Prescriber
+from support import roles
+from support.services import staff_assign_clinic, staff_totp_enrol
 
 DEMO_PASSWORD = "scriptline-demo"
 
@@ -46,7 +48,7 @@ class Command(BaseCommand):
                 dea_number="AB1234563",
             )
             self._patients(clinic)
-            self._staff()
+            staff = self._staff(clinic)
             client_id, client_secret = self._client(clinic)
         credentials = {
             "base_url": options["base_url"],
@@ -54,6 +56,7 @@ class Command(BaseCommand):
             "client_secret": client_secret,
             "clinic_id": clinic.pk,
             "prescriber_id": prescriber.pk,
+            "staff": staff,
         }
         path = Path(settings.VAR_DIR) / "demo-credentials.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,32 +114,41 @@ class Command(BaseCommand):
             actor="seed",
         )
 
-    def _staff(self) -> None:
-        admin, created = User.objects.get_or_create(
-            username="admin", defaults={"is_staff": True, "is_superuser": True}
-        )
-        if created:
-            admin.set_password(DEMO_PASSWORD)
-            admin.save()
-        pharmacist, created = User.objects.get_or_create(username="pharmacist", defaults={"is_staff": True})
-        if created:
-            pharmacist.set_password(DEMO_PASSWORD)
-            pharmacist.save()
-            pharmacist.user_permissions.add(
-                *Permission.objects.filter(
-                    content_type__app_label="prescriptions",
-                    codename__in=[
-                        "view_prescription",
-                        "add_pharmacistreview",
-                        "view_pharmacistreview",
-                        "view_pharmacistqueue",
-                    ],
-                )
+    def _staff(self, clinic: Clinic) -> dict[str, dict[str, str]]:
+        """Demo staff, one per role, each with a TOTP device (the admin requires one).
+
+        Returns username -> password and otpauth:// URI, for var/demo-credentials.json.
+        """
+        accounts = {
+            "admin": (roles.ADMIN, ""),
+            "pharmacist": (roles.PHARMACIST, "2087654"),
+            "support": (roles.SUPPORT, ""),
+            "operator": (roles.OPERATOR, ""),
+            "finance": (roles.FINANCE, ""),
+        }
+        credentials = {}
+        for username, (role, registration) in accounts.items():
+            user, created = User.objects.get_or_create(
+                username=username, defaults={"is_staff": True, "is_superuser": username == "admin"}
             )
-        # Only a pharmacist with a recorded registration number may decide (issue 3).
-        PharmacistProfile.objects.get_or_create(
-            user=pharmacist, defaults={"registration_body": "GPhC", "registration_number": "2000001"}
-        )
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+            user.groups.add(Group.objects.get(name=role))
+            if registration:
+                # Only a pharmacist with a recorded registration number may decide.
+                PharmacistProfile.objects.update_or_create(
+                    user=user, defaults={"registration_body": "GPhC", "registration_number": registration}
+                )
+            device = user.totpdevice_set.first() or staff_totp_enrol(user=user)
+            credentials[username] = {
+                "password": DEMO_PASSWORD,
+                "role": role,
+                "totp_uri": device.config_url,
+            }
+        # Support staff work for some clinics only: this one sees Riverside's patients alone.
+        staff_assign_clinic(user=User.objects.get(username="support"), clinic=clinic)
+        return credentials
 
     def _client(self, clinic: Clinic) -> tuple[str, str]:
         secret = secrets.token_urlsafe(32)

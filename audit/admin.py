@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from audit.models import PatientAccess
+from support.scoping import ClinicScopedAdminMixin
+
+
+@admin.register(PatientAccess)
+class PatientAccessAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    """Append-only: readable, never added, changed or deleted here (nor in the database)."""
+
+    list_display = [
+        "accessed_at",
+        "patient",
+        "clinic",
+        "channel",
+        "action",
+        "staff_user",
+        "client_id",
+        "remote_addr",
+    ]
+    list_filter = ["channel", "action", "clinic"]
+    list_select_related = ["patient", "clinic", "staff_user"]
+    raw_id_fields = ["patient", "clinic", "staff_user"]
+    search_fields = ["=patient__id", "=client_id", "=staff_user__username", "=request_id"]
+    readonly_fields = [field.name for field in PatientAccess._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False

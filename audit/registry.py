@@ -1,0 +1,78 @@
+"""Which models django-auditlog tracks: every model holding patient, prescription or permission data.
+
+Patient identifiers are encrypted at rest, and the audit log must not become a plaintext copy:
+their changes are recorded as "[redacted]" (that the field changed, never its value), and the
+blind-index columns are left out entirely.
+"""
+
+from __future__ import annotations
+
+from auditlog.registry import auditlog
+from django.contrib.auth.models import Group, User
+
+REDACTED = "[redacted]"
+
+PATIENT_PHI_FIELDS = [
+    "given_name",
+    "family_name",
+    "birth_date",
+    "nhs_number",
+    "address_line",
+    "city",
+    "region",
+    "postal_code",
+    "email",
+    "phone",
+]
+PATIENT_BLIND_INDEXES = [
+    "nhs_number_index",
+    "email_index",
+    "phone_index",
+    "family_name_birth_date_index",
+]
+
+
+def redacted(value: object) -> str:
+    """AUDITLOG_MASK_CALLABLE: django-auditlog's default keeps half the value in clear."""
+    return REDACTED
+
+
+def audit_register() -> None:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+    from oauth2_provider.models import Application
+
+    from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, Patient
+    from prescriptions.models import (
+        PharmacistProfile,
+        PharmacistReview,
+        Prescriber,
+        Prescription,
+        PrescriptionItem,
+    )
+
+    auditlog.register(Patient, mask_fields=PATIENT_PHI_FIELDS, exclude_fields=PATIENT_BLIND_INDEXES)
+    for model in (Allergy, CurrentMedication, Clinic, Prescriber, Prescription, PrescriptionItem):
+        auditlog.register(model)
+    auditlog.register(PharmacistReview)
+    # Permission data: accounts, roles, clinic assignments, API clients, second factors.
+    auditlog.register(
+        User, exclude_fields=["password", "last_login"], m2m_fields={"groups", "user_permissions"}
+    )
+    auditlog.register(Group, m2m_fields={"permissions"})
+    auditlog.register(PharmacistProfile)
+    auditlog.register(UserObjectPermission)
+    auditlog.register(GroupObjectPermission)
+    auditlog.register(ClinicClient)
+    auditlog.register(Application, exclude_fields=["client_secret"])
+    auditlog.register(
+        TOTPDevice,
+        exclude_fields=[
+            "key",
+            "last_t",
+            "throttling_failure_count",
+            "throttling_failure_timestamp",
+            "last_used_at",
+            "drift",
+        ],
+    )
