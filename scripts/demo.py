@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -79,10 +80,40 @@ def access_token(credentials: dict[str, str]) -> str:
         return json.loads(response.read())["access_token"]
 
 
+FIRST_NAMES = ["Robin", "Jules", "Morgan", "Casey"]
+
+
+def test_range_nhs_number() -> str:
+    """A random NHS number in the 999 range reserved for testing, with a valid check digit."""
+    while True:
+        digits = [9, 9, 9, *(random.randrange(10) for _ in range(6))]
+        check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
+        if check != 10:
+            return "".join(map(str, digits)) + str(0 if check == 11 else check)
+
+
+def register_patient(auth: dict[str, str], index: int) -> int:
+    body = {
+        "given_name": FIRST_NAMES[index % len(FIRST_NAMES)],
+        "family_name": "Demopatient",
+        "birth_date": f"{1985 + index}-0{index + 1}-1{index}",
+        "sex": "unknown",
+        "nhs_number": test_range_nhs_number(),
+        "address_line": f"{index + 1} Example Street",
+        "city": "Leeds",
+        "postal_code": "LS1 1AA",
+        "email": f"demo{index}@example.invalid",
+    }
+    status, created = call("POST", "/api/v1/patients/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())})
+    if status != 201:
+        raise SystemExit(f"could not register a demo patient: {status} {created}")
+    return created["id"]
+
+
 def post_samples(credentials: dict[str, Any]) -> list[int]:
     auth = {"Authorization": f"Bearer {access_token(credentials)}"}
-    _, patients = call("GET", "/api/v1/patients/", headers=auth)
-    patient_ids = [patient["id"] for patient in patients["results"]]
+    # Fresh synthetic patients each run, so a re-run is not flagged as an early re-supply.
+    patient_ids = [register_patient(auth, index) for index in range(4)]
     samples = [
         ("322236009", "Take one or two tablets every 4 to 6 hours, up to 8 a day", "32", 4),
         ("318135008", "Take one tablet once a day", "28", 28),
