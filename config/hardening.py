@@ -1,4 +1,5 @@
-"""Response hardening that Django 5.2 does not ship: a content security policy on the admin."""
+"""Hardening that Django 5.2 does not ship: a content security policy on the admin, and NUL
+characters refused before they reach PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from config.problems import problem_response
 
 
 class AdminContentSecurityPolicyMiddleware:
@@ -17,3 +20,19 @@ class AdminContentSecurityPolicyMiddleware:
         if request.path.startswith("/admin/"):
             response.setdefault("Content-Security-Policy", settings.ADMIN_CONTENT_SECURITY_POLICY)
         return response
+
+
+class RejectNullCharactersMiddleware:
+    """PostgreSQL text cannot hold NUL: a query parameter containing one is a 400, not a 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/") and any(
+            "\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values
+        ):
+            return problem_response(
+                request, 400, "bad-request", "Query parameters must not contain NUL characters."
+            )
+        return self.get_response(request)

@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     # Audit: who and from where, for every audited model change (audit.middleware).
     "audit.middleware.AuditActorMiddleware",
+    "config.hardening.RejectNullCharactersMiddleware",
     # Clinic API requests: one transaction, narrowed to the caller's clinic (patients.tenancy).
     "patients.tenancy.TenantTransactionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -44,6 +44,9 @@ def live_clinic(db, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
+    # CI replays the same examples every run (a red build means a regression, not bad luck);
+    # locally each run explores new ones.
+    derandomize=bool(os.environ.get("CI")),
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,

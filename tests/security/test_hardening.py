@@ -80,3 +80,11 @@ def test_an_oversized_body_gets_413_problem_json_and_stores_nothing(clinic_a, se
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == 413
     assert (Patient.objects.count(), IdempotencyKey.objects.count()) == (0, 0)
+
+
+def test_a_nul_character_in_a_query_parameter_is_a_400_problem(clinic_a):  # type: ignore[no-untyped-def]
+    response = clinic_a.api.get("/api/v1/medications/?search=para%00cetamol")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["detail"] == "Query parameters must not contain NUL characters."
