@@ -10,26 +10,13 @@ from __future__ import annotations
 from auditlog.registry import auditlog
 from django.contrib.auth.models import Group, User
 
+from patients.phi import INDEX_FIELDS, PHI_FIELDS
+
 REDACTED = "[redacted]"
 
-PATIENT_PHI_FIELDS = [
-    "given_name",
-    "family_name",
-    "birth_date",
-    "nhs_number",
-    "address_line",
-    "city",
-    "region",
-    "postal_code",
-    "email",
-    "phone",
-]
-PATIENT_BLIND_INDEXES = [
-    "nhs_number_index",
-    "email_index",
-    "phone_index",
-    "family_name_birth_date_index",
-]
+# The same lists the encryption uses: a field added there is masked here too.
+PATIENT_PHI_FIELDS = list(PHI_FIELDS)
+PATIENT_BLIND_INDEXES = list(INDEX_FIELDS)
 
 
 def redacted(value: object) -> str:

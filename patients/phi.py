@@ -51,6 +51,7 @@ PHI_FIELDS = (
     "email",
     "phone",
 )
+INDEX_FIELDS = ("nhs_number_index", "email_index", "phone_index", "family_name_birth_date_index")
 
 
 def _digest(kind: str, normalised: str) -> str:

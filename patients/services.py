@@ -9,7 +9,7 @@ from oauth2_provider.models import AccessToken, RefreshToken
 
 from events.services import event_record
 from patients.models import Allergy, Clinic, ClinicClient, CurrentMedication, Diagnosis, Observation, Patient
-from patients.phi import PHI_FIELDS, blind_indexes
+from patients.phi import INDEX_FIELDS, PHI_FIELDS, blind_indexes
 
 
 @transaction.atomic
@@ -76,9 +76,6 @@ def patient_keys_rotate(*, batch_size: int = 500) -> int:
             return rotated
         rotated += len(patients)
         last_id = patients[-1].pk
-
-
-INDEX_FIELDS = ("nhs_number_index", "email_index", "phone_index", "family_name_birth_date_index")
 
 
 def _indexes_of(patient: Patient) -> dict[str, str]:
