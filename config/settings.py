@@ -143,6 +143,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # or a slow but healthy task would run twice; one hour leaves ample margin.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    # Issue 5 (durability): how often a worker sweeps for messages past their visibility
+    # timeout (kombu's period is interval × throttle, 100 s by default). Tests set both to 1.
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {

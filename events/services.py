@@ -84,12 +84,16 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             for row in rows:
                 for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
                     app.send_task(task_name, args=[row.event_id])
-            OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
-                published_at=timezone.now(), attempts=F("attempts") + 1
-            )
+            _outbox_mark_published(message_ids=[row.pk for row in rows])
             published += len(rows)
         if len(rows) < batch_size:
             return published
+
+
+def _outbox_mark_published(*, message_ids: list[int]) -> None:
+    OutboxMessage.objects.filter(pk__in=message_ids).update(
+        published_at=timezone.now(), attempts=F("attempts") + 1
+    )
 
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:
