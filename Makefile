@@ -26,7 +26,7 @@ test: install
 	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest
 
 test-fast: install
-	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m "not e2e"
+	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m "not e2e and not faults"
 
 lint: install
 	$(BIN)/ruff check .

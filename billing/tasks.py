@@ -3,7 +3,7 @@ from celery import shared_task
 from billing import services
 from billing.payments import PaymentUnavailable
 from billing.services import payments
-from events.models import Event
+from events.services import consume_once
 
 # Transient Stripe failures are retried with backoff; each service counts its attempts in the
 # database and gives up (into a status the admin shows) at STRIPE_MAX_ATTEMPTS.
@@ -21,17 +21,24 @@ RETRY = {
 @shared_task(**RETRY)
 def billing_on_approved(event_id: int) -> None:
     """Consumer of prescription.approved / pharmacist_approved: take payment or record NHS funding."""
-    event = Event.objects.filter(pk=event_id).first()
-    if event is not None:
-        services.prescription_bill(prescription_id=event.aggregate_id)
+    # Stripe is called here, so the record follows the effect (see consume_once).
+    consume_once(
+        consumer="billing.tasks.billing_on_approved",
+        event_id=event_id,
+        handle=lambda event: services.prescription_bill(prescription_id=event.aggregate_id),
+        atomic=False,
+    )
 
 
 @shared_task(**RETRY)
 def payment_compensate(event_id: int) -> None:
     """Consumer of prescription.cancelled: refund or cancel the payment, if there is one."""
-    event = Event.objects.filter(pk=event_id).first()
-    if event is not None:
-        payments.payment_compensate(prescription_id=event.aggregate_id)
+    consume_once(
+        consumer="billing.tasks.payment_compensate",
+        event_id=event_id,
+        handle=lambda event: payments.payment_compensate(prescription_id=event.aggregate_id),
+        atomic=False,
+    )
 
 
 @shared_task(**RETRY)

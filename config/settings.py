@@ -144,13 +144,24 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # or a slow but healthy task would run twice; one hour leaves ample margin.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    # Issue 5 (durability): how often a worker sweeps for messages past their visibility
+    # timeout (kombu's period is interval × throttle, 100 s by default). Tests set both to 1.
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "events.tasks.*": {"queue": "events"},
-    "prescriptions.tasks.*": {"queue": "checks"},
+    # Issue 5 (durability): one queue per kind of work, so a slow partner cannot starve the
+    # rest. Keep tests/processes.py QUEUES and scripts/demo.py's worker -Q lists in step.
+    "prescriptions.tasks.prescription_check": {"queue": "checks"},
+    "prescriptions.tasks.*": {"queue": "default"},
+    "billing.tasks.*": {"queue": "payments"},
     "pharmacy.tasks.dispatch_*": {"queue": "dispatch"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
+    "notifications.tasks.*": {"queue": "notifications"},
 }
+CELERY_QUEUES_ALL = "default,events,checks,payments,dispatch,webhooks,notifications"
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -160,7 +171,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "prescriptions.tasks.idempotency_keys_purge",
         "schedule": 3600.0,
     },
+    # Issue 5 (durability): re-enqueue work whose broker message was lost.
+    "stuck-work-reconcile": {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0},
 }
+# Issue 5 (durability): how long work may sit untouched before the reconciler re-enqueues it.
+# The dispatch value must exceed GATEWAY_RETRY_BACKOFF_MAX_SECONDS, so a send that is only
+# waiting out its retry countdown is not started a second time (which would be harmless —
+# one idempotency key, guarded updates — but wasteful).
+RECONCILE_STALE_SECONDS = env.int("RECONCILE_STALE_SECONDS", default=300)
+RECONCILE_DISPATCH_STALE_SECONDS = env.int("RECONCILE_DISPATCH_STALE_SECONDS", default=900)
+RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
 

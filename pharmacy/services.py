@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -106,7 +107,8 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
         return "dead-lettered"
-    Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1)
+    # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
+    Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
     try:
         acknowledgement = (gateway or gateway_from_settings()).order_submit(
             bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
@@ -184,6 +186,30 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
             transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch_id))
     logger.info("dead letter %s replayed by %s", dead_letter_id, actor or "unknown")
     return bool(reopened)
+
+
+def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int]:
+    """Re-enqueue pending dispatches nobody has touched for a while; returns their ids.
+
+    The reconciler's safety net for a dispatch_send message the broker lost (a Redis restart
+    without persistence). A second send is harmless: the gateway sees the same idempotency
+    key and the acknowledgement is a guarded update. Marking the rows touched first keeps the
+    next pass from enqueueing them again before this send has had its chance.
+    """
+    from pharmacy import tasks
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    with transaction.atomic():
+        ids = list(
+            Dispatch.objects.select_for_update(skip_locked=True)
+            .filter(status=Dispatch.Status.PENDING, updated_at__lt=cutoff)
+            .order_by("id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Dispatch.objects.filter(pk__in=ids).update(updated_at=timezone.now())
+    for dispatch_id in ids:
+        tasks.dispatch_send.delay(dispatch_id)
+    return ids
 
 
 # --- Gateway webhooks ---------------------------------------------------------------------

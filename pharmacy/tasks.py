@@ -3,7 +3,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from events.models import Event
+from events.services import consume_once
 from pharmacy import services
 from pharmacy.gateway import GatewayUnavailable
 
@@ -21,9 +21,11 @@ def backoff_seconds(retries: int) -> float:
 @shared_task(time_limit=60)
 def dispatch_on_approved(event_id: int) -> None:
     """Consumer of prescription.paid / nhs_funded (billing done): create the dispatch."""
-    event = Event.objects.filter(pk=event_id).first()
-    if event is not None:
-        services.dispatch_create(prescription_id=event.aggregate_id)
+    consume_once(
+        consumer="pharmacy.tasks.dispatch_on_approved",
+        event_id=event_id,
+        handle=lambda event: services.dispatch_create(prescription_id=event.aggregate_id),
+    )
 
 
 @shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)

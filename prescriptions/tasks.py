@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from events.models import Event
+from events.services import consume_once
 from patients.idempotency import idempotency_keys_purge as purge
 from prescriptions import services
 
@@ -8,9 +8,11 @@ from prescriptions import services
 @shared_task(time_limit=60)
 def prescription_check(event_id: int) -> None:
     """Consumer of prescription.received: run the clinical checks."""
-    event = Event.objects.filter(pk=event_id).first()
-    if event is not None:
-        services.prescription_run_checks(prescription_id=event.aggregate_id)
+    consume_once(
+        consumer="prescriptions.tasks.prescription_check",
+        event_id=event_id,
+        handle=lambda event: services.prescription_run_checks(prescription_id=event.aggregate_id),
+    )
 
 
 @shared_task(time_limit=300)

@@ -219,7 +219,7 @@ def main() -> None:
                 "config",
                 "worker",
                 "-Q",
-                "default,events,checks,dispatch",
+                "default,events,checks,payments,dispatch,webhooks,notifications",
                 "-c",
                 "2",
                 "-l",

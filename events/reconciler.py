@@ -1,0 +1,74 @@
+"""The reconciler: nothing accepted is lost even when the broker loses messages.
+
+The outbox relay covers events never published. This covers events that were published but
+whose task never ran (a broker restarted without persistence, a purged queue): a prescription
+that has sat in a state with consumers for longer than RECONCILE_STALE_SECONDS, whose
+entering event some consumer has not processed, has that event sent to that consumer again.
+Consumers run through `consume_once`, so a resend that races a slow original is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from config.celery import app
+from events.models import Event, ProcessedEvent
+from events.services import outbox_relay
+from pharmacy.services import dispatches_requeue_stale
+from prescriptions.models import Prescription, Status
+
+logger = logging.getLogger(__name__)
+
+# States a consumer moves a prescription out of (or, for paid/nhs_funded, creates a dispatch).
+WAITING_ON_A_CONSUMER = (Status.RECEIVED, Status.APPROVED, Status.PAID, Status.NHS_FUNDED)
+
+
+def stuck_events_republish(*, older_than_seconds: int, limit: int) -> list[tuple[str, int]]:
+    """Send each stuck prescription's entering event to the consumers that missed it."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stuck = dict(
+        Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff)
+        .order_by("id")
+        .values_list("pk", "status")[:limit]
+    )
+    if not stuck:
+        return []
+    consumed_types = [event_type for event_type, names in settings.EVENT_CONSUMERS.items() if names]
+    # The latest consumed event of each prescription (DISTINCT ON: one query for the batch).
+    latest = (
+        Event.objects.filter(aggregate_type="prescription", aggregate_id__in=stuck, type__in=consumed_types)
+        .order_by("aggregate_id", "-sequence")
+        .distinct("aggregate_id")
+    )
+    entering = [event for event in latest if event.payload.get("to") == stuck[event.aggregate_id]]
+    processed = set(
+        ProcessedEvent.objects.filter(event__in=[event.pk for event in entering]).values_list(
+            "consumer", "event_id"
+        )
+    )
+    sent = []
+    for event in entering:
+        for consumer in settings.EVENT_CONSUMERS[event.type]:
+            if (consumer, event.pk) not in processed:
+                app.send_task(consumer, args=[event.pk])
+                sent.append((consumer, event.pk))
+    return sent
+
+
+def stuck_work_reconcile() -> dict[str, int]:
+    """One reconciler pass (a beat task, every minute); returns what it re-enqueued."""
+    published = outbox_relay()
+    republished = stuck_events_republish(
+        older_than_seconds=settings.RECONCILE_STALE_SECONDS, limit=settings.RECONCILE_BATCH_SIZE
+    )
+    dispatches = dispatches_requeue_stale(
+        older_than_seconds=settings.RECONCILE_DISPATCH_STALE_SECONDS, limit=settings.RECONCILE_BATCH_SIZE
+    )
+    report = {"outbox": published, "events": len(republished), "dispatches": len(dispatches)}
+    if republished or dispatches:
+        logger.warning("reconciler re-enqueued stuck work: %s", report)
+    return report

@@ -1,0 +1,113 @@
+"""Consumers run their effect once per event, however often the relay or broker delivers it."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing import tasks as billing_tasks
+from events.models import Event, ProcessedEvent
+from events.services import consume_once
+from pharmacy import tasks as pharmacy_tasks
+from pharmacy.models import Dispatch
+from prescriptions import tasks as prescription_tasks
+from prescriptions.models import Prescription
+from tests.events.test_outbox import prescriptions_created
+from tests.pharmacy.factories import approved_prescription
+
+pytestmark = pytest.mark.django_db
+
+
+def received_event(prescription: Prescription) -> Event:
+    return Event.objects.get(aggregate_id=prescription.pk, type="prescription.received")
+
+
+def test_the_check_consumer_delivered_twice_runs_the_checks_once(formulary):
+    # Given a received prescription whose event reaches the checks consumer twice
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+
+    # When the task runs twice (a republished outbox row)
+    prescription_tasks.prescription_check(event.pk)
+    prescription_tasks.prescription_check(event.pk)
+
+    # Then one status event follows the received one, and the consumer's record is single
+    types = list(Event.objects.filter(aggregate_id=prescription.pk).values_list("type", flat=True))
+    assert len(types) == 2
+    assert types[0] == "prescription.received"
+    assert ProcessedEvent.objects.filter(consumer="prescriptions.tasks.prescription_check").count() == 1
+
+
+def test_the_dispatch_consumer_delivered_twice_creates_one_dispatch_and_one_send(
+    clinic_a, paracetamol, monkeypatch, django_capture_on_commit_callbacks
+):
+    prescription = approved_prescription(clinic_a, paracetamol)
+    paid = Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid")
+    sends: list[int] = []
+    monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", sends.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pharmacy_tasks.dispatch_on_approved(paid.pk)
+        pharmacy_tasks.dispatch_on_approved(paid.pk)
+
+    dispatch = Dispatch.objects.get(prescription=prescription)
+    assert sends == [dispatch.pk]
+    assert ProcessedEvent.objects.filter(consumer="pharmacy.tasks.dispatch_on_approved").count() == 1
+
+
+def test_an_effect_that_fails_leaves_no_record_so_the_next_delivery_runs_it():
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+    calls: list[int] = []
+
+    def failing(event: Event) -> None:
+        calls.append(event.pk)
+        raise RuntimeError("transient")
+
+    with pytest.raises(RuntimeError):
+        consume_once(consumer="test.consumer", event_id=event.pk, handle=failing)
+    assert ProcessedEvent.objects.filter(consumer="test.consumer").count() == 0
+
+    assert (
+        consume_once(consumer="test.consumer", event_id=event.pk, handle=lambda e: calls.append(e.pk)) is True
+    )
+    assert (
+        consume_once(consumer="test.consumer", event_id=event.pk, handle=lambda e: calls.append(e.pk))
+        is False
+    )
+    assert calls == [event.pk, event.pk]
+
+
+def test_a_network_consumer_records_the_event_only_after_its_effect_succeeded():
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+    seen: list[int] = []
+
+    def effect(event: Event) -> None:
+        # Not atomic: the record must not exist while the (network) effect runs.
+        seen.append(ProcessedEvent.objects.filter(consumer="test.network").count())
+
+    assert consume_once(consumer="test.network", event_id=event.pk, handle=effect, atomic=False) is True
+    assert consume_once(consumer="test.network", event_id=event.pk, handle=effect, atomic=False) is False
+    assert seen == [0]
+    assert ProcessedEvent.objects.filter(consumer="test.network", event=event).count() == 1
+
+
+def test_a_missing_event_is_a_quiet_no_op():
+    assert consume_once(consumer="test.consumer", event_id=987654321, handle=lambda e: 1 / 0) is False
+    assert ProcessedEvent.objects.count() == 0
+
+
+def test_the_billing_consumer_delivered_twice_calls_billing_once(monkeypatch):
+    # Billing calls Stripe, so it runs outside a transaction; the record still stops a repeat.
+    (prescription,) = prescriptions_created(1)
+    calls: list[int] = []
+    monkeypatch.setattr(
+        billing_tasks.services, "prescription_bill", lambda *, prescription_id: calls.append(prescription_id)
+    )
+    event = received_event(prescription)
+
+    billing_tasks.billing_on_approved(event.pk)
+    billing_tasks.billing_on_approved(event.pk)
+
+    assert calls == [prescription.pk]
+    assert ProcessedEvent.objects.filter(consumer="billing.tasks.billing_on_approved").count() == 1
