@@ -47,30 +47,38 @@ class Simulator:
 
 
 def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, **knobs: Any) -> Simulator:
-    command = [
-        sys.executable,
-        "-m",
+    process, url = _simulator_process(
         "pharmacy.simulator",
-        "--port",
-        "0",
-        "--step-delay",
-        str(step_delay),
-        "--api-key",
-        settings.GATEWAY_API_KEY,
-        "--webhook-secret",
-        settings.GATEWAY_WEBHOOK_SECRET,
-    ]
+        [
+            "--step-delay",
+            str(step_delay),
+            "--api-key",
+            settings.GATEWAY_API_KEY,
+            "--webhook-secret",
+            settings.GATEWAY_WEBHOOK_SECRET,
+        ],
+        webhook_url=webhook_url,
+        options=knobs,
+    )
+    return Simulator(process=process, url=url)
+
+
+def _simulator_process(
+    module: str, arguments: list[str], *, webhook_url: str | None, options: dict[str, Any]
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `python -m <module> --port 0 ...` and read the URL from its first line."""
+    command = [sys.executable, "-m", module, "--port", "0", *arguments]
     if webhook_url:
         command += ["--webhook-url", webhook_url]
-    for name, value in knobs.items():
+    for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
         command += [flag] if value is True else [flag, str(value)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = process.stdout.readline() if process.stdout else ""
     if "listening on" not in line:
         stop_process(process)
-        raise RuntimeError(f"gateway simulator did not start: {line!r}")
-    return Simulator(process=process, url=line.strip().rsplit(" ", 1)[-1])
+        raise RuntimeError(f"{module} did not start: {line!r}")
+    return process, line.strip().rsplit(" ", 1)[-1]
 
 
 def test_database_url() -> str:
@@ -184,25 +192,10 @@ class StripeSimulator(Simulator):
 
 
 def start_stripe_simulator(*, webhook_url: str | None = None, **options: Any) -> StripeSimulator:
-    command = [
-        sys.executable,
-        "-m",
+    process, url = _simulator_process(
         "billing.simulator",
-        "--port",
-        "0",
-        "--api-key",
-        settings.STRIPE_SECRET_KEY,
-        "--webhook-secret",
-        settings.STRIPE_WEBHOOK_SECRET,
-    ]
-    if webhook_url:
-        command += ["--webhook-url", webhook_url]
-    for name, value in options.items():
-        flag = f"--{name.replace('_', '-')}"
-        command += [flag] if value is True else [flag, str(value)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    line = process.stdout.readline() if process.stdout else ""
-    if "listening on" not in line:
-        stop_process(process)
-        raise RuntimeError(f"stripe simulator did not start: {line!r}")
-    return StripeSimulator(process=process, url=line.strip().rsplit(" ", 1)[-1])
+        ["--api-key", settings.STRIPE_SECRET_KEY, "--webhook-secret", settings.STRIPE_WEBHOOK_SECRET],
+        webhook_url=webhook_url,
+        options=options,
+    )
+    return StripeSimulator(process=process, url=url)
