@@ -328,3 +328,41 @@ EVENT_CONSUMERS: dict[str, list[str]] = {
     "prescription.nhs_funded": ["pharmacy.tasks.dispatch_on_approved"],
     "prescription.cancelled": ["billing.tasks.payment_compensate"],
 }
+
+# --- Saga edges (issue 5): clinic webhooks, patient notifications -----------------------------
+# Outbound clinic webhooks run on their own queue so one slow clinic cannot starve dispatch.
+CELERY_TASK_ROUTES = {
+    "events.tasks.webhook_*": {"queue": "webhooks"},
+    "notifications.tasks.*": {"queue": "notifications"},
+    **CELERY_TASK_ROUTES,
+}
+CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS = env.int("CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
+# Below the broker visibility timeout (3600 s), so a scheduled retry is never redelivered twice.
+CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=1800.0)
+CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
+# Every prescription status change is POSTed to the clinic's endpoint.
+CLINIC_WEBHOOK_EVENT_TYPES = [
+    f"prescription.{name}"
+    for name in [
+        "received",
+        "approved",
+        "awaiting_pharmacist",
+        "rejected",
+        "pharmacist_approved",
+        "pharmacist_rejected",
+        "awaiting_payment",
+        "paid",
+        "payment_failed",
+        "nhs_funded",
+        "acknowledged",
+        "dead_lettered",
+        "dispensed",
+        "shipped",
+        "delivered",
+        "cancelled",
+    ]
+]
+for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")

@@ -188,7 +188,7 @@ def main() -> None:
                 "config",
                 "worker",
                 "-Q",
-                "default,events,checks,dispatch",
+                "default,events,checks,dispatch,webhooks,notifications",
                 "-c",
                 "2",
                 "-l",

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUES = "default,events,checks,dispatch"
+QUEUES = "default,events,checks,dispatch,webhooks,notifications"
 
 
 @dataclass
