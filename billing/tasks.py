@@ -37,3 +37,15 @@ def payment_compensate(event_id: int) -> None:
 @shared_task(**RETRY)
 def refund_send(refund_id: int) -> None:
     payments.refund_send(refund_id=refund_id)
+
+
+@shared_task(time_limit=30)
+def cancellation_request_on_refused(event_id: int) -> None:
+    """Consumer of prescription.cancellation_refused: open the staff-queue entry."""
+    event = Event.objects.filter(pk=event_id).first()
+    if event is not None:
+        payments.cancellation_request_on_refused(
+            prescription_id=event.aggregate_id,
+            reason=event.payload.get("reason", ""),
+            actor=event.payload.get("requested_by", ""),
+        )

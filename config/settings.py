@@ -334,6 +334,7 @@ EVENT_CONSUMERS: dict[str, list[str]] = {
 CELERY_TASK_ROUTES = {
     "events.tasks.webhook_*": {"queue": "webhooks"},
     "notifications.tasks.*": {"queue": "notifications"},
+    "pharmacy.tasks.gateway_cancellation_*": {"queue": "dispatch"},
     **CELERY_TASK_ROUTES,
 }
 CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
@@ -364,5 +365,11 @@ CLINIC_WEBHOOK_EVENT_TYPES = [
         "cancelled",
     ]
 ]
+# Compensation: a pharmacy rejection is refunded like a cancellation; a refused gateway
+# cancellation (already dispensed) goes to the staff queue.
+EVENT_CONSUMERS.setdefault("prescription.rejected_by_pharmacy", []).append("billing.tasks.payment_compensate")
+EVENT_CONSUMERS.setdefault("prescription.cancellation_refused", []).append(
+    "billing.tasks.cancellation_request_on_refused"
+)
 for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
     EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")

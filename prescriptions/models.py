@@ -168,6 +168,8 @@ class Status(models.TextChoices):
     PAYMENT_FAILED = "payment_failed", "Payment failed (held)"
     PAID = "paid", "Paid"
     NHS_FUNDED = "nhs_funded", "NHS charge or exemption recorded"
+    # Saga edges (issue 5): the pharmacy refused an order it had acknowledged.
+    REJECTED_BY_PHARMACY = "rejected_by_pharmacy", "Rejected by the pharmacy"
 
 
 class Funding(models.TextChoices):

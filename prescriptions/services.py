@@ -55,6 +55,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     Status.PAID: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
     Status.NHS_FUNDED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
 }
+# Saga edges (issue 5): an acknowledged order ends cancelled only once the gateway confirmed
+# the cancellation (pharmacy.services.gateway_cancellation_send), or the pharmacy rejects it.
+TRANSITIONS[Status.ACKNOWLEDGED] = TRANSITIONS[Status.ACKNOWLEDGED] | {
+    Status.CANCELLED,
+    Status.REJECTED_BY_PHARMACY,
+}
+TRANSITIONS[Status.REJECTED_BY_PHARMACY] = frozenset()
 CANCELLABLE = frozenset(
     {
         Status.RECEIVED,
@@ -397,4 +404,32 @@ def prescription_record_progress(
         payload={"tracking_number": tracking_number} if tracking_number else {},
         actor="gateway",
         **fields,
+    )
+
+
+# --- Saga edges (issue 5) ------------------------------------------------------------------
+
+
+def prescription_record_cancelled_at_pharmacy(*, prescription_id: int, reason: str, actor: str = "") -> bool:
+    """The gateway confirmed the cancellation of an acknowledged order (compensation)."""
+    return prescription_transition(
+        prescription_id=prescription_id,
+        to=Status.CANCELLED,
+        from_statuses=frozenset({Status.ACKNOWLEDGED}),
+        event_type="prescription.cancelled",
+        payload={"reason": reason, "cancelled_at": "pharmacy"},
+        actor=actor or "gateway",
+        status_reason=_truncate(reason, STATUS_REASON_LENGTH),
+    )
+
+
+def prescription_record_rejected_by_pharmacy(*, prescription_id: int, reason: str) -> bool:
+    return prescription_transition(
+        prescription_id=prescription_id,
+        to=Status.REJECTED_BY_PHARMACY,
+        from_statuses=frozenset({Status.ACKNOWLEDGED}),
+        event_type="prescription.rejected_by_pharmacy",
+        payload={"reason": reason},
+        actor="gateway",
+        status_reason=_truncate(reason, STATUS_REASON_LENGTH),
     )
