@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "axes",
     "auditlog",
     "audit",
+    # --- Saga edges (issue 5): patient notifications ---
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -371,5 +373,26 @@ EVENT_CONSUMERS.setdefault("prescription.rejected_by_pharmacy", []).append("bill
 EVENT_CONSUMERS.setdefault("prescription.cancellation_refused", []).append(
     "billing.tasks.cancellation_request_on_refused"
 )
+# Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND (a dotted path to
+# a notifications.sms.SmsBackend; the console default logs only "SMS sent to patient #id").
+# The dummy email default keeps patient addresses and names off consoles and disks; set
+# EMAIL_BACKEND (and Django's EMAIL_HOST etc.) for a real mail server. Tests use locmem.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.dummy.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.sms.ConsoleSmsBackend")
+NOTIFICATION_FROM_EMAIL = env.str("NOTIFICATION_FROM_EMAIL", default="Scriptline <no-reply@scriptline.test>")
+for _event_type in [
+    "prescription.acknowledged",
+    "prescription.shipped",
+    "prescription.delivered",
+    "prescription.payment_failed",
+    "prescription.payment_error",
+    "prescription.cancelled",
+    "prescription.rejected_by_pharmacy",
+    "prescription.refunded",
+]:
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("notifications.tasks.notification_on_event")
 for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
     EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")
