@@ -394,5 +394,12 @@ for _event_type in [
     "prescription.refunded",
 ]:
     EVENT_CONSUMERS.setdefault(_event_type, []).append("notifications.tasks.notification_on_event")
+# Repeats: an approved prescription with repeats starts its series; a beat issues due repeats.
+for _event_type in ("prescription.approved", "prescription.pharmacist_approved"):
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("prescriptions.tasks.repeat_series_start")
+CELERY_BEAT_SCHEDULE["repeat-series-issue-due"] = {
+    "task": "prescriptions.tasks.repeat_series_issue_due",
+    "schedule": env.float("REPEAT_SERIES_BEAT_SECONDS", default=3600.0),
+}
 for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
     EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")
