@@ -342,8 +342,8 @@ CELERY_TASK_ROUTES = {
 CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS = env.int("CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
 CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
-# Below the broker visibility timeout (3600 s), so a scheduled retry is never redelivered twice.
-CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=1800.0)
+# Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
+CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
 CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
 # Every prescription status change is POSTed to the clinic's endpoint.
 CLINIC_WEBHOOK_EVENT_TYPES = [

@@ -215,3 +215,35 @@ def test_the_admin_shows_a_deliverys_attempts(prescription, endpoint, receiver, 
     response = admin_client.get(f"/admin/events/webhookdelivery/{delivery.pk}/change/")
     assert response.status_code == 200
     assert b"HTTP 502" in response.content
+
+
+@pytest.mark.parametrize("retries", [0, 3, 20])
+def test_backoff_grows_exponentially_with_jitter_and_stays_under_the_cap(retries, settings):
+    settings.CLINIC_WEBHOOK_BACKOFF_SECONDS = 10
+    settings.CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = 600
+    ceiling = min(600, 10 * 2**retries)
+    waits = [webhooks.backoff_seconds(retries) for _ in range(50)]
+    assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+    assert len(set(waits)) > 1
+
+
+def test_the_admin_delivery_list_costs_the_same_queries_for_one_delivery_or_many(
+    formulary, receiver, admin_client
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def listed_queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get("/admin/events/webhookdelivery/").status_code == 200
+        return len(captured)
+
+    first = scenario()
+    ClinicWebhookEndpoint.objects.create(clinic=first.clinic, url=receiver.url, secret=SECRET)
+    webhooks.webhook_deliveries_create(event_id=rejected(first).pk)
+    one = listed_queries()
+    for _ in range(4):
+        more = scenario(clinic=first.clinic)
+        webhooks.webhook_deliveries_create(event_id=rejected(more).pk)
+    assert WebhookDelivery.objects.count() == 5
+    assert listed_queries() == one
