@@ -156,11 +156,34 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "timeline",
+        # Saga edges (issue 5)
+        "previous",
+        "link_kind",
+        "repeat_interval_days",
     ]
     exclude = ["check_results"]
     inlines = [ItemInline, ReviewInline]
     show_full_result_count = False
     change_form_template = "admin/prescriptions/prescription/change_form.html"
+    # Saga edges (issue 5): staff cancel with compensation (gateway cancellation, refund).
+    actions = ["cancel_with_compensation"]
+
+    @admin.action(description="Cancel, with compensation (gateway cancellation and refund as needed)")
+    def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[Prescription]) -> None:
+        from billing.services import payments  # billing imports prescriptions: keep the cycle lazy
+
+        for prescription in queryset:
+            try:
+                payments.prescription_cancel_request(
+                    clinic=None,
+                    prescription_id=prescription.pk,
+                    reason="Cancelled by staff",
+                    actor=f"user:{request.user.pk}",
+                )
+            except Problem as problem:
+                self.message_user(request, f"#{prescription.pk}: {problem.detail}", messages.WARNING)
+            else:
+                self.message_user(request, f"#{prescription.pk}: cancellation under way.", messages.SUCCESS)
 
     @admin.display(description="Check results")
     def check_results_display(self, obj: Prescription) -> str:

@@ -222,3 +222,41 @@ def test_cancelling_before_dispatch_still_cancels_directly_without_the_gateway(
     assert not GatewayCancellation.objects.exists()
     assert gateway.stats()["cancellations"] == 0
     assert payments.payment_compensate(prescription_id=payment.prescription_id) == "refunded"
+
+
+def test_staff_cancel_an_acknowledged_order_from_the_admin_through_the_same_compensation(
+    acknowledged, admin_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post(
+            "/admin/prescriptions/prescription/",
+            {"action": "cancel_with_compensation", "_selected_action": [acknowledged.prescription_id]},
+        )
+
+    assert response.status_code == 302
+    cancellation = GatewayCancellation.objects.get()
+    assert (cancellation.reason, cancellation.requested_by) == (
+        "Cancelled by staff",
+        f"user:{admin_client.session['_auth_user_id']}",
+    )
+    assert len(callbacks) == 1
+    assert Prescription.objects.get(pk=acknowledged.prescription_id).status == Status.ACKNOWLEDGED
+
+
+def test_staff_cancelling_a_delivered_prescription_from_the_admin_changes_nothing_but_the_staff_queue(
+    acknowledged, admin_client
+):
+    from tests.pharmacy.factories import force_status
+
+    force_status(acknowledged.prescription, Status.DELIVERED)
+    response = admin_client.post(
+        "/admin/prescriptions/prescription/",
+        {"action": "cancel_with_compensation", "_selected_action": [acknowledged.prescription_id]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Our staff will review the cancellation" in response.content.decode()
+    assert not GatewayCancellation.objects.exists()
+    assert Prescription.objects.get(pk=acknowledged.prescription_id).status == Status.DELIVERED
+    assert CancellationRequest.objects.count() == 1
