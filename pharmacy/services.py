@@ -137,7 +137,15 @@ def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
         if updated != 1:
             return False
         prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
-        prescriptions.prescription_record_acknowledged(prescription_id=prescription_id, order_id=order_id)
+        moved = prescriptions.prescription_record_acknowledged(
+            prescription_id=prescription_id, order_id=order_id
+        )
+        if not moved and Prescription.objects.filter(pk=prescription_id, status=Status.CANCELLED).exists():
+            # Cancelled while the order was in flight: the gateway now holds an order nobody
+            # wants, so cancel it there too (the refund already followed the cancellation).
+            _gateway_cancellation_open(
+                dispatch_id=dispatch_id, reason="Cancelled while the order was in flight"
+            )
     return True
 
 
@@ -294,8 +302,6 @@ def gateway_cancellation_request(
     Repeating the request returns the first one. The prescription stays acknowledged until
     the gateway confirms; the refund and notifications follow its prescription.cancelled event.
     """
-    from pharmacy import tasks
-
     with transaction.atomic():
         dispatch = (
             Dispatch.objects.select_for_update()
@@ -308,8 +314,8 @@ def gateway_cancellation_request(
         )
         if dispatch is None:
             return None
-        cancellation, created = GatewayCancellation.objects.get_or_create(
-            dispatch=dispatch, defaults={"reason": reason[:500], "requested_by": actor[:120]}
+        cancellation, created = _gateway_cancellation_open(
+            dispatch_id=dispatch.pk, reason=reason, actor=actor
         )
         if created:
             prescriptions.prescription_record_event(
@@ -318,8 +324,21 @@ def gateway_cancellation_request(
                 payload={"reason": reason[:500], "cancellation_id": cancellation.pk},
                 actor=actor,
             )
-            transaction.on_commit(lambda: tasks.gateway_cancellation_send.delay(cancellation.pk))
     return cancellation
+
+
+def _gateway_cancellation_open(
+    *, dispatch_id: int, reason: str, actor: str = ""
+) -> tuple[GatewayCancellation, bool]:
+    """The one cancellation of a dispatch, its send enqueued after commit when new."""
+    from pharmacy import tasks
+
+    cancellation, created = GatewayCancellation.objects.get_or_create(
+        dispatch_id=dispatch_id, defaults={"reason": reason[:500], "requested_by": actor[:120]}
+    )
+    if created:
+        transaction.on_commit(lambda: tasks.gateway_cancellation_send.delay(cancellation.pk))
+    return cancellation, created
 
 
 def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None = None) -> str:

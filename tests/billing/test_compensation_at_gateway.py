@@ -260,3 +260,28 @@ def test_staff_cancelling_a_delivered_prescription_from_the_admin_changes_nothin
     assert not GatewayCancellation.objects.exists()
     assert Prescription.objects.get(pk=acknowledged.prescription_id).status == Status.DELIVERED
     assert CancellationRequest.objects.count() == 1
+
+
+def test_an_order_acknowledged_after_its_prescription_was_cancelled_is_cancelled_at_the_gateway(
+    stripe_sim, gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):
+    # given a dispatch in flight when the clinic cancels
+    payment = paid_prescription(stripe_sim, clinic_a, paracetamol)
+    with django_capture_on_commit_callbacks(execute=False):
+        dispatch = pharmacy.dispatch_create(prescription_id=payment.prescription_id)
+    assert cancel(clinic_a, payment.prescription_id).status_code == 200
+    # when the gateway's acknowledgement lands afterwards
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert pharmacy.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_in_flight")
+    # then the unwanted order is cancelled there, and the prescription stays cancelled
+    cancellation = GatewayCancellation.objects.get()
+    assert (cancellation.dispatch_id, cancellation.reason) == (
+        dispatch.pk,
+        "Cancelled while the order was in flight",
+    )
+    assert len(callbacks) == 1
+    assert Prescription.objects.get(pk=payment.prescription_id).status == Status.CANCELLED
+
+
+def test_an_order_acknowledged_normally_opens_no_cancellation(acknowledged):
+    assert not GatewayCancellation.objects.exists()
