@@ -365,6 +365,7 @@ CLINIC_WEBHOOK_EVENT_TYPES = [
         "shipped",
         "delivered",
         "cancelled",
+        "rejected_by_pharmacy",
     ]
 ]
 # Compensation: a pharmacy rejection is refunded like a cancellation; a refused gateway

@@ -155,3 +155,43 @@ def test_a_cancel_after_acknowledgement_reaches_cancelled_with_one_gateway_cance
     ]
     cancelled = next(p for p in receiver.accepted() if p["type"] == "prescription.cancelled")
     assert cancelled["prescription"]["reason"] == "Dose changed"
+
+
+def test_a_pharmacy_rejection_ends_rejected_by_pharmacy_refunded_once_and_the_clinic_hears_the_reason(
+    live_server, settings, receiver
+):  # type: ignore[no-untyped-def]
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    simulator, stripe, worker = pipeline(live_server, step_delay=0.2)
+    try:
+        simulator.control(reject_next=1)
+        clinic = ClinicFactory()
+        ClinicWebhookEndpoint.objects.create(clinic=clinic, url=receiver.url, secret=SECRET)
+        prescription_id, _ = submit(live_server, clinic, email="pat@example.test")
+        wait_until(
+            lambda: (
+                Refund.objects.filter(payment__prescription_id=prescription_id, status="succeeded").exists()
+                and any(p["type"] == "prescription.rejected_by_pharmacy" for p in receiver.accepted())
+            ),
+            seconds=60,
+            what="rejected by the pharmacy, refunded and reported",
+        )
+        time.sleep(1)
+        gateway_stats, stripe_stats = simulator.stats(), stripe.stats()
+    finally:
+        stop_process(worker)
+        simulator.stop()
+        stripe.stop()
+
+    prescription = Prescription.objects.get(pk=prescription_id)
+    reason = "Pharmacy cannot fulfil this order: item out of stock."
+    assert (prescription.status, prescription.status_reason) == (Status.REJECTED_BY_PHARMACY, reason)
+    assert (gateway_stats["orders"], gateway_stats["rejections"]) == (1, 1)
+    assert stripe_stats["refunds"] == 1
+    rejected = next(p for p in receiver.accepted() if p["type"] == "prescription.rejected_by_pharmacy")
+    assert (rejected["prescription"]["status"], rejected["prescription"]["reason"]) == (
+        "rejected_by_pharmacy",
+        reason,
+    )
+    assert (
+        Notification.objects.filter(prescription_id=prescription_id, kind="rejected_by_pharmacy").count() == 1
+    )

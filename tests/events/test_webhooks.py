@@ -247,3 +247,14 @@ def test_the_admin_delivery_list_costs_the_same_queries_for_one_delivery_or_many
         webhooks.webhook_deliveries_create(event_id=rejected(more).pk)
     assert WebhookDelivery.objects.count() == 5
     assert listed_queries() == one
+
+
+def test_every_status_a_prescription_can_reach_is_posted_to_the_clinic(settings):
+    from prescriptions.models import Status as PrescriptionStatus
+
+    subscribed = {
+        event_type
+        for event_type, consumers in settings.EVENT_CONSUMERS.items()
+        if "events.tasks.webhook_on_prescription_event" in consumers
+    }
+    assert {f"prescription.{status}" for status in PrescriptionStatus.values} <= subscribed
