@@ -302,6 +302,13 @@ def gateway_cancellation_request(
     Repeating the request returns the first one. The prescription stays acknowledged until
     the gateway confirms; the refund and notifications follow its prescription.cancelled event.
     """
+    under_way = GatewayCancellation.objects.filter(
+        dispatch__prescription_id=prescription_id,
+        status__in=[GatewayCancellation.Status.PENDING, GatewayCancellation.Status.CANCELLED],
+    ).first()
+    if under_way is not None:
+        # A repeated request (perhaps racing the gateway's confirmation) gets the first one.
+        return under_way
     with transaction.atomic():
         dispatch = (
             Dispatch.objects.select_for_update()

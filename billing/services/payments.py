@@ -413,10 +413,8 @@ def prescription_cancel_request(
         prescription = Prescription.objects.get(pk=prescription_id)
         if prescription.status not in BEYOND_AUTOMATIC_CANCEL:
             raise
-        if prescription.status == Status.ACKNOWLEDGED and pharmacy.gateway_cancellation_request(
-            prescription_id=prescription_id, reason=reason, actor=actor
-        ):
-            return prescription
+        if pharmacy.gateway_cancellation_request(prescription_id=prescription_id, reason=reason, actor=actor):
+            return Prescription.objects.get(pk=prescription_id)
         request = _cancellation_request_open(prescription=prescription, reason=reason, actor=actor)
         refund = " and the refund" if request.needs_refund else ""
         raise Problem(

@@ -285,3 +285,37 @@ def test_an_order_acknowledged_after_its_prescription_was_cancelled_is_cancelled
 
 def test_an_order_acknowledged_normally_opens_no_cancellation(acknowledged):
     assert not GatewayCancellation.objects.exists()
+
+
+def test_a_cancel_repeated_after_the_gateway_confirmed_answers_200_cancelled(
+    acknowledged, gateway, clinic_a, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        assert cancel(clinic_a, acknowledged.prescription_id).status_code == 202
+    pharmacy.gateway_cancellation_send(cancellation_id=GatewayCancellation.objects.get().pk)
+
+    again = cancel(clinic_a, acknowledged.prescription_id)
+
+    assert (again.status_code, again.json()["status"]) == (200, Status.CANCELLED)
+    assert GatewayCancellation.objects.count() == 1
+    assert gateway.stats()["cancellations"] == 1
+
+
+def test_a_repeated_request_racing_the_confirmation_returns_the_first_cancellation(
+    acknowledged, gateway, django_capture_on_commit_callbacks
+):
+    # given the prescription went to cancelled between the caller's status read and its request
+    with django_capture_on_commit_callbacks(execute=False):
+        first = pharmacy.gateway_cancellation_request(
+            prescription_id=acknowledged.prescription_id, reason="x"
+        )
+    pharmacy.gateway_cancellation_send(cancellation_id=first.pk)
+    # when the second request arrives
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        second = pharmacy.gateway_cancellation_request(
+            prescription_id=acknowledged.prescription_id, reason="x"
+        )
+    # then it is the first one, and nothing new is sent
+    assert second.pk == first.pk
+    assert callbacks == []
+    assert event_types(acknowledged.prescription).count("prescription.cancellation_requested") == 1

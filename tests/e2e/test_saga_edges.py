@@ -138,7 +138,9 @@ def test_a_cancel_after_acknowledgement_reaches_cancelled_with_one_gateway_cance
         simulator.stop()
         stripe.stop()
 
-    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.status_code == 202
+    # The repeat may land before or after the gateway confirmed: accepted, or already cancelled.
+    assert (again.status_code, again.json()["status"]) in {(202, "acknowledged"), (200, "cancelled")}
     prescription = Prescription.objects.get(pk=prescription_id)
     assert (prescription.status, prescription.status_reason) == (Status.CANCELLED, "Dose changed")
     assert gateway_stats["orders"] == 1
