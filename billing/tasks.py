@@ -44,3 +44,17 @@ def payment_compensate(event_id: int) -> None:
 @shared_task(**RETRY)
 def refund_send(refund_id: int) -> None:
     payments.refund_send(refund_id=refund_id)
+
+
+@shared_task(time_limit=30)
+def cancellation_request_on_refused(event_id: int) -> None:
+    """Consumer of prescription.cancellation_refused: open the staff-queue entry."""
+    consume_once(
+        consumer="billing.tasks.cancellation_request_on_refused",
+        event_id=event_id,
+        handle=lambda event: payments.cancellation_request_on_refused(
+            prescription_id=event.aggregate_id,
+            reason=event.payload.get("reason", ""),
+            actor=event.payload.get("requested_by", ""),
+        ),
+    )

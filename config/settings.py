@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "axes",
     "auditlog",
     "audit",
+    # --- Saga edges (issue 5): patient notifications ---
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -158,7 +160,6 @@ CELERY_TASK_ROUTES = {
     "prescriptions.tasks.*": {"queue": "default"},
     "billing.tasks.*": {"queue": "payments"},
     "pharmacy.tasks.dispatch_*": {"queue": "dispatch"},
-    "webhooks.tasks.*": {"queue": "webhooks"},
     "notifications.tasks.*": {"queue": "notifications"},
 }
 CELERY_QUEUES_ALL = "default,events,checks,payments,dispatch,webhooks,notifications"
@@ -349,3 +350,77 @@ EVENT_CONSUMERS: dict[str, list[str]] = {
     "prescription.nhs_funded": ["pharmacy.tasks.dispatch_on_approved"],
     "prescription.cancelled": ["billing.tasks.payment_compensate"],
 }
+
+# --- Saga edges (issue 5): clinic webhooks, patient notifications -----------------------------
+# Outbound clinic webhooks run on their own queue so one slow clinic cannot starve dispatch.
+CELERY_TASK_ROUTES = {
+    "events.tasks.webhook_*": {"queue": "webhooks"},
+    "notifications.tasks.*": {"queue": "notifications"},
+    "pharmacy.tasks.gateway_cancellation_*": {"queue": "dispatch"},
+    **CELERY_TASK_ROUTES,
+}
+CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS = env.int("CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
+# Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
+CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
+CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
+# Every prescription status change is POSTed to the clinic's endpoint.
+CLINIC_WEBHOOK_EVENT_TYPES = [
+    f"prescription.{name}"
+    for name in [
+        "received",
+        "approved",
+        "awaiting_pharmacist",
+        "rejected",
+        "pharmacist_approved",
+        "pharmacist_rejected",
+        "awaiting_payment",
+        "paid",
+        "payment_failed",
+        "nhs_funded",
+        "acknowledged",
+        "dead_lettered",
+        "dispensed",
+        "shipped",
+        "delivered",
+        "cancelled",
+        "rejected_by_pharmacy",
+    ]
+]
+# Compensation: a pharmacy rejection is refunded like a cancellation; a refused gateway
+# cancellation (already dispensed) goes to the staff queue.
+EVENT_CONSUMERS.setdefault("prescription.rejected_by_pharmacy", []).append("billing.tasks.payment_compensate")
+EVENT_CONSUMERS.setdefault("prescription.cancellation_refused", []).append(
+    "billing.tasks.cancellation_request_on_refused"
+)
+# Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND (a dotted path to
+# a notifications.sms.SmsBackend; the console default logs only "SMS sent to patient #id").
+# The dummy email default keeps patient addresses and names off consoles and disks; set
+# EMAIL_BACKEND (and Django's EMAIL_HOST etc.) for a real mail server. Tests use locmem.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.dummy.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.sms.ConsoleSmsBackend")
+NOTIFICATION_FROM_EMAIL = env.str("NOTIFICATION_FROM_EMAIL", default="Scriptline <no-reply@scriptline.test>")
+for _event_type in [
+    "prescription.acknowledged",
+    "prescription.shipped",
+    "prescription.delivered",
+    "prescription.payment_failed",
+    "prescription.payment_error",
+    "prescription.cancelled",
+    "prescription.rejected_by_pharmacy",
+    "prescription.refunded",
+]:
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("notifications.tasks.notification_on_event")
+# Repeats: an approved prescription with repeats starts its series; a beat issues due repeats.
+for _event_type in ("prescription.approved", "prescription.pharmacist_approved"):
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("prescriptions.tasks.repeat_series_start")
+CELERY_BEAT_SCHEDULE["repeat-series-issue-due"] = {
+    "task": "prescriptions.tasks.repeat_series_issue_due",
+    "schedule": env.float("REPEAT_SERIES_BEAT_SECONDS", default=3600.0),
+}
+for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
+    EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")

@@ -1,6 +1,16 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from events.models import Event, OutboxMessage, ProcessedEvent
+from events import webhooks
+from events.models import (
+    ClinicWebhookEndpoint,
+    Event,
+    OutboxMessage,
+    ProcessedEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from support.scoping import ClinicScopedAdminMixin
 
 
@@ -41,3 +51,77 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
     list_filter = ["consumer"]
     list_select_related = ["event"]
     search_fields = ["=event__id"]
+
+
+# --- Outbound clinic webhooks (issue 5) --------------------------------------------------------
+
+
+@admin.register(ClinicWebhookEndpoint)
+class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "clinic", "url", "is_active", "rotated_at", "previous_secret_expires_at"]
+    list_filter = ["is_active"]
+    list_select_related = ["clinic"]
+    raw_id_fields = ["clinic"]
+    search_fields = ["clinic__name", "url"]
+    # Secrets are issued by the rotate action, never typed in (or shown in lists).
+    exclude = ["secret", "previous_secret"]
+    readonly_fields = ["created_at", "rotated_at", "previous_secret_expires_at"]
+    actions = ["rotate_secret"]
+
+    def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
+        if not change:
+            obj.secret = webhooks.secrets.token_urlsafe(32)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Rotate the signing secret (the old one stays valid for the grace period)")
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[ClinicWebhookEndpoint]) -> None:
+        for endpoint in queryset:
+            secret = webhooks.webhook_endpoint_rotate_secret(endpoint_id=endpoint.pk)
+            # Shown once, to the staff member who must hand it to the clinic.
+            self.message_user(request, f"New secret for {endpoint.clinic}: {secret}", messages.SUCCESS)
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ["attempted_at", "status_code", "duration_ms", "error"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    clinic_path = "endpoint__clinic"
+    list_display = [
+        "id",
+        "endpoint",
+        "aggregate_id",
+        "sequence",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["endpoint__clinic"]
+    raw_id_fields = ["endpoint", "event"]
+    search_fields = ["=aggregate_id", "=event__id"]
+    readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
+    inlines = [WebhookAttemptInline]
+    actions = ["resend"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.action(description="Resend: deliver again, with a fresh 24-hour retry window")
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        resent = sum(
+            webhooks.webhook_delivery_resend(delivery_id=delivery.pk, actor=f"user:{request.user.pk}")
+            for delivery in queryset
+        )
+        self.message_user(request, f"Resending {resent} delivery(ies).", messages.SUCCESS)
+        if skipped := queryset.count() - resent:
+            self.message_user(request, f"{skipped} were still pending and were left alone.", messages.WARNING)

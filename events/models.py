@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class Event(models.Model):
@@ -72,3 +73,75 @@ class ProcessedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer} handled {self.event_id}"
+
+
+class ClinicWebhookEndpoint(models.Model):
+    """Where a clinic wants its prescriptions' status changes POSTed, and how they are signed.
+
+    Rotating the secret keeps the previous one valid until `previous_secret_expires_at`:
+    during that grace period each delivery carries a second `v1=` signature made with the
+    previous secret, so a receiver can switch secrets without dropping a delivery.
+    """
+
+    clinic = models.OneToOneField(
+        "patients.Clinic", on_delete=models.PROTECT, related_name="webhook_endpoint"
+    )
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128)
+    previous_secret = models.CharField(max_length=128, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"webhook endpoint of clinic {self.clinic_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to be POSTed to one clinic endpoint; retried until delivered or the window ends."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(ClinicWebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="webhook_deliveries")
+    # Denormalised from the event so the admin can filter one prescription's deliveries in order.
+    aggregate_id = models.BigIntegerField()
+    sequence = models.PositiveIntegerField()
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Retries stop this long after the window opened (creation, or a staff resend).
+    window_started_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["aggregate_id", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once_per_event"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"delivery of event {self.event_id} to endpoint {self.endpoint_id}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery: what came back (or what went wrong) and how long it took."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    attempted_at = models.DateTimeField(auto_now_add=True)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField()
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["attempted_at"]
+
+    def __str__(self) -> str:
+        return f"attempt on delivery {self.delivery_id}: {self.status_code or self.error[:40]}"

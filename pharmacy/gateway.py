@@ -18,6 +18,10 @@ class GatewayRejected(GatewayError):
     """Terminal: the gateway refused the order (4xx). Retrying cannot help."""
 
 
+class OrderAlreadyDispensed(GatewayRejected):
+    """Terminal: the gateway refused a cancellation because the order is dispensed (409)."""
+
+
 @dataclass(frozen=True)
 class OrderAcknowledgement:
     order_id: str
@@ -26,3 +30,5 @@ class OrderAcknowledgement:
 
 class Gateway(Protocol):
     def order_submit(self, *, bundle: dict[str, Any], idempotency_key: str) -> OrderAcknowledgement: ...
+
+    def order_cancel(self, *, order_id: str, idempotency_key: str) -> None: ...

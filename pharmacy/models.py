@@ -69,3 +69,30 @@ class GatewayWebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class GatewayCancellation(models.Model):
+    """Compensation for a prescription cancelled after the gateway acknowledged its order.
+
+    At most one per dispatch. The send is retried on transient errors with the same
+    idempotency key; the gateway refuses (409) once the order is dispensed.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CANCELLED = "cancelled", "Cancelled at the gateway"
+        REFUSED = "refused", "Refused: already dispensed"
+        FAILED = "failed", "Failed (staff must act)"
+
+    dispatch = models.OneToOneField(Dispatch, on_delete=models.PROTECT, related_name="cancellation")
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=500)
+    requested_by = models.CharField(max_length=120, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"cancellation of dispatch {self.dispatch_id}"

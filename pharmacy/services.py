@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
-from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable
-from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, OrderAlreadyDispensed
+from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
 
@@ -139,7 +139,15 @@ def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
         if updated != 1:
             return False
         prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
-        prescriptions.prescription_record_acknowledged(prescription_id=prescription_id, order_id=order_id)
+        moved = prescriptions.prescription_record_acknowledged(
+            prescription_id=prescription_id, order_id=order_id
+        )
+        if not moved and Prescription.objects.filter(pk=prescription_id, status=Status.CANCELLED).exists():
+            # Cancelled while the order was in flight: the gateway now holds an order nobody
+            # wants, so cancel it there too (the refund already followed the cancellation).
+            _gateway_cancellation_open(
+                dispatch_id=dispatch_id, reason="Cancelled while the order was in flight"
+            )
     return True
 
 
@@ -236,7 +244,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
-    if event.get("type") not in prescriptions.PROGRESS:
+    if event.get("type") not in prescriptions.PROGRESS and event.get("type") not in LIFECYCLE:
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
@@ -261,7 +269,7 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     )
     if dispatch is None:
         raise WebhookRejected("unknown order", status=404)
-    if dispatch.status == Dispatch.Status.PENDING:
+    if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
         # The gateway is ahead of us: our record of its acknowledgement has not landed yet.
         raise WebhookRejected("order not yet acknowledged here; retry", status=409)
     try:
@@ -272,16 +280,32 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
                 order_id=str(data.get("order_id", "")),
                 payload=event,
             )
-            applied = prescriptions.prescription_record_progress(
-                prescription_id=dispatch.prescription_id,
-                gateway_event_type=event["type"],
-                tracking_number=str(data.get("tracking_number", ""))[:60],
-            )
+            applied = _apply(dispatch, event["type"], data)
             if applied:
                 GatewayWebhookEvent.objects.filter(pk=stored.pk).update(applied=True)
     except IntegrityError:
         return "duplicate"
     return "applied" if applied else "ignored"
+
+
+# Issue 5: the gateway also announces acceptance and may refuse an order it accepted.
+LIFECYCLE = frozenset({"order.acknowledged", "order.rejected"})
+REJECTION_REASON_LENGTH = 300
+
+
+def _apply(dispatch: Dispatch, event_type: str, data: dict[str, Any]) -> bool:
+    if event_type == "order.acknowledged":
+        return dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id=str(data.get("order_id", "")))
+    if event_type == "order.rejected":
+        reason = str(data.get("reason") or "Rejected by the pharmacy.")[:REJECTION_REASON_LENGTH]
+        return prescriptions.prescription_record_rejected_by_pharmacy(
+            prescription_id=dispatch.prescription_id, reason=reason
+        )
+    return prescriptions.prescription_record_progress(
+        prescription_id=dispatch.prescription_id,
+        gateway_event_type=event_type,
+        tracking_number=str(data.get("tracking_number", ""))[:60],
+    )
 
 
 def _uuid_or_none(value: object) -> str | None:
@@ -291,3 +315,121 @@ def _uuid_or_none(value: object) -> str | None:
         return str(uuid.UUID(str(value)))
     except ValueError:
         return None
+
+
+# --- Compensation: cancelling an acknowledged order (issue 5) ---------------------------------
+
+
+def gateway_cancellation_request(
+    *, prescription_id: int, reason: str, actor: str = ""
+) -> GatewayCancellation | None:
+    """Start cancelling an acknowledged order at the gateway; None if it is not acknowledged.
+
+    Repeating the request returns the first one. The prescription stays acknowledged until
+    the gateway confirms; the refund and notifications follow its prescription.cancelled event.
+    """
+    under_way = GatewayCancellation.objects.filter(
+        dispatch__prescription_id=prescription_id,
+        status__in=[GatewayCancellation.Status.PENDING, GatewayCancellation.Status.CANCELLED],
+    ).first()
+    if under_way is not None:
+        # A repeated request (perhaps racing the gateway's confirmation) gets the first one.
+        return under_way
+    with transaction.atomic():
+        dispatch = (
+            Dispatch.objects.select_for_update()
+            .filter(
+                prescription_id=prescription_id,
+                status=Dispatch.Status.ACKNOWLEDGED,
+                prescription__status=Status.ACKNOWLEDGED,
+            )
+            .first()
+        )
+        if dispatch is None:
+            return None
+        cancellation, created = _gateway_cancellation_open(
+            dispatch_id=dispatch.pk, reason=reason, actor=actor
+        )
+        if created:
+            prescriptions.prescription_record_event(
+                prescription_id=prescription_id,
+                event_type="prescription.cancellation_requested",
+                payload={"reason": reason[:500], "cancellation_id": cancellation.pk},
+                actor=actor,
+            )
+    return cancellation
+
+
+def _gateway_cancellation_open(
+    *, dispatch_id: int, reason: str, actor: str = ""
+) -> tuple[GatewayCancellation, bool]:
+    """The one cancellation of a dispatch, its send enqueued after commit when new."""
+    from pharmacy import tasks
+
+    cancellation, created = GatewayCancellation.objects.get_or_create(
+        dispatch_id=dispatch_id, defaults={"reason": reason[:500], "requested_by": actor[:120]}
+    )
+    if created:
+        transaction.on_commit(lambda: tasks.gateway_cancellation_send.delay(cancellation.pk))
+    return cancellation, created
+
+
+def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None = None) -> str:
+    """Send one pending cancellation; raises GatewayUnavailable when the caller should retry."""
+    cancellation = (
+        GatewayCancellation.objects.select_related("dispatch")
+        .filter(pk=cancellation_id, status=GatewayCancellation.Status.PENDING)
+        .first()
+    )
+    if cancellation is None:
+        return "not-pending"
+    GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
+    try:
+        (gateway or gateway_from_settings()).order_cancel(
+            order_id=cancellation.dispatch.gateway_order_id, idempotency_key=str(cancellation.idempotency_key)
+        )
+    except OrderAlreadyDispensed as error:
+        _cancellation_end(cancellation, GatewayCancellation.Status.REFUSED, str(error))
+        return "refused"
+    except GatewayRejected as error:
+        _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
+        return "failed"
+    except GatewayUnavailable as error:
+        attempts = GatewayCancellation.objects.values_list("attempts", flat=True).get(pk=cancellation_id)
+        GatewayCancellation.objects.filter(pk=cancellation_id).update(last_error=str(error)[:500])
+        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+            _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
+            return "failed"
+        raise
+    with transaction.atomic():
+        done = GatewayCancellation.objects.filter(
+            pk=cancellation_id, status=GatewayCancellation.Status.PENDING
+        ).update(status=GatewayCancellation.Status.CANCELLED, completed_at=timezone.now(), last_error="")
+        if done:
+            prescriptions.prescription_record_cancelled_at_pharmacy(
+                prescription_id=cancellation.dispatch.prescription_id,
+                reason=cancellation.reason,
+                actor=cancellation.requested_by,
+            )
+    return "cancelled" if done else "not-pending"
+
+
+def _cancellation_end(cancellation: GatewayCancellation, status: str, error: str) -> None:
+    """The gateway will not cancel: record it; the event opens a staff-queue entry (billing)."""
+    with transaction.atomic():
+        ended = GatewayCancellation.objects.filter(
+            pk=cancellation.pk, status=GatewayCancellation.Status.PENDING
+        ).update(status=status, completed_at=timezone.now(), last_error=error[:500])
+        if ended:
+            prescriptions.prescription_record_event(
+                prescription_id=cancellation.dispatch.prescription_id,
+                event_type="prescription.cancellation_refused",
+                payload={
+                    "reason": cancellation.reason,
+                    "requested_by": cancellation.requested_by,
+                    "cancellation_id": cancellation.pk,
+                    "outcome": status,
+                },
+                actor="gateway",
+            )
+    logger.warning("gateway cancellation %s ended %s", cancellation.pk, status)

@@ -38,6 +38,9 @@ DEFAULT_STEP_DELAY_SECONDS = 1.0
 
 EVENT_TYPES = ("order.dispensed", "order.shipped", "order.delivered")
 EVENTS_WITH_TRACKING = frozenset({"order.shipped", "order.delivered"})
+# Issue 5: a pharmacy may refuse an order after accepting it; a cancelled order stops advancing.
+REJECTION_REASON = "Pharmacy cannot fulfil this order: item out of stock."
+DISPENSED_OR_LATER = frozenset({"dispensed", "shipped", "delivered"})
 SIGNATURE_HEADER = "Gateway-Signature"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -156,6 +159,10 @@ class Knobs:
     auto_advance: bool = True
     down: bool = False
     webhook_url: str | None = None
+    # Issue 5: reject the next N orders (order.rejected instead of dispensing); announce
+    # acceptance with an order.acknowledged webhook before the first step.
+    reject_next: int = 0
+    acknowledged_webhook: bool = False
 
 
 @dataclass
@@ -166,6 +173,8 @@ class Counters:
     timeouts: int = 0
     webhooks_sent: int = 0
     webhooks_failed: int = 0
+    cancellations: int = 0
+    rejections: int = 0
 
 
 @dataclass
@@ -174,6 +183,7 @@ class WebhookEvent:
     event_type: str
     order: Order
     tracking_number: str | None = None
+    reason: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
 
     def body(self) -> bytes:
@@ -184,6 +194,8 @@ class WebhookEvent:
         }
         if self.tracking_number is not None:
             data["tracking_number"] = self.tracking_number
+        if self.reason is not None:
+            data["reason"] = self.reason
         event = {"id": self.event_id, "type": self.event_type, "created": self.created, "data": data}
         return json.dumps(event, separators=(",", ":")).encode("utf-8")
 
@@ -221,6 +233,8 @@ KNOB_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "auto_advance": _require_bool,
     "down": _require_bool,
     "webhook_url": _require_url,
+    "reject_next": lambda name, value: int(_require_number(name, value)),
+    "acknowledged_webhook": _require_bool,
 }
 
 
@@ -350,6 +364,9 @@ class Simulator:
                 body_digest=body_digest,
             )
             self._orders_by_key[idempotency_key] = order
+            if self._knobs.reject_next > 0:
+                self._knobs.reject_next -= 1
+                order.status = "rejecting"
             generation = self._generation
         self.log(f"acknowledged order {order.order_id}")
         self._start_advancing(order, generation)
@@ -375,16 +392,51 @@ class Simulator:
 
     def _advance(self, order: Order, generation: int) -> None:
         tracking_number = _new_tracking_number()
+        if self.knobs()["acknowledged_webhook"]:
+            event = WebhookEvent(f"evt_{uuid.uuid4().hex}", "order.acknowledged", order)
+            self._record_delivery(generation, self._deliver(event))
         for event_type in EVENT_TYPES:
             if not self.sleep(self.knobs()["step_delay"]) or not self._is_current(generation):
                 return
+            step = self._step(order, event_type)
+            if step is None:
+                return
             event = WebhookEvent(
                 event_id=f"evt_{uuid.uuid4().hex}",
-                event_type=event_type,
+                event_type=step,
                 order=order,
-                tracking_number=tracking_number if event_type in EVENTS_WITH_TRACKING else None,
+                tracking_number=tracking_number if step in EVENTS_WITH_TRACKING else None,
+                reason=REJECTION_REASON if step == "order.rejected" else None,
             )
             self._record_delivery(generation, self._deliver(event))
+            if step == "order.rejected":
+                return
+
+    def _step(self, order: Order, event_type: str) -> str | None:
+        """Move the order on under the lock, so a cancel and a dispense cannot both win."""
+        with self._lock:
+            if order.status == "cancelled":
+                return None
+            if order.status == "rejecting":
+                order.status = "rejected"
+                self._counters.rejections += 1
+                return "order.rejected"
+            order.status = event_type.removeprefix("order.")
+            return event_type
+
+    def cancel_order(self, order_id: str) -> tuple[HTTPStatus, Order | None]:
+        """Cancel an order not yet dispensed; repeating a cancel is a no-op that answers 200."""
+        with self._lock:
+            order = next((o for o in self._orders_by_key.values() if o.order_id == order_id), None)
+            if order is None:
+                return HTTPStatus.NOT_FOUND, None
+            if order.status in DISPENSED_OR_LATER or order.status == "rejected":
+                return HTTPStatus.CONFLICT, order
+            if order.status != "cancelled":
+                order.status = "cancelled"
+                self._counters.cancellations += 1
+        self.log(f"cancelled order {order_id}")
+        return HTTPStatus.OK, order
 
     def _deliver(self, event: WebhookEvent) -> bool:
         body = event.body()
@@ -468,6 +520,10 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
 
     def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/orders/") and path.endswith("/cancel"):
+            self._cancel(path.removeprefix("/orders/").removesuffix("/cancel"))
+            return
         routes = {"/orders": self._orders, "/_control": self._control, "/_reset": self._reset}
         self._dispatch(routes, allowed_elsewhere={"/health", "/_stats"})
 
@@ -529,6 +585,26 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
             self._send_outcome(HTTPStatus.GATEWAY_TIMEOUT, "timeout", "Gateway timed out.")
             return
         self._accept_order(body)
+
+    def _cancel(self, order_id: str) -> None:
+        simulator = self.simulator
+        simulator.record_request()
+        self._read_body()
+        if simulator.choose_fault() is not None:
+            self._send_outcome(
+                HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable."
+            )
+            return
+        if not simulator.is_authorized(self.headers.get("Authorization")):
+            self._send_outcome(HTTPStatus.UNAUTHORIZED, "login", "Missing or invalid API key.")
+            return
+        status, order = simulator.cancel_order(order_id)
+        if order is None:
+            self._send_outcome(HTTPStatus.NOT_FOUND, "not-found", "No such order.")
+        elif status == HTTPStatus.CONFLICT:
+            self._send_outcome(HTTPStatus.CONFLICT, "business-rule", f"The order is already {order.status}.")
+        else:
+            self._send_json(HTTPStatus.OK, order.as_json())
 
     def _accept_order(self, body: bytes) -> None:
         if not self.simulator.is_authorized(self.headers.get("Authorization")):

@@ -36,3 +36,12 @@ def dispatch_send(self, dispatch_id: int) -> None:  # type: ignore[no-untyped-de
         # The service counts attempts in the database and dead-letters at the limit, so a
         # retry chain restarted by redelivery or replay still stops at the same bound.
         raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+
+
+@shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)
+def gateway_cancellation_send(self, cancellation_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        services.gateway_cancellation_send(cancellation_id=cancellation_id)
+    except GatewayUnavailable as error:
+        # Attempts are counted in the database; the service gives up at GATEWAY_MAX_ATTEMPTS.
+        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -10,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from config.problems import Problem
 from events.services import events_for
 from patients.models import Observation
-from prescriptions import selectors, services
+from prescriptions import repeats, selectors, services
 from prescriptions.models import (
     AllergyClass,
     FormularyRelease,
@@ -22,6 +23,7 @@ from prescriptions.models import (
     Prescriber,
     Prescription,
     PrescriptionItem,
+    RepeatSeries,
     Status,
 )
 from support.scoping import ClinicScopedAdminMixin
@@ -154,11 +156,34 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "timeline",
+        # Saga edges (issue 5)
+        "previous",
+        "link_kind",
+        "repeat_interval_days",
     ]
     exclude = ["check_results"]
     inlines = [ItemInline, ReviewInline]
     show_full_result_count = False
     change_form_template = "admin/prescriptions/prescription/change_form.html"
+    # Saga edges (issue 5): staff cancel with compensation (gateway cancellation, refund).
+    actions = ["cancel_with_compensation"]
+
+    @admin.action(description="Cancel, with compensation (gateway cancellation and refund as needed)")
+    def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[Prescription]) -> None:
+        from billing.services import payments  # billing imports prescriptions: keep the cycle lazy
+
+        for prescription in queryset:
+            try:
+                payments.prescription_cancel_request(
+                    clinic=None,
+                    prescription_id=prescription.pk,
+                    reason="Cancelled by staff",
+                    actor=f"user:{request.user.pk}",
+                )
+            except Problem as problem:
+                self.message_user(request, f"#{prescription.pk}: {problem.detail}", messages.WARNING)
+            else:
+                self.message_user(request, f"#{prescription.pk}: cancellation under way.", messages.SUCCESS)
 
     @admin.display(description="Check results")
     def check_results_display(self, obj: Prescription) -> str:
@@ -308,3 +333,51 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
     @admin.display(description="CD", boolean=True)
     def controlled(self, obj: Prescription) -> bool:
         return any(item.medication.is_controlled for item in obj.items.all())
+
+
+# --- Saga edges (issue 5): repeat series -------------------------------------------------------
+
+
+@admin.register(RepeatSeries)
+class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    clinic_path = "origin__clinic"
+    list_display = [
+        "id",
+        "origin",
+        "latest",
+        "status",
+        "issued_count",
+        "repeats_total",
+        "interval_days",
+        "next_due_on",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["origin", "latest"]
+    raw_id_fields = ["origin", "latest"]
+    search_fields = ["=origin__id", "=latest__id"]
+    readonly_fields = [field.name for field in RepeatSeries._meta.fields]
+    actions = ["pause", "resume", "stop"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet[RepeatSeries], service, verb: str) -> None:  # type: ignore[no-untyped-def]
+        changed = sum(service(series_id=series.pk, actor=f"user:{request.user.pk}") for series in queryset)
+        self.message_user(request, f"{verb} {changed} series.", messages.SUCCESS)
+        if skipped := queryset.count() - changed:
+            self.message_user(
+                request, f"{skipped} could not be {verb.lower()} from their status.", messages.WARNING
+            )
+
+    @admin.action(description="Pause: issue no repeats until resumed")
+    def pause(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
+        self._apply(request, queryset, repeats.repeat_series_pause, "Paused")
+
+    @admin.action(description="Resume a paused series")
+    def resume(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
+        self._apply(request, queryset, repeats.repeat_series_resume, "Resumed")
+
+    @admin.action(description="Stop: issue no more repeats, for good")
+    def stop(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
+        self._apply(request, queryset, repeats.repeat_series_stop, "Stopped")

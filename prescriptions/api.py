@@ -75,7 +75,13 @@ class PrescriptionCancelApi(APIView):
     permission_classes = [IsClinicClient, HasResourceScope]
     required_scopes = ["prescriptions"]
 
-    @extend_schema(request=CancelInputSerializer, responses={200: PrescriptionDetailSerializer})
+    @extend_schema(
+        request=CancelInputSerializer,
+        responses={200: PrescriptionDetailSerializer, 202: PrescriptionDetailSerializer},
+        description="200: cancelled. 202 (issue 5): the pharmacy already has the order; its "
+        "cancellation is being sent to the gateway, then refunded. The status becomes "
+        "`cancelled` once the gateway confirms (a clinic webhook follows).",
+    )
     def post(self, request: Request, pk: int) -> Response:
         serializer = CancelInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -89,7 +95,8 @@ class PrescriptionCancelApi(APIView):
             actor=f"client:{request.user.client_id}",
         )
         prescription = selectors.prescription_list(clinic=clinic).get(pk=pk)
-        return Response(_detail(prescription))
+        accepted = prescription.status == Status.ACKNOWLEDGED
+        return Response(_detail(prescription), status=202 if accepted else 200)
 
 
 class MedicationListApi(generics.ListAPIView):

@@ -168,11 +168,20 @@ class Status(models.TextChoices):
     PAYMENT_FAILED = "payment_failed", "Payment failed (held)"
     PAID = "paid", "Paid"
     NHS_FUNDED = "nhs_funded", "NHS charge or exemption recorded"
+    # Saga edges (issue 5): the pharmacy refused an order it had acknowledged.
+    REJECTED_BY_PHARMACY = "rejected_by_pharmacy", "Rejected by the pharmacy"
 
 
 class Funding(models.TextChoices):
     PRIVATE = "private", "Private (paid by card)"
     NHS = "nhs", "NHS (charge or exemption; GB clinics)"
+
+
+class LinkKind(models.TextChoices):
+    """Saga edges (issue 5): how a prescription follows its `previous` one."""
+
+    REPEAT = "repeat", "Repeat issue"
+    TITRATION = "titration", "Titration step"
 
 
 class Prescription(models.Model):
@@ -198,6 +207,13 @@ class Prescription(models.Model):
     funding = models.CharField(max_length=10, choices=Funding.choices, default=Funding.PRIVATE)
     nhs_exemption_category = models.CharField(max_length=40, blank=True)
     nhs_exemption_evidence = models.CharField(max_length=200, blank=True)
+    # Saga edges (issue 5): a repeat issue or a titration step links to the one it follows;
+    # repeats are issued every repeat_interval_days (default: the longest item's days' supply).
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="followers"
+    )
+    link_kind = models.CharField(max_length=10, choices=LinkKind.choices, blank=True)
+    repeat_interval_days = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -206,6 +222,14 @@ class Prescription(models.Model):
         indexes = [
             models.Index(fields=["clinic", "-id"]),
             models.Index(fields=["status", "id"]),
+        ]
+        constraints = [
+            # Saga edges (issue 5): however often the beat runs, one repeat issue follows each.
+            models.UniqueConstraint(
+                fields=["previous"],
+                condition=models.Q(link_kind="repeat"),
+                name="one_repeat_issue_per_prescription",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -278,3 +302,45 @@ class PharmacistQueue(Prescription):
         proxy = True
         verbose_name = "pharmacist queue entry"
         verbose_name_plural = "pharmacist queue"
+
+
+class RepeatSeries(models.Model):
+    """Saga edges (issue 5): the repeat issues of an approved prescription.
+
+    `next_due_on` lives in the database (no in-memory ETA), so a restart delays nothing; the
+    beat task claims due rows with SKIP LOCKED and moves `next_due_on` in the same
+    transaction, so two racing schedulers issue each repeat once.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        STOPPED = "stopped", "Stopped"
+        COMPLETED = "completed", "Completed"
+
+    origin = models.OneToOneField(Prescription, on_delete=models.PROTECT, related_name="repeat_series")
+    latest = models.ForeignKey(Prescription, on_delete=models.PROTECT, related_name="+")
+    interval_days = models.PositiveSmallIntegerField()
+    repeats_total = models.PositiveSmallIntegerField()
+    issued_count = models.PositiveSmallIntegerField(default=0)
+    next_due_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    status_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "repeat series"
+        indexes = [models.Index(fields=["status", "next_due_on"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(issued_count__lte=models.F("repeats_total")),
+                name="repeat_series_within_total",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(interval_days__gte=1), name="repeat_series_interval_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"repeats of prescription #{self.origin_id}"

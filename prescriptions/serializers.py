@@ -137,6 +137,27 @@ class PrescriptionInputSerializer(serializers.Serializer):
     funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
     nhs_exemption = NhsExemptionInputSerializer(required=False, allow_null=True, default=None)
 
+    # Saga edges (issue 5): repeats every N days (default: the longest item's days' supply),
+    # and a titration step names the prescription whose dose it changes.
+    repeat_interval_days = serializers.IntegerField(
+        min_value=1, max_value=365, required=False, allow_null=True, default=None
+    )
+    titration_of = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The id of this patient's earlier prescription whose dose this one changes.",
+    )
+
+    def validate_titration_of(self, value: int | None) -> Prescription | None:
+        if value is None:
+            return None
+        previous = Prescription.objects.filter(clinic=self.clinic, pk=value).first()
+        if previous is None:
+            raise serializers.ValidationError("No such prescription.")
+        return previous
+
     def validate_issued_on(self, value):  # type: ignore[no-untyped-def]
         if abs((value - timezone.localdate()).days) > 366:
             raise serializers.ValidationError("Must be within a year of today.")
@@ -169,6 +190,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
             )
             if problems:
                 errors["nhs_exemption"] = problems
+        titration_of = data.get("titration_of")
+        if titration_of is not None and titration_of.patient_id != data["patient"].pk:
+            errors["titration_of"] = ["A titration step must follow the same patient's prescription."]
+        if data.get("repeat_interval_days") is not None and not data["repeats"]:
+            errors["repeat_interval_days"] = ["Only a prescription with repeats has a repeat interval."]
         if errors:
             raise serializers.ValidationError(errors)
         return data
@@ -313,6 +339,9 @@ class PrescriptionSerializer(serializers.ModelSerializer):
             "tracking_number",
             "funding",
             "payment",
+            "previous",
+            "link_kind",
+            "repeat_interval_days",
             "created_at",
             "updated_at",
         ]

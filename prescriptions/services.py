@@ -23,6 +23,7 @@ from prescriptions import checks
 from prescriptions.checks.cd_law_gb import VALIDITY_RULES, supply_window
 from prescriptions.models import (
     Funding,
+    LinkKind,
     PharmacistReview,
     Prescriber,
     Prescription,
@@ -55,6 +56,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     Status.PAID: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
     Status.NHS_FUNDED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
 }
+# Saga edges (issue 5): an acknowledged order ends cancelled only once the gateway confirmed
+# the cancellation (pharmacy.services.gateway_cancellation_send), or the pharmacy rejects it.
+TRANSITIONS[Status.ACKNOWLEDGED] = TRANSITIONS[Status.ACKNOWLEDGED] | {
+    Status.CANCELLED,
+    Status.REJECTED_BY_PHARMACY,
+}
+TRANSITIONS[Status.REJECTED_BY_PHARMACY] = frozenset()
 CANCELLABLE = frozenset(
     {
         Status.RECEIVED,
@@ -127,9 +135,16 @@ def prescription_create(
     actor: str = "",
     funding: str = Funding.PRIVATE,
     nhs_exemption: dict[str, str] | None = None,
+    repeat_interval_days: int | None = None,
+    titration_of: Prescription | None = None,
+    repeat_of: Prescription | None = None,
 ) -> Prescription:
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
+    # Saga edges (issue 5): a titration step or repeat issue follows an earlier prescription.
+    previous = titration_of or repeat_of
+    if previous is not None and previous.patient_id != patient.pk:
+        raise ValueError("a titration step or repeat follows the same patient's prescription")
     prescription = Prescription.objects.create(
         clinic=clinic,
         patient=patient,
@@ -143,6 +158,9 @@ def prescription_create(
         funding=funding,
         nhs_exemption_category=(nhs_exemption or {}).get("category", ""),
         nhs_exemption_evidence=(nhs_exemption or {}).get("evidence", ""),
+        previous=previous,
+        link_kind=LinkKind.TITRATION if titration_of else LinkKind.REPEAT if repeat_of else "",
+        repeat_interval_days=repeat_interval_days,
     )
     patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
     PrescriptionItem.objects.bulk_create(
@@ -154,7 +172,12 @@ def prescription_create(
         clinic_id=clinic.pk,
         type="prescription.received",
         actor=actor,
-        payload={"to": Status.RECEIVED, "items": len(items), "funding": funding},
+        payload={
+            "to": Status.RECEIVED,
+            "items": len(items),
+            "funding": funding,
+            **({"previous": previous.pk, "link_kind": prescription.link_kind} if previous else {}),
+        },
     )
     return prescription
 
@@ -397,4 +420,32 @@ def prescription_record_progress(
         payload={"tracking_number": tracking_number} if tracking_number else {},
         actor="gateway",
         **fields,
+    )
+
+
+# --- Saga edges (issue 5) ------------------------------------------------------------------
+
+
+def prescription_record_cancelled_at_pharmacy(*, prescription_id: int, reason: str, actor: str = "") -> bool:
+    """The gateway confirmed the cancellation of an acknowledged order (compensation)."""
+    return prescription_transition(
+        prescription_id=prescription_id,
+        to=Status.CANCELLED,
+        from_statuses=frozenset({Status.ACKNOWLEDGED}),
+        event_type="prescription.cancelled",
+        payload={"reason": reason, "cancelled_at": "pharmacy"},
+        actor=actor or "gateway",
+        status_reason=_truncate(reason, STATUS_REASON_LENGTH),
+    )
+
+
+def prescription_record_rejected_by_pharmacy(*, prescription_id: int, reason: str) -> bool:
+    return prescription_transition(
+        prescription_id=prescription_id,
+        to=Status.REJECTED_BY_PHARMACY,
+        from_statuses=frozenset({Status.ACKNOWLEDGED}),
+        event_type="prescription.rejected_by_pharmacy",
+        payload={"reason": reason},
+        actor="gateway",
+        status_reason=_truncate(reason, STATUS_REASON_LENGTH),
     )

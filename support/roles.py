@@ -33,10 +33,19 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "patients.view_clinic",
         "prescriptions.add_pharmacistreview",
         "prescriptions.view_pharmacistqueue",
+        "prescriptions.view_repeatseries",
+        "prescriptions.change_repeatseries",
         "events.view_event",
     ],
     # Find a patient, read a prescription's timeline. Read only: no clinical field is editable.
-    SUPPORT: [*_READ_CLINICAL, "events.view_event", "pharmacy.view_dispatch"],
+    SUPPORT: [
+        *_READ_CLINICAL,
+        "events.view_event",
+        "pharmacy.view_dispatch",
+        "notifications.view_notification",
+        "events.view_webhookdelivery",
+        "prescriptions.view_repeatseries",
+    ],
     # Dead letters, dispatches, the event log and outbox. No patient records.
     OPERATOR: [
         "patients.view_clinic",
@@ -49,6 +58,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "events.view_event",
         "events.view_outboxmessage",
         "events.view_processedevent",
+        "events.view_clinicwebhookendpoint",
+        "events.change_clinicwebhookendpoint",
+        "events.view_webhookdelivery",
+        "events.change_webhookdelivery",
+        "events.view_webhookattempt",
+        "pharmacy.view_gatewaycancellation",
+        "notifications.view_notification",
     ],
     # Claims and reconciliation work on prescriptions and prices, never on patient records.
     FINANCE: [

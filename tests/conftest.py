@@ -108,3 +108,18 @@ def admin_client(db, admin_user) -> StaffClient:  # type: ignore[no-untyped-def]
     client = StaffClient()
     client.force_login(admin_user)
     return client
+
+
+EDGE_CONSUMERS = frozenset(
+    {"events.tasks.webhook_on_prescription_event", "notifications.tasks.notification_on_event"}
+)
+
+
+@pytest.fixture
+def core_consumers_only(settings):  # type: ignore[no-untyped-def]
+    """Tests that count the saga's own consumers leave out the clinic-webhook and notification
+    consumers (they subscribe to every status event and have their own tests)."""
+    settings.EVENT_CONSUMERS = {
+        event_type: [name for name in consumers if name not in EDGE_CONSUMERS]
+        for event_type, consumers in settings.EVENT_CONSUMERS.items()
+    }

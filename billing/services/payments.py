@@ -24,6 +24,7 @@ from billing.models import CancellationRequest, Payment, Refund, StripeEvent
 from billing.payments import Intent, PaymentRejected, PaymentUnavailable, WebhookInvalid
 from config.problems import Problem
 from patients.models import Clinic
+from pharmacy import services as pharmacy
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
 
@@ -399,8 +400,9 @@ def prescription_cancel_request(
     *, clinic: Clinic | None, prescription_id: int, reason: str, actor: str
 ) -> Prescription:
     """Cancel for a clinic or staff. Money is compensated by the prescription.cancelled
-    consumer; a prescription already with the pharmacy or dispensed answers 409 and goes to
-    the staff queue (with the refund it may need)."""
+    consumer. An acknowledged order is cancelled at the gateway first (issue 5: the
+    prescription stays acknowledged until the gateway confirms); a dispensed one answers 409
+    and goes to the staff queue (with the refund it may need)."""
     try:
         return prescriptions.prescription_cancel(
             clinic=clinic, prescription_id=prescription_id, reason=reason, actor=actor
@@ -411,6 +413,8 @@ def prescription_cancel_request(
         prescription = Prescription.objects.get(pk=prescription_id)
         if prescription.status not in BEYOND_AUTOMATIC_CANCEL:
             raise
+        if pharmacy.gateway_cancellation_request(prescription_id=prescription_id, reason=reason, actor=actor):
+            return Prescription.objects.get(pk=prescription_id)
         request = _cancellation_request_open(prescription=prescription, reason=reason, actor=actor)
         refund = " and the refund" if request.needs_refund else ""
         raise Problem(
@@ -441,6 +445,12 @@ def _cancellation_request_open(*, prescription: Prescription, reason: str, actor
         # A racing request opened it first.
         request = CancellationRequest.objects.get(prescription_id=prescription.pk, resolved_at__isnull=True)
     return request
+
+
+def cancellation_request_on_refused(*, prescription_id: int, reason: str, actor: str) -> CancellationRequest:
+    """The gateway would not cancel (already dispensed): the staff queue takes it from here."""
+    prescription = Prescription.objects.get(pk=prescription_id)
+    return _cancellation_request_open(prescription=prescription, reason=reason, actor=actor)
 
 
 def cancellation_request_resolve(*, request_id: int, resolution: str, actor: str) -> bool:

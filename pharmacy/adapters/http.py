@@ -8,7 +8,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from pharmacy.gateway import GatewayRejected, GatewayUnavailable, OrderAcknowledgement
+from pharmacy.gateway import GatewayRejected, GatewayUnavailable, OrderAcknowledgement, OrderAlreadyDispensed
 
 
 class HttpGateway:
@@ -42,6 +42,25 @@ class HttpGateway:
             order_id=str(body["order_id"]),
             replayed=response.headers.get("Idempotent-Replayed") == "true",
         )
+
+    def order_cancel(self, *, order_id: str, idempotency_key: str) -> None:
+        """Cancel an order not yet dispensed; cancelling twice is harmless (200 both times)."""
+        try:
+            response = requests.post(
+                f"{self.base_url}/orders/{order_id}/cancel",
+                headers={"Idempotency-Key": idempotency_key, "Authorization": f"Bearer {self.api_key}"},
+                timeout=self.timeout,
+            )
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise GatewayUnavailable(f"gateway unreachable: {type(error).__name__}") from error
+        if response.status_code >= 500 or response.status_code == 429:
+            raise GatewayUnavailable(f"gateway answered {response.status_code}")
+        if response.status_code == 409:
+            raise OrderAlreadyDispensed(f"gateway refused the cancellation: {_diagnostics(response)}")
+        if response.status_code >= 400:
+            raise GatewayRejected(
+                f"gateway refused the cancellation: {response.status_code} {_diagnostics(response)}"
+            )
 
 
 def _diagnostics(response: requests.Response) -> str:

@@ -19,9 +19,12 @@ def roles_synchronise(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
     for role, dotted in ROLE_PERMISSIONS.items():
         wanted = [tuple(name.split(".", 1)) for name in dotted]
+        # A model added by a later migration has no permission yet: a later migration calling
+        # this again (e.g. 0004) grants it once it exists.
         permissions = [
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            permission
             for app_label, codename in wanted
+            for permission in Permission.objects.filter(content_type__app_label=app_label, codename=codename)
         ]
         group, _ = Group.objects.get_or_create(name=role)
         group.permissions.set(permissions)

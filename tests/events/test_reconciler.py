@@ -16,7 +16,7 @@ from prescriptions.models import Prescription
 from tests.events.test_outbox import prescriptions_created
 from tests.pharmacy.factories import approved_prescription
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("core_consumers_only")]
 
 CHECK = "prescriptions.tasks.prescription_check"
 

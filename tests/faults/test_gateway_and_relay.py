@@ -25,7 +25,7 @@ from tests.faults.pipeline import (
 )
 from tests.processes import wait_until
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("core_consumers_only")]
 
 QUICK_RETRIES = {
     "GATEWAY_TIMEOUT_SECONDS": "1",

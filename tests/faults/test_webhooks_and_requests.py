@@ -23,7 +23,7 @@ from prescriptions.models import Prescription, Status
 from tests.conftest import prescription_body
 from tests.faults.pipeline import nhs_funded_prescriptions
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("core_consumers_only")]
 
 PROGRESS = ("order.dispensed", "order.shipped", "order.delivered")
 

@@ -504,3 +504,76 @@ def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=5)
+
+
+# --- Cancellation and rejection (issue 5) -----------------------------------------------------
+
+
+def post_cancel(gateway: Gateway, order_id: str, api_key: str = API_KEY) -> Response:
+    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": f"cancel-{order_id}"}
+    return request("POST", f"{gateway.url}/orders/{order_id}/cancel", raw_body=b"", headers=headers)
+
+
+def test_cancelling_an_order_is_idempotent_and_counted_once(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(auto_advance=False)
+    order_id = gateway.post_order().body["order_id"]
+
+    first = post_cancel(gateway, order_id)
+    again = post_cancel(gateway, order_id)
+
+    assert (first.status, again.status) == (200, 200)
+    assert first.body["status"] == again.body["status"] == "cancelled"
+    assert gateway.stats()["cancellations"] == 1
+
+
+def test_a_dispensed_order_cannot_be_cancelled(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(auto_advance=False)
+    order_id = gateway.post_order().body["order_id"]
+    order = next(iter(gateway.simulator._orders_by_key.values()))
+    assert gateway.simulator._step(order, "order.dispensed") == "order.dispensed"
+
+    response = post_cancel(gateway, order_id)
+
+    assert response.status == 409
+    assert response.body["issue"][0]["diagnostics"] == "The order is already dispensed."
+    assert gateway.stats()["cancellations"] == 0
+
+
+def test_cancelling_needs_the_api_key_and_a_known_order(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(auto_advance=False)
+    order_id = gateway.post_order().body["order_id"]
+
+    assert post_cancel(gateway, order_id, api_key="wrong").status == 401
+    assert post_cancel(gateway, "ord_unknown").status == 404
+    assert gateway.stats()["cancellations"] == 0
+
+
+def test_a_cancelled_order_sends_no_more_webhooks(
+    start_gateway: Callable[..., Gateway], webhook_receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.3)
+    order_id = gateway.post_order().body["order_id"]
+    assert post_cancel(gateway, order_id).status == 200
+
+    time.sleep(1.2)
+
+    assert webhook_receiver.deliveries == []
+
+
+def test_reject_next_rejects_that_many_orders_with_a_reason_instead_of_dispensing(
+    start_gateway: Callable[..., Gateway], webhook_receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.05)
+    gateway.simulator.update_knobs({"reject_next": 1, "acknowledged_webhook": True})
+
+    gateway.post_order(key="rejected")
+    deliveries = webhook_receiver.wait_for(2)
+    time.sleep(0.3)
+
+    events = [json.loads(body) for _, body in webhook_receiver.deliveries]
+    assert [event["type"] for event in events] == ["order.acknowledged", "order.rejected"]
+    assert events[1]["data"]["reason"] == "Pharmacy cannot fulfil this order: item out of stock."
+    assert len(deliveries) == 2
+    assert gateway.simulator.knobs()["reject_next"] == 0
+    assert gateway.stats()["rejections"] == 1
+    assert post_cancel(gateway, events[1]["data"]["order_id"]).status == 409
