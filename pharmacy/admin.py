@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.problems import Problem
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
 from support.scoping import ClinicScopedAdminMixin
@@ -30,7 +31,7 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ["dispatch"]
     search_fields = ["=dispatch__prescription__id"]
     readonly_fields = [field.name for field in DeadLetter._meta.fields]
-    actions = ["replay"]
+    actions = ["replay", "cancel_with_compensation"]
 
     @admin.action(description="Replay: send again with the same idempotency key")
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
@@ -44,6 +45,18 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             self.message_user(
                 request, f"{skipped} were already resolved and were left alone.", messages.WARNING
             )
+
+    @admin.action(description="Cancel the prescription, with compensation (refund as needed)")
+    def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        for letter in queryset.filter(resolved_at__isnull=True):
+            try:
+                services.dead_letter_cancel(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
+            except Problem as problem:
+                self.message_user(request, f"Dead letter #{letter.pk}: {problem.detail}", messages.WARNING)
+            else:
+                self.message_user(
+                    request, f"Dead letter #{letter.pk}: prescription cancelled.", messages.SUCCESS
+                )
 
 
 @admin.register(GatewayWebhookEvent)

@@ -196,6 +196,32 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
     return bool(reopened)
 
 
+def dead_letter_cancel(*, dead_letter_id: int, actor: str) -> bool:
+    """Give up on a dead-lettered dispatch: cancel the prescription with compensation (the
+    refund follows from the prescription.cancelled consumer) and resolve the letter."""
+    from billing.services import payments  # billing imports pharmacy: keep the cycle lazy
+
+    with transaction.atomic():
+        letter = (
+            DeadLetter.objects.select_for_update()
+            .select_related("dispatch")
+            .filter(pk=dead_letter_id, resolved_at__isnull=True)
+            .first()
+        )
+        if letter is None:
+            return False
+        payments.prescription_cancel_request(
+            clinic=None,
+            prescription_id=letter.dispatch.prescription_id,
+            reason="The pharmacy could not be reached; cancelled by staff from the dead-letter queue.",
+            actor=actor,
+        )
+        letter.resolved_at = timezone.now()
+        letter.resolution = "cancelled"
+        letter.save(update_fields=["resolved_at", "resolution"])
+    return True
+
+
 def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int]:
     """Re-enqueue pending dispatches nobody has touched for a while; returns their ids.
 

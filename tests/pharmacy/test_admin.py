@@ -177,3 +177,36 @@ def test_replaying_the_same_dead_letter_twice_does_nothing_the_second_time(
     assert dead_letter.resolved_at == resolved_at
     messages = [str(message) for message in response.context["messages"]]
     assert messages == ["Replayed 0 dead letter(s).", "1 were already resolved and were left alone."]
+
+
+@pytest.fixture
+def paid_dead_letter(clinic_a, paracetamol, django_capture_on_commit_callbacks) -> DeadLetter:  # type: ignore[no-untyped-def]
+    from pharmacy import services as pharmacy_services
+    from tests.pharmacy.factories import approved_prescription
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    with django_capture_on_commit_callbacks(execute=False):
+        dispatch = pharmacy_services.dispatch_create(prescription_id=prescription.pk)
+    return pharmacy_services.dispatch_dead_letter(dispatch_id=dispatch.pk, error="gateway 503")
+
+
+def test_cancelling_a_dead_letter_cancels_its_prescription_with_compensation_once(
+    superuser_client, paid_dead_letter, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription_id = paid_dead_letter.dispatch.prescription_id
+    assert Prescription.objects.get(pk=prescription_id).status == Status.DEAD_LETTERED
+    action = {"action": "cancel_with_compensation", "_selected_action": [paid_dead_letter.pk]}
+
+    with django_capture_on_commit_callbacks(execute=False):
+        first = superuser_client.post("/admin/pharmacy/deadletter/", action, follow=True)
+        second = superuser_client.post("/admin/pharmacy/deadletter/", action, follow=True)
+
+    assert first.status_code == 200
+    assert [str(message) for message in first.context["messages"]] == [
+        f"Dead letter #{paid_dead_letter.pk}: prescription cancelled."
+    ]
+    assert [str(message) for message in second.context["messages"]] == []
+    paid_dead_letter.refresh_from_db()
+    assert paid_dead_letter.resolution == "cancelled"
+    assert Prescription.objects.get(pk=prescription_id).status == Status.CANCELLED
+    assert event_types(Prescription.objects.get(pk=prescription_id)).count("prescription.cancelled") == 1
