@@ -13,7 +13,8 @@ PaymentIntent with ``pm_card_visa`` after ``auto_confirm_delay`` seconds (the de
 ``down`` / ``error_rate`` answer 500. ``GET /_stats`` counts, ``GET /_events`` lists every
 event body sent (or dropped), ``POST /_reset`` clears everything.
 
-Standard library only and free of Django imports: ``python -m billing.simulator`` works too.
+Standard library only (with config/simulation.py); it needs no Django settings or database:
+``python -m billing.simulator`` works too.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -36,8 +36,10 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from config.simulation import SimulatorServer, rate, run_until_stopped, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12111
@@ -611,20 +613,6 @@ class Simulator:
         return None if 200 <= status < 300 else f"HTTP {status}"
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, StripeRequestHandler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-
 class StripeRequestHandler(BaseHTTPRequestHandler):
     server: SimulatorServer
     server_version = "StripeSimulator/1.0"
@@ -733,7 +721,7 @@ class StripeRequestHandler(BaseHTTPRequestHandler):
 
 
 def make_server(host: str, port: int, simulator: Simulator) -> SimulatorServer:
-    return SimulatorServer((host, port), simulator)
+    return SimulatorServer((host, port), StripeRequestHandler, simulator)
 
 
 def serve(
@@ -760,38 +748,7 @@ def serve(
         error_rate=error_rate,
         seed=seed,
     )
-    server = make_server(host, port, simulator)
-    stop_requested = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signal_number, lambda number, frame: stop_requested.set())
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="stripe-simulator", daemon=True
-    )
-    thread.start()
-    print(f"stripe simulator listening on {server.url}", flush=True)
-    try:
-        while not stop_requested.wait(0.2):
-            pass
-    finally:
-        simulator.close()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be zero or more")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
+    run_until_stopped(make_server(host, port, simulator), simulator, name="stripe simulator")
 
 
 def add_arguments(
@@ -821,10 +778,10 @@ def add_arguments(
         "--auto-confirm", action="store_true", help="confirm each new PaymentIntent with pm_card_visa"
     )
     parser.add_argument(
-        "--auto-confirm-delay", type=_seconds, default=DEFAULT_AUTO_CONFIRM_DELAY, help="seconds before it"
+        "--auto-confirm-delay", type=seconds, default=DEFAULT_AUTO_CONFIRM_DELAY, help="seconds before it"
     )
-    parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds added before each API answer")
-    parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction of API calls answered 500")
+    parser.add_argument("--latency", type=seconds, default=0.0, help="seconds added before each API answer")
+    parser.add_argument("--error-rate", type=rate, default=0.0, help="fraction of API calls answered 500")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
 
 

@@ -3,8 +3,9 @@
 It accepts FHIR R4 message Bundles on ``POST /orders`` with Idempotency-Key
 de-duplication, injects faults on demand, and walks each new order through
 signed ``order.dispensed`` -> ``order.shipped`` -> ``order.delivered``
-webhooks.  Standard library only and free of Django imports so it can run as
-``python -m pharmacy.simulator`` as well as through the management command.
+webhooks.  Standard library only (with config/simulation.py); it needs no Django
+settings or database, so it runs as ``python -m pharmacy.simulator`` as well as through the
+management command.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hmac
 import json
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from config.simulation import SimulatorServer, rate, run_until_stopped, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -483,21 +485,6 @@ class Simulator:
                 self._counters.webhooks_failed += 1
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Many clients racing on one key must not overflow the default backlog of 5.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, GatewayRequestHandler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-
 class GatewayRequestHandler(BaseHTTPRequestHandler):
     server: SimulatorServer
     server_version = "PharmacyGatewaySimulator/1.0"
@@ -671,16 +658,9 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def make_server(host: str, port: int, simulator: Simulator) -> ThreadingHTTPServer:
+def make_server(host: str, port: int, simulator: Simulator) -> SimulatorServer:
     """Bind (port 0 picks a free port) without serving; call serve_forever()."""
-    return SimulatorServer((host, port), simulator)
-
-
-def _install_stop_handlers(stop_requested: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda number, frame: stop_requested.set())
+    return SimulatorServer((host, port), GatewayRequestHandler, simulator)
 
 
 def serve(
@@ -713,37 +693,7 @@ def serve(
     )
     if webhook_url and not webhook_secret:
         simulator.log("warning: no webhook secret configured; webhooks are signed with an empty key")
-    server = make_server(host, port, simulator)
-    stop_requested = threading.Event()
-    _install_stop_handlers(stop_requested)
-    server_thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gateway-simulator", daemon=True
-    )
-    server_thread.start()
-    print(f"gateway simulator listening on {server.url}", flush=True)
-    try:
-        # Poll so the main thread stays responsive to signals on every platform.
-        while not stop_requested.wait(0.2):
-            pass
-    finally:
-        simulator.close()
-        server.shutdown()
-        server.server_close()
-        server_thread.join(timeout=5)
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be zero or more")
-    return value
+    run_until_stopped(make_server(host, port, simulator), simulator, name="gateway simulator")
 
 
 def add_arguments(
@@ -771,16 +721,14 @@ def add_arguments(
     parser.add_argument("--webhook-url", default=default("webhook_url", "GATEWAY_WEBHOOK_URL", None))
     parser.add_argument("--webhook-secret", default=default("webhook_secret", "GATEWAY_WEBHOOK_SECRET", ""))
     parser.add_argument("--api-key", default=default("api_key", "GATEWAY_API_KEY", DEFAULT_API_KEY))
+    parser.add_argument("--latency", type=seconds, default=0.0, help="seconds added before answering /orders")
+    parser.add_argument("--error-rate", type=rate, default=0.0, help="fraction of /orders answered 503")
+    parser.add_argument("--timeout-rate", type=rate, default=0.0, help="fraction of /orders that hang")
     parser.add_argument(
-        "--latency", type=_seconds, default=0.0, help="seconds added before answering /orders"
-    )
-    parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction of /orders answered 503")
-    parser.add_argument("--timeout-rate", type=_rate, default=0.0, help="fraction of /orders that hang")
-    parser.add_argument(
-        "--hang", type=_seconds, default=DEFAULT_HANG_SECONDS, help="seconds a hanging request sleeps"
+        "--hang", type=seconds, default=DEFAULT_HANG_SECONDS, help="seconds a hanging request sleeps"
     )
     parser.add_argument(
-        "--step-delay", type=_seconds, default=DEFAULT_STEP_DELAY_SECONDS, help="seconds before each webhook"
+        "--step-delay", type=seconds, default=DEFAULT_STEP_DELAY_SECONDS, help="seconds before each webhook"
     )
     parser.add_argument(
         "--no-auto-advance", dest="auto_advance", action="store_false", help="send no webhooks"
