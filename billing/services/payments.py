@@ -411,6 +411,10 @@ def prescription_cancel_request(
         if problem.slug != "not-cancellable":
             raise
         prescription = Prescription.objects.get(pk=prescription_id)
+        if prescription.status == Status.CANCELLED:
+            # The gateway confirmed an earlier cancel between our two reads: same answer as a
+            # repeat after it (200, cancelled), never a 409.
+            return prescription
         if prescription.status not in BEYOND_AUTOMATIC_CANCEL:
             raise
         if pharmacy.gateway_cancellation_request(prescription_id=prescription_id, reason=reason, actor=actor):

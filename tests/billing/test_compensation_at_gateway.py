@@ -319,3 +319,35 @@ def test_a_repeated_request_racing_the_confirmation_returns_the_first_cancellati
     assert second.pk == first.pk
     assert callbacks == []
     assert event_types(acknowledged.prescription).count("prescription.cancellation_requested") == 1
+
+
+def test_a_repeat_cancel_that_loses_the_race_to_the_gateways_confirmation_gets_the_cancelled_prescription(
+    clinic_a, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """Between the repeat's guarded update (refused: still acknowledged) and its re-read, the
+    gateway confirmed the first cancel. The answer is the cancelled prescription, not a 409."""
+    from config.problems import Problem
+    from prescriptions import services as prescription_services
+    from tests.patients.factories import PatientFactory
+
+    patient = PatientFactory(clinic=clinic_a.clinic)
+    prescription = Prescription.objects.create(
+        clinic=clinic_a.clinic,
+        patient=patient,
+        prescriber=clinic_a.prescriber,
+        issued_on="2026-11-20",
+        status=Status.CANCELLED,
+    )
+
+    def refused_while_acknowledged(**_):  # type: ignore[no-untyped-def]
+        raise Problem(status_code=409, slug="not-cancellable", detail="It is with the pharmacy.")
+
+    monkeypatch.setattr(prescription_services, "prescription_cancel", refused_while_acknowledged)
+
+    answer = payments.prescription_cancel_request(
+        clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="again", actor="client:x"
+    )
+
+    assert answer.pk == prescription.pk
+    assert answer.status == Status.CANCELLED
+    assert not CancellationRequest.objects.filter(prescription_id=prescription.pk).exists()
