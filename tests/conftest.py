@@ -123,3 +123,23 @@ def core_consumers_only(settings):  # type: ignore[no-untyped-def]
         event_type: [name for name in consumers if name not in EDGE_CONSUMERS]
         for event_type, consumers in settings.EVENT_CONSUMERS.items()
     }
+
+
+@pytest.fixture(scope="module")
+def gateway_simulator():  # type: ignore[no-untyped-def]
+    """The gateway simulator as its own process (orders only: no webhooks), one per module."""
+    from tests.processes import start_simulator
+
+    running = start_simulator(no_auto_advance=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def gateway(gateway_simulator, settings):  # type: ignore[no-untyped-def]
+    """The simulator, reset, with the app pointed at it and a short retry budget."""
+    settings.GATEWAY_URL = gateway_simulator.url
+    settings.GATEWAY_MAX_ATTEMPTS = 3
+    settings.GATEWAY_TIMEOUT_SECONDS = 2
+    gateway_simulator.reset()
+    return gateway_simulator

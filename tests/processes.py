@@ -42,6 +42,12 @@ class Simulator:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
+    def reset(self) -> None:
+        """Forget every order and counter, and clear the fault knobs."""
+        request = urllib.request.Request(f"{self.url}/_reset", data=b"", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+        self.control(error_rate=0, down=False, timeout_rate=0, latency=0)
+
     def stop(self) -> None:
         stop_process(self.process)
 

@@ -5,7 +5,11 @@ clinic-owned, so it gets the same forced row-level security as patients migratio
 an API transaction may append and read only its own clinic's rows.
 """
 
+from importlib import import_module
+
 from django.db import migrations
+
+rls = import_module("patients.migrations.0004_row_level_security")
 
 APPEND_ONLY_TABLES = ["auditlog_logentry", "audit_patientaccess"]
 
@@ -30,22 +34,11 @@ def _allow(table: str) -> str:
     return f"DROP TRIGGER IF EXISTS {table}_append_only ON {table};"
 
 
-RLS = """
+# Appending and reading only: the tenant role gets no UPDATE or DELETE here at all.
+GRANTS = """
+REVOKE UPDATE, DELETE ON audit_patientaccess FROM scriptline_tenant;
 GRANT SELECT, INSERT ON audit_patientaccess TO scriptline_tenant;
 GRANT USAGE, SELECT ON SEQUENCE audit_patientaccess_id_seq TO scriptline_tenant;
-ALTER TABLE audit_patientaccess ENABLE ROW LEVEL SECURITY;
-ALTER TABLE audit_patientaccess FORCE ROW LEVEL SECURITY;
-CREATE POLICY system_access ON audit_patientaccess TO CURRENT_USER
-    USING (app_scope_is_system()) WITH CHECK (app_scope_is_system());
-CREATE POLICY tenant_isolation ON audit_patientaccess TO scriptline_tenant
-    USING (clinic_id = app_clinic_id()) WITH CHECK (clinic_id = app_clinic_id());
-"""
-
-NO_RLS = """
-DROP POLICY IF EXISTS tenant_isolation ON audit_patientaccess;
-DROP POLICY IF EXISTS system_access ON audit_patientaccess;
-ALTER TABLE audit_patientaccess NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE audit_patientaccess DISABLE ROW LEVEL SECURITY;
 """
 
 
@@ -59,5 +52,8 @@ class Migration(migrations.Migration):
     operations = [
         migrations.RunSQL(FUNCTION, "DROP FUNCTION IF EXISTS audit_append_only();"),
         *(migrations.RunSQL(_forbid(table), _allow(table)) for table in APPEND_ONLY_TABLES),
-        migrations.RunSQL(RLS, NO_RLS),
+        migrations.RunSQL(GRANTS, migrations.RunSQL.noop),
+        migrations.RunSQL(
+            rls._enable("audit_patientaccess", "clinic_id = app_clinic_id()"), rls._disable("audit_patientaccess")
+        ),
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -22,28 +21,14 @@ from pharmacy.simulator import sign
 from prescriptions.models import Prescription, Status
 from tests.billing.factories import event_types
 from tests.billing.test_refunds import paid_prescription
-from tests.processes import start_simulator
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(scope="module")
-def simulator():  # type: ignore[no-untyped-def]
-    running = start_simulator(no_auto_advance=True)
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def gateway(simulator, settings):  # type: ignore[no-untyped-def]
-    settings.GATEWAY_URL = simulator.url
-    settings.GATEWAY_MAX_ATTEMPTS = 2
-    settings.GATEWAY_TIMEOUT_SECONDS = 2
-    urllib.request.urlopen(
-        urllib.request.Request(f"{simulator.url}/_reset", data=b"", method="POST"), timeout=5
-    )
-    simulator.control(error_rate=0, down=False, timeout_rate=0, latency=0)
-    return simulator
+def gateway(gateway, settings):  # type: ignore[no-untyped-def]
+    settings.GATEWAY_MAX_ATTEMPTS = 2  # these tests exhaust the retry budget quickly
+    return gateway
 
 
 @pytest.fixture

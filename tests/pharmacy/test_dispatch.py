@@ -10,30 +10,8 @@ from pharmacy.models import DeadLetter, Dispatch
 from pharmacy.tasks import backoff_seconds
 from prescriptions.models import Prescription, Status
 from tests.pharmacy.factories import approved_prescription, force_status
-from tests.processes import start_simulator
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def simulator():  # type: ignore[no-untyped-def]
-    running = start_simulator(no_auto_advance=True)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def gateway(simulator, settings):  # type: ignore[no-untyped-def]
-    settings.GATEWAY_URL = simulator.url
-    settings.GATEWAY_MAX_ATTEMPTS = 3
-    settings.GATEWAY_TIMEOUT_SECONDS = 2
-    import urllib.request
-
-    urllib.request.urlopen(
-        urllib.request.Request(f"{simulator.url}/_reset", data=b"", method="POST"), timeout=5
-    )
-    simulator.control(error_rate=0, down=False, timeout_rate=0, latency=0)
-    return simulator
 
 
 def create_dispatch(prescription: Prescription, capture) -> Dispatch:  # type: ignore[no-untyped-def]
