@@ -1,0 +1,1 @@
+"""Cross-cutting helpers with no Django models: used by product apps and by `sandbox/` alike."""
