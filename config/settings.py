@@ -69,6 +69,9 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
+    # in the product imports it.
+    "sandbox",
 ]
 
 MIDDLEWARE = [
