@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
+# mypy's Django plugin loads the settings; placeholder URLs keep it from starting embedded servers
+# (nothing connects to them).
+MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
+
 .PHONY: install demo test test-fast bench lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
@@ -32,6 +36,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(MYPY)
 
 stop: install
 	$(BIN)/python -c "from pathlib import Path; from config import embedded; embedded.stop(Path('var'))"

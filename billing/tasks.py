@@ -1,3 +1,5 @@
+from typing import Any
+
 from celery import shared_task
 
 from billing.payments import PaymentUnavailable
@@ -5,7 +7,7 @@ from billing.services import payments
 
 # Transient Stripe failures are retried with backoff; each service counts its attempts in the
 # database and gives up (into a status the admin shows) at STRIPE_MAX_ATTEMPTS.
-RETRY = {
+RETRY: dict[str, Any] = {
     "autoretry_for": (PaymentUnavailable,),
     "retry_backoff": 2,
     "retry_backoff_max": 600,

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from django.http import HttpRequest, HttpResponse
+from structlog.typing import EventDict, WrappedLogger
 
 REDACTED = "[redacted]"
 PHI_KEYS = frozenset(
@@ -66,7 +67,7 @@ def _redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def redact_phi(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_phi(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no patient identifier survives into the rendered line."""
     return {
         key: _redact(value, key) if key not in {"timestamp", "level"} else value

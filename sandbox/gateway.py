@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from common.signing import signature_header
 from sandbox import server
@@ -94,7 +94,7 @@ def parse_message_bundle(body: bytes) -> dict[str, Any]:
     return bundle
 
 
-def _is_non_empty_list_of_dicts(value: Any) -> bool:
+def _is_non_empty_list_of_dicts(value: Any) -> TypeGuard[list[dict[str, Any]]]:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 

@@ -546,7 +546,7 @@ class Simulator(server.Simulator):
         """Record an event (caller holds the lock) and deliver it in the background."""
         if event_type not in ENABLED_EVENTS:
             return
-        event = {
+        event: dict[str, Any] = {
             "id": _new_id("evt"),
             "object": "event",
             "api_version": API_VERSION,
