@@ -11,6 +11,7 @@ management command.
 from __future__ import annotations
 
 import argparse
+import collections
 import enum
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from config.simulation import SimulatorServer, rate, run_until_stopped, seconds
+from sandbox import eps_rules
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -47,6 +49,8 @@ SIGNATURE_HEADER = "Gateway-Signature"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 MAXIMUM_BODY_BYTES = 10 * 1024 * 1024
+# Every message received is kept for GET /_messages, newest first, up to this many.
+MESSAGES_KEPT = 1000
 JSON_CONTENT_TYPE = "application/json"
 FHIR_CONTENT_TYPE = "application/fhir+json"
 
@@ -177,6 +181,7 @@ class Counters:
     webhooks_failed: int = 0
     cancellations: int = 0
     rejections: int = 0
+    refused_by_eps_rules: int = 0
 
 
 @dataclass
@@ -267,6 +272,7 @@ class Simulator:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._orders_by_key: dict[str, Order] = {}
+        self._messages: collections.deque[dict[str, Any]] = collections.deque(maxlen=MESSAGES_KEPT)
         self._counters = Counters()
         # Bumped by reset() so advancers of cleared orders stop and stay silent.
         self._generation = 0
@@ -310,6 +316,7 @@ class Simulator:
     def reset(self) -> None:
         with self._lock:
             self._orders_by_key.clear()
+            self._messages.clear()
             self._counters = Counters()
             self._generation += 1
             self._random = random.Random(self._seed)
@@ -325,6 +332,21 @@ class Simulator:
         return not self._stopping.wait(seconds)
 
     # Order intake
+
+    def receive_message(self, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+        """Keep `bundle` and check it as the NHS would: the EPS rules it breaks (none for a
+        message of Scriptline's own US profile)."""
+        with self._lock:
+            self._messages.appendleft(bundle)
+        issues = [] if eps_rules.is_scriptline_message(bundle) else eps_rules.check_message(bundle)
+        if issues:
+            with self._lock:
+                self._counters.refused_by_eps_rules += 1
+        return issues
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
 
     def is_authorized(self, authorization_header: str | None) -> bool:
         expected = f"Bearer {self.api_key}".encode()
@@ -503,7 +525,12 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
     # Routing
 
     def do_GET(self) -> None:
-        routes = {"/health": self._health, "/_stats": self._stats, "/_control": self._show_knobs}
+        routes = {
+            "/health": self._health,
+            "/_stats": self._stats,
+            "/_control": self._show_knobs,
+            "/_messages": self._list_messages,
+        }
         self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
 
     def do_POST(self) -> None:
@@ -531,6 +558,9 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
 
     def _stats(self) -> None:
         self._send_json(HTTPStatus.OK, self.simulator.stats())
+
+    def _list_messages(self) -> None:
+        self._send_json(HTTPStatus.OK, self.simulator.messages())
 
     def _show_knobs(self) -> None:
         self._send_json(HTTPStatus.OK, self.simulator.knobs())
@@ -606,6 +636,11 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         except BundleError as error:
             self._send_outcome(HTTPStatus.BAD_REQUEST, "invalid", str(error))
             return
+        issues = self.simulator.receive_message(bundle)
+        if issues:
+            outcome = eps_rules.operation_outcome(issues)
+            self._send_json(HTTPStatus.BAD_REQUEST, outcome, content_type=FHIR_CONTENT_TYPE)
+            return
         submission, order = self.simulator.submit_order(idempotency_key, bundle, body)
         self._answer_submission(submission, order)
 
@@ -637,7 +672,7 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
     def _send_json(
         self,
         status: HTTPStatus,
-        payload: Mapping[str, Any],
+        payload: Mapping[str, Any] | list[Any],
         *,
         content_type: str = JSON_CONTENT_TYPE,
         extra_headers: Mapping[str, str] | None = None,

@@ -60,18 +60,9 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
     prescription = approved_prescription(clinic_a, paracetamol)
     dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
     # An earlier attempt reached the gateway but its answer was lost (timeout, killed worker):
-    from django.conf import settings
-
-    from pharmacy import fhir
     from pharmacy.adapters.http import gateway_from_settings
 
-    loaded = services._load_for_sending(dispatch.pk)
-    bundle = fhir.encode_prescription(
-        loaded.prescription,
-        message_id=str(dispatch.idempotency_key),
-        pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
-        timestamp=loaded.created_at,
-    )
+    bundle = services.dispatch_message(dispatch=services._load_for_sending(dispatch.pk))
     gateway_from_settings().order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
