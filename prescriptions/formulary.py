@@ -69,7 +69,7 @@ def _medication_values(entry: dict[str, Any], index: int) -> dict[str, Any]:
         raise FormularyError(f"{where}: ingredients must be a non-empty list of names")
     unit_of_measure_code = entry.get("unit_of_measure_code", "")
     if jurisdiction == "GB" and not UNIT_OF_MEASURE_CODE.match(unit_of_measure_code):
-        raise FormularyError(f"{where}: a dm+d product needs its unit_of_measure_code (SNOMED CT)")
+        raise FormularyError(f"{where}: a dm+d product needs its unit_of_measure_code, a SNOMED CT code")
     values = {field: entry[field] for field in MEDICATION_FIELDS}
     values["unit_of_measure_code"] = unit_of_measure_code
     values["ingredients"] = [name.strip().lower() for name in entry["ingredients"]]

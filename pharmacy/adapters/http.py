@@ -96,6 +96,13 @@ def _operation_outcome(response: requests.Response) -> dict[str, Any] | None:
         expression = issue.get("expression")
         if isinstance(expression, list):
             trimmed["expression"] = [str(path)[:OUTCOME_TEXT_LENGTH] for path in expression[:5]]
+        codes = [
+            str(coding.get("code"))[:OUTCOME_TEXT_LENGTH]
+            for coding in (issue.get("details") or {}).get("coding") or []
+            if isinstance(coding, dict) and coding.get("code")
+        ]
+        if codes:
+            trimmed["details"] = codes
         kept.append(trimmed)
     return {"resourceType": "OperationOutcome", "issue": kept}
 
