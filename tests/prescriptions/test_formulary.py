@@ -112,9 +112,13 @@ def test_every_gb_product_carries_the_dmd_unit_of_measure_of_its_unit():
     formulary_load(path=FORMULARY_FILE)
 
     units = set(
-        Medication.objects.filter(code_system="http://snomed.info/sct").values_list("unit", "unit_of_measure_code")
+        Medication.objects.filter(code_system="http://snomed.info/sct").values_list(
+            "unit", "unit_of_measure_code"
+        )
     )
-    us_units = set(Medication.objects.exclude(code_system="http://snomed.info/sct").values_list("unit_of_measure_code"))
+    us_units = set(
+        Medication.objects.exclude(code_system="http://snomed.info/sct").values_list("unit_of_measure_code")
+    )
 
     # dm+d units of measure as the EPS API's examples code them.
     assert units == {("tablet", "428673006"), ("capsule", "428641000")}
