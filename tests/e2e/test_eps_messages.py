@@ -46,7 +46,9 @@ def extension(element: dict, url: str) -> dict | None:  # type: ignore[type-arg]
     return next((e for e in element.get("extension", []) if e["url"] == url), None)
 
 
-def test_every_gb_message_dispatched_passes_the_eps_rules_and_carries_what_it_must(running_pipeline):  # type: ignore[no-untyped-def]
+def test_every_gb_message_dispatched_passes_the_eps_rules_and_carries_what_it_must(
+    running_pipeline, nhs_charge_rates
+):  # type: ignore[no-untyped-def]
     live_server, simulator, _stripe = running_pipeline
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)

@@ -4,7 +4,9 @@ The inverse of encode.py: what we send, we could also accept. The decoder needs 
 needs (its translation to HL7v3 fails without it: NHS number, short- and long-form
 prescription IDs, prescription type, course of therapy, dm+d medication codes, quantities
 with units) and refuses a message whose MedicationRequests disagree on a value EPS requires
-to be the same on all of them (bundle-validator.ts, verifyIdenticalForAllMedicationRequests).
+to be the same on all of them (bundle-validator.ts, verifyIdenticalForAllMedicationRequests)
+or that the order holds once (intent, course of therapy: a mixture of acute and continuous
+items, which EPS accepts as acute, is refused here).
 Elements the order does not model (a Provenance signature, a responsible-practitioner
 extension, endorsements) are ignored.
 

@@ -123,8 +123,6 @@ class Intent(enum.StrEnum):
 
 # MedicationRequest.yaml: "community" for primary care.
 COMMUNITY = Coding(CATEGORY_SYSTEM, "community", "Community")
-# DMPerformerSiteType.yaml: P1 a dispensing contractor (a community pharmacy).
-DISPENSING_CONTRACTOR = Coding(DISPENSING_SITE_PREFERENCE_SYSTEM, "P1")
 
 
 @dataclass(frozen=True)
