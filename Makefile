@@ -31,6 +31,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 stop: install
 	$(BIN)/python -c "from pathlib import Path; from config import embedded; embedded.stop(Path('var'))"
