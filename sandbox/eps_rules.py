@@ -471,10 +471,10 @@ def _check_consistency(requests: list[Json]) -> Iterator[Issue]:
 
 def _check_participants(request: Json, by_url: dict[str, Json]) -> Iterator[Issue]:
     patient = by_url.get(_dig(request, "subject", "reference"))
-    if _dig(patient, "resourceType") == "Patient":
+    if patient is not None and _dig(patient, "resourceType") == "Patient":
         yield from _check_patient(patient)
     role = by_url.get(_dig(request, "requester", "reference"))
-    if _dig(role, "resourceType") != "PractitionerRole":
+    if role is None or _dig(role, "resourceType") != "PractitionerRole":
         return
     practitioner = by_url.get(_dig(role, "practitioner", "reference"))
     organisation = by_url.get(_dig(role, "organization", "reference"))
