@@ -28,16 +28,23 @@ class Broker:
 
     def __init__(self, *, delay: float = 0.0) -> None:
         self.published: list[tuple[str, list[int]]] = []
+        self.published_by: dict[int, list[int]] = {}  # thread id -> event ids it published
         self.delay = delay
         self.failing = False
+        # When set, each thread's first publish waits there for the other threads' first.
+        self.rendezvous: threading.Barrier | None = None
         self._lock = threading.Lock()
 
     def send_task(self, name: str, args: list[int] | None = None, **options: object) -> None:
         if self.failing:
             raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+        thread = threading.get_ident()
+        if self.rendezvous is not None and thread not in self.published_by:
+            self.rendezvous.wait(timeout=30)
         time.sleep(self.delay)
         with self._lock:
             self.published.append((name, list(args or [])))
+            self.published_by.setdefault(thread, []).extend(args or [])
 
 
 @pytest.fixture
@@ -150,23 +157,31 @@ def test_when_the_broker_is_down_nothing_is_marked_and_a_later_relay_publishes_e
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_relays_running_at_once_publish_every_row_exactly_once(broker):
+def test_two_relays_running_at_once_each_publish_rows_and_together_every_row_exactly_once(broker):
     prescriptions_created(50)
     broker.delay = 0.002  # long enough that the two relays' batches interleave
-    barrier = threading.Barrier(2)
+    # Each relay's first publish waits for the other's: both hold a claimed batch at the same
+    # moment, so the second can only have got rows by skipping the first one's locked rows.
+    broker.rendezvous = threading.Barrier(2)
 
-    def relay() -> int:
+    def relay() -> tuple[int, int]:
         try:
-            barrier.wait(timeout=10)
-            return outbox_relay(batch_size=5)
+            connection.ensure_connection()
+            return threading.get_ident(), outbox_relay(batch_size=5)
         finally:
             connection.close()
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = list(pool.map(lambda _: relay(), range(2)))
+        results = list(pool.map(lambda _: relay(), range(2)))
 
+    counts = dict(results)
+    assert len(counts) == 2
+    for thread, count in counts.items():
+        assert count >= 5
+        assert len(broker.published_by[thread]) == count
+    first, second = (set(ids) for ids in broker.published_by.values())
+    assert first.isdisjoint(second)
     published_ids = [args[0] for _name, args in broker.published]
-    assert sum(counts) == 50
-    assert len(published_ids) == 50
+    assert sum(counts.values()) == 50
     assert sorted(published_ids) == received_event_ids()
     assert unpublished() == 0
