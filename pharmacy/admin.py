@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from api.problems import Problem
+from common.errors import DomainError
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
 from saga import cancellation
@@ -52,8 +52,8 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         for letter in queryset.filter(resolved_at__isnull=True):
             try:
                 cancellation.dead_letter_cancel(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
-            except Problem as problem:
-                self.message_user(request, f"Dead letter #{letter.pk}: {problem.detail}", messages.WARNING)
+            except DomainError as error:
+                self.message_user(request, f"Dead letter #{letter.pk}: {error.detail}", messages.WARNING)
             else:
                 self.message_user(
                     request, f"Dead letter #{letter.pk}: prescription cancelled.", messages.SUCCESS
