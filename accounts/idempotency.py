@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.problems import Problem
+from common.errors import atomic_keeping_refusals
 from patients.models import Clinic, IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -94,7 +95,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         key = key_from(request)
         clinic = request.user.clinic
         fingerprint = request_fingerprint(request)
-        with transaction.atomic():
+        with atomic_keeping_refusals():
             _claim(clinic, key)
             stored = IdempotencyKey.objects.filter(clinic=clinic, key=key).first()
             if stored is not None and stored.expires_at > timezone.now():
@@ -116,8 +117,3 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             return response
 
     return wrapper
-
-
-def idempotency_keys_purge() -> int:
-    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).delete()
-    return deleted

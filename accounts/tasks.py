@@ -1,8 +1,8 @@
 from celery import shared_task
 
-from accounts.idempotency import idempotency_keys_purge as purge
+from accounts import services
 
 
 @shared_task(time_limit=300)
 def idempotency_keys_purge() -> int:
-    return purge()
+    return services.idempotency_keys_purge()

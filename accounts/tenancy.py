@@ -71,8 +71,8 @@ def system_scope(*, reason: str) -> Iterator[None]:
 
 
 class TenantTransactionMiddleware:
-    """Run each clinic-API request in one transaction, rolled back unless it succeeded (or the
-    refusal says it keeps what it recorded: Problem(keeps_changes=True))."""
+    """Run each clinic-API request in one transaction, rolled back unless it succeeded or the
+    refusal keeps what it recorded (DomainError(keeps_changes=True), see common.errors)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

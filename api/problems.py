@@ -1,8 +1,10 @@
-"""RFC 9457 problem details for every API error.
+"""RFC 9457 problem details for every API error: the one place errors become HTTP.
 
 DRF's exception handler is replaced so that validation errors list every invalid field as a
 JSON pointer, and every other error (401, 403, 404, 405, 409, 413, 415, 422, 429) has the
-same shape. `Problem` is what services and views raise for domain errors.
+same shape. Services raise domain errors (common.errors); `STATUS` below is the only mapping
+from a kind of refusal to a status code. `Problem` is for the HTTP layer's own refusals
+(an Idempotency-Key header, a query string), never raised by a service.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
+
+from common.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -32,9 +35,17 @@ _TITLES = {
     500: "Server error",
 }
 
+# Each kind of domain refusal and the status it answers with.
+STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    NotAllowed: 403,
+    NotFound: 404,
+    Conflict: 409,
+}
+
 
 class Problem(exceptions.APIException):
-    """A domain error with its own status, type slug and optional headers."""
+    """A refusal by the HTTP layer itself, with its own status, type slug and headers."""
 
     def __init__(
         self,
@@ -44,16 +55,19 @@ class Problem(exceptions.APIException):
         detail: str,
         title: str | None = None,
         headers: dict[str, str] | None = None,
-        keeps_changes: bool = False,
     ) -> None:
         super().__init__(detail=detail)
-        # True when the refusal itself records something that must stay (e.g. a staff-queue
-        # entry); the request transaction then commits despite the 4xx.
-        self.keeps_changes = keeps_changes
         self.status_code = status_code
         self.slug = slug
         self.title = title or _TITLES.get(status_code, "Error")
         self.headers = headers or {}
+
+
+def status_of(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
 
 
 def problem_body(
@@ -66,6 +80,13 @@ def problem_body(
         "detail": detail,
         "instance": instance,
     }
+
+
+def domain_error_body(error: DomainError, *, instance: str) -> dict[str, Any]:
+    body = problem_body(status_code=status_of(error), slug=error.code, detail=error.detail, instance=instance)
+    if error.fields:
+        body["errors"] = [{"pointer": f"#/{field}", "detail": error.detail} for field in error.fields]
+    return body
 
 
 def field_errors(detail: Any, pointer: str = "") -> list[dict[str, str]]:
@@ -91,9 +112,20 @@ def field_errors(detail: Any, pointer: str = "") -> list[dict[str, str]]:
     return [{"pointer": f"#{pointer}", "detail": str(detail)}]
 
 
+def _problem_response(body: dict[str, Any], *, headers: dict[str, str] | None = None) -> Response:
+    response = Response(body, status=body["status"], headers=headers)
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     request = context.get("request")
     instance = request.path if request is not None else ""
+    if isinstance(exc, DomainError):
+        response = _problem_response(domain_error_body(exc, instance=instance))
+        # Read by the request transaction (accounts.tenancy): the refusal keeps what it recorded.
+        response.keeps_changes = exc.keeps_changes
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -133,16 +165,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
-    set_rollback()
-    response = Response(body, status=exc.status_code, headers=headers)
-    response.content_type = PROBLEM_CONTENT_TYPE
-    response.keeps_changes = getattr(exc, "keeps_changes", False)
-    return response
+    return _problem_response(body, headers=headers)
 
 
 def problem_response(request: HttpRequest, status_code: int, slug: str, detail: str) -> JsonResponse:
     body = problem_body(status_code=status_code, slug=slug, detail=detail, instance=request.path)
     return JsonResponse(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def domain_error_response(request: HttpRequest, error: DomainError) -> JsonResponse:
+    """The same answer as `exception_handler`, for plain Django views (the partner webhooks)."""
+    body = domain_error_body(error, instance=request.path)
+    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -21,8 +22,10 @@ env = environ.Env()
 env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
-    # Local development and tests only; SCRIPTLINE_LOCAL=false makes SECRET_KEY mandatory.
+# Local development and tests; SCRIPTLINE_LOCAL=false (production) makes every secret mandatory
+# and turns on HTTPS-only cookies, redirects and HSTS.
+_LOCAL = DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True)
+if _LOCAL:
     SECRET_KEY = env.str("SECRET_KEY", default="local-insecure-key-do-not-use-in-production")
 else:
     SECRET_KEY = env.str("SECRET_KEY")
@@ -30,7 +33,7 @@ else:
 # Fernet keys for PHI are derived from SECRET_KEY and each salt here: the first encrypts, all
 # decrypt. Rotate: put a new salt first, run `manage.py rotate_keys`, then drop the old one.
 # BLIND_INDEX_KEY keys the HMACs used for exact-match search (rotate_keys recomputes them).
-if DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True):
+if _LOCAL:
     SALT_KEY = env.list("PHI_SALT_KEYS", default=["local-phi-salt-do-not-use-in-production"])
     BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY", default="local-blind-index-key-do-not-use-in-production")
 else:
@@ -115,20 +118,29 @@ TEMPLATES = [
 ]
 
 # --- Database: PostgreSQL only -------------------------------------------------------------
-if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db_url("DATABASE_URL")}
-else:
+
+
+def _database_from_environment() -> dict[str, Any]:
+    if env.str("DATABASE_URL", default=""):
+        return env.db_url("DATABASE_URL")
     from config import embedded
 
-    DATABASES = {"default": env.db_url_config(embedded.postgres_url(VAR_DIR))}
+    database = env.db_url_config(embedded.postgres_url(VAR_DIR))
     # A unix-socket directory given as ?host= belongs in HOST, where child processes look.
-    DATABASES["default"]["HOST"] = DATABASES["default"].get("OPTIONS", {}).pop("host", "")
-if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    options = dict(database.get("OPTIONS", {}))
+    return {**database, "HOST": options.pop("host", ""), "OPTIONS": options}
+
+
+_database = _database_from_environment()
+if _database["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError("Scriptline needs PostgreSQL (row-level security, SELECT ... FOR UPDATE).")
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
-    "DATABASE_TEST_NAME", default=f"test_{DATABASES['default']['NAME']}"
-)
+DATABASES = {
+    "default": {
+        **_database,
+        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=0),
+        "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default=f"test_{_database['NAME']}")},
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Celery ----------------------------------------------------------------------------------
@@ -266,7 +278,6 @@ OAUTH2_PROVIDER = {
 SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W006"]
 
 # --- Hardening: HTTPS, cookies, sessions, headers --------------------------------------------
-_LOCAL = DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not _LOCAL)
 SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

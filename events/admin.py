@@ -53,7 +53,7 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
     search_fields = ["=event__id"]
 
 
-# --- Outbound clinic webhooks (issue 5) --------------------------------------------------------
+# --- Outbound clinic webhooks ---------------------------------------------------------------------
 
 
 @admin.register(ClinicWebhookEndpoint)

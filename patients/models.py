@@ -124,7 +124,7 @@ class CurrentMedication(models.Model):
         return self.name
 
 
-# --- Clinical context for the safety checks (issue 3) ----------------------------------------
+# --- Clinical context for the safety checks -------------------------------------------------------
 class Diagnosis(models.Model):
     """A recorded diagnosis (SNOMED CT or ICD-10 code), for eligibility checks."""
 

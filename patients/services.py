@@ -113,7 +113,7 @@ def patient_record_clinical_context(
     diagnoses: list[dict[str, Any]] | None = None,
     observations: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Add diagnoses and monitoring observations sent with a prescription (issue 3).
+    """Add diagnoses and monitoring observations sent with a prescription.
 
     Runs inside the caller's transaction; a diagnosis already recorded (same code) is kept once.
     """

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from api.problems import Problem
+from common.errors import DomainError
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
 from saga import cancellation
@@ -73,8 +73,8 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         for letter in queryset.filter(resolved_at__isnull=True):
             try:
                 cancellation.dead_letter_cancel(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
-            except Problem as problem:
-                self.message_user(request, f"Dead letter #{letter.pk}: {problem.detail}", messages.WARNING)
+            except DomainError as error:
+                self.message_user(request, f"Dead letter #{letter.pk}: {error.detail}", messages.WARNING)
             else:
                 self.message_user(
                     request, f"Dead letter #{letter.pk}: prescription cancelled.", messages.SUCCESS

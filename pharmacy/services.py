@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import signing
+from common.errors import Conflict, InvalidInput, NotFound
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
@@ -26,17 +27,28 @@ from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
 
-# Billing (issue 4): only a paid (private) or NHS-funded prescription is dispatched.
+# Only a paid (private) or NHS-funded prescription is dispatched.
 READY_FOR_DISPATCH = frozenset({Status.PAID, Status.NHS_FUNDED})
 SENDABLE = READY_FOR_DISPATCH | {Status.DEAD_LETTERED}
 
 
-class WebhookRejected(Exception):
-    """The webhook is not acceptable (signature, shape): answer with `status`."""
+class WebhookRejected(InvalidInput):
+    """The gateway's webhook is not acceptable (signature, shape)."""
 
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, code="webhook-rejected")
+
+
+class WebhookForUnknownOrder(NotFound):
+    def __init__(self) -> None:
+        super().__init__("unknown order", code="webhook-rejected")
+
+
+class WebhookAheadOfAcknowledgement(Conflict):
+    """The gateway is ahead of us: our record of its acknowledgement has not landed yet."""
+
+    def __init__(self) -> None:
+        super().__init__("order not yet acknowledged here; retry", code="webhook-rejected")
 
 
 def _controlled_without_approval(prescription: Prescription) -> bool:
@@ -337,10 +349,9 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
         .first()
     )
     if dispatch is None:
-        raise WebhookRejected("unknown order", status=404)
+        raise WebhookForUnknownOrder()
     if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
-        # The gateway is ahead of us: our record of its acknowledgement has not landed yet.
-        raise WebhookRejected("order not yet acknowledged here; retry", status=409)
+        raise WebhookAheadOfAcknowledgement()
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
@@ -357,7 +368,7 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     return "applied" if applied else "ignored"
 
 
-# Issue 5: the gateway also announces acceptance and may refuse an order it accepted.
+# The gateway also announces acceptance and may refuse an order it accepted.
 LIFECYCLE = frozenset({"order.acknowledged", "order.rejected"})
 REJECTION_REASON_LENGTH = 300
 
@@ -384,7 +395,7 @@ def _uuid_or_none(value: object) -> str | None:
         return None
 
 
-# --- Compensation: cancelling an acknowledged order (issue 5) ---------------------------------
+# --- Compensation: cancelling an acknowledged order -----------------------------------------------
 
 
 def gateway_cancellation_request(

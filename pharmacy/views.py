@@ -4,7 +4,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from api.problems import problem_response
+from api.problems import domain_error_response
+from common.errors import DomainError
 from pharmacy import services
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ def gateway_webhook(request: HttpRequest) -> JsonResponse:
         outcome = services.gateway_webhook_receive(
             body=request.body, signature_header=request.headers.get("Gateway-Signature", "")
         )
-    except services.WebhookRejected as error:
+    except DomainError as error:
         logger.warning("gateway webhook rejected: %s", error)
-        return problem_response(request, error.status, "webhook-rejected", str(error))
+        return domain_error_response(request, error)
     return JsonResponse({"outcome": outcome})

@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from api.problems import Problem
+from common.errors import DomainError
 from events.services import events_for
 from patients.models import Observation
 from prescriptions import repeats, selectors, services
@@ -158,7 +158,6 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "timeline",
-        # Saga edges (issue 5)
         "previous",
         "link_kind",
         "repeat_interval_days",
@@ -167,7 +166,7 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     inlines = [ItemInline, ReviewInline]
     show_full_result_count = False
     change_form_template = "admin/prescriptions/prescription/change_form.html"
-    # Saga edges (issue 5): staff cancel with compensation (gateway cancellation, refund).
+    # Staff cancel with compensation (gateway cancellation, refund).
     actions = ["cancel_with_compensation"]
 
     @admin.action(description="Cancel, with compensation (gateway cancellation and refund as needed)")
@@ -180,8 +179,8 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                     reason="Cancelled by staff",
                     actor=f"user:{request.user.pk}",
                 )
-            except Problem as problem:
-                self.message_user(request, f"#{prescription.pk}: {problem.detail}", messages.WARNING)
+            except DomainError as error:
+                self.message_user(request, f"#{prescription.pk}: {error.detail}", messages.WARNING)
             else:
                 self.message_user(request, f"#{prescription.pk}: cancellation under way.", messages.SUCCESS)
 
@@ -247,8 +246,8 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                     decision=form.cleaned_data["decision"],
                     reason=form.cleaned_data["reason"],
                 )
-            except Problem as problem:
-                self.message_user(request, str(problem.detail), messages.ERROR)
+            except DomainError as error:
+                self.message_user(request, error.detail, messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:prescriptions_prescription_review", args=[pk]))
             self.message_user(request, f"Decision recorded on {prescription}.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:prescriptions_pharmacistqueue_changelist"))
@@ -335,7 +334,7 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
         return any(item.medication.is_controlled for item in obj.items.all())
 
 
-# --- Saga edges (issue 5): repeat series -------------------------------------------------------
+# --- Repeat series --------------------------------------------------------------------------------
 
 
 @admin.register(RepeatSeries)

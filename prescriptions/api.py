@@ -78,7 +78,7 @@ class PrescriptionCancelApi(APIView):
     @extend_schema(
         request=CancelInputSerializer,
         responses={200: PrescriptionDetailSerializer, 202: PrescriptionDetailSerializer},
-        description="200: cancelled. 202 (issue 5): the pharmacy already has the order; its "
+        description="200: cancelled. 202: the pharmacy already has the order; its "
         "cancellation is being sent to the gateway, then refunded. The status becomes "
         "`cancelled` once the gateway confirms (a clinic webhook follows).",
     )

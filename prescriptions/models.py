@@ -21,7 +21,7 @@ class Prescriber(models.Model):
     family_name = models.CharField(max_length=100)
     registration_body = models.CharField(max_length=10, choices=RegistrationBody.choices)
     registration_number = models.CharField(max_length=30)
-    # Controlled-drug law (issue 3): GB needs the prescriber's UK address on a Schedule 2/3
+    # Controlled-drug law: GB needs the prescriber's UK address on a Schedule 2/3
     # prescription; US needs a DEA registration and a licence in the patient's state.
     address = models.CharField("practice address", max_length=300, blank=True)
     controlled_drugs_authorised = models.BooleanField(
@@ -77,7 +77,7 @@ class Medication(models.Model):
     )
     price_minor = models.PositiveIntegerField(help_text="Price per unit, in minor units.")
     is_active = models.BooleanField(default=True)
-    # Clinical data for the checks (issue 3), all loaded from the formulary file.
+    # Clinical data for the checks, all loaded from the formulary file.
     ingredients = ArrayField(models.CharField(max_length=80), default=list, blank=True)
     therapeutic_class = models.CharField(max_length=60, blank=True)
     unit = models.CharField(max_length=30, blank=True, help_text="The dose unit, e.g. tablet.")
@@ -178,13 +178,13 @@ class Status(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     CANCELLED = "cancelled", "Cancelled"
     DEAD_LETTERED = "dead_lettered", "Dispatch failed (dead letter)"
-    # Billing (issue 4): an approved prescription is paid (private) or has its NHS charge or
+    # An approved prescription is paid (private) or has its NHS charge or
     # exemption recorded (nhs_funded) before it may be dispatched.
     AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
     PAYMENT_FAILED = "payment_failed", "Payment failed (held)"
     PAID = "paid", "Paid"
     NHS_FUNDED = "nhs_funded", "NHS charge or exemption recorded"
-    # Saga edges (issue 5): the pharmacy refused an order it had acknowledged.
+    # The pharmacy refused an order it had acknowledged.
     REJECTED_BY_PHARMACY = "rejected_by_pharmacy", "Rejected by the pharmacy"
 
 
@@ -194,7 +194,7 @@ class Funding(models.TextChoices):
 
 
 class LinkKind(models.TextChoices):
-    """Saga edges (issue 5): how a prescription follows its `previous` one."""
+    """How a prescription follows its `previous` one."""
 
     REPEAT = "repeat", "Repeat issue"
     TITRATION = "titration", "Titration step"
@@ -210,7 +210,7 @@ class Prescription(models.Model):
     issued_on = models.DateField()
     note = models.CharField(max_length=500, blank=True)
     check_results = models.JSONField(default=list, blank=True)
-    # Prescribing details the controlled-drug rules read (issue 3).
+    # Prescribing details the controlled-drug rules read.
     repeats = models.PositiveSmallIntegerField(default=0, help_text="Repeats (GB) or refills (US).")
     earliest_fill_date = models.DateField(null=True, blank=True)
     clinical_justification = models.TextField(blank=True)
@@ -219,11 +219,11 @@ class Prescription(models.Model):
     )
     status_reason = models.CharField(max_length=500, blank=True)
     tracking_number = models.CharField(max_length=60, blank=True)
-    # Billing (issue 4): who pays, and for NHS the exemption the clinic declared.
+    # Who pays, and for NHS the exemption the clinic declared.
     funding = models.CharField(max_length=10, choices=Funding.choices, default=Funding.PRIVATE)
     nhs_exemption_category = models.CharField(max_length=40, blank=True)
     nhs_exemption_evidence = models.CharField(max_length=200, blank=True)
-    # Saga edges (issue 5): a repeat issue or a titration step links to the one it follows;
+    # A repeat issue or a titration step links to the one it follows;
     # repeats are issued every repeat_interval_days (default: the longest item's days' supply).
     previous = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="followers"
@@ -251,7 +251,7 @@ class Prescription(models.Model):
                 condition=~models.Q(eps_prescription_id=""),
                 name="eps_prescription_id_unique",
             ),
-            # Saga edges (issue 5): however often the beat runs, one repeat issue follows each.
+            # However often the beat runs, one repeat issue follows each.
             models.UniqueConstraint(
                 fields=["previous"],
                 condition=models.Q(link_kind="repeat"),
@@ -332,7 +332,7 @@ class PharmacistQueue(Prescription):
 
 
 class RepeatSeries(models.Model):
-    """Saga edges (issue 5): the repeat issues of an approved prescription.
+    """The repeat issues of an approved prescription.
 
     `next_due_on` lives in the database (no in-memory ETA), so a restart delays nothing; the
     beat task claims due rows with SKIP LOCKED and moves `next_due_on` in the same

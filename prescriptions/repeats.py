@@ -1,4 +1,4 @@
-"""Repeat series (issue 5): each due repeat is issued once, as a new prescription that runs
+"""Repeat series: each due repeat is issued once, as a new prescription that runs
 through the clinical checks again, linked to the one it repeats."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from prescriptions.models import LinkKind, Medication, Prescriber, Prescription,
 def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
     return (
         Prescription.objects.filter(clinic=clinic)
-        .select_related("payment")  # billing (issue 4): the payment summary
+        .select_related("payment")  # the payment summary
         .prefetch_related("items__medication")
     )
 

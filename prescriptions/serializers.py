@@ -133,11 +133,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
     diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
     observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
 
-    # Billing (issue 4): who pays; NHS (GB clinics only) may declare a charge exemption.
+    # Who pays; NHS (GB clinics only) may declare a charge exemption.
     funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
     nhs_exemption = NhsExemptionInputSerializer(required=False, allow_null=True, default=None)
 
-    # Saga edges (issue 5): repeats every N days (default: the longest item's days' supply),
+    # Repeats every N days (default: the longest item's days' supply),
     # and a titration step names the prescription whose dose it changes.
     repeat_interval_days = serializers.IntegerField(
         min_value=1, max_value=365, required=False, allow_null=True, default=None
@@ -307,7 +307,7 @@ class PrescriptionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(PaymentSummarySerializer(allow_null=True))
     def get_payment(self, prescription: Prescription) -> dict | None:
-        # Billing (issue 4). Card data never touches Scriptline: the clinic collects it with
+        # Card data never touches Scriptline: the clinic collects it with
         # Stripe using this client secret.
         payment = getattr(prescription, "payment", None)
         if payment is None:

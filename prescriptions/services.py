@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from api.problems import Problem
+from common.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from events.services import event_record
 from patients.models import Clinic, Patient
 from patients.services import patient_record_clinical_context
@@ -41,36 +41,34 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {Status.APPROVED, Status.AWAITING_PHARMACIST, Status.REJECTED, Status.CANCELLED}
     ),
     Status.AWAITING_PHARMACIST: frozenset({Status.APPROVED, Status.REJECTED, Status.CANCELLED}),
-    # Billing (issue 4): approved now goes to billing, not straight to dispatch; approved → paid
-    # directly covers a payment webhook that lands before the intent is recorded here.
+    # Approved goes to billing; approved → paid directly covers a payment webhook that lands
+    # before the intent is recorded here.
     Status.APPROVED: frozenset({Status.AWAITING_PAYMENT, Status.PAID, Status.NHS_FUNDED, Status.CANCELLED}),
+    Status.AWAITING_PAYMENT: frozenset({Status.PAID, Status.PAYMENT_FAILED, Status.CANCELLED}),
+    Status.PAYMENT_FAILED: frozenset({Status.PAID, Status.CANCELLED}),
+    # Paid (private, via Stripe) or NHS-funded, then dispatch.
+    Status.PAID: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
+    Status.NHS_FUNDED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
     Status.DEAD_LETTERED: frozenset({Status.ACKNOWLEDGED, Status.CANCELLED}),
-    Status.ACKNOWLEDGED: frozenset({Status.DISPENSED, Status.SHIPPED, Status.DELIVERED}),
+    # An acknowledged order ends cancelled only once the gateway confirmed the cancellation
+    # (pharmacy.services.gateway_cancellation_send), or rejected by the pharmacy.
+    Status.ACKNOWLEDGED: frozenset(
+        {Status.DISPENSED, Status.SHIPPED, Status.DELIVERED, Status.CANCELLED, Status.REJECTED_BY_PHARMACY}
+    ),
     Status.DISPENSED: frozenset({Status.SHIPPED, Status.DELIVERED}),
     Status.SHIPPED: frozenset({Status.DELIVERED}),
     Status.DELIVERED: frozenset(),
     Status.REJECTED: frozenset(),
     Status.CANCELLED: frozenset(),
-    # Billing (issue 4): paid (private, via Stripe) or nhs_funded, then dispatch.
-    Status.AWAITING_PAYMENT: frozenset({Status.PAID, Status.PAYMENT_FAILED, Status.CANCELLED}),
-    Status.PAYMENT_FAILED: frozenset({Status.PAID, Status.CANCELLED}),
-    Status.PAID: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
-    Status.NHS_FUNDED: frozenset({Status.ACKNOWLEDGED, Status.DEAD_LETTERED, Status.CANCELLED}),
+    Status.REJECTED_BY_PHARMACY: frozenset(),
 }
-# Saga edges (issue 5): an acknowledged order ends cancelled only once the gateway confirmed
-# the cancellation (pharmacy.services.gateway_cancellation_send), or the pharmacy rejects it.
-TRANSITIONS[Status.ACKNOWLEDGED] = TRANSITIONS[Status.ACKNOWLEDGED] | {
-    Status.CANCELLED,
-    Status.REJECTED_BY_PHARMACY,
-}
-TRANSITIONS[Status.REJECTED_BY_PHARMACY] = frozenset()
 CANCELLABLE = frozenset(
     {
         Status.RECEIVED,
         Status.AWAITING_PHARMACIST,
         Status.APPROVED,
         Status.DEAD_LETTERED,
-        # Billing (issue 4): cancelling these is compensated by billing (intent cancel or refund).
+        # Cancelling these is compensated by billing (intent cancel or refund).
         Status.AWAITING_PAYMENT,
         Status.PAYMENT_FAILED,
         Status.PAID,
@@ -142,7 +140,7 @@ def prescription_create(
 ) -> Prescription:
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
-    # Saga edges (issue 5): a titration step or repeat issue follows an earlier prescription.
+    # A titration step or repeat issue follows an earlier prescription.
     previous = titration_of or repeat_of
     if previous is not None and previous.patient_id != patient.pk:
         raise ValueError("a titration step or repeat follows the same patient's prescription")
@@ -218,10 +216,6 @@ def _truncate(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-class ReviewRefused(Problem):
-    """The person or the moment cannot decide this prescription; nothing was recorded."""
-
-
 def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
     """Staff in the pharmacist role with a recorded professional registration number (the one
     rule, kept in support.services.staff_can_decide)."""
@@ -234,17 +228,15 @@ def _refuse_approval_outside_supply_window(prescription: Prescription, today: da
     if jurisdiction == "GB" and schedules & VALIDITY_RULES:
         first, last = supply_window(prescription.issued_on)
         if not first <= today <= last:
-            raise ReviewRefused(
-                status_code=409,
-                slug="outside-supply-window",
+            raise Conflict(
+                code="outside-supply-window",
                 detail=f"A Schedule 2-4 controlled drug may be supplied only from {first:%Y-%m-%d} "
                 f"to {last:%Y-%m-%d}; it cannot be approved today.",
             )
     earliest = prescription.earliest_fill_date
     if jurisdiction == "US" and schedules - {""} and earliest is not None and today < earliest:
-        raise ReviewRefused(
-            status_code=409,
-            slug="before-earliest-fill-date",
+        raise Conflict(
+            code="before-earliest-fill-date",
             detail=f"Not to be filled before {earliest:%Y-%m-%d}; approve it on or after that date.",
         )
 
@@ -263,13 +255,12 @@ def prescription_review(
     awaiting_pharmacist.
     """
     if not reason.strip():
-        raise Problem(status_code=400, slug="reason-required", detail="A reason is required.")
+        raise InvalidInput("A reason is required.", code="reason-required")
     if decision not in PharmacistReview.Decision.values:
-        raise Problem(status_code=400, slug="bad-decision", detail="Decide approved or rejected.")
+        raise InvalidInput("Decide approved or rejected.", code="bad-decision")
     if not pharmacist_may_decide(pharmacist):
-        raise ReviewRefused(
-            status_code=403,
-            slug="not-a-registered-pharmacist",
+        raise NotAllowed(
+            code="not-a-registered-pharmacist",
             detail="Only staff with the pharmacist role and a recorded registration number may decide.",
         )
     prescription = (
@@ -279,11 +270,10 @@ def prescription_review(
         .first()
     )
     if prescription is None:
-        raise Problem(status_code=404, slug="not-found", detail="No such prescription.")
+        raise NotFound("No such prescription.", code="not-found")
     if prescription.prescriber.user_id == pharmacist.pk:
-        raise ReviewRefused(
-            status_code=403,
-            slug="own-prescription",
+        raise NotAllowed(
+            code="own-prescription",
             detail="You wrote this prescription: another pharmacist must decide it.",
         )
     if decision == PharmacistReview.Decision.APPROVED:
@@ -309,9 +299,8 @@ def prescription_review(
         )
         if not moved:
             # Raising rolls the review back with it: a decision exists only if it took effect.
-            raise Problem(
-                status_code=409,
-                slug="not-awaiting-pharmacist",
+            raise Conflict(
+                code="not-awaiting-pharmacist",
                 detail="This prescription is not waiting for a pharmacist.",
             )
     return review
@@ -350,6 +339,13 @@ def has_pharmacist_approval(*, prescription_id: int) -> bool:
     ).exists()
 
 
+class PrescriptionNotCancellable(Conflict):
+    """The prescription is already with the pharmacy or finished: it cannot be cancelled here."""
+
+    def __init__(self, detail: str, *, keeps_changes: bool = False) -> None:
+        super().__init__(detail, code="not-cancellable", keeps_changes=keeps_changes)
+
+
 def prescription_cancel(
     *, clinic: Clinic | None, prescription_id: int, reason: str, actor: str = ""
 ) -> Prescription:
@@ -357,7 +353,7 @@ def prescription_cancel(
     scope = Prescription.objects.all() if clinic is None else Prescription.objects.filter(clinic=clinic)
     current = scope.filter(pk=prescription_id).values_list("status", flat=True).first()
     if current is None:
-        raise Problem(status_code=404, slug="not-found", detail="No such prescription.")
+        raise NotFound("No such prescription.", code="not-found")
     moved = prescription_transition(
         prescription_id=prescription_id,
         to=Status.CANCELLED,
@@ -371,10 +367,8 @@ def prescription_cancel(
         status = scope.filter(pk=prescription_id).values_list("status", flat=True).first()
         if status == Status.CANCELLED:
             return scope.get(pk=prescription_id)
-        raise Problem(
-            status_code=409,
-            slug="not-cancellable",
-            detail=f"A prescription that is {Status(status).label.lower()} cannot be cancelled "
+        raise PrescriptionNotCancellable(
+            f"A prescription that is {Status(status).label.lower()} cannot be cancelled "
             "here: it is already with the pharmacy or finished.",
         )
     return scope.get(pk=prescription_id)
@@ -424,7 +418,7 @@ def prescription_record_progress(
     )
 
 
-# --- Saga edges (issue 5) ------------------------------------------------------------------
+# --- Cancelled at the pharmacy, rejected by the pharmacy ------------------------------------------
 
 
 def prescription_record_cancelled_at_pharmacy(*, prescription_id: int, reason: str, actor: str = "") -> bool:

@@ -9,14 +9,13 @@ CancellationRequest (billing) with the refund it may need.
 
 from __future__ import annotations
 
-from django.db import transaction
-
-from api.problems import Problem
 from billing.services import payments
+from common.errors import atomic_keeping_refusals
 from patients.models import Clinic
 from pharmacy import services as pharmacy
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
+from prescriptions.services import PrescriptionNotCancellable
 
 # Where a prescription already is with the pharmacy or beyond: no automatic cancel or refund.
 BEYOND_AUTOMATIC_CANCEL = frozenset({Status.ACKNOWLEDGED, Status.DISPENSED, Status.SHIPPED, Status.DELIVERED})
@@ -34,9 +33,7 @@ def prescription_cancel_request(
         return prescriptions.prescription_cancel(
             clinic=clinic, prescription_id=prescription_id, reason=reason, actor=actor
         )
-    except Problem as problem:
-        if problem.slug != "not-cancellable":
-            raise
+    except PrescriptionNotCancellable as refusal:
         prescription = Prescription.objects.get(pk=prescription_id)
         if prescription.status == Status.CANCELLED:
             # The gateway confirmed an earlier cancel between our two reads: same answer as a
@@ -50,19 +47,17 @@ def prescription_cancel_request(
             prescription_id=prescription_id, reason=reason, actor=actor
         )
         refund = " and the refund" if request.needs_refund else ""
-        raise Problem(
-            status_code=409,
-            slug="not-cancellable",
-            detail=f"{problem.detail} Our staff will review the cancellation{refund} "
-            f"(request #{request.pk}).",
+        # The refusal keeps the staff-queue entry it opened (common.errors: the one rule).
+        raise PrescriptionNotCancellable(
+            f"{refusal.detail} Our staff will review the cancellation{refund} (request #{request.pk}).",
             keeps_changes=True,
-        ) from problem
+        ) from refusal
 
 
 def dead_letter_cancel(*, dead_letter_id: int, actor: str) -> bool:
     """Give up on a dead-lettered dispatch: cancel its prescription with compensation (the
     refund follows from the prescription.cancelled consumer) and resolve the letter."""
-    with transaction.atomic():
+    with atomic_keeping_refusals():
         prescription_id = pharmacy.dead_letter_lock(dead_letter_id=dead_letter_id)
         if prescription_id is None:
             return False

@@ -151,7 +151,7 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
             **(adhd if code in ("39112111000001107", "324907005") else {}),
         }
         if index == 1:
-            body["funding"] = "nhs"  # billing (issue 4): the GB demo clinic's NHS sample, charged per item
+            body["funding"] = "nhs"  # the GB demo clinic's NHS sample, charged per item
         status, created = call(
             "POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())}
         )

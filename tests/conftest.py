@@ -97,7 +97,7 @@ def nhs_charge_rates(db):  # type: ignore[no-untyped-def]
     import_module("billing.migrations.0002_seed_england_nhs_charge_rates").seed(apps, None)
 
 
-# --- Staff (issue 6): the admin requires a second factor; force_login stands in for both. ---
+# --- Staff: the admin requires a second factor; force_login stands in for both. -------------------
 @pytest.fixture
 def client() -> StaffClient:
     return StaffClient()

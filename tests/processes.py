@@ -215,7 +215,7 @@ def wait_until(predicate: Callable[[], bool], *, seconds: float, what: str) -> N
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
-# --- Billing (issue 4): the Stripe simulator as a process --------------------------------------
+# --- The Stripe simulator as a process ------------------------------------------------------------
 
 
 @dataclass

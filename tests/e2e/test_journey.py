@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 JOURNEY = [
     "prescription.received",
     "prescription.approved",
-    "prescription.awaiting_payment",  # billing (issue 4): private prescriptions are paid first
+    "prescription.awaiting_payment",  # private prescriptions are paid first
     "prescription.paid",
     "prescription.acknowledged",
     "prescription.dispensed",
@@ -49,7 +49,7 @@ def running_pipeline(live_server, settings):  # type: ignore[no-untyped-def]
     formulary_load(path=FORMULARY_FILE)  # the checks fail closed without it
     purge_queues()
     simulator = start_simulator(webhook_url=f"{live_server.url}/webhooks/gateway/", step_delay=0.2)
-    # Billing (issue 4): the Stripe simulator pays every new PaymentIntent by itself.
+    # The Stripe simulator pays every new PaymentIntent by itself.
     stripe = start_stripe_simulator(
         webhook_url=f"{live_server.url}/webhooks/stripe/", auto_confirm=True, auto_confirm_delay=0.2
     )
@@ -276,7 +276,7 @@ def test_an_allergy_or_a_contraindicated_interaction_is_rejected_with_the_reason
     assert {r["code"] for r in interaction["check_results"] if r["severity"] == "block"} == {
         "interaction.contraindicated"
     }
-    # What the clinic's webhook is built from (issue 5): the rejection event carries the results.
+    # What the clinic's webhook is built from: the rejection event carries the results.
     event = Event.objects.get(aggregate_id=interaction_id, type="prescription.rejected")
     assert [r["code"] for r in event.payload["checks"] if r["severity"] == "block"] == [
         "interaction.contraindicated"

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import Error as DatabaseError
 
-from api.problems import Problem
+from common.errors import Conflict
 from events.models import Event
 from events.services import event_record
 from prescriptions import services
@@ -230,10 +230,10 @@ def test_cancelling_a_delivered_prescription_is_refused_and_records_nothing(clin
     prescription = a_prescription(clinic, paracetamol)
     put_in(prescription, Status.DELIVERED)
 
-    with pytest.raises(Problem, match="cannot be cancelled") as refused:
+    with pytest.raises(Conflict, match="cannot be cancelled") as refused:
         services.prescription_cancel(clinic=clinic.clinic, prescription_id=prescription.pk, reason="late")
 
-    assert refused.value.status_code == 409
+    assert refused.value.code == "not-cancellable"
     prescription.refresh_from_db()
     assert prescription.status == Status.DELIVERED
     assert prescription.status_reason == ""

@@ -29,7 +29,7 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
     )
     target = services.prescription_run_checks(prescription_id=prescription.pk)
     assert target == Status.APPROVED if not medication.is_controlled else True
-    # Billing (issue 4): dispatch takes only paid or NHS-funded prescriptions.
+    # Dispatch takes only paid or NHS-funded prescriptions.
     services.prescription_transition(
         prescription_id=prescription.pk,
         to=Status.PAID,

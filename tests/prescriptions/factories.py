@@ -48,7 +48,7 @@ class MedicationFactory(factory.django.DjangoModelFactory):
     max_daily_dose = 4000
 
 
-# --- Clinical-check scenarios (issue 3) ------------------------------------------------------
+# --- Clinical-check scenarios ---------------------------------------------------------------------
 GB_SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 VALID_NPI = "1234567893"  # the CMS example NPI (Luhn-valid with prefix 80840)

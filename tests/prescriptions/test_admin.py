@@ -12,7 +12,7 @@ from django.db.utils import Error as DatabaseError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from api.problems import Problem
+from common.errors import Conflict, NotAllowed
 from events.models import Event
 from patients.models import Allergy, CurrentMedication
 from prescriptions import services
@@ -227,7 +227,7 @@ def test_nobody_may_decide_a_prescription_they_wrote(formulary, pharmacist, clie
     prescription.prescriber.save()
 
     page = client.get(review_url(prescription)).content.decode()
-    with pytest.raises(Problem, match="another pharmacist must decide"):
+    with pytest.raises(NotAllowed, match="another pharmacist must decide"):
         services.prescription_review(
             prescription_id=prescription.pk, pharmacist=pharmacist, decision="approved", reason="Mine."
         )
@@ -257,7 +257,7 @@ def test_a_gb_controlled_drug_cannot_be_approved_before_its_date(formulary, phar
     """Source: Misuse of Drugs Regulations 2001, regulation 16 (no supply before the date)."""
     prescription = awaiting(issued_on=timezone.localdate() + datetime.timedelta(days=2))
 
-    with pytest.raises(Problem, match="may be supplied only from"):
+    with pytest.raises(Conflict, match="may be supplied only from"):
         services.prescription_review(
             prescription_id=prescription.pk, pharmacist=pharmacist, decision="approved", reason="OK."
         )

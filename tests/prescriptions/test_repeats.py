@@ -1,4 +1,4 @@
-"""Repeats and titration (issue 5): due repeats issued once each from a date in the database,
+"""Repeats and titration: due repeats issued once each from a date in the database,
 through the checks again, even with two schedulers racing; staff can pause or stop a series."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Compensation after the pharmacy has the order (issue 5): cancel at the gateway, then refund
+"""Compensation after the pharmacy has the order: cancel at the gateway, then refund
 exactly once; a pharmacy rejection is refunded the same way; a dispensed order goes to staff."""
 
 from __future__ import annotations
@@ -312,7 +312,6 @@ def test_a_repeat_cancel_that_loses_the_race_to_the_gateways_confirmation_gets_t
 ):  # type: ignore[no-untyped-def]
     """Between the repeat's guarded update (refused: still acknowledged) and its re-read, the
     gateway confirmed the first cancel. The answer is the cancelled prescription, not a 409."""
-    from api.problems import Problem
     from prescriptions import services as prescription_services
     from tests.patients.factories import PatientFactory
 
@@ -326,7 +325,7 @@ def test_a_repeat_cancel_that_loses_the_race_to_the_gateways_confirmation_gets_t
     )
 
     def refused_while_acknowledged(**_):  # type: ignore[no-untyped-def]
-        raise Problem(status_code=409, slug="not-cancellable", detail="It is with the pharmacy.")
+        raise prescription_services.PrescriptionNotCancellable("It is with the pharmacy.")
 
     monkeypatch.setattr(prescription_services, "prescription_cancel", refused_while_acknowledged)
 

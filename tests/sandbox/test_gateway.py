@@ -447,7 +447,7 @@ def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm(tmp_path: Path
         process.communicate(timeout=5)
 
 
-# --- Cancellation and rejection (issue 5) -----------------------------------------------------
+# --- Cancellation and rejection -------------------------------------------------------------------
 
 
 def post_cancel(gateway: Gateway, order_id: str, api_key: str = API_KEY) -> Response:

@@ -37,7 +37,7 @@ class Command(BaseCommand):
             us_clinic = self._clinic("Lakeshore Family Health", "US", "USD", "")
             prescriber = self._prescriber(clinic, "Ada", "Hartley", "GMC", "7000001")
             us_prescriber = self._prescriber(us_clinic, "Jordan", "Reyes", "NPI", "1234567893")
-            # What the controlled-drug rules check (issue 3); invented, like everything here.
+            # What the controlled-drug rules check; invented, like everything here.
             Prescriber.objects.filter(pk=prescriber.pk).update(
                 address="1 Example Street, Leeds LS2 9JT",
                 controlled_drugs_authorised=True,
