@@ -15,3 +15,9 @@ def notification_on_event(event_id: int) -> None:
         handle=lambda event: services.notification_send_for_event(event_id=event.pk),
         atomic=False,
     )
+
+
+@shared_task(time_limit=60, soft_time_limit=45)
+def notification_deliver(notification_id: int) -> None:
+    """Send one staff-requested resend (claimed first: never twice)."""
+    services.notification_deliver(notification_id=notification_id)
