@@ -60,8 +60,8 @@ INSTALLED_APPS = [
     # --- Staff security and audit (issue 6): roles, object permissions, 2FA, lockout, audit ---
     "guardian",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "axes",
+    "support.apps.TwoFactorDevicesConfig",  # django_otp.plugins.otp_totp, named for staff
+    "support.apps.SignInLockoutsConfig",  # axes, named for staff
     "auditlog",
     "audit",
     # --- Saga edges (issue 5): patient notifications ---

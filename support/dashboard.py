@@ -144,7 +144,7 @@ def _stage_durations(now: datetime) -> list[StageDuration]:
     ]
 
 
-def broker_queue_depths() -> dict[str, int | None]:
+def broker_queue_depths(*, broker_url: str | None = None) -> dict[str, int | None]:
     """Messages waiting in each Celery queue (None when the broker cannot be asked)."""
     from config.celery import app
 
@@ -152,7 +152,9 @@ def broker_queue_depths() -> dict[str, int | None]:
     depths: dict[str, int | None] = dict.fromkeys(names)
     try:
         with app.connection_for_read(
-            connect_timeout=2, transport_options={"socket_timeout": 2, "socket_connect_timeout": 2}
+            broker_url,
+            connect_timeout=2,
+            transport_options={"socket_timeout": 2, "socket_connect_timeout": 2},
         ) as broker:
             broker.ensure_connection(max_retries=1, timeout=2)
             for name in names:
