@@ -66,6 +66,9 @@ INSTALLED_APPS = [
     "audit",
     # --- Saga edges (issue 5): patient notifications ---
     "notifications",
+    # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
+    # in the product imports it.
+    "sandbox",
 ]
 
 MIDDLEWARE = [

@@ -54,7 +54,7 @@ class Simulator:
 
 def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, **knobs: Any) -> Simulator:
     process, url = _simulator_process(
-        "pharmacy.simulator",
+        "sandbox.gateway",
         [
             "--step-delay",
             str(step_delay),
@@ -199,7 +199,7 @@ class StripeSimulator(Simulator):
 
 def start_stripe_simulator(*, webhook_url: str | None = None, **options: Any) -> StripeSimulator:
     process, url = _simulator_process(
-        "billing.simulator",
+        "sandbox.stripe",
         ["--api-key", settings.STRIPE_SECRET_KEY, "--webhook-secret", settings.STRIPE_WEBHOOK_SECRET],
         webhook_url=webhook_url,
         options=options,

@@ -9,7 +9,7 @@ import time
 
 from django.test import Client
 
-from billing.simulator import sign
+from common.signing import signature_header
 from prescriptions import services
 from prescriptions.formulary import formulary_load
 from prescriptions.models import FormularyRelease, Medication, Prescription, Status
@@ -51,7 +51,11 @@ def deliver(
     body: str | bytes, *, secret: str = SECRET, timestamp: int | None = None, header: str | None = None
 ):  # type: ignore[no-untyped-def]
     payload = body.encode() if isinstance(body, str) else body
-    signature = header if header is not None else sign(secret, timestamp or int(time.time()), payload)
+    signature = (
+        header
+        if header is not None
+        else signature_header(secrets=[secret], body=payload, timestamp=timestamp or int(time.time()))
+    )
     return Client().post(
         WEBHOOK_URL, payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature
     )

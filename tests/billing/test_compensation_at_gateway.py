@@ -13,11 +13,11 @@ from django.test import Client
 from billing import tasks as billing_tasks
 from billing.models import CancellationRequest, Refund
 from billing.services import payments
+from common.signing import signature_header
 from events.models import Event
 from pharmacy import services as pharmacy
 from pharmacy.gateway import GatewayUnavailable, OrderAlreadyDispensed
 from pharmacy.models import Dispatch, GatewayCancellation
-from pharmacy.simulator import sign
 from prescriptions.models import Prescription, Status
 from tests.billing.factories import event_types
 from tests.billing.test_refunds import paid_prescription
@@ -146,7 +146,7 @@ def gateway_webhook(dispatch: Dispatch, type: str, **data) -> bytes:  # type: ig
 
 
 def post_gateway_webhook(body: bytes):  # type: ignore[no-untyped-def]
-    header = sign("sim-webhook-secret", int(time.time()), body)
+    header = signature_header(secrets=["sim-webhook-secret"], body=body)
     return Client().post(
         "/webhooks/gateway/", body, content_type="application/json", HTTP_GATEWAY_SIGNATURE=header
     )

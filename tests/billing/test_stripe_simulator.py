@@ -12,7 +12,8 @@ import stripe
 
 from billing.adapters import stripe as stripe_api
 from billing.payments import CardDeclined, PaymentRejected, PaymentUnavailable, WebhookInvalid
-from billing.simulator import parse_form, sign
+from common.signing import signature_header
+from sandbox.stripe import parse_form
 
 SECRET = "whsec_scriptline_simulator"
 
@@ -132,16 +133,21 @@ def test_the_events_it_sends_verify_with_the_sdk_and_tampering_does_not(stripe_s
     body = stripe_sim.events()[0]["body"].encode()
     now = int(time.time())
 
-    event = stripe.Webhook.construct_event(body, sign(SECRET, now, body), SECRET)
+    event = stripe.Webhook.construct_event(
+        body, signature_header(secrets=[SECRET], body=body, timestamp=now), SECRET
+    )
 
     assert event["type"] == "payment_intent.succeeded"
     assert event["data"]["object"]["id"] == intent.id
     with pytest.raises(WebhookInvalid):
         stripe_api.webhook_event_construct(
-            payload=body.replace(b"succeeded", b"xucceeded"), signature_header=sign(SECRET, now, body)
+            payload=body.replace(b"succeeded", b"xucceeded"),
+            signature_header=signature_header(secrets=[SECRET], body=body, timestamp=now),
         )
     with pytest.raises(WebhookInvalid):
-        stripe_api.webhook_event_construct(payload=body, signature_header=sign(SECRET, now - 3600, body))
+        stripe_api.webhook_event_construct(
+            payload=body, signature_header=signature_header(secrets=[SECRET], body=body, timestamp=now - 3600)
+        )
 
 
 def test_auto_confirm_pays_a_new_intent_after_the_delay(stripe_sim):  # type: ignore[no-untyped-def]

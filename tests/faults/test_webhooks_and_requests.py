@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 from django.conf import settings
 from django.db import transaction
 
+from common.signing import signature_header
 from config.celery import app
 from events.models import Event, OutboxMessage
 from patients.models import IdempotencyKey
 from pharmacy import services as pharmacy
 from pharmacy.models import Dispatch, GatewayWebhookEvent
-from pharmacy.simulator import sign
 from prescriptions.models import Prescription, Status
 from tests.conftest import prescription_body
 from tests.faults.pipeline import nhs_funded_prescriptions
@@ -60,7 +59,7 @@ def test_duplicated_and_shuffled_gateway_webhooks_end_delivered_with_one_event_p
 
     outcomes = []
     for body in deliveries:
-        header = sign(settings.GATEWAY_WEBHOOK_SECRET, int(time.time()), body)
+        header = signature_header(secrets=[settings.GATEWAY_WEBHOOK_SECRET], body=body)
         response = client.post(
             "/webhooks/gateway/", data=body, content_type="application/json", HTTP_GATEWAY_SIGNATURE=header
         )

@@ -17,7 +17,7 @@ from patients.models import Clinic, Patient
 from pharmacy.fhir import FhirEncodingError, encode_prescription, validate_bundle
 from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "fhir-examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir-examples"
 MESSAGE_ID = "3f1c0c56-2b7e-4c55-9d0e-6f1f7a0c9b21"
 PHARMACY_ODS = "VNE51"
 TIMESTAMP = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from django.test import Client
 
+from common.signing import signature_header
 from events.models import Event
 from pharmacy.models import Dispatch, GatewayWebhookEvent
-from pharmacy.simulator import sign
 from prescriptions.models import Prescription, Status
 from tests.pharmacy.factories import approved_prescription
 
@@ -47,7 +47,7 @@ def event(dispatch: Dispatch, type: str, event_id: str | None = None, **data) ->
 
 
 def deliver(body: bytes, secret: str = "sim-webhook-secret", timestamp: int | None = None):  # type: ignore[no-untyped-def]
-    header = sign(secret, timestamp or int(time.time()), body)
+    header = signature_header(secrets=[secret], body=body, timestamp=timestamp or int(time.time()))
     return Client().post(URL, body, content_type="application/json", HTTP_GATEWAY_SIGNATURE=header)
 
 

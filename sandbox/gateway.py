@@ -3,8 +3,8 @@
 It accepts FHIR R4 message Bundles on ``POST /orders`` with Idempotency-Key
 de-duplication, injects faults on demand, and walks each new order through
 signed ``order.dispensed`` -> ``order.shipped`` -> ``order.delivered``
-webhooks.  Standard library only (with config/simulation.py); it needs no Django
-settings or database, so it runs as ``python -m pharmacy.simulator`` as well as through the
+webhooks.  Standard library only (with sandbox/server.py and common/signing.py); it needs no
+Django settings or database, so it runs as ``python -m sandbox.gateway`` as well as through the
 management command.
 """
 
@@ -20,17 +20,16 @@ import random
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 
-from config.simulation import SimulatorServer, rate, run_until_stopped, seconds
+from common.signing import signature_header
+from sandbox import server
+from sandbox.server import JSON_CONTENT_TYPE, Log, SimulatorHandler, SimulatorServer, rate, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -40,14 +39,11 @@ DEFAULT_STEP_DELAY_SECONDS = 1.0
 
 EVENT_TYPES = ("order.dispensed", "order.shipped", "order.delivered")
 EVENTS_WITH_TRACKING = frozenset({"order.shipped", "order.delivered"})
-# Issue 5: a pharmacy may refuse an order after accepting it; a cancelled order stops advancing.
+# A pharmacy may refuse an order after accepting it; a cancelled order stops advancing.
 REJECTION_REASON = "Pharmacy cannot fulfil this order: item out of stock."
 DISPENSED_OR_LATER = frozenset({"dispensed", "shipped", "delivered"})
 SIGNATURE_HEADER = "Gateway-Signature"
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 MAXIMUM_BODY_BYTES = 10 * 1024 * 1024
-JSON_CONTENT_TYPE = "application/json"
 FHIR_CONTENT_TYPE = "application/fhir+json"
 
 # Names accepted by serve(); the management command forwards exactly these.
@@ -66,18 +62,7 @@ OPTION_NAMES = (
     "seed",
 )
 
-Log = Callable[[str], None]
-
-
-def log_to_stderr(message: str) -> None:
-    print(f"[gateway-simulator] {message}", file=sys.stderr, flush=True)
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """Return the full ``Gateway-Signature`` header value for ``body``."""
-    signed_payload = f"{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode("utf-8"), signed_payload, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+log_to_stderr = server.log_to_stderr("gateway-simulator")
 
 
 def operation_outcome(code: str, diagnostics: str) -> dict[str, Any]:
@@ -161,8 +146,8 @@ class Knobs:
     auto_advance: bool = True
     down: bool = False
     webhook_url: str | None = None
-    # Issue 5: reject the next N orders (order.rejected instead of dispensing); announce
-    # acceptance with an order.acknowledged webhook before the first step.
+    # Reject the next N orders (order.rejected instead of dispensing); announce acceptance
+    # with an order.acknowledged webhook before the first step.
     reject_next: int = 0
     acknowledged_webhook: bool = False
 
@@ -202,46 +187,21 @@ class WebhookEvent:
         return json.dumps(event, separators=(",", ":")).encode("utf-8")
 
 
-def _require_number(name: str, value: Any, upper_bound: float | None = None) -> float:
-    # bool is an int subclass; "true" must not silently become 1.0 seconds.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number")
-    if value < 0 or (upper_bound is not None and value > upper_bound):
-        limit = f"between 0 and {upper_bound}" if upper_bound is not None else "zero or more"
-        raise ValueError(f"{name} must be {limit}")
-    return float(value)
-
-
-def _require_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false")
-    return value
-
-
-def _require_url(name: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ValueError(f"{name} must be an http(s) URL or null")
-    return value
-
-
-KNOB_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "latency": _require_number,
-    "error_rate": lambda name, value: _require_number(name, value, upper_bound=1.0),
-    "timeout_rate": lambda name, value: _require_number(name, value, upper_bound=1.0),
-    "hang": _require_number,
-    "step_delay": _require_number,
-    "auto_advance": _require_bool,
-    "down": _require_bool,
-    "webhook_url": _require_url,
-    "reject_next": lambda name, value: int(_require_number(name, value)),
-    "acknowledged_webhook": _require_bool,
-}
-
-
-class Simulator:
+class Simulator(server.Simulator):
     """Orders, counters and fault knobs of one simulated gateway; thread-safe."""
+
+    knob_validators: ClassVar[Mapping[str, server.Validator]] = {
+        "latency": server.number,
+        "error_rate": server.fraction,
+        "timeout_rate": server.fraction,
+        "hang": server.number,
+        "step_delay": server.number,
+        "auto_advance": server.flag,
+        "down": server.flag,
+        "webhook_url": server.url,
+        "reject_next": server.count,
+        "acknowledged_webhook": server.flag,
+    }
 
     def __init__(
         self,
@@ -259,18 +219,14 @@ class Simulator:
         seed: int | None = None,
         log: Log = log_to_stderr,
     ) -> None:
-        self.api_key = api_key
-        self.webhook_secret = webhook_secret
-        self.log = log
-        self._seed = seed
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        super().__init__(api_key=api_key, webhook_secret=webhook_secret, knobs=Knobs(), seed=seed, log=log)
         self._orders_by_key: dict[str, Order] = {}
         self._counters = Counters()
         # Bumped by reset() so advancers of cleared orders stop and stay silent.
         self._generation = 0
-        self._knobs = Knobs()
+        # Orders whose lifecycle thread is running; a waiting advancer wakes on every notify.
+        self._advancing = 0
+        self._changed = threading.Condition(self._lock)
         self.update_knobs(
             {
                 "latency": latency,
@@ -283,29 +239,18 @@ class Simulator:
                 "webhook_url": webhook_url,
             }
         )
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    # Knobs and statistics
-
-    def knobs(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(vars(self._knobs))
-
-    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate every change first so a bad request changes nothing."""
-        unknown = sorted(set(changes) - set(KNOB_VALIDATORS))
-        if unknown:
-            raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
-        validated = {name: KNOB_VALIDATORS[name](name, value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in validated.items():
-                setattr(self._knobs, name, value)
-        return self.knobs()
+    # Statistics
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             orders_by_key = {key: order.order_id for key, order in self._orders_by_key.items()}
-            return {"orders": len(orders_by_key), **vars(self._counters), "orders_by_key": orders_by_key}
+            return {
+                "orders": len(orders_by_key),
+                **vars(self._counters),
+                "advancing": self._advancing,
+                "orders_by_key": orders_by_key,
+            }
 
     def reset(self) -> None:
         with self._lock:
@@ -313,22 +258,14 @@ class Simulator:
             self._counters = Counters()
             self._generation += 1
             self._random = random.Random(self._seed)
+            self._changed.notify_all()
 
     def close(self) -> None:
-        """Wake every sleeping hang, advancer and retry so shutdown is prompt."""
-        self._stopping.set()
-
-    def sleep(self, seconds: float) -> bool:
-        """Sleep unless closed meanwhile; True when the full time elapsed."""
-        if seconds <= 0:
-            return not self._stopping.is_set()
-        return not self._stopping.wait(seconds)
+        super().close()
+        with self._lock:
+            self._changed.notify_all()
 
     # Order intake
-
-    def is_authorized(self, authorization_header: str | None) -> bool:
-        expected = f"Bearer {self.api_key}".encode()
-        return hmac.compare_digest((authorization_header or "").encode(), expected)
 
     def record_request(self) -> None:
         with self._lock:
@@ -377,28 +314,40 @@ class Simulator:
     # Order lifecycle webhooks
 
     def _start_advancing(self, order: Order, generation: int) -> None:
-        knobs = self.knobs()
-        if not knobs["auto_advance"] or not knobs["webhook_url"]:
-            return
-        thread = threading.Thread(
-            target=self._advance,
-            args=(order, generation),
-            name=f"advance-{order.order_id}",
-            daemon=True,
-        )
-        thread.start()
-
-    def _is_current(self, generation: int) -> bool:
         with self._lock:
-            return generation == self._generation
+            if not self._knobs.auto_advance or not self._knobs.webhook_url:
+                return
+            self._advancing += 1
+        self.start_thread(self._advance, order, generation, name=f"advance-{order.order_id}")
 
     def _advance(self, order: Order, generation: int) -> None:
+        try:
+            self._walk(order, generation)
+        finally:
+            with self._lock:
+                self._advancing -= 1
+
+    def _await_step(self, order: Order, generation: int) -> bool:
+        """Wait step_delay, or less when the order is cancelled, the simulator reset or closed;
+        True when the walk may go on (a cancelled order then stops at its next step)."""
+        deadline = time.monotonic() + self.knobs()["step_delay"]
+        with self._changed:
+            while not (
+                self._stopping.is_set() or generation != self._generation or order.status == "cancelled"
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return not self._stopping.is_set() and generation == self._generation
+
+    def _walk(self, order: Order, generation: int) -> None:
         tracking_number = _new_tracking_number()
         if self.knobs()["acknowledged_webhook"]:
             event = WebhookEvent(f"evt_{uuid.uuid4().hex}", "order.acknowledged", order)
             self._record_delivery(generation, self._deliver(event))
         for event_type in EVENT_TYPES:
-            if not self.sleep(self.knobs()["step_delay"]) or not self._is_current(generation):
+            if not self._await_step(order, generation):
                 return
             step = self._step(order, event_type)
             if step is None:
@@ -437,43 +386,19 @@ class Simulator:
             if order.status != "cancelled":
                 order.status = "cancelled"
                 self._counters.cancellations += 1
+                self._changed.notify_all()
         self.log(f"cancelled order {order_id}")
         return HTTPStatus.OK, order
 
     def _deliver(self, event: WebhookEvent) -> bool:
-        body = event.body()
-        for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
-            url = self.knobs()["webhook_url"]
-            outcome = self._post_webhook(url, body) if url else "no webhook url configured"
-            if outcome is None:
-                self.log(f"delivered {event.event_type} for {event.order.order_id}")
-                return True
-            if retry_delay is None or not self.sleep(retry_delay):
-                break
-            self.log(f"retrying {event.event_type} for {event.order.order_id} in {retry_delay}s ({outcome})")
-        self.log(f"gave up delivering {event.event_type} for {event.order.order_id}")
-        return False
+        return self.deliver(event.body(), what=f"{event.event_type} for {event.order.order_id}")
 
-    def _post_webhook(self, url: str, body: bytes) -> str | None:
-        """POST one signed attempt; None on 2xx, otherwise why it failed."""
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": JSON_CONTENT_TYPE,
-                SIGNATURE_HEADER: sign(self.webhook_secret, int(time.time()), body),
-                "User-Agent": "pharmacy-gateway-simulator/1.0",
-            },
-        )
-        try:
-            with self._opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-                status = response.status
-        except urllib.error.HTTPError as error:
-            return f"HTTP {error.code}"
-        except (OSError, ValueError) as error:
-            return type(error).__name__
-        return None if 200 <= status < 300 else f"HTTP {status}"
+    def webhook_headers(self, body: bytes) -> dict[str, str]:
+        return {
+            "Content-Type": JSON_CONTENT_TYPE,
+            SIGNATURE_HEADER: signature_header(secrets=[self.webhook_secret], body=body),
+            "User-Agent": "pharmacy-gateway-simulator/1.0",
+        }
 
     def _record_delivery(self, generation: int, delivered: bool) -> None:
         with self._lock:
@@ -485,20 +410,13 @@ class Simulator:
                 self._counters.webhooks_failed += 1
 
 
-class GatewayRequestHandler(BaseHTTPRequestHandler):
-    server: SimulatorServer
+class GatewayRequestHandler(SimulatorHandler):
     server_version = "PharmacyGatewaySimulator/1.0"
-
-    def version_string(self) -> str:
-        return self.server_version
+    maximum_body_bytes = MAXIMUM_BODY_BYTES
 
     @property
     def simulator(self) -> Simulator:
         return self.server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Access lines add nothing; order and webhook events are logged instead.
-        return
 
     # Routing
 
@@ -514,49 +432,41 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         routes = {"/orders": self._orders, "/_control": self._control, "/_reset": self._reset}
         self._dispatch(routes, allowed_elsewhere={"/health", "/_stats"})
 
-    def _dispatch(self, routes: Mapping[str, Callable[[], None]], allowed_elsewhere: set[str]) -> None:
+    def _dispatch(self, routes: Mapping[str, Any], allowed_elsewhere: set[str]) -> None:
         path = self.path.split("?", 1)[0]
         route = routes.get(path)
         if route is not None:
             route()
         elif path in allowed_elsewhere:
-            self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed", "path": path})
+            self.send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed", "path": path})
         else:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
+            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
 
     # Operational endpoints
 
     def _health(self) -> None:
-        self._send_json(HTTPStatus.OK, {"status": "ok"})
+        self.send_json(HTTPStatus.OK, {"status": "ok"})
 
     def _stats(self) -> None:
-        self._send_json(HTTPStatus.OK, self.simulator.stats())
+        self.send_json(HTTPStatus.OK, self.simulator.stats())
 
     def _show_knobs(self) -> None:
-        self._send_json(HTTPStatus.OK, self.simulator.knobs())
+        self.send_json(HTTPStatus.OK, self.simulator.knobs())
 
     def _control(self) -> None:
-        try:
-            changes = json.loads(self._read_body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object of knob names")
-            knobs = self.simulator.update_knobs(changes)
-        except ValueError as error:
-            self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-            return
-        self._send_json(HTTPStatus.OK, knobs)
+        self.answer_control(self.simulator, self.read_body())
 
     def _reset(self) -> None:
-        self._read_body()
+        self.read_body()
         self.simulator.reset()
-        self._send_json(HTTPStatus.OK, self.simulator.stats())
+        self.send_json(HTTPStatus.OK, self.simulator.stats())
 
     # Order intake
 
     def _orders(self) -> None:
         simulator = self.simulator
         simulator.record_request()
-        body = self._read_body()
+        body = self.read_body()
         if body is None:
             self._send_outcome(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-long", "Request body is too large.")
             return
@@ -576,7 +486,7 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
     def _cancel(self, order_id: str) -> None:
         simulator = self.simulator
         simulator.record_request()
-        self._read_body()
+        self.read_body()
         if simulator.choose_fault() is not None:
             self._send_outcome(
                 HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable."
@@ -591,7 +501,7 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         elif status == HTTPStatus.CONFLICT:
             self._send_outcome(HTTPStatus.CONFLICT, "business-rule", f"The order is already {order.status}.")
         else:
-            self._send_json(HTTPStatus.OK, order.as_json())
+            self.send_json(HTTPStatus.OK, order.as_json())
 
     def _accept_order(self, body: bytes) -> None:
         if not self.simulator.is_authorized(self.headers.get("Authorization")):
@@ -614,48 +524,17 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
             diagnostics = "Idempotency-Key was already used with a different request body."
             self._send_outcome(HTTPStatus.UNPROCESSABLE_ENTITY, "conflict", diagnostics)
         elif submission is Submission.REPLAYED:
-            self._send_json(HTTPStatus.OK, order.as_json(), extra_headers={"Idempotent-Replayed": "true"})
+            self.send_json(HTTPStatus.OK, order.as_json(), extra_headers={"Idempotent-Replayed": "true"})
         else:
-            self._send_json(HTTPStatus.ACCEPTED, order.as_json())
-
-    # Input and output
-
-    def _read_body(self) -> bytes | None:
-        """Return the raw body, or None when it exceeds MAXIMUM_BODY_BYTES."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if length > MAXIMUM_BODY_BYTES:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+            self.send_json(HTTPStatus.ACCEPTED, order.as_json())
 
     def _send_outcome(self, status: HTTPStatus, code: str, diagnostics: str) -> None:
-        self._send_json(status, operation_outcome(code, diagnostics), content_type=FHIR_CONTENT_TYPE)
-
-    def _send_json(
-        self,
-        status: HTTPStatus,
-        payload: Mapping[str, Any],
-        *,
-        content_type: str = JSON_CONTENT_TYPE,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        body = json.dumps(payload).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            if status == HTTPStatus.UNAUTHORIZED:
-                self.send_header("WWW-Authenticate", "Bearer")
-            for name, value in (extra_headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            # The client gave up (typically during an injected hang); nothing to tell it.
-            self.close_connection = True
+        self.send_json(
+            status,
+            operation_outcome(code, diagnostics),
+            content_type=FHIR_CONTENT_TYPE,
+            extra_headers={"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else None,
+        )
 
 
 def make_server(host: str, port: int, simulator: Simulator) -> SimulatorServer:
@@ -693,7 +572,7 @@ def serve(
     )
     if webhook_url and not webhook_secret:
         simulator.log("warning: no webhook secret configured; webhooks are signed with an empty key")
-    run_until_stopped(make_server(host, port, simulator), simulator, name="gateway simulator")
+    server.run_until_stopped(make_server(host, port, simulator), simulator, name="gateway simulator")
 
 
 def add_arguments(
@@ -706,16 +585,7 @@ def add_arguments(
     Defaults come from ``preferred_defaults`` (non-None values), then the
     environment, then the built-in values.
     """
-    environment = os.environ if environment is None else environment
-    preferred = {name: value for name, value in (preferred_defaults or {}).items() if value is not None}
-
-    def default(name: str, variable: str | None, fallback: Any) -> Any:
-        if name in preferred:
-            return preferred[name]
-        if variable and environment.get(variable):
-            return environment[variable]
-        return fallback
-
+    default = server.option_defaults(os.environ if environment is None else environment, preferred_defaults)
     parser.add_argument("--host", default=default("host", None, DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(default("port", "GATEWAY_SIM_PORT", DEFAULT_PORT)))
     parser.add_argument("--webhook-url", default=default("webhook_url", "GATEWAY_WEBHOOK_URL", None))
@@ -738,14 +608,13 @@ def add_arguments(
 
 def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:
     """Pick serve()'s keyword arguments out of parsed options."""
-    return {name: parsed[name] for name in OPTION_NAMES}
+    return server.options_from(parsed, OPTION_NAMES)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pharmacy.simulator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sandbox.gateway", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    parsed = parser.parse_args(arguments)
-    serve(**options_from(vars(parsed)))
+    serve(**options_from(vars(parser.parse_args(arguments))))
     return 0
 
 

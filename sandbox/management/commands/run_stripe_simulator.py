@@ -1,4 +1,4 @@
-"""Run the Stripe simulator (see billing/simulator.py)."""
+"""Run the Stripe simulator (sandbox/stripe.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from billing import simulator
+from sandbox import stripe as simulator
 
 
 class Command(BaseCommand):

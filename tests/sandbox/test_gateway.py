@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from pharmacy.simulator import Simulator, make_server, sign
+from common.signing import signature_header
+from sandbox.gateway import Simulator, make_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-api-key"
@@ -388,9 +389,10 @@ def test_it_sends_no_webhooks_for_a_replayed_order(
     gateway.post_order(key="once-key")
 
     webhook_receiver.wait_for(3)
-    time.sleep(0.2)
+    assert wait_until(lambda: gateway.stats()["advancing"] == 0)
 
     assert len(webhook_receiver.deliveries) == 3
+    assert gateway.stats()["webhooks_sent"] == 3
 
 
 def test_it_retries_a_webhook_the_receiver_rejected(
@@ -415,8 +417,8 @@ def test_it_sends_no_webhooks_when_auto_advance_is_off(
     gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.01, auto_advance=False)
     gateway.post_order(key="still-key")
 
-    time.sleep(0.2)
-
+    # An advancer is counted before the order is acknowledged, so none was started.
+    assert gateway.stats()["advancing"] == 0
     assert webhook_receiver.deliveries == []
 
 
@@ -478,13 +480,15 @@ def test_it_signs_the_timestamp_and_raw_body() -> None:
     body = b'{"id":"evt_1"}'
     digest = hmac.new(b"secret", b"1700000000." + body, hashlib.sha256).hexdigest()
 
-    assert sign("secret", 1700000000, body) == f"t=1700000000,v1={digest}"
+    assert (
+        signature_header(secrets=["secret"], body=body, timestamp=1700000000) == f"t=1700000000,v1={digest}"
+    )
 
 
 def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm() -> None:
     environment = {**os.environ, "GATEWAY_API_KEY": "module-key"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pharmacy.simulator", "--port", "0", "--seed", "1"],
+        [sys.executable, "-m", "sandbox.gateway", "--port", "0", "--seed", "1"],
         cwd=PROJECT_ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -551,13 +555,17 @@ def test_cancelling_needs_the_api_key_and_a_known_order(start_gateway: Callable[
 def test_a_cancelled_order_sends_no_more_webhooks(
     start_gateway: Callable[..., Gateway], webhook_receiver: WebhookReceiver
 ) -> None:
-    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.3)
+    # The first step is far away, so the cancel always comes before it; cancelling wakes
+    # the order's advancer, which must then stop without sending anything.
+    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=60)
     order_id = gateway.post_order().body["order_id"]
+    assert gateway.stats()["advancing"] == 1
     assert post_cancel(gateway, order_id).status == 200
 
-    time.sleep(1.2)
+    assert wait_until(lambda: gateway.stats()["advancing"] == 0)
 
     assert webhook_receiver.deliveries == []
+    assert gateway.stats()["webhooks_sent"] == 0
 
 
 def test_reject_next_rejects_that_many_orders_with_a_reason_instead_of_dispensing(
@@ -568,7 +576,7 @@ def test_reject_next_rejects_that_many_orders_with_a_reason_instead_of_dispensin
 
     gateway.post_order(key="rejected")
     deliveries = webhook_receiver.wait_for(2)
-    time.sleep(0.3)
+    assert wait_until(lambda: gateway.stats()["advancing"] == 0)
 
     events = [json.loads(body) for _, body in webhook_receiver.deliveries]
     assert [event["type"] for event in events] == ["order.acknowledged", "order.rejected"]

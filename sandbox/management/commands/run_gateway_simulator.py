@@ -1,4 +1,4 @@
-"""Run the pharmacy-gateway simulator (see pharmacy/simulator.py)."""
+"""Run the pharmacy-gateway simulator (sandbox/gateway.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from pharmacy import simulator
+from sandbox import gateway as simulator
 
 
 class Command(BaseCommand):

@@ -13,33 +13,30 @@ PaymentIntent with ``pm_card_visa`` after ``auto_confirm_delay`` seconds (the de
 ``down`` / ``error_rate`` answer 500. ``GET /_stats`` counts, ``GET /_events`` lists every
 event body sent (or dropped), ``POST /_reset`` clears everything.
 
-Standard library only (with config/simulation.py); it needs no Django settings or database:
-``python -m billing.simulator`` works too.
+Standard library only (with sandbox/server.py and common/signing.py); it needs no Django
+settings or database: ``python -m sandbox.stripe`` works too.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import hmac
 import json
 import os
 import random
 import re
 import secrets
 import sys
-import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 
-from config.simulation import SimulatorServer, rate, run_until_stopped, seconds
+from common.signing import signature_header
+from sandbox import server
+from sandbox.server import Log, SimulatorHandler, SimulatorServer, rate, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12111
@@ -47,8 +44,6 @@ DEFAULT_API_KEY = "sk_test_scriptline_simulator"
 DEFAULT_WEBHOOK_SECRET = "whsec_scriptline_simulator"
 DEFAULT_AUTO_CONFIRM_DELAY = 2.0
 API_VERSION = "2025-09-30.clover"
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 MAXIMUM_BODY_BYTES = 1024 * 1024
 
 # The events the simulated webhook endpoint is subscribed to (Stripe sends only these).
@@ -75,18 +70,7 @@ OPTION_NAMES = (
     "seed",
 )
 
-Log = Callable[[str], None]
-
-
-def log_to_stderr(message: str) -> None:
-    print(f"[stripe-simulator] {message}", file=sys.stderr, flush=True)
-
-
-def sign(secret: str, timestamp: int, payload: bytes) -> str:
-    """The ``Stripe-Signature`` header value for ``payload`` (what stripe.Webhook verifies)."""
-    signed = f"{timestamp}.".encode() + payload
-    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+log_to_stderr = server.log_to_stderr("stripe-simulator")
 
 
 def _new_id(prefix: str) -> str:
@@ -155,50 +139,18 @@ class Knobs:
     webhook_url: str | None = None
 
 
-def _number(name: str, value: Any, upper: float | None = None) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < 0
-        or (upper and value > upper)
-    ):
-        raise ValueError(f"{name} must be a number from 0{f' to {upper}' if upper else ''}")
-    return float(value)
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a whole number, zero or more")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false")
-    return value
-
-
-def _url(name: str, value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ValueError(f"{name} must be an http(s) URL or null")
-    return value
-
-
-KNOB_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "auto_confirm": _flag,
-    "auto_confirm_delay": _number,
-    "drop_next_webhooks": _count,
-    "latency": _number,
-    "error_rate": lambda name, value: _number(name, value, upper=1.0),
-    "down": _flag,
-    "webhook_url": _url,
-}
-
-
-class Simulator:
+class Simulator(server.Simulator):
     """PaymentIntents, refunds, idempotency records, events and knobs; thread-safe."""
+
+    knob_validators: ClassVar[Mapping[str, server.Validator]] = {
+        "auto_confirm": server.flag,
+        "auto_confirm_delay": server.number,
+        "drop_next_webhooks": server.count,
+        "latency": server.number,
+        "error_rate": server.fraction,
+        "down": server.flag,
+        "webhook_url": server.url,
+    }
 
     def __init__(
         self,
@@ -213,16 +165,7 @@ class Simulator:
         seed: int | None = None,
         log: Log = log_to_stderr,
     ) -> None:
-        self.api_key = api_key
-        self.webhook_secret = webhook_secret
-        self.log = log
-        self._seed = seed
-        self._random = random.Random(seed)
-        # One lock serialises every API operation: requests with the same idempotency key can
-        # never both execute, and the simulated volumes are tiny.
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._knobs = Knobs()
+        super().__init__(api_key=api_key, webhook_secret=webhook_secret, knobs=Knobs(), seed=seed, log=log)
         self.update_knobs(
             {
                 "auto_confirm": auto_confirm,
@@ -232,7 +175,6 @@ class Simulator:
                 "webhook_url": webhook_url,
             }
         )
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._clear()
 
     def _clear(self) -> None:
@@ -252,21 +194,7 @@ class Simulator:
         }
         self._generation = getattr(self, "_generation", 0) + 1
 
-    # Knobs and statistics
-
-    def knobs(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(vars(self._knobs))
-
-    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(changes) - set(KNOB_VALIDATORS))
-        if unknown:
-            raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
-        validated = {name: KNOB_VALIDATORS[name](name, value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in validated.items():
-                setattr(self._knobs, name, value)
-        return self.knobs()
+    # Statistics
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -291,18 +219,7 @@ class Simulator:
             self._clear()
             self._random = random.Random(self._seed)
 
-    def close(self) -> None:
-        self._stopping.set()
-
-    def sleep(self, seconds: float) -> bool:
-        if seconds <= 0:
-            return not self._stopping.is_set()
-        return not self._stopping.wait(seconds)
-
     # The API
-
-    def is_authorized(self, header: str | None) -> bool:
-        return hmac.compare_digest((header or "").encode(), f"Bearer {self.api_key}".encode())
 
     def handle(
         self, method: str, path: str, params: dict[str, Any], idempotency_key: str
@@ -411,7 +328,7 @@ class Simulator:
             return self._intent_confirm(intent, payment_method)
         knobs = self._knobs
         if knobs.auto_confirm and not payment_method:
-            self._start(self._auto_confirm, intent_id, knobs.auto_confirm_delay, self._generation)
+            self.start_thread(self._auto_confirm, intent_id, knobs.auto_confirm_delay, self._generation)
         self.log(f"created {intent_id} ({amount} {currency})")
         return dict(intent)
 
@@ -538,9 +455,6 @@ class Simulator:
 
     # Auto-confirm and webhooks
 
-    def _start(self, target: Callable[..., None], *args: Any) -> None:
-        threading.Thread(target=target, args=args, daemon=True).start()
-
     def _auto_confirm(self, intent_id: str, delay: float, generation: int) -> None:
         if not self.sleep(delay):
             return
@@ -573,60 +487,34 @@ class Simulator:
             self.log(f"dropped {event_type} for {intent['id']} (drop_next_webhooks)")
         self._events.append({"id": event["id"], "type": event_type, "body": body, "dropped": dropped})
         if not dropped and self._knobs.webhook_url:
-            self._start(self._deliver, event_type, body.encode(), self._generation)
+            self.start_thread(self._deliver, event_type, body.encode(), self._generation)
 
     def _deliver(self, event_type: str, body: bytes, generation: int) -> None:
-        for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
-            url = self.knobs()["webhook_url"]
-            outcome = self._post(url, body) if url else "no webhook url configured"
-            if outcome is None:
-                self._count(generation, "webhooks_sent")
-                return
-            if retry_delay is None or not self.sleep(retry_delay):
-                break
-        self.log(f"gave up delivering {event_type}")
-        self._count(generation, "webhooks_failed")
+        delivered = self.deliver(body, what=event_type)
+        self._count(generation, "webhooks_sent" if delivered else "webhooks_failed")
 
     def _count(self, generation: int, counter: str) -> None:
         with self._lock:
             if generation == self._generation:
                 self._counters[counter] += 1
 
-    def _post(self, url: str, body: bytes) -> str | None:
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json; charset=utf-8",
-                "Stripe-Signature": sign(self.webhook_secret, int(time.time()), body),
-                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) simulator",
-            },
-        )
-        try:
-            with self._opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-                status = response.status
-        except urllib.error.HTTPError as error:
-            return f"HTTP {error.code}"
-        except (OSError, ValueError) as error:
-            return type(error).__name__
-        return None if 200 <= status < 300 else f"HTTP {status}"
+    def webhook_headers(self, body: bytes) -> dict[str, str]:
+        """What stripe.Webhook.construct_event verifies: `Stripe-Signature: t=...,v1=...`."""
+        return {
+            "Content-Type": "application/json; charset=utf-8",
+            "Stripe-Signature": signature_header(secrets=[self.webhook_secret], body=body),
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) simulator",
+        }
 
 
-class StripeRequestHandler(BaseHTTPRequestHandler):
-    server: SimulatorServer
+class StripeRequestHandler(SimulatorHandler):
     server_version = "StripeSimulator/1.0"
     protocol_version = "HTTP/1.1"
-
-    def version_string(self) -> str:
-        return self.server_version
+    maximum_body_bytes = MAXIMUM_BODY_BYTES
 
     @property
     def simulator(self) -> Simulator:
         return self.server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -637,41 +525,30 @@ class StripeRequestHandler(BaseHTTPRequestHandler):
             "/_events": lambda: {"data": self.simulator.events()},
         }
         if path in operational:
-            self._send_json(HTTPStatus.OK, operational[path]())
+            self.send_json(HTTPStatus.OK, operational[path]())
         else:
             self._api("GET", path, b"")
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        body = self._read_body()
+        body = self.read_body()
         if body is None:
-            self._send_json(
+            self.send_json(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 {"error": {"type": "invalid_request_error", "message": "Request too large."}},
             )
         elif path == "/_control":
-            self._control(body)
+            self.answer_control(self.simulator, body)
         elif path == "/_reset":
             self.simulator.reset()
-            self._send_json(HTTPStatus.OK, self.simulator.stats())
+            self.send_json(HTTPStatus.OK, self.simulator.stats())
         else:
             self._api("POST", path, body)
-
-    def _control(self, body: bytes) -> None:
-        try:
-            changes = json.loads(body or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object of knob names")
-            knobs = self.simulator.update_knobs(changes)
-        except ValueError as error:
-            self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-            return
-        self._send_json(HTTPStatus.OK, knobs)
 
     def _api(self, method: str, path: str, body: bytes) -> None:
         simulator = self.simulator
         if not simulator.is_authorized(self.headers.get("Authorization")):
-            self._send_json(
+            self.send_json(
                 HTTPStatus.UNAUTHORIZED,
                 {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided."}},
             )
@@ -680,7 +557,7 @@ class StripeRequestHandler(BaseHTTPRequestHandler):
         try:
             params = parse_form(body) if method == "POST" else {}
         except UnicodeDecodeError:
-            self._send_json(
+            self.send_json(
                 HTTPStatus.BAD_REQUEST,
                 {"error": {"type": "invalid_request_error", "message": "Invalid request body."}},
             )
@@ -692,32 +569,7 @@ class StripeRequestHandler(BaseHTTPRequestHandler):
             headers["Idempotency-Key"] = key
         if replayed:
             headers["Idempotent-Replayed"] = "true"
-        self._send_json(status, payload, extra_headers=headers)
-
-    def _read_body(self) -> bytes | None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if length > MAXIMUM_BODY_BYTES:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send_json(
-        self, status: int, payload: Any, *, extra_headers: Mapping[str, str] | None = None
-    ) -> None:
-        body = json.dumps(payload).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (extra_headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.send_json(status, payload, extra_headers=headers)
 
 
 def make_server(host: str, port: int, simulator: Simulator) -> SimulatorServer:
@@ -748,7 +600,7 @@ def serve(
         error_rate=error_rate,
         seed=seed,
     )
-    run_until_stopped(make_server(host, port, simulator), simulator, name="stripe simulator")
+    server.run_until_stopped(make_server(host, port, simulator), simulator, name="stripe simulator")
 
 
 def add_arguments(
@@ -757,16 +609,7 @@ def add_arguments(
     preferred_defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """Declare the options; defaults come from preferred_defaults, the environment, built-ins."""
-    environment = os.environ if environment is None else environment
-    preferred = {name: value for name, value in (preferred_defaults or {}).items() if value is not None}
-
-    def default(name: str, variable: str | None, fallback: Any) -> Any:
-        if name in preferred:
-            return preferred[name]
-        if variable and environment.get(variable):
-            return environment[variable]
-        return fallback
-
+    default = server.option_defaults(os.environ if environment is None else environment, preferred_defaults)
     parser.add_argument("--host", default=default("host", None, DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(default("port", "STRIPE_SIM_PORT", DEFAULT_PORT)))
     parser.add_argument("--api-key", default=default("api_key", "STRIPE_SECRET_KEY", DEFAULT_API_KEY))
@@ -786,11 +629,11 @@ def add_arguments(
 
 
 def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: parsed[name] for name in OPTION_NAMES}
+    return server.options_from(parsed, OPTION_NAMES)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m billing.simulator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sandbox.stripe", description=__doc__.splitlines()[0])
     add_arguments(parser)
     serve(**options_from(vars(parser.parse_args(arguments))))
     return 0

@@ -1,0 +1,300 @@
+"""What the partner simulators share, written once: the threaded HTTP server and its
+run-until-signalled loop, the argparse types and option defaults, the fault knobs and their
+validation, the request handler's body reading and JSON answers, and signed webhook delivery
+with retries. Standard library plus `common.signing`, so a simulator runs as
+`python -m sandbox.<name>` with no Django settings or database."""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import random
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+JSON_CONTENT_TYPE = "application/json"
+
+Log = Callable[[str], None]
+Validator = Callable[[str, Any], Any]
+
+
+# Knob validation: a bad `POST /_control` is refused whole, with a message naming the knob.
+
+
+def number(name: str, value: Any, upper_bound: float | None = None) -> float:
+    # bool is an int subclass; "true" must not silently become 1.0 seconds.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if value < 0 or (upper_bound is not None and value > upper_bound):
+        limit = f"between 0 and {upper_bound}" if upper_bound is not None else "zero or more"
+        raise ValueError(f"{name} must be {limit}")
+    return float(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    return number(name, value, upper_bound=1.0)
+
+
+def count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number, zero or more")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def url(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL or null")
+    return value
+
+
+class Simulator:
+    """Fault knobs, the API key, a seeded random source, a lock, prompt shutdown and signed
+    webhook delivery; the gateway and Stripe simulators add their state and API on top."""
+
+    name: ClassVar[str] = "simulator"
+    knob_validators: ClassVar[Mapping[str, Validator]] = {}
+
+    def __init__(self, *, api_key: str, webhook_secret: str, knobs: Any, seed: int | None, log: Log) -> None:
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.log = log
+        self._seed = seed
+        self._random = random.Random(seed)
+        # One re-entrant lock serialises state changes: requests racing on one idempotency key
+        # can never both execute, and the simulated volumes are tiny.
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._knobs = knobs
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    # Knobs
+
+    def knobs(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(vars(self._knobs))
+
+    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate every change first so a bad request changes nothing."""
+        unknown = sorted(set(changes) - set(self.knob_validators))
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
+        validated = {name: self.knob_validators[name](name, value) for name, value in changes.items()}
+        with self._lock:
+            for name, value in validated.items():
+                setattr(self._knobs, name, value)
+        return self.knobs()
+
+    # Lifetime
+
+    def close(self) -> None:
+        """Wake every sleeping hang, advancer and retry so shutdown is prompt."""
+        self._stopping.set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless closed meanwhile; True when the full time elapsed."""
+        if seconds <= 0:
+            return not self._stopping.is_set()
+        return not self._stopping.wait(seconds)
+
+    def start_thread(self, target: Callable[..., None], *args: Any, name: str | None = None) -> None:
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+    # Requests
+
+    def is_authorized(self, authorization_header: str | None) -> bool:
+        expected = f"Bearer {self.api_key}".encode()
+        return hmac.compare_digest((authorization_header or "").encode(), expected)
+
+    # Webhooks
+
+    def webhook_headers(self, body: bytes) -> dict[str, str]:
+        """The headers of one delivery attempt (the signature is made fresh for each)."""
+        raise NotImplementedError
+
+    def deliver(self, body: bytes, *, what: str) -> bool:
+        """POST a webhook to the configured URL, retrying with backoff; True once delivered."""
+        for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
+            target = self.knobs()["webhook_url"]
+            outcome = self._post_webhook(target, body) if target else "no webhook url configured"
+            if outcome is None:
+                self.log(f"delivered {what}")
+                return True
+            if retry_delay is None or not self.sleep(retry_delay):
+                break
+            self.log(f"retrying {what} in {retry_delay}s ({outcome})")
+        self.log(f"gave up delivering {what}")
+        return False
+
+    def _post_webhook(self, target: str, body: bytes) -> str | None:
+        """POST one attempt; None on 2xx, otherwise why it failed."""
+        request = urllib.request.Request(target, data=body, method="POST", headers=self.webhook_headers(body))
+        try:
+            with self._opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            return f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            return type(error).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def log_to_stderr(prefix: str) -> Log:
+    def log(message: str) -> None:
+        print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Many clients racing on one key must not overflow the default backlog of 5.
+    request_queue_size = 128
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], simulator: Any
+    ) -> None:
+        self.simulator = simulator
+        super().__init__(address, handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class SimulatorHandler(BaseHTTPRequestHandler):
+    """Body reading, JSON answers and the `/_control` knob endpoint."""
+
+    server: SimulatorServer
+    maximum_body_bytes: ClassVar[int] = 1024 * 1024
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Access lines add nothing; the simulators log their own events instead.
+        return
+
+    def read_body(self) -> bytes | None:
+        """The raw body, or None when it exceeds maximum_body_bytes."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > self.maximum_body_bytes:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def send_json(
+        self,
+        status: int,
+        payload: Any,
+        *,
+        content_type: str = JSON_CONTENT_TYPE,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (typically during an injected hang); nothing to tell it.
+            self.close_connection = True
+
+    def answer_control(self, simulator: Simulator, body: bytes | None) -> None:
+        """`POST /_control`: change knobs from a JSON object; 400 and no change when any is bad."""
+        try:
+            changes = json.loads(body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object of knob names")
+            knobs = simulator.update_knobs(changes)
+        except ValueError as error:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        self.send_json(HTTPStatus.OK, knobs)
+
+
+def run_until_stopped(server: SimulatorServer, simulator: Simulator, *, name: str) -> None:
+    """Serve in a thread, announce the URL on one stdout line (parents read it), and shut down
+    cleanly on SIGTERM or SIGINT."""
+    stop_requested = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, lambda number, frame: stop_requested.set())
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name.replace(" ", "-"), daemon=True
+    )
+    thread.start()
+    print(f"{name} listening on {server.url}", flush=True)  # the parent process reads it
+    try:
+        # Poll so the main thread stays responsive to signals on every platform.
+        while not stop_requested.wait(0.2):
+            pass
+    finally:
+        simulator.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# Command-line options, shared by `python -m sandbox.<name>` and the management commands.
+
+
+def rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def option_defaults(
+    environment: Mapping[str, str], preferred_defaults: Mapping[str, Any] | None
+) -> Callable[[str, str | None, Any], Any]:
+    """`default(name, variable, fallback)`: a preferred default (non-None, e.g. from Django
+    settings), else the environment variable, else the built-in fallback."""
+    preferred = {name: value for name, value in (preferred_defaults or {}).items() if value is not None}
+
+    def default(name: str, variable: str | None, fallback: Any) -> Any:
+        if name in preferred:
+            return preferred[name]
+        if variable and environment.get(variable):
+            return environment[variable]
+        return fallback
+
+    return default
+
+
+def options_from(parsed: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Pick a serve() function's keyword arguments out of parsed options."""
+    return {name: parsed[name] for name in names}
