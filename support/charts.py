@@ -18,9 +18,9 @@ class Bar:
     css_class: str = ""
 
 
-def horizontal_bars(bars: Sequence[Bar], *, title: str, width: int = 460, row_height: int = 22) -> SafeString:
+def horizontal_bars(bars: Sequence[Bar], *, title: str, width: int = 560, row_height: int = 20) -> SafeString:
     """One bar per row, label on the left, value on the right (a funnel, queue depths)."""
-    label_width, value_width = 170, 70
+    label_width, value_width = 230, 70
     track = width - label_width - value_width
     largest = max((bar.value for bar in bars), default=0) or 1
     height = max(row_height * len(bars), row_height)
@@ -44,8 +44,10 @@ def horizontal_bars(bars: Sequence[Bar], *, title: str, width: int = 460, row_he
         ),
     )
     return format_html(
-        '<svg class="chart" role="img" viewBox="0 0 {} {}" width="100%" aria-label="{}">'
+        '<svg class="chart" role="img" viewBox="0 0 {} {}" width="{}" height="{}" aria-label="{}">'
         "<title>{}</title>{}</svg>",
+        width,
+        height,
         width,
         height,
         title,
@@ -104,7 +106,10 @@ def paired_columns(
         legend[1],
     )
     return format_html(
-        '<svg class="chart" role="img" viewBox="0 0 {} {}" width="100%" aria-label="{}"><title>{}</title>{}{}{}</svg>',
+        '<svg class="chart" role="img" viewBox="0 0 {} {}" width="{}" height="{}" aria-label="{}">'
+        "<title>{}</title>{}{}{}</svg>",
+        width,
+        height,
         width,
         height,
         title,

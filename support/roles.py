@@ -36,11 +36,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "prescriptions.view_repeatseries",
         "prescriptions.change_repeatseries",
         "events.view_event",
-        # Enquiries support escalated (side effects): read, add notes, resolve.
+        # Enquiries support escalated (side effects): the patient page (after the caller's
+        # identity check), notes and the resolution; never support's resends or cancellations.
         "support.view_enquiry",
         "support.change_enquiry",
         "support.view_enquirynote",
         "support.add_enquirynote",
+        "support.use_patient_page",
     ],
     # Find a patient, read a prescription's timeline. Read only: no clinical field is editable.
     SUPPORT: [

@@ -84,7 +84,7 @@ def my_work(request: HttpRequest) -> list[WorkItem]:
         )
     if user.has_perm("support.view_enquiry"):
         counts = selectors.enquiry_counts(user=user, now=now)
-        if user.has_perm("support.use_patient_page"):
+        if user.has_perm("support.add_enquiry"):
             items.append(
                 WorkItem(
                     "open_enquiries",
@@ -146,6 +146,8 @@ def my_work(request: HttpRequest) -> list[WorkItem]:
 
 
 def _minutes(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 

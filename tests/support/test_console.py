@@ -498,17 +498,30 @@ def test_a_note_and_a_resolution_are_recorded_with_their_author():
     ]
 
 
-def test_a_pharmacist_may_not_take_supports_actions():
-    patient = PatientFactory()
-    enquiry = EnquiryFactory(patient=patient)
-    client = logged_in(pharmacist_create())
+def test_a_pharmacist_answers_an_escalated_enquiry_but_may_not_take_supports_actions(formulary):
+    prescription = shipped_prescription()
+    patient = prescription.patient
+    enquiry = EnquiryFactory(patient=patient, status="escalated", category="side_effects")
+    pharmacist = pharmacist_create()
+    client = checked_client(pharmacist, patient)
+    notification = Notification.objects.get()
 
-    response = client.post(
-        action_url(patient.pk), {"action": "escalate", "enquiry": enquiry.pk, "reason": "x"}
+    resend = client.post(
+        action_url(patient.pk), {"action": "resend_notification", "target": notification.pk, "reason": "x"}
+    )
+    cancel = client.post(
+        action_url(patient.pk), {"action": "request_cancellation", "target": prescription.pk, "reason": "x"}
+    )
+    client.post(
+        action_url(patient.pk),
+        {"action": "resolve", "enquiry": enquiry.pk, "reason": "Advised: stop and see GP"},
     )
 
-    assert response.status_code == 403
-    assert Enquiry.objects.get(pk=enquiry.pk).status == "open"
+    assert (resend.status_code, cancel.status_code) == (403, 403)
+    assert Notification.objects.count() == 1
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.SHIPPED
+    enquiry.refresh_from_db()
+    assert (enquiry.status, enquiry.resolution) == ("resolved", "Advised: stop and see GP")
 
 
 def test_the_support_action_log_refuses_updates_and_deletes_but_key_rotation_may_rewrite_the_reason():
