@@ -40,6 +40,7 @@ test-browser: install browser-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 stop: install
 	$(BIN)/python -c "from pathlib import Path; from config import embedded; embedded.stop(Path('var'))"

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 
 from audit.models import PatientAccess
-from config.logs import request_id_current
+from common.logs import request_id_current
 from patients.models import Patient
 
 

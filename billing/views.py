@@ -4,9 +4,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from api.problems import problem_response
 from billing.payments import WebhookInvalid
 from billing.services import payments
-from config.problems import problem_response
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import environ
 
-from config import logs
+from common import logs
+from saga import journey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SCRIPTLINE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -51,28 +52,30 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "oauth2_provider",
     "django_celery_beat",
-    "events",
-    "patients",
-    "prescriptions",
-    "pharmacy",
-    "billing",
-    "support",
-    # --- Staff security and audit (issue 6): roles, object permissions, 2FA, lockout, audit ---
+    # Staff security: object permissions, 2FA, lockout, model audit log.
     "guardian",
     "django_otp",
     "support.apps.TwoFactorDevicesConfig",  # django_otp.plugins.otp_totp, named for staff
     "support.apps.SignInLockoutsConfig",  # axes, named for staff
     "auditlog",
+    # Scriptline, lowest layer first (README, "How the code is laid out").
+    "accounts",
+    "events",
     "audit",
-    # --- Saga edges (issue 5): patient notifications ---
+    "patients",
+    "prescriptions",
+    "pharmacy",
+    "billing",
     "notifications",
+    "support",
+    "saga",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
 ]
 
 MIDDLEWARE = [
-    "config.logs.RequestIdMiddleware",
+    "common.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -83,12 +86,12 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     # Audit: who and from where, for every audited model change (audit.middleware).
     "audit.middleware.AuditActorMiddleware",
-    "config.hardening.RejectNullCharactersMiddleware",
-    # Clinic API requests: one transaction, narrowed to the caller's clinic (patients.tenancy).
-    "patients.tenancy.TenantTransactionMiddleware",
+    "api.hardening.RejectNullCharactersMiddleware",
+    # Clinic API requests: one transaction, narrowed to the caller's clinic (accounts.tenancy).
+    "accounts.tenancy.TenantTransactionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "config.hardening.AdminContentSecurityPolicyMiddleware",
+    "api.hardening.AdminContentSecurityPolicyMiddleware",
     # Last, as django-axes requires: refuses logins for locked-out usernames.
     "axes.middleware.AxesMiddleware",
 ]
@@ -149,21 +152,23 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # or a slow but healthy task would run twice; one hour leaves ample margin.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
-    # Issue 5 (durability): how often a worker sweeps for messages past their visibility
+    # How often a worker sweeps for messages past their visibility
     # timeout (kombu's period is interval × throttle, 100 s by default). Tests set both to 1.
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
     "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# One queue per kind of work, so a slow partner cannot starve the rest; the first matching
+# pattern wins. Keep tests/processes.py QUEUES and scripts/demo.py's worker -Q lists in step.
 CELERY_TASK_ROUTES = {
+    "events.tasks.webhook_*": {"queue": "webhooks"},
+    "notifications.tasks.*": {"queue": "notifications"},
+    "pharmacy.tasks.gateway_cancellation_*": {"queue": "dispatch"},
     "events.tasks.*": {"queue": "events"},
-    # Issue 5 (durability): one queue per kind of work, so a slow partner cannot starve the
-    # rest. Keep tests/processes.py QUEUES and scripts/demo.py's worker -Q lists in step.
     "prescriptions.tasks.prescription_check": {"queue": "checks"},
     "prescriptions.tasks.*": {"queue": "default"},
     "billing.tasks.*": {"queue": "payments"},
     "pharmacy.tasks.dispatch_*": {"queue": "dispatch"},
-    "notifications.tasks.*": {"queue": "notifications"},
 }
 CELERY_QUEUES_ALL = "default,events,checks,payments,dispatch,webhooks,notifications"
 CELERY_TASK_TIME_LIMIT = 120
@@ -171,14 +176,16 @@ CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "outbox-relay": {"task": "events.tasks.outbox_relay", "schedule": 2.0},
-    "idempotency-keys-purge": {
-        "task": "prescriptions.tasks.idempotency_keys_purge",
-        "schedule": 3600.0,
-    },
-    # Issue 5 (durability): re-enqueue work whose broker message was lost.
+    "idempotency-keys-purge": {"task": "accounts.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    # The reconciler (saga.reconciler): re-enqueue work whose broker message was lost.
     "stuck-work-reconcile": {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0},
+    # Repeats: issue the repeat prescriptions that are due.
+    "repeat-series-issue-due": {
+        "task": "prescriptions.tasks.repeat_series_issue_due",
+        "schedule": env.float("REPEAT_SERIES_BEAT_SECONDS", default=3600.0),
+    },
 }
-# Issue 5 (durability): how long work may sit untouched before the reconciler re-enqueues it.
+# How long work may sit untouched before the reconciler re-enqueues it.
 # The dispatch value must exceed GATEWAY_RETRY_BACKOFF_MAX_SECONDS, so a send that is only
 # waiting out its retry countdown is not started a second time (which would be harmless —
 # one idempotency key, guarded updates — but wasteful).
@@ -187,20 +194,23 @@ RECONCILE_DISPATCH_STALE_SECONDS = env.int("RECONCILE_DISPATCH_STALE_SECONDS", d
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
+# Which consumer (a Celery task) reacts to which event: the prescription journey, defined once
+# in saga/journey.py. The outbox relay publishes one task per (event, consumer) pair.
+EVENT_CONSUMERS = journey.EVENT_CONSUMERS
 
 # --- API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["patients.authentication.ClinicOAuth2Authentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["patients.authentication.IsClinicClient"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ClinicOAuth2Authentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsClinicClient"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.problems.exception_handler",
+    "EXCEPTION_HANDLER": "api.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    # Per machine client (patients.authentication.ClientRateThrottle): 429 with Retry-After.
-    "DEFAULT_THROTTLE_CLASSES": ["patients.authentication.ClientRateThrottle"],
+    # Per machine client (accounts.throttling.ClientRateThrottle): 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"client": env.str("API_RATE_LIMIT", default="1200/minute")},
 }
 # The throttle counts live in the cache: use a shared one (Redis) when running several processes.
@@ -221,10 +231,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Every operation documents its problem+json error responses (config/openapi.py).
+    # Every operation documents its problem+json error responses (api/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.openapi.problem_responses",
+        "api.openapi.problem_responses",
     ],
 }
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))
@@ -233,7 +243,7 @@ OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER = {
     # Short-lived: a leaked token is useful for minutes; clients fetch a new one as needed.
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("ACCESS_TOKEN_EXPIRE_SECONDS", default=600),
-    "OAUTH2_VALIDATOR_CLASS": "patients.authentication.ClinicOAuth2Validator",
+    "OAUTH2_VALIDATOR_CLASS": "accounts.authentication.ClinicOAuth2Validator",
     "SCOPES": {
         "patients:read": "Read patients",
         "patients:write": "Register patients",
@@ -286,7 +296,7 @@ GATEWAY_RETRY_BACKOFF_MAX_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_MAX_SECONDS
 GATEWAY_WEBHOOK_TOLERANCE_SECONDS = env.int("GATEWAY_WEBHOOK_TOLERANCE_SECONDS", default=300)
 PHARMACY_ODS_CODE = env.str("PHARMACY_ODS_CODE", default="FSC01")
 
-# --- Billing: Stripe and NHS charges (issue 4) -------------------------------------------------
+# --- Billing: Stripe and NHS charges -------------------------------------------------
 # The default API base is the local Stripe simulator (manage.py run_stripe_simulator); set
 # STRIPE_API_BASE=https://api.stripe.com with a real secret key in production.
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:12111")
@@ -297,6 +307,26 @@ STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
 STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
 # Added to every private prescription's amount, in the clinic currency's minor units.
 BILLING_DISPENSING_FEE_MINOR = env.int("BILLING_DISPENSING_FEE_MINOR", default=250)
+
+# --- Outbound clinic webhooks (events.webhooks) ----------------------------------------------
+CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS = env.int("CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
+# Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
+CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
+CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
+
+# --- Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND ---------------
+# SMS_BACKEND is a dotted path to a notifications.sms.SmsBackend; the console default logs only
+# "SMS sent to patient #id". The dummy email default keeps patient addresses and names off
+# consoles and disks; set EMAIL_BACKEND (and EMAIL_HOST etc.) for a real mail server. Tests use
+# locmem.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.dummy.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.sms.ConsoleSmsBackend")
+NOTIFICATION_FROM_EMAIL = env.str("NOTIFICATION_FROM_EMAIL", default="Scriptline <no-reply@scriptline.test>")
 
 # --- Staff accounts: roles, object permissions, 2FA, lockout (support/, audit/) --------------
 AUTHENTICATION_BACKENDS = [
@@ -314,7 +344,7 @@ AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Scriptline")
 # Audit (django-auditlog): the request id is the correlation id; PHI values are never stored.
-AUDITLOG_CID_GETTER = "config.logs.request_id_current"
+AUDITLOG_CID_GETTER = "common.logs.request_id_current"
 AUDITLOG_MASK_CALLABLE = "audit.registry.redacted"
 
 # --- The rest --------------------------------------------------------------------------------
@@ -336,97 +366,11 @@ STORAGES = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 
-# Structured JSON logs with a request id; patient identifiers are redacted (config/logs.py).
+# Structured JSON logs with a request id; patient identifiers are redacted (common/logs.py).
 LOGGING = logs.logging_config(env.str("LOG_LEVEL", default="INFO"))
 logs.structlog_configure()
 # Let Django's LOGGING (JSON, redaction) apply inside Celery workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-
-# Which Celery tasks consume which events (the outbox relay publishes one task per pair).
-EVENT_CONSUMERS: dict[str, list[str]] = {
-    "prescription.received": ["prescriptions.tasks.prescription_check"],
-    # Billing (issue 4): approval goes to billing; payment (or NHS funding) goes to dispatch;
-    # a cancellation is compensated (intent cancelled or payment refunded).
-    "prescription.approved": ["billing.tasks.billing_on_approved"],
-    "prescription.pharmacist_approved": ["billing.tasks.billing_on_approved"],
-    "prescription.paid": ["pharmacy.tasks.dispatch_on_approved"],
-    "prescription.nhs_funded": ["pharmacy.tasks.dispatch_on_approved"],
-    "prescription.cancelled": ["billing.tasks.payment_compensate"],
-}
-
-# --- Saga edges (issue 5): clinic webhooks, patient notifications -----------------------------
-# Outbound clinic webhooks run on their own queue so one slow clinic cannot starve dispatch.
-CELERY_TASK_ROUTES = {
-    "events.tasks.webhook_*": {"queue": "webhooks"},
-    "notifications.tasks.*": {"queue": "notifications"},
-    "pharmacy.tasks.gateway_cancellation_*": {"queue": "dispatch"},
-    **CELERY_TASK_ROUTES,
-}
-CLINIC_WEBHOOK_TIMEOUT_SECONDS = env.float("CLINIC_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
-CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS = env.int("CLINIC_WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
-CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", default=10.0)
-# Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
-CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
-CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
-# Every prescription status change is POSTed to the clinic's endpoint.
-CLINIC_WEBHOOK_EVENT_TYPES = [
-    f"prescription.{name}"
-    for name in [
-        "received",
-        "approved",
-        "awaiting_pharmacist",
-        "rejected",
-        "pharmacist_approved",
-        "pharmacist_rejected",
-        "awaiting_payment",
-        "paid",
-        "payment_failed",
-        "nhs_funded",
-        "acknowledged",
-        "dead_lettered",
-        "dispensed",
-        "shipped",
-        "delivered",
-        "cancelled",
-        "rejected_by_pharmacy",
-    ]
-]
-# Compensation: a pharmacy rejection is refunded like a cancellation; a refused gateway
-# cancellation (already dispensed) goes to the staff queue.
-EVENT_CONSUMERS.setdefault("prescription.rejected_by_pharmacy", []).append("billing.tasks.payment_compensate")
-EVENT_CONSUMERS.setdefault("prescription.cancellation_refused", []).append(
-    "billing.tasks.cancellation_request_on_refused"
-)
-# Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND (a dotted path to
-# a notifications.sms.SmsBackend; the console default logs only "SMS sent to patient #id").
-# The dummy email default keeps patient addresses and names off consoles and disks; set
-# EMAIL_BACKEND (and Django's EMAIL_HOST etc.) for a real mail server. Tests use locmem.
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.dummy.EmailBackend")
-EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
-EMAIL_PORT = env.int("EMAIL_PORT", default=25)
-EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
-SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.sms.ConsoleSmsBackend")
-NOTIFICATION_FROM_EMAIL = env.str("NOTIFICATION_FROM_EMAIL", default="Scriptline <no-reply@scriptline.test>")
-for _event_type in [
-    "prescription.acknowledged",
-    "prescription.shipped",
-    "prescription.delivered",
-    "prescription.payment_failed",
-    "prescription.payment_error",
-    "prescription.cancelled",
-    "prescription.rejected_by_pharmacy",
-    "prescription.refunded",
-]:
-    EVENT_CONSUMERS.setdefault(_event_type, []).append("notifications.tasks.notification_on_event")
-# Repeats: an approved prescription with repeats starts its series; a beat issues due repeats.
-for _event_type in ("prescription.approved", "prescription.pharmacist_approved"):
-    EVENT_CONSUMERS.setdefault(_event_type, []).append("prescriptions.tasks.repeat_series_start")
-CELERY_BEAT_SCHEDULE["repeat-series-issue-due"] = {
-    "task": "prescriptions.tasks.repeat_series_issue_due",
-    "schedule": env.float("REPEAT_SERIES_BEAT_SECONDS", default=3600.0),
-}
-for _event_type in CLINIC_WEBHOOK_EVENT_TYPES:
-    EVENT_CONSUMERS.setdefault(_event_type, []).append("events.tasks.webhook_on_prescription_event")
 
 
 # --- Back office: support console, operator dashboard, metrics, patient status link ----------

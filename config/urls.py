@@ -22,9 +22,9 @@ from support.metrics import metrics_view
 # its login form asks for a TOTP code (enrol one with `manage.py staff_totp_enrol`).
 admin.site.__class__ = StaffAdminSite
 
-handler400 = "config.problems.handler400"
-handler404 = "config.problems.handler404"
-handler500 = "config.problems.handler500"
+handler400 = "api.problems.handler400"
+handler404 = "api.problems.handler404"
+handler500 = "api.problems.handler500"
 
 
 def health(request: HttpRequest) -> JsonResponse:

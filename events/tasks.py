@@ -8,23 +8,6 @@ def outbox_relay() -> int:
     return services.outbox_relay()
 
 
-@shared_task(time_limit=120)
-def stuck_work_reconcile() -> dict[str, int]:
-    from events import reconciler  # imports pharmacy and prescriptions: keep app loading lazy
-
-    return reconciler.stuck_work_reconcile()
-
-
-@shared_task(time_limit=30)
-def webhook_on_prescription_event(event_id: int) -> None:
-    """Consumer of prescription status events: queue the clinic's signed webhook."""
-    services.consume_once(
-        consumer="events.tasks.webhook_on_prescription_event",
-        event_id=event_id,
-        handle=lambda event: webhooks.webhook_deliveries_create(event_id=event.pk),
-    )
-
-
 @shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)
 def webhook_deliver(self, delivery_id: int) -> None:  # type: ignore[no-untyped-def]
     try:

@@ -7,8 +7,6 @@ secret follows the first, so a receiver checks its secret against any `v1` value
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -22,6 +20,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from common import signing
+from config.celery import app
 from events.adapters.http import webhook_post
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from prescriptions.models import Prescription
@@ -30,22 +30,24 @@ from prescriptions.status_link import status_link_url
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Scriptline-Signature"
+DELIVER_TASK = "events.tasks.webhook_deliver"
 
 
 class WebhookRetry(Exception):
     """The delivery failed transiently and is still inside its retry window."""
 
 
-def signature_make(*, secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
 def signature_header(*, endpoint: ClinicWebhookEndpoint, timestamp: int, body: bytes) -> str:
-    parts = [f"t={timestamp}", f"v1={signature_make(secret=endpoint.secret, timestamp=timestamp, body=body)}"]
+    secrets_now = [endpoint.secret]
     expires = endpoint.previous_secret_expires_at
     if endpoint.previous_secret and expires is not None and expires > timezone.now():
-        parts.append(f"v1={signature_make(secret=endpoint.previous_secret, timestamp=timestamp, body=body)}")
-    return ",".join(parts)
+        secrets_now.append(endpoint.previous_secret)
+    return signing.signature_header(secrets=secrets_now, body=body, timestamp=timestamp)
+
+
+def _deliver_after_commit(delivery_id: int) -> None:
+    # Published by name: events.tasks imports this module, so this one does not import it.
+    transaction.on_commit(lambda: app.send_task(DELIVER_TASK, args=[delivery_id]))
 
 
 def webhook_endpoint_rotate_secret(*, endpoint_id: int, grace: timedelta | None = None) -> str:
@@ -89,8 +91,6 @@ def webhook_payload(event: Event, *, status_url: str = "") -> dict[str, Any]:
 
 def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
     """Consumer of prescription status events: queue one delivery to the clinic's endpoint."""
-    from events import tasks
-
     event = Event.objects.filter(pk=event_id, aggregate_type="prescription").first()
     if event is None or event.clinic_id is None:
         return None
@@ -110,7 +110,7 @@ def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
             },
         )
         if created:
-            transaction.on_commit(lambda: tasks.webhook_deliver.delay(delivery.pk))
+            _deliver_after_commit(delivery.pk)
     return delivery
 
 
@@ -160,8 +160,6 @@ def webhook_deliver(*, delivery_id: int) -> str:
 
 def webhook_delivery_resend(*, delivery_id: int, actor: str = "") -> bool:
     """Staff resend: reopen a delivery (delivered or failed) with a fresh retry window."""
-    from events import tasks
-
     with transaction.atomic():
         reopened = (
             WebhookDelivery.objects.filter(pk=delivery_id)
@@ -171,7 +169,7 @@ def webhook_delivery_resend(*, delivery_id: int, actor: str = "") -> bool:
             )
         )
         if reopened:
-            transaction.on_commit(lambda: tasks.webhook_deliver.delay(delivery_id))
+            _deliver_after_commit(delivery_id)
     logger.info("webhook delivery %s resent by %s", delivery_id, actor or "unknown")
     return bool(reopened)
 

@@ -3,11 +3,11 @@ from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of
+from accounts.idempotency import idempotent
 from audit.models import PatientAccess
 from audit.services import patient_access_record
 from patients import selectors, services
-from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
-from patients.idempotency import idempotent
 from patients.serializers import PatientInputSerializer, PatientSerializer
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(

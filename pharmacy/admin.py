@@ -2,9 +2,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from config.problems import Problem
+from api.problems import Problem
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+from saga import cancellation
 from support.scoping import ClinicScopedAdminMixin
 
 
@@ -50,7 +51,7 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         for letter in queryset.filter(resolved_at__isnull=True):
             try:
-                services.dead_letter_cancel(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
+                cancellation.dead_letter_cancel(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
             except Problem as problem:
                 self.message_user(request, f"Dead letter #{letter.pk}: {problem.detail}", messages.WARNING)
             else:

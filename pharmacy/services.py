@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -15,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from common import signing
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, OrderAlreadyDispensed
@@ -196,30 +195,23 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
     return bool(reopened)
 
 
-def dead_letter_cancel(*, dead_letter_id: int, actor: str) -> bool:
-    """Give up on a dead-lettered dispatch: cancel the prescription with compensation (the
-    refund follows from the prescription.cancelled consumer) and resolve the letter."""
-    from billing.services import payments  # billing imports pharmacy: keep the cycle lazy
+def dead_letter_lock(*, dead_letter_id: int) -> int | None:
+    """Lock an unresolved dead letter for the caller's transaction; its prescription's id, or
+    None when it is gone or already resolved."""
+    return (
+        DeadLetter.objects.select_for_update()
+        .filter(pk=dead_letter_id, resolved_at__isnull=True)
+        .values_list("dispatch__prescription_id", flat=True)
+        .first()
+    )
 
-    with transaction.atomic():
-        letter = (
-            DeadLetter.objects.select_for_update()
-            .select_related("dispatch")
-            .filter(pk=dead_letter_id, resolved_at__isnull=True)
-            .first()
+
+def dead_letter_resolve(*, dead_letter_id: int, resolution: str) -> bool:
+    return bool(
+        DeadLetter.objects.filter(pk=dead_letter_id, resolved_at__isnull=True).update(
+            resolved_at=timezone.now(), resolution=resolution
         )
-        if letter is None:
-            return False
-        payments.prescription_cancel_request(
-            clinic=None,
-            prescription_id=letter.dispatch.prescription_id,
-            reason="The pharmacy could not be reached; cancelled by staff from the dead-letter queue.",
-            actor=actor,
-        )
-        letter.resolved_at = timezone.now()
-        letter.resolution = "cancelled"
-        letter.save(update_fields=["resolved_at", "resolution"])
-    return True
+    )
 
 
 def dispatches_stale(*, older_than_seconds: int) -> QuerySet[Dispatch]:
@@ -254,17 +246,14 @@ def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int
 # --- Gateway webhooks ---------------------------------------------------------------------
 
 
-def signature_verify(*, body: bytes, header: str, secret: str, tolerance: int) -> None:
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(parts["t"])
-        signature = parts["v1"]
-    except (KeyError, ValueError) as error:
-        raise WebhookRejected("malformed Gateway-Signature header") from error
+def signature_check(*, body: bytes, header: str, secret: str, tolerance: int) -> None:
+    parsed = signing.signature_parse(header)
+    if parsed is None:
+        raise WebhookRejected("malformed Gateway-Signature header")
+    timestamp, _ = parsed
     if abs(time.time() - timestamp) > tolerance:
         raise WebhookRejected("stale Gateway-Signature timestamp")
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), signature):
+    if not signing.signature_verify(header=header, secrets=[secret], body=body, tolerance_seconds=tolerance):
         raise WebhookRejected("bad Gateway-Signature")
 
 
@@ -284,7 +273,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
 
 def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
-    signature_verify(
+    signature_check(
         body=body,
         header=signature_header,
         secret=settings.GATEWAY_WEBHOOK_SECRET,

@@ -3,7 +3,6 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from events.services import consume_once
 from pharmacy import services
 from pharmacy.gateway import GatewayUnavailable
 
@@ -16,16 +15,6 @@ def backoff_seconds(retries: int) -> float:
         settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2**retries),
     )
     return random.uniform(ceiling / 2, ceiling)
-
-
-@shared_task(time_limit=60)
-def dispatch_on_approved(event_id: int) -> None:
-    """Consumer of prescription.paid / nhs_funded (billing done): create the dispatch."""
-    consume_once(
-        consumer="pharmacy.tasks.dispatch_on_approved",
-        event_id=event_id,
-        handle=lambda event: services.dispatch_create(prescription_id=event.aggregate_id),
-    )
 
 
 @shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)

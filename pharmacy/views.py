@@ -4,7 +4,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from config.problems import problem_response
+from api.problems import problem_response
 from pharmacy import services
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from api.problems import Problem
 from audit.models import PatientAccess
 from audit.services import patient_access_record
-from config.problems import Problem
 from events.services import events_for
 from patients.models import Observation
 from prescriptions import repeats, selectors, services
@@ -32,6 +32,7 @@ from prescriptions.models import (
     RepeatSeries,
     Status,
 )
+from saga import cancellation
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_can_decide
 from support.templatetags.backoffice import waited
@@ -182,11 +183,9 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel, with compensation (gateway cancellation and refund as needed)")
     def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[Prescription]) -> None:
-        from billing.services import payments  # billing imports prescriptions: keep the cycle lazy
-
         for prescription in queryset:
             try:
-                payments.prescription_cancel_request(
+                cancellation.prescription_cancel_request(
                     clinic=None,
                     prescription_id=prescription.pk,
                     reason="Cancelled by staff",

@@ -4,11 +4,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.services import payments as billing
+from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of
+from accounts.idempotency import idempotent
 from events.services import events_for
 from patients.api import IDEMPOTENCY_KEY_PARAMETER
-from patients.authentication import HasResourceScope, IsClinicClient, clinic_of
-from patients.idempotency import idempotent
 from prescriptions import selectors, services
 from prescriptions.models import Prescription, Status
 from prescriptions.serializers import (
@@ -19,6 +18,7 @@ from prescriptions.serializers import (
     PrescriptionInputSerializer,
     PrescriptionSerializer,
 )
+from saga import cancellation
 
 
 def _detail(prescription: Prescription) -> dict:
@@ -86,9 +86,9 @@ class PrescriptionCancelApi(APIView):
         serializer = CancelInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         clinic = clinic_of(request)
-        # Billing wraps the cancel: money is compensated, and a dispensed prescription is
-        # answered 409 and queued for staff.
-        billing.prescription_cancel_request(
+        # The saga wraps the cancel: money is compensated, an acknowledged order is cancelled
+        # at the gateway, and a dispensed prescription is answered 409 and queued for staff.
+        cancellation.prescription_cancel_request(
             clinic=clinic,
             prescription_id=pk,
             reason=serializer.validated_data["reason"],

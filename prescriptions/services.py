@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from config.problems import Problem
+from api.problems import Problem
 from events.services import event_record
 from patients.models import Clinic, Patient
 from patients.services import patient_record_clinical_context

@@ -22,14 +22,15 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, ClassVar
 
 from common.signing import signature_header
 from sandbox import server
-from sandbox.server import JSON_CONTENT_TYPE, Log, SimulatorHandler, SimulatorServer, rate, seconds
+from sandbox.server import JSON_CONTENT_TYPE, Delivery, Log, SimulatorHandler, SimulatorServer, rate, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -37,7 +38,6 @@ DEFAULT_API_KEY = "sim-gateway-key"
 DEFAULT_HANG_SECONDS = 30.0
 DEFAULT_STEP_DELAY_SECONDS = 1.0
 
-EVENT_TYPES = ("order.dispensed", "order.shipped", "order.delivered")
 EVENTS_WITH_TRACKING = frozenset({"order.shipped", "order.delivered"})
 # A pharmacy may refuse an order after accepting it; a cancelled order stops advancing.
 REJECTION_REASON = "Pharmacy cannot fulfil this order: item out of stock."
@@ -60,6 +60,8 @@ OPTION_NAMES = (
     "step_delay",
     "auto_advance",
     "seed",
+    "state_file",
+    "drop_pending_webhooks",
 )
 
 log_to_stderr = server.log_to_stderr("gateway-simulator")
@@ -106,6 +108,16 @@ def _new_tracking_number() -> str:
     return "SIM" + "".join(random.SystemRandom().choice("0123456789") for _ in range(10))
 
 
+# Where an order goes next from each status, and the webhook that announces it.
+NEXT_STEP = {
+    "acknowledged": ("dispensed", "order.dispensed"),
+    "dispensed": ("shipped", "order.shipped"),
+    "shipped": ("delivered", "order.delivered"),
+    # Accepted, then refused by the pharmacy at what would have been dispensing.
+    "rejecting": ("rejected", "order.rejected"),
+}
+
+
 @dataclass
 class Order:
     order_id: str
@@ -113,16 +125,28 @@ class Order:
     bundle_id: Any
     received_at: str
     body_digest: str
+    # "rejecting" is internal: the order will be rejected at its first step.
     status: str = "acknowledged"
+    tracking_number: str | None = None
+    # Whether order.acknowledged was sent (only with the acknowledged_webhook knob).
+    announced: bool = False
+
+    @property
+    def public_status(self) -> str:
+        return "acknowledged" if self.status == "rejecting" else self.status
 
     def as_json(self) -> dict[str, Any]:
         return {
             "order_id": self.order_id,
-            "status": self.status,
+            "status": self.public_status,
             "idempotency_key": self.idempotency_key,
             "bundle_id": self.bundle_id,
             "received_at": self.received_at,
         }
+
+    def status_json(self) -> dict[str, Any]:
+        """`GET /orders/{order_id}`: where the order is now."""
+        return {**self.as_json(), "tracking_number": self.tracking_number}
 
 
 class Submission(enum.Enum):
@@ -150,6 +174,8 @@ class Knobs:
     # with an order.acknowledged webhook before the first step.
     reject_next: int = 0
     acknowledged_webhook: bool = False
+    # Silently lose the next N webhooks (the order still moves on), as a partner may.
+    drop_next_webhooks: int = 0
 
 
 @dataclass
@@ -160,35 +186,41 @@ class Counters:
     timeouts: int = 0
     webhooks_sent: int = 0
     webhooks_failed: int = 0
+    webhooks_dropped: int = 0
     cancellations: int = 0
     rejections: int = 0
 
 
 @dataclass
-class WebhookEvent:
+class Webhook:
+    """A webhook made and not yet delivered; its body is fixed once made, so a redelivery
+    after a restart is byte-for-byte the same event."""
+
     event_id: str
     event_type: str
-    order: Order
-    tracking_number: str | None = None
-    reason: str | None = None
-    created: int = field(default_factory=lambda: int(time.time()))
+    order_id: str
+    body: str
 
-    def body(self) -> bytes:
+    @classmethod
+    def make(cls, order: Order, event_type: str, *, reason: str | None = None) -> Webhook:
+        event_id = f"evt_{uuid.uuid4().hex}"
         data: dict[str, Any] = {
-            "order_id": self.order.order_id,
-            "idempotency_key": self.order.idempotency_key,
-            "bundle_id": self.order.bundle_id,
+            "order_id": order.order_id,
+            "idempotency_key": order.idempotency_key,
+            "bundle_id": order.bundle_id,
         }
-        if self.tracking_number is not None:
-            data["tracking_number"] = self.tracking_number
-        if self.reason is not None:
-            data["reason"] = self.reason
-        event = {"id": self.event_id, "type": self.event_type, "created": self.created, "data": data}
-        return json.dumps(event, separators=(",", ":")).encode("utf-8")
+        if event_type in EVENTS_WITH_TRACKING:
+            data["tracking_number"] = order.tracking_number
+        if reason is not None:
+            data["reason"] = reason
+        event = {"id": event_id, "type": event_type, "created": int(time.time()), "data": data}
+        return cls(event_id, event_type, order.order_id, json.dumps(event, separators=(",", ":")))
 
 
 class Simulator(server.Simulator):
-    """Orders, counters and fault knobs of one simulated gateway; thread-safe."""
+    """Orders, pending webhooks, counters and fault knobs of one simulated gateway; thread-safe,
+    and with a state file, a restart keeps orders, idempotency keys, pending webhooks and
+    counters, and walks unfinished orders on."""
 
     knob_validators: ClassVar[Mapping[str, server.Validator]] = {
         "latency": server.number,
@@ -201,6 +233,7 @@ class Simulator(server.Simulator):
         "webhook_url": server.url,
         "reject_next": server.count,
         "acknowledged_webhook": server.flag,
+        "drop_next_webhooks": server.count,
     }
 
     def __init__(
@@ -218,14 +251,24 @@ class Simulator(server.Simulator):
         down: bool = False,
         seed: int | None = None,
         log: Log = log_to_stderr,
+        state_file: Path | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, webhook_secret=webhook_secret, knobs=Knobs(), seed=seed, log=log)
+        super().__init__(
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+            knobs=Knobs(),
+            seed=seed,
+            log=log,
+            state_file=state_file,
+        )
         self._orders_by_key: dict[str, Order] = {}
+        self._orders_by_id: dict[str, Order] = {}
+        self._pending: list[Webhook] = []
         self._counters = Counters()
         # Bumped by reset() so advancers of cleared orders stop and stay silent.
         self._generation = 0
         # Orders whose lifecycle thread is running; a waiting advancer wakes on every notify.
-        self._advancing = 0
+        self._advancing: set[str] = set()
         self._changed = threading.Condition(self._lock)
         self.update_knobs(
             {
@@ -240,6 +283,48 @@ class Simulator(server.Simulator):
             }
         )
 
+    # State
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "orders": [asdict(order) for order in self._orders_by_key.values()],
+            "pending_webhooks": [asdict(webhook) for webhook in self._pending],
+            "counters": asdict(self._counters),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        orders = [Order(**fields) for fields in state["orders"]]
+        self._orders_by_key = {order.idempotency_key: order for order in orders}
+        self._orders_by_id = {order.order_id: order for order in orders}
+        self._pending = [Webhook(**fields) for fields in state["pending_webhooks"]]
+        self._counters = Counters(**state["counters"])
+
+    def drop_pending_webhooks(self) -> int:
+        """Lose every webhook not yet delivered (orders keep their status); how many were lost."""
+        with self._lock:
+            dropped = len(self._pending)
+            self._pending.clear()
+            self._counters.webhooks_dropped += dropped
+            self.save()
+        if dropped:
+            self.log(f"dropped {dropped} pending webhook(s)")
+        return dropped
+
+    def resume(self) -> int:
+        """Walk on every order that has pending webhooks or is not finished; how many."""
+        with self._lock:
+            waiting = {webhook.order_id for webhook in self._pending}
+            orders = [
+                order
+                for order in self._orders_by_key.values()
+                if order.order_id in waiting or order.status in NEXT_STEP
+            ]
+            generation = self._generation
+        started = sum(self._start_advancing(order, generation) for order in orders)
+        if started:
+            self.log(f"resumed {started} order(s)")
+        return started
+
     # Statistics
 
     def stats(self) -> dict[str, Any]:
@@ -248,17 +333,21 @@ class Simulator(server.Simulator):
             return {
                 "orders": len(orders_by_key),
                 **vars(self._counters),
-                "advancing": self._advancing,
+                "advancing": len(self._advancing),
+                "pending_webhooks": len(self._pending),
                 "orders_by_key": orders_by_key,
             }
 
     def reset(self) -> None:
         with self._lock:
             self._orders_by_key.clear()
+            self._orders_by_id.clear()
+            self._pending.clear()
             self._counters = Counters()
             self._generation += 1
             self._random = random.Random(self._seed)
             self._changed.notify_all()
+            self.save()
 
     def close(self) -> None:
         super().close()
@@ -294,6 +383,7 @@ class Simulator(server.Simulator):
                 if not hmac.compare_digest(existing.body_digest, body_digest):
                     return Submission.CONFLICT, None
                 self._counters.duplicates += 1
+                self.save()
                 return Submission.REPLAYED, existing
             order = Order(
                 order_id=f"ord_{uuid.uuid4().hex}",
@@ -303,29 +393,51 @@ class Simulator(server.Simulator):
                 body_digest=body_digest,
             )
             self._orders_by_key[idempotency_key] = order
+            self._orders_by_id[order.order_id] = order
             if self._knobs.reject_next > 0:
                 self._knobs.reject_next -= 1
                 order.status = "rejecting"
+            # Saved before the answer: an acknowledged order survives a crash that follows.
+            self.save()
             generation = self._generation
         self.log(f"acknowledged order {order.order_id}")
         self._start_advancing(order, generation)
         return Submission.CREATED, order
 
+    def order(self, order_id: str) -> Order | None:
+        with self._lock:
+            order = self._orders_by_id.get(order_id)
+            return None if order is None else replace(order)
+
     # Order lifecycle webhooks
 
-    def _start_advancing(self, order: Order, generation: int) -> None:
+    def _start_advancing(self, order: Order, generation: int) -> bool:
         with self._lock:
-            if not self._knobs.auto_advance or not self._knobs.webhook_url:
-                return
-            self._advancing += 1
+            knobs = self._knobs
+            if not knobs.auto_advance or not knobs.webhook_url or order.order_id in self._advancing:
+                return False
+            self._advancing.add(order.order_id)
         self.start_thread(self._advance, order, generation, name=f"advance-{order.order_id}")
+        return True
 
     def _advance(self, order: Order, generation: int) -> None:
         try:
             self._walk(order, generation)
         finally:
             with self._lock:
-                self._advancing -= 1
+                self._advancing.discard(order.order_id)
+
+    def _walk(self, order: Order, generation: int) -> None:
+        """Announce (with the knob), deliver what is pending, then one step per step_delay."""
+        with self._lock:
+            if self._knobs.acknowledged_webhook and not order.announced and order.status in NEXT_STEP:
+                order.announced = True
+                self._queue(Webhook.make(order, "order.acknowledged"))
+        while self._flush(order, generation):
+            with self._lock:
+                finished = order.status not in NEXT_STEP
+            if finished or not self._await_step(order, generation) or self._step(order) is None:
+                return
 
     def _await_step(self, order: Order, generation: int) -> bool:
         """Wait step_delay, or less when the order is cancelled, the simulator reset or closed;
@@ -341,57 +453,71 @@ class Simulator(server.Simulator):
                 self._changed.wait(remaining)
             return not self._stopping.is_set() and generation == self._generation
 
-    def _walk(self, order: Order, generation: int) -> None:
-        tracking_number = _new_tracking_number()
-        if self.knobs()["acknowledged_webhook"]:
-            event = WebhookEvent(f"evt_{uuid.uuid4().hex}", "order.acknowledged", order)
-            self._record_delivery(generation, self._deliver(event))
-        for event_type in EVENT_TYPES:
-            if not self._await_step(order, generation):
-                return
-            step = self._step(order, event_type)
-            if step is None:
-                return
-            event = WebhookEvent(
-                event_id=f"evt_{uuid.uuid4().hex}",
-                event_type=step,
-                order=order,
-                tracking_number=tracking_number if step in EVENTS_WITH_TRACKING else None,
-                reason=REJECTION_REASON if step == "order.rejected" else None,
-            )
-            self._record_delivery(generation, self._deliver(event))
-            if step == "order.rejected":
-                return
-
-    def _step(self, order: Order, event_type: str) -> str | None:
-        """Move the order on under the lock, so a cancel and a dispense cannot both win."""
+    def _step(self, order: Order) -> str | None:
+        """Move the order on and queue its webhook, under the lock, so a cancel and a dispense
+        cannot both win; the webhook's type, or None when the order has nowhere to go."""
         with self._lock:
-            if order.status == "cancelled":
+            if order.status not in NEXT_STEP:
                 return None
-            if order.status == "rejecting":
-                order.status = "rejected"
+            status, event_type = NEXT_STEP[order.status]
+            order.status = status
+            if status == "rejected":
                 self._counters.rejections += 1
-                return "order.rejected"
-            order.status = event_type.removeprefix("order.")
+            if status == "shipped":
+                order.tracking_number = _new_tracking_number()
+            reason = REJECTION_REASON if status == "rejected" else None
+            self._queue(Webhook.make(order, event_type, reason=reason))
             return event_type
+
+    def _queue(self, webhook: Webhook) -> None:
+        """Queue a webhook for delivery, or lose it when drop_next_webhooks says so (lock held)."""
+        if self._knobs.drop_next_webhooks > 0:
+            self._knobs.drop_next_webhooks -= 1
+            self._counters.webhooks_dropped += 1
+            self.log(f"dropped {webhook.event_type} for {webhook.order_id} (drop_next_webhooks)")
+        else:
+            self._pending.append(webhook)
+        self.save()
+
+    def _flush(self, order: Order, generation: int) -> bool:
+        """Deliver the order's pending webhooks in order; False when the walk must stop."""
+        while True:
+            with self._lock:
+                if generation != self._generation:
+                    return False
+                webhook = next((w for w in self._pending if w.order_id == order.order_id), None)
+            if webhook is None:
+                return True
+            what = f"{webhook.event_type} for {webhook.order_id}"
+            outcome = self.deliver(webhook.body.encode("utf-8"), what=what)
+            if outcome is Delivery.INTERRUPTED:
+                return False
+            with self._lock:
+                if generation != self._generation:
+                    return False
+                self._pending.remove(webhook)
+                if outcome is Delivery.SENT:
+                    self._counters.webhooks_sent += 1
+                else:
+                    self._counters.webhooks_failed += 1
+                self.save()
 
     def cancel_order(self, order_id: str) -> tuple[HTTPStatus, Order | None]:
         """Cancel an order not yet dispensed; repeating a cancel is a no-op that answers 200."""
         with self._lock:
-            order = next((o for o in self._orders_by_key.values() if o.order_id == order_id), None)
+            order = self._orders_by_id.get(order_id)
             if order is None:
                 return HTTPStatus.NOT_FOUND, None
             if order.status in DISPENSED_OR_LATER or order.status == "rejected":
-                return HTTPStatus.CONFLICT, order
+                return HTTPStatus.CONFLICT, replace(order)
             if order.status != "cancelled":
                 order.status = "cancelled"
                 self._counters.cancellations += 1
+                self.save()
                 self._changed.notify_all()
+            answer = replace(order)
         self.log(f"cancelled order {order_id}")
-        return HTTPStatus.OK, order
-
-    def _deliver(self, event: WebhookEvent) -> bool:
-        return self.deliver(event.body(), what=f"{event.event_type} for {event.order.order_id}")
+        return HTTPStatus.OK, answer
 
     def webhook_headers(self, body: bytes) -> dict[str, str]:
         return {
@@ -399,15 +525,6 @@ class Simulator(server.Simulator):
             SIGNATURE_HEADER: signature_header(secrets=[self.webhook_secret], body=body),
             "User-Agent": "pharmacy-gateway-simulator/1.0",
         }
-
-    def _record_delivery(self, generation: int, delivered: bool) -> None:
-        with self._lock:
-            if generation != self._generation:
-                return
-            if delivered:
-                self._counters.webhooks_sent += 1
-            else:
-                self._counters.webhooks_failed += 1
 
 
 class GatewayRequestHandler(SimulatorHandler):
@@ -421,6 +538,11 @@ class GatewayRequestHandler(SimulatorHandler):
     # Routing
 
     def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        order_id = path.removeprefix("/orders/")
+        if order_id != path and order_id and "/" not in order_id:
+            self._status(order_id)
+            return
         routes = {"/health": self._health, "/_stats": self._stats, "/_control": self._show_knobs}
         self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
 
@@ -503,6 +625,25 @@ class GatewayRequestHandler(SimulatorHandler):
         else:
             self.send_json(HTTPStatus.OK, order.as_json())
 
+    def _status(self, order_id: str) -> None:
+        """`GET /orders/{order_id}`: the order's status now (and its tracking number once
+        shipped), so a client that missed webhooks can ask."""
+        simulator = self.simulator
+        simulator.record_request()
+        if simulator.choose_fault() is not None:
+            self._send_outcome(
+                HTTPStatus.SERVICE_UNAVAILABLE, "transient", "Gateway temporarily unavailable."
+            )
+            return
+        if not simulator.is_authorized(self.headers.get("Authorization")):
+            self._send_outcome(HTTPStatus.UNAUTHORIZED, "login", "Missing or invalid API key.")
+            return
+        order = simulator.order(order_id)
+        if order is None:
+            self._send_outcome(HTTPStatus.NOT_FOUND, "not-found", "No such order.")
+        else:
+            self.send_json(HTTPStatus.OK, order.status_json())
+
     def _accept_order(self, body: bytes) -> None:
         if not self.simulator.is_authorized(self.headers.get("Authorization")):
             self._send_outcome(HTTPStatus.UNAUTHORIZED, "login", "Missing or invalid API key.")
@@ -556,8 +697,10 @@ def serve(
     step_delay: float = DEFAULT_STEP_DELAY_SECONDS,
     auto_advance: bool = True,
     seed: int | None = None,
+    state_file: Path | None = None,
+    drop_pending_webhooks: bool = False,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    """Load the saved state, walk unfinished orders on, and run until SIGTERM or SIGINT."""
     simulator = Simulator(
         api_key=api_key,
         webhook_url=webhook_url,
@@ -569,9 +712,15 @@ def serve(
         step_delay=step_delay,
         auto_advance=auto_advance,
         seed=seed,
+        state_file=state_file,
     )
     if webhook_url and not webhook_secret:
         simulator.log("warning: no webhook secret configured; webhooks are signed with an empty key")
+    if simulator.load():
+        simulator.log(f"loaded {simulator.stats()['orders']} order(s) from {state_file}")
+    if drop_pending_webhooks:
+        simulator.drop_pending_webhooks()
+    simulator.resume()
     server.run_until_stopped(make_server(host, port, simulator), simulator, name="gateway simulator")
 
 
@@ -604,6 +753,7 @@ def add_arguments(
         "--no-auto-advance", dest="auto_advance", action="store_false", help="send no webhooks"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
+    server.add_state_arguments(parser, name="gateway")
 
 
 def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:

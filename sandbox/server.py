@@ -1,28 +1,37 @@
 """What the partner simulators share, written once: the threaded HTTP server and its
 run-until-signalled loop, the argparse types and option defaults, the fault knobs and their
-validation, the request handler's body reading and JSON answers, and signed webhook delivery
-with retries. Standard library plus `common.signing`, so a simulator runs as
-`python -m sandbox.<name>` with no Django settings or database."""
+validation, the request handler's body reading and JSON answers, signed webhook delivery with
+retries, and the state file that lets a restarted simulator remember what it knew. Standard
+library plus `common.signing`, so a simulator runs as `python -m sandbox.<name>` with no Django
+settings or database."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import enum
 import hmac
 import json
+import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 JSON_CONTENT_TYPE = "application/json"
+# Where `python -m sandbox.<name>` and the management commands keep state unless told otherwise.
+DEFAULT_STATE_DIRECTORY = Path(__file__).resolve().parent.parent / "var" / "sandbox"
+STATE_VERSION = 1
 
 Log = Callable[[str], None]
 Validator = Callable[[str, Any], Any]
@@ -65,14 +74,63 @@ def url(name: str, value: Any) -> str | None:
     return value
 
 
-class Simulator:
-    """Fault knobs, the API key, a seeded random source, a lock, prompt shutdown and signed
-    webhook delivery; the gateway and Stripe simulators add their state and API on top."""
+class Delivery(enum.Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    # The simulator is shutting down: the webhook stays pending for the next run.
+    INTERRUPTED = "interrupted"
 
-    name: ClassVar[str] = "simulator"
+
+class StateFile:
+    """A simulator's state as one JSON file, replaced atomically (a temporary file in the same
+    directory, then a rename), so a simulator killed at any moment leaves the previous state or
+    the new one, never half of one. Not fsynced: it survives a killed process, not a power cut."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        state = json.loads(text)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.path} is not a state file of this simulator version")
+        return state
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump({"version": STATE_VERSION, **state}, file, separators=(",", ":"))
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+
+
+class Simulator:
+    """Fault knobs, the API key, a seeded random source, a lock, prompt shutdown, signed
+    webhook delivery and the state file; the gateway and Stripe simulators add their state and
+    API on top, and say how it is written (`snapshot`) and read back (`restore`)."""
+
     knob_validators: ClassVar[Mapping[str, Validator]] = {}
 
-    def __init__(self, *, api_key: str, webhook_secret: str, knobs: Any, seed: int | None, log: Log) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        webhook_secret: str,
+        knobs: Any,
+        seed: int | None,
+        log: Log,
+        state_file: Path | None = None,
+    ) -> None:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.log = log
@@ -84,6 +142,31 @@ class Simulator:
         self._stopping = threading.Event()
         self._knobs = knobs
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._state_file = StateFile(state_file) if state_file is not None else None
+
+    # State
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restart must remember, as JSON-ready data (caller holds the lock)."""
+        raise NotImplementedError
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what snapshot() wrote (called once, before serving)."""
+        raise NotImplementedError
+
+    def save(self) -> None:
+        """Write the state file after a change (caller holds the lock, so writes keep order)."""
+        if self._state_file is not None:
+            self._state_file.save(self.snapshot())
+
+    def load(self) -> bool:
+        """Restore the saved state, if there is one; True when there was."""
+        state = self._state_file.load() if self._state_file is not None else None
+        if state is None:
+            return False
+        with self._lock:
+            self.restore(state)
+        return True
 
     # Knobs
 
@@ -129,19 +212,23 @@ class Simulator:
         """The headers of one delivery attempt (the signature is made fresh for each)."""
         raise NotImplementedError
 
-    def deliver(self, body: bytes, *, what: str) -> bool:
-        """POST a webhook to the configured URL, retrying with backoff; True once delivered."""
+    def deliver(self, body: bytes, *, what: str) -> Delivery:
+        """POST a webhook to the configured URL, retrying with backoff."""
         for retry_delay in (*WEBHOOK_RETRY_DELAYS_SECONDS, None):
+            if self._stopping.is_set():
+                return Delivery.INTERRUPTED
             target = self.knobs()["webhook_url"]
             outcome = self._post_webhook(target, body) if target else "no webhook url configured"
             if outcome is None:
                 self.log(f"delivered {what}")
-                return True
-            if retry_delay is None or not self.sleep(retry_delay):
+                return Delivery.SENT
+            if retry_delay is None:
                 break
+            if not self.sleep(retry_delay):
+                return Delivery.INTERRUPTED
             self.log(f"retrying {what} in {retry_delay}s ({outcome})")
         self.log(f"gave up delivering {what}")
-        return False
+        return Delivery.FAILED
 
     def _post_webhook(self, target: str, body: bytes) -> str | None:
         """POST one attempt; None on 2xx, otherwise why it failed."""
@@ -293,6 +380,20 @@ def option_defaults(
         return fallback
 
     return default
+
+
+def add_state_arguments(parser: argparse.ArgumentParser, *, name: str) -> None:
+    parser.add_argument(
+        "--state-file",
+        type=lambda text: Path(text) if text else None,
+        default=DEFAULT_STATE_DIRECTORY / f"{name}.json",
+        help=f"where state survives a restart (default var/sandbox/{name}.json; '' keeps it in memory)",
+    )
+    parser.add_argument(
+        "--drop-pending-webhooks",
+        action="store_true",
+        help="start without the webhooks the last run had not delivered (a partner that lost them)",
+    )
 
 
 def options_from(parsed: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

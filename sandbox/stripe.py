@@ -32,11 +32,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, ClassVar
 
 from common.signing import signature_header
 from sandbox import server
-from sandbox.server import Log, SimulatorHandler, SimulatorServer, rate, seconds
+from sandbox.server import Delivery, Log, SimulatorHandler, SimulatorServer, rate, seconds
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12111
@@ -68,6 +69,8 @@ OPTION_NAMES = (
     "latency",
     "error_rate",
     "seed",
+    "state_file",
+    "drop_pending_webhooks",
 )
 
 log_to_stderr = server.log_to_stderr("stripe-simulator")
@@ -164,8 +167,16 @@ class Simulator(server.Simulator):
         error_rate: float = 0.0,
         seed: int | None = None,
         log: Log = log_to_stderr,
+        state_file: Path | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, webhook_secret=webhook_secret, knobs=Knobs(), seed=seed, log=log)
+        super().__init__(
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+            knobs=Knobs(),
+            seed=seed,
+            log=log,
+            state_file=state_file,
+        )
         self.update_knobs(
             {
                 "auto_confirm": auto_confirm,
@@ -183,6 +194,10 @@ class Simulator(server.Simulator):
         self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._intent_keys: dict[str, str] = {}
         self._events: list[dict[str, Any]] = []
+        # Webhooks made and not yet delivered ({"id", "type", "body"}), and PaymentIntents
+        # waiting for auto-confirm: a restart delivers and confirms them.
+        self._pending: list[dict[str, str]] = []
+        self._auto_confirming: list[str] = []
         self._counters = {
             "requests": 0,
             "idempotent_replays": 0,
@@ -193,6 +208,54 @@ class Simulator(server.Simulator):
             "webhooks_dropped": 0,
         }
         self._generation = getattr(self, "_generation", 0) + 1
+
+    # State
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "payment_intents": self.intents,
+            "refunds": self.refunds,
+            "idempotency": {key: list(record) for key, record in self._idempotency.items()},
+            "intents_by_key": self._intent_keys,
+            "events": self._events,
+            "pending_webhooks": self._pending,
+            "auto_confirming": self._auto_confirming,
+            "counters": self._counters,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.intents = state["payment_intents"]
+        self.refunds = state["refunds"]
+        self._idempotency = {key: tuple(record) for key, record in state["idempotency"].items()}
+        self._intent_keys = state["intents_by_key"]
+        self._events = state["events"]
+        self._pending = state["pending_webhooks"]
+        self._auto_confirming = state["auto_confirming"]
+        self._counters = state["counters"]
+
+    def drop_pending_webhooks(self) -> int:
+        """Lose every webhook not yet delivered; how many were lost."""
+        with self._lock:
+            lost = {webhook["id"] for webhook in self._pending}
+            self._pending.clear()
+            for event in self._events:
+                if event["id"] in lost:
+                    event["dropped"] = True
+            self._counters["webhooks_dropped"] += len(lost)
+            self.save()
+        if lost:
+            self.log(f"dropped {len(lost)} pending webhook(s)")
+        return len(lost)
+
+    def resume(self) -> None:
+        """Deliver the webhooks and run the auto-confirms a previous run left pending."""
+        with self._lock:
+            for webhook in self._pending:
+                self.start_thread(self._deliver, webhook, self._generation)
+            for intent_id in self._auto_confirming:
+                self.start_thread(
+                    self._auto_confirm, intent_id, self._knobs.auto_confirm_delay, self._generation
+                )
 
     # Statistics
 
@@ -205,6 +268,7 @@ class Simulator(server.Simulator):
                 "payment_intents": len(self.intents),
                 "refunds": len(self.refunds),
                 **self._counters,
+                "pending_webhooks": len(self._pending),
                 "intents_by_key": dict(self._intent_keys),
                 "intent_statuses": {pid: intent["status"] for pid, intent in self.intents.items()},
                 "refunds_by_intent": refunds_by_intent,
@@ -218,50 +282,59 @@ class Simulator(server.Simulator):
         with self._lock:
             self._clear()
             self._random = random.Random(self._seed)
+            self.save()
 
     # The API
 
     def handle(
         self, method: str, path: str, params: dict[str, Any], idempotency_key: str
     ) -> tuple[int, dict[str, Any], bool]:
-        """Answer one API request: (status, body, replayed)."""
+        """Answer one API request: (status, body, replayed), saved before it is answered."""
         with self._lock:
-            self._counters["requests"] += 1
-            knobs = self._knobs
-            if knobs.down or self._random.random() < knobs.error_rate:
-                self._counters["errors"] += 1
-                # Not saved under the idempotency key: the endpoint never started executing.
-                return 500, {"error": {"type": "api_error", "message": "Simulated Stripe outage."}}, False
-            fingerprint = hashlib.sha256(
-                f"{method} {path}\n{json.dumps(params, sort_keys=True)}".encode()
-            ).hexdigest()
-            if method == "POST" and idempotency_key:
-                stored = self._idempotency.get(idempotency_key)
-                if stored is not None:
-                    if stored[0] != fingerprint:
-                        self._counters["idempotency_conflicts"] += 1
-                        return (
-                            400,
-                            {
-                                "error": {
-                                    "type": "idempotency_error",
-                                    "message": "Keys for idempotent requests can only be used with the "
-                                    "same parameters they were first used with. Try using a key other "
-                                    f"than '{idempotency_key}' if you meant to execute a different "
-                                    "request.",
-                                }
-                            },
-                            False,
-                        )
-                    self._counters["idempotent_replays"] += 1
-                    return stored[1], stored[2], True
             try:
-                status, body = 200, self._route(method, path, params, idempotency_key)
-            except StripeApiError as error:
-                status, body = error.status, error.body
-            if method == "POST" and idempotency_key:
-                self._idempotency[idempotency_key] = (fingerprint, status, body)
-            return status, body, False
+                return self._handle(method, path, params, idempotency_key)
+            finally:
+                self.save()
+
+    def _handle(
+        self, method: str, path: str, params: dict[str, Any], idempotency_key: str
+    ) -> tuple[int, dict[str, Any], bool]:
+        self._counters["requests"] += 1
+        knobs = self._knobs
+        if knobs.down or self._random.random() < knobs.error_rate:
+            self._counters["errors"] += 1
+            # Not saved under the idempotency key: the endpoint never started executing.
+            return 500, {"error": {"type": "api_error", "message": "Simulated Stripe outage."}}, False
+        fingerprint = hashlib.sha256(
+            f"{method} {path}\n{json.dumps(params, sort_keys=True)}".encode()
+        ).hexdigest()
+        if method == "POST" and idempotency_key:
+            stored = self._idempotency.get(idempotency_key)
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    self._counters["idempotency_conflicts"] += 1
+                    return (
+                        400,
+                        {
+                            "error": {
+                                "type": "idempotency_error",
+                                "message": "Keys for idempotent requests can only be used with the "
+                                "same parameters they were first used with. Try using a key other "
+                                f"than '{idempotency_key}' if you meant to execute a different "
+                                "request.",
+                            }
+                        },
+                        False,
+                    )
+                self._counters["idempotent_replays"] += 1
+                return stored[1], stored[2], True
+        try:
+            status, body = 200, self._route(method, path, params, idempotency_key)
+        except StripeApiError as error:
+            status, body = error.status, error.body
+        if method == "POST" and idempotency_key:
+            self._idempotency[idempotency_key] = (fingerprint, status, body)
+        return status, body, False
 
     def _route(self, method: str, path: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         parts = path.strip("/").split("/")
@@ -328,6 +401,7 @@ class Simulator(server.Simulator):
             return self._intent_confirm(intent, payment_method)
         knobs = self._knobs
         if knobs.auto_confirm and not payment_method:
+            self._auto_confirming.append(intent_id)
             self.start_thread(self._auto_confirm, intent_id, knobs.auto_confirm_delay, self._generation)
         self.log(f"created {intent_id} ({amount} {currency})")
         return dict(intent)
@@ -459,10 +533,14 @@ class Simulator(server.Simulator):
         if not self.sleep(delay):
             return
         with self._lock:
-            intent = self.intents.get(intent_id)
-            if generation != self._generation or intent is None or intent["status"] not in CONFIRMABLE:
+            if generation != self._generation:
                 return
-            self._intent_confirm(intent, "pm_card_visa")
+            if intent_id in self._auto_confirming:
+                self._auto_confirming.remove(intent_id)
+            intent = self.intents.get(intent_id)
+            if intent is not None and intent["status"] in CONFIRMABLE:
+                self._intent_confirm(intent, "pm_card_visa")
+            self.save()
 
     def _emit(self, event_type: str, intent: dict[str, Any]) -> None:
         """Record an event (caller holds the lock) and deliver it in the background."""
@@ -487,16 +565,20 @@ class Simulator(server.Simulator):
             self.log(f"dropped {event_type} for {intent['id']} (drop_next_webhooks)")
         self._events.append({"id": event["id"], "type": event_type, "body": body, "dropped": dropped})
         if not dropped and self._knobs.webhook_url:
-            self.start_thread(self._deliver, event_type, body.encode(), self._generation)
+            webhook = {"id": event["id"], "type": event_type, "body": body}
+            self._pending.append(webhook)
+            self.start_thread(self._deliver, webhook, self._generation)
 
-    def _deliver(self, event_type: str, body: bytes, generation: int) -> None:
-        delivered = self.deliver(body, what=event_type)
-        self._count(generation, "webhooks_sent" if delivered else "webhooks_failed")
-
-    def _count(self, generation: int, counter: str) -> None:
+    def _deliver(self, webhook: dict[str, str], generation: int) -> None:
+        outcome = self.deliver(webhook["body"].encode("utf-8"), what=webhook["type"])
+        if outcome is Delivery.INTERRUPTED:
+            return
         with self._lock:
-            if generation == self._generation:
-                self._counters[counter] += 1
+            if generation != self._generation:
+                return
+            self._pending.remove(webhook)
+            self._counters["webhooks_sent" if outcome is Delivery.SENT else "webhooks_failed"] += 1
+            self.save()
 
     def webhook_headers(self, body: bytes) -> dict[str, str]:
         """What stripe.Webhook.construct_event verifies: `Stripe-Signature: t=...,v1=...`."""
@@ -588,8 +670,10 @@ def serve(
     latency: float = 0.0,
     error_rate: float = 0.0,
     seed: int | None = None,
+    state_file: Path | None = None,
+    drop_pending_webhooks: bool = False,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    """Load the saved state, finish what it left pending, and run until SIGTERM or SIGINT."""
     simulator = Simulator(
         api_key=api_key,
         webhook_url=webhook_url,
@@ -599,7 +683,13 @@ def serve(
         latency=latency,
         error_rate=error_rate,
         seed=seed,
+        state_file=state_file,
     )
+    if simulator.load():
+        simulator.log(f"loaded {len(simulator.intents)} PaymentIntent(s) from {state_file}")
+    if drop_pending_webhooks:
+        simulator.drop_pending_webhooks()
+    simulator.resume()
     server.run_until_stopped(make_server(host, port, simulator), simulator, name="stripe simulator")
 
 
@@ -626,6 +716,7 @@ def add_arguments(
     parser.add_argument("--latency", type=seconds, default=0.0, help="seconds added before each API answer")
     parser.add_argument("--error-rate", type=rate, default=0.0, help="fraction of API calls answered 500")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
+    server.add_state_arguments(parser, name="stripe")
 
 
 def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:

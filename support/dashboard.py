@@ -20,10 +20,10 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from events.models import Event, OutboxMessage, WebhookAttempt, WebhookDelivery
-from events.reconciler import stuck_prescriptions
 from pharmacy.models import DeadLetter
 from pharmacy.services import dispatches_stale
 from prescriptions.models import Prescription, Status
+from saga.reconciler import stuck_prescriptions
 from support.models import Enquiry, TaskStatistic
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@ for a patient (each with a required reason, recorded as an append-only SupportAc
 
 Every action is checked against the staff member's clinics (support staff work only for the
 clinics assigned to them), and goes through the owning app's service: a resend through
-notifications or the clinic-webhook module, a cancellation through the same
-cancel-with-compensation path as the API.
+notifications or the clinic-webhook module; a cancellation goes through the saga's cancel-with-compensation
+path (called by support.views, the entry point) and is recorded here.
 """
 
 from __future__ import annotations
@@ -293,41 +293,33 @@ def support_webhook_resend(
     return resent
 
 
-def support_cancellation_request(
-    *, prescription_id: int, staff_user: AbstractBaseUser, reason: str, enquiry_id: int | None = None
-) -> str:
-    """Cancel through the saga's cancel-with-compensation path; returns what happened, in words.
-
-    A prescription the pharmacy already has goes to the staff cancellation queue instead; that
-    is an outcome, not an error, and is recorded like any other.
-    """
-    from billing.services import payments  # billing imports support (roles): keep the cycle lazy
-    from config.problems import Problem
-
-    reason = _reason_required(reason)
+def support_cancellation_record(
+    *,
+    prescription_id: int,
+    staff_user: AbstractBaseUser,
+    reason: str,
+    outcome: str,
+    enquiry_id: int | None = None,
+) -> SupportAction:
+    """Record a cancellation support requested (the saga's cancel-with-compensation did it:
+    support.views calls saga.cancellation, then this)."""
     prescription = _prescription_in_scope(prescription_id, staff_user)
-    try:
-        after = payments.prescription_cancel_request(
-            clinic=None, prescription_id=prescription_id, reason=reason, actor=_actor(staff_user)
-        )
-    except Problem as problem:
-        outcome = str(problem.detail)
-    else:
-        outcome = (
-            "cancelled"
-            if after.status == "cancelled"
-            else f"cancellation requested from the pharmacy (now {after.get_status_display()})"
-        )
-    _record(
+    return _record(
         user=staff_user,
         kind=Kind.REQUEST_CANCELLATION,
         patient=prescription.patient,
-        reason=reason,
+        reason=_reason_required(reason),
         outcome=outcome,
         prescription_id=prescription_id,
         enquiry_id=enquiry_id,
     )
-    return outcome
+
+
+def support_cancellation_check(*, prescription_id: int, staff_user: AbstractBaseUser, reason: str) -> str:
+    """Before support cancels: the prescription is within the staff member's clinics and a
+    reason is given; returns the reason, stripped."""
+    _prescription_in_scope(prescription_id, staff_user)
+    return _reason_required(reason)
 
 
 def support_keys_rotate(*, batch_size: int = 500) -> int:

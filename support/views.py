@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from api.problems import Problem
 from audit.models import PatientAccess
 from audit.services import patient_access_record
 from billing.models import CancellationRequest
@@ -31,6 +32,7 @@ from events.models import WebhookDelivery
 from pharmacy.models import DeadLetter
 from pharmacy.services import dead_letter_replay
 from prescriptions.models import Prescription, Status
+from saga import cancellation
 from support import charts, dashboard, enquiries, selectors
 from support.models import Enquiry
 from support.roles import ACTION_PERMISSIONS
@@ -451,13 +453,7 @@ def _act(
             "The clinic webhook is being sent again." if resent else "That webhook is still being delivered."
         )
     if action == "request_cancellation":
-        outcome = enquiries.support_cancellation_request(
-            prescription_id=_owned_target(patient, action, target),
-            staff_user=user,
-            reason=reason,
-            enquiry_id=enquiry_id,
-        )
-        return f"Cancellation: {outcome}"
+        return f"Cancellation: {_cancel(user, _owned_target(patient, action, target), reason, enquiry_id)}"
     if enquiry_id is None:
         raise enquiries.SupportActionRefused("Choose the enquiry this is about.")
     if action == "escalate":
@@ -468,6 +464,34 @@ def _act(
         return "Note added."
     resolved = enquiries.enquiry_resolve(enquiry_id=enquiry_id, staff_user=user, resolution=reason)
     return "Enquiry resolved." if resolved else "That enquiry was already resolved."
+
+
+def _cancel(user: Any, prescription_id: int, reason: str, enquiry_id: int | None) -> str:
+    """Through the saga's cancel-with-compensation, the same path as the API; a prescription
+    the pharmacy already has goes to the staff cancellation queue, an outcome like any other."""
+    reason = enquiries.support_cancellation_check(
+        prescription_id=prescription_id, staff_user=user, reason=reason
+    )
+    try:
+        after = cancellation.prescription_cancel_request(
+            clinic=None, prescription_id=prescription_id, reason=reason, actor=f"user:{user.pk}"
+        )
+    except Problem as refused:
+        outcome = str(refused.detail)
+    else:
+        outcome = (
+            "cancelled"
+            if after.status == Status.CANCELLED
+            else f"cancellation requested from the pharmacy (now {after.get_status_display()})"
+        )
+    enquiries.support_cancellation_record(
+        prescription_id=prescription_id,
+        staff_user=user,
+        reason=reason,
+        outcome=outcome,
+        enquiry_id=enquiry_id,
+    )
+    return outcome
 
 
 def _enquiry_open(request: HttpRequest, patient: Any) -> HttpResponse:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -25,8 +27,12 @@ QUEUES = "default,events,checks,payments,dispatch,webhooks,notifications"
 
 @dataclass
 class Simulator:
+    """A simulator process with its state file in a temporary directory of its own."""
+
     process: subprocess.Popen[str]
     url: str
+    command: list[str]
+    state_file: Path
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_stats", timeout=5) as response:
@@ -48,12 +54,26 @@ class Simulator:
         urllib.request.urlopen(request, timeout=5).close()
         self.control(error_rate=0, down=False, timeout_rate=0, latency=0)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_state: bool = False) -> None:
         stop_process(self.process)
+        if not keep_state:
+            shutil.rmtree(self.state_file.parent, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Crash: SIGKILL, no chance to finish anything; the state file stays."""
+        stop_process(self.process, sig=signal.SIGKILL)
+
+    def restart(self, *arguments: str) -> None:
+        """Stop the process (unless killed already) and start it again on the same port and
+        state file, with `arguments` added to its command line."""
+        stop_process(self.process)
+        port = self.url.rsplit(":", 1)[-1]
+        command = [*self.command, *arguments, "--port", port]
+        self.process, self.url = _launch(command, module=command[2])
 
 
 def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, **knobs: Any) -> Simulator:
-    process, url = _simulator_process(
+    started = _simulator_process(
         "sandbox.gateway",
         [
             "--step-delay",
@@ -66,19 +86,26 @@ def start_simulator(*, webhook_url: str | None = None, step_delay: float = 0.2, 
         webhook_url=webhook_url,
         options=knobs,
     )
-    return Simulator(process=process, url=url)
+    return Simulator(*started)
 
 
 def _simulator_process(
     module: str, arguments: list[str], *, webhook_url: str | None, options: dict[str, Any]
-) -> tuple[subprocess.Popen[str], str]:
-    """Start `python -m <module> --port 0 ...` and read the URL from its first line."""
-    command = [sys.executable, "-m", module, "--port", "0", *arguments]
+) -> tuple[subprocess.Popen[str], str, list[str], Path]:
+    """Start `python -m <module> --port 0 ...` with a fresh state file and read the URL from
+    its first line."""
+    state_file = Path(tempfile.mkdtemp(prefix="sandbox-")) / "state.json"
+    command = [sys.executable, "-m", module, *arguments, "--state-file", str(state_file)]
     if webhook_url:
         command += ["--webhook-url", webhook_url]
     for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
         command += [flag] if value is True else [flag, str(value)]
+    process, url = _launch([*command, "--port", "0"], module=module)
+    return process, url, command, state_file
+
+
+def _launch(command: list[str], *, module: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = process.stdout.readline() if process.stdout else ""
     if "listening on" not in line:
@@ -198,10 +225,10 @@ class StripeSimulator(Simulator):
 
 
 def start_stripe_simulator(*, webhook_url: str | None = None, **options: Any) -> StripeSimulator:
-    process, url = _simulator_process(
+    started = _simulator_process(
         "sandbox.stripe",
         ["--api-key", settings.STRIPE_SECRET_KEY, "--webhook-secret", settings.STRIPE_WEBHOOK_SECRET],
         webhook_url=webhook_url,
         options=options,
     )
-    return StripeSimulator(process=process, url=url)
+    return StripeSimulator(*started)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.exceptions import ErrorDetail
 
-from config.problems import field_errors
+from api.problems import field_errors
 from prescriptions.models import Prescription
 
 

@@ -1,6 +1,6 @@
-"""Card payments for private prescriptions: PaymentIntents, Stripe webhooks, refunds, and
-cancellation compensation. The only code that changes Payment, Refund, StripeEvent and
-CancellationRequest rows.
+"""Card payments for private prescriptions: PaymentIntents, Stripe webhooks, refunds, the money
+side of a cancellation, and the cancellation staff queue. The only code that changes Payment,
+Refund, StripeEvent and CancellationRequest rows.
 
 Exactly-once rules: a Payment is unique per prescription and its Stripe idempotency key is
 derived from the prescription; a Refund is unique per payment with its own key; a Stripe event
@@ -22,16 +22,11 @@ from django.utils import timezone
 from billing.adapters import stripe as stripe_api
 from billing.models import CancellationRequest, Payment, Refund, StripeEvent
 from billing.payments import Intent, PaymentRejected, PaymentUnavailable, WebhookInvalid
-from config.problems import Problem
-from patients.models import Clinic
-from pharmacy import services as pharmacy
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
 
-# Where a prescription already is with the pharmacy or beyond: no automatic cancel or refund.
-BEYOND_AUTOMATIC_CANCEL = frozenset({Status.ACKNOWLEDGED, Status.DISPENSED, Status.SHIPPED, Status.DELIVERED})
 OPEN = frozenset({Payment.Status.CREATING, Payment.Status.REQUIRES_PAYMENT, Payment.Status.FAILED})
 
 
@@ -396,41 +391,10 @@ def _intent_cancel_quietly(payment: Payment) -> str:
     return "cancelled"
 
 
-def prescription_cancel_request(
-    *, clinic: Clinic | None, prescription_id: int, reason: str, actor: str
-) -> Prescription:
-    """Cancel for a clinic or staff. Money is compensated by the prescription.cancelled
-    consumer. An acknowledged order is cancelled at the gateway first (issue 5: the
-    prescription stays acknowledged until the gateway confirms); a dispensed one answers 409
-    and goes to the staff queue (with the refund it may need)."""
-    try:
-        return prescriptions.prescription_cancel(
-            clinic=clinic, prescription_id=prescription_id, reason=reason, actor=actor
-        )
-    except Problem as problem:
-        if problem.slug != "not-cancellable":
-            raise
-        prescription = Prescription.objects.get(pk=prescription_id)
-        if prescription.status == Status.CANCELLED:
-            # The gateway confirmed an earlier cancel between our two reads: same answer as a
-            # repeat after it (200, cancelled), never a 409.
-            return prescription
-        if prescription.status not in BEYOND_AUTOMATIC_CANCEL:
-            raise
-        if pharmacy.gateway_cancellation_request(prescription_id=prescription_id, reason=reason, actor=actor):
-            return Prescription.objects.get(pk=prescription_id)
-        request = _cancellation_request_open(prescription=prescription, reason=reason, actor=actor)
-        refund = " and the refund" if request.needs_refund else ""
-        raise Problem(
-            status_code=409,
-            slug="not-cancellable",
-            detail=f"{problem.detail} Our staff will review the cancellation{refund} "
-            f"(request #{request.pk}).",
-            keeps_changes=True,
-        ) from problem
-
-
-def _cancellation_request_open(*, prescription: Prescription, reason: str, actor: str) -> CancellationRequest:
+def cancellation_request_open(*, prescription_id: int, reason: str, actor: str) -> CancellationRequest:
+    """Put a cancellation the pharmacy can no longer undo on the staff queue (once per
+    prescription while unresolved), with the captured payment it may need to refund."""
+    prescription = Prescription.objects.get(pk=prescription_id)
     payment = Payment.objects.filter(prescription_id=prescription.pk, status=Payment.Status.SUCCEEDED).first()
     try:
         with transaction.atomic():
@@ -453,8 +417,7 @@ def _cancellation_request_open(*, prescription: Prescription, reason: str, actor
 
 def cancellation_request_on_refused(*, prescription_id: int, reason: str, actor: str) -> CancellationRequest:
     """The gateway would not cancel (already dispensed): the staff queue takes it from here."""
-    prescription = Prescription.objects.get(pk=prescription_id)
-    return _cancellation_request_open(prescription=prescription, reason=reason, actor=actor)
+    return cancellation_request_open(prescription_id=prescription_id, reason=reason, actor=actor)
 
 
 def cancellation_request_resolve(*, request_id: int, resolution: str, actor: str) -> bool:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from billing import services, tasks
+from billing import services
 from billing.models import Payment
 from billing.payments import PaymentUnavailable
 from billing.services import payments
 from events.models import Event
 from prescriptions.models import Status
+from saga import tasks
 from tests.billing.factories import approved_prescription, event_types
 from tests.prescriptions.factories import MedicationFactory
 

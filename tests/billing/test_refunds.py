@@ -8,12 +8,12 @@ import threading
 import pytest
 from django.db import connection
 
-from billing import tasks
 from billing.adapters import stripe as stripe_api
 from billing.models import CancellationRequest, Payment, Refund
 from billing.services import payments
 from events.models import Event
 from prescriptions.models import Prescription, Status
+from saga import cancellation, tasks
 from tests.billing.factories import approved_prescription, deliver, event_types, events_by_type
 from tests.pharmacy.factories import force_status
 
@@ -94,7 +94,7 @@ def test_two_racing_cancels_of_a_paid_prescription_make_exactly_one_refund(strip
 
     cancels = run_in_threads(
         lambda: (
-            payments.prescription_cancel_request(
+            cancellation.prescription_cancel_request(
                 clinic=clinic_a.clinic, prescription_id=payment.prescription_id, reason="race", actor="test"
             ).status
         )
@@ -137,7 +137,7 @@ def test_a_refund_stripe_refuses_is_failed_for_staff_and_not_retried(stripe_sim,
     stripe_api.refund_create(  # refunded at Stripe by someone else, with another key
         intent_id=payment.stripe_payment_intent_id, amount_minor=306, metadata={}, idempotency_key="dashboard"
     )
-    payments.prescription_cancel_request(
+    cancellation.prescription_cancel_request(
         clinic=clinic_a.clinic, prescription_id=payment.prescription_id, reason="x", actor="test"
     )
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 import requests
 
-from config.logs import logging_config
+from common.logs import logging_config
 from prescriptions.formulary import formulary_load
 from prescriptions.models import Medication, Prescription, Status
 from tests.conftest import FORMULARY_FILE, prescription_body

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import Error as DatabaseError
 
-from config.problems import Problem
+from api.problems import Problem
 from events.models import Event
 from events.services import event_record
 from prescriptions import services

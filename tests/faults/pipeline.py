@@ -12,11 +12,11 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from billing.services import nhs
-from events import reconciler
 from events.models import Event, OutboxMessage
 from pharmacy.models import Dispatch
 from prescriptions import services
 from prescriptions.models import Funding, Medication, Prescription, Status
+from saga import reconciler
 from tests.patients.factories import PatientFactory
 
 # Workers in this suite notice a dead peer's tasks within seconds, not kombu's 100.

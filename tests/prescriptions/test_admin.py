@@ -12,7 +12,7 @@ from django.db.utils import Error as DatabaseError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.problems import Problem
+from api.problems import Problem
 from events.models import Event
 from patients.models import Allergy, CurrentMedication
 from prescriptions import services

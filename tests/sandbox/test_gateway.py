@@ -12,11 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,48 +22,11 @@ import pytest
 
 from common.signing import signature_header
 from sandbox.gateway import Simulator, make_server
+from tests.sandbox.wire import Response, WebhookReceiver, message_bundle, request
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-api-key"
 WEBHOOK_SECRET = "whsec_test"
-# Tests talk to 127.0.0.1 directly, whatever proxy the environment sets.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def message_bundle(bundle_id: str = "bundle-1", note: str = "first") -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "id": bundle_id,
-        "type": "message",
-        "entry": [
-            {"resource": {"resourceType": "MessageHeader", "id": "header-1"}},
-            {"resource": {"resourceType": "MedicationRequest", "id": "request-1", "note": [{"text": note}]}},
-        ],
-    }
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-def request(
-    method: str,
-    url: str,
-    payload: Any = None,
-    headers: dict[str, str] | None = None,
-    raw_body: bytes | None = None,
-) -> Response:
-    body = raw_body if raw_body is not None else (None if payload is None else json.dumps(payload).encode())
-    prepared = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with OPENER.open(prepared, timeout=10) as answer:
-            return Response(answer.status, dict(answer.headers), json.loads(answer.read()))
-    except urllib.error.HTTPError as error:
-        with error:
-            return Response(error.code, dict(error.headers), json.loads(error.read()))
 
 
 @dataclass
@@ -89,6 +50,9 @@ class Gateway:
     def stats(self) -> dict[str, Any]:
         return request("GET", f"{self.url}/_stats").body
 
+    def order_status(self, order_id: str, api_key: str = API_KEY) -> Response:
+        return request("GET", f"{self.url}/orders/{order_id}", headers={"Authorization": f"Bearer {api_key}"})
+
 
 def start_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -110,6 +74,8 @@ def start_gateway() -> Iterator[Callable[..., Gateway]]:
         simulator = Simulator(
             api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, seed=7, log=lambda message: None, **knobs
         )
+        if simulator.load():
+            simulator.resume()
         server = make_server("127.0.0.1", 0, simulator)
         running.append((simulator, server, start_in_thread(server)))
         host, port = server.server_address[:2]
@@ -124,49 +90,6 @@ def start_gateway() -> Iterator[Callable[..., Gateway]]:
 @pytest.fixture
 def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway()
-
-
-@dataclass
-class WebhookReceiver:
-    url: str
-    # Status codes to answer, in order; 200 once they run out.
-    planned_statuses: list[int] = field(default_factory=list)
-    deliveries: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-
-    def record(self, headers: dict[str, str], body: bytes) -> int:
-        with self.arrived:
-            self.deliveries.append((headers, body))
-            self.arrived.notify_all()
-            return self.planned_statuses.pop(0) if self.planned_statuses else 200
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
-        with self.arrived:
-            self.arrived.wait_for(lambda: len(self.deliveries) >= count, timeout=timeout)
-            return list(self.deliveries)
-
-
-@pytest.fixture
-def webhook_receiver() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(url="")
-
-    class RecordingHandler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status = receiver.record(dict(self.headers), body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
-    server.daemon_threads = True
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/pharmacy"
-    thread = start_in_thread(server)
-    yield receiver
-    stop(server, thread)
 
 
 def verify_signature(header: str, body: bytes, secret: str = WEBHOOK_SECRET) -> int:
@@ -485,10 +408,21 @@ def test_it_signs_the_timestamp_and_raw_body() -> None:
     )
 
 
-def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm() -> None:
+def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm(tmp_path: Path) -> None:
     environment = {**os.environ, "GATEWAY_API_KEY": "module-key"}
+    state_file = tmp_path / "gateway.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.gateway", "--port", "0", "--seed", "1"],
+        [
+            sys.executable,
+            "-m",
+            "sandbox.gateway",
+            "--port",
+            "0",
+            "--seed",
+            "1",
+            "--state-file",
+            str(state_file),
+        ],
         cwd=PROJECT_ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -502,6 +436,9 @@ def test_it_runs_as_a_module_prints_its_port_and_stops_on_sigterm() -> None:
         assert int(match.group(2)) > 0
         gateway = Gateway(match.group(1), simulator=None)  # type: ignore[arg-type]
         assert gateway.post_order(api_key="module-key").status == 202
+        assert [order["idempotency_key"] for order in json.loads(state_file.read_text())["orders"]] == [
+            "key-1"
+        ]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:
@@ -534,7 +471,7 @@ def test_a_dispensed_order_cannot_be_cancelled(start_gateway: Callable[..., Gate
     gateway = start_gateway(auto_advance=False)
     order_id = gateway.post_order().body["order_id"]
     order = next(iter(gateway.simulator._orders_by_key.values()))
-    assert gateway.simulator._step(order, "order.dispensed") == "order.dispensed"
+    assert gateway.simulator._step(order) == "order.dispensed"
 
     response = post_cancel(gateway, order_id)
 
@@ -585,3 +522,120 @@ def test_reject_next_rejects_that_many_orders_with_a_reason_instead_of_dispensin
     assert gateway.simulator.knobs()["reject_next"] == 0
     assert gateway.stats()["rejections"] == 1
     assert post_cancel(gateway, events[1]["data"]["order_id"]).status == 409
+
+
+# --- The status call, lost webhooks and the state file ------------------------------------------
+
+
+def test_the_status_call_answers_where_an_order_is_now_and_its_tracking_number_once_shipped(
+    start_gateway: Callable[..., Gateway], webhook_receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.02)
+    order = gateway.post_order(key="polled").body
+
+    deliveries = webhook_receiver.wait_for(3)
+    assert wait_until(lambda: gateway.stats()["advancing"] == 0)
+    answer = gateway.order_status(order["order_id"])
+
+    shipped = json.loads(deliveries[1][1])
+    assert shipped["type"] == "order.shipped"
+    assert answer.status == 200
+    assert answer.body == {
+        **order,
+        "status": "delivered",
+        "tracking_number": shipped["data"]["tracking_number"],
+    }
+
+
+def test_the_status_call_shows_acknowledged_then_cancelled_without_a_tracking_number(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    gateway = start_gateway(auto_advance=False)
+    order_id = gateway.post_order().body["order_id"]
+
+    before = gateway.order_status(order_id).body
+    post_cancel(gateway, order_id)
+    after = gateway.order_status(order_id).body
+
+    assert (before["status"], before["tracking_number"]) == ("acknowledged", None)
+    assert (after["status"], after["tracking_number"]) == ("cancelled", None)
+
+
+def test_an_order_to_be_rejected_shows_as_acknowledged_until_it_is(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    gateway = start_gateway(auto_advance=False)
+    gateway.simulator.update_knobs({"reject_next": 1})
+
+    accepted = gateway.post_order()
+
+    assert accepted.body["status"] == "acknowledged"
+    assert gateway.order_status(accepted.body["order_id"]).body["status"] == "acknowledged"
+
+
+def test_the_status_call_needs_the_api_key_and_a_known_order(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(auto_advance=False)
+    order_id = gateway.post_order().body["order_id"]
+
+    assert gateway.order_status(order_id, api_key="wrong").status == 401
+    missing = gateway.order_status("ord_unknown")
+    assert missing.status == 404
+    assert missing.body["issue"][0]["code"] == "not-found"
+    assert request("GET", f"{gateway.url}/orders/{order_id}/cancel").status == 404
+
+
+def test_drop_next_webhooks_loses_that_many_webhooks_while_the_order_moves_on(
+    start_gateway: Callable[..., Gateway], webhook_receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(webhook_url=webhook_receiver.url, step_delay=0.02)
+    gateway.simulator.update_knobs({"drop_next_webhooks": 1})
+    order_id = gateway.post_order().body["order_id"]
+
+    assert wait_until(lambda: gateway.stats()["advancing"] == 0)
+
+    types = [json.loads(body)["type"] for _, body in webhook_receiver.deliveries]
+    assert types == ["order.shipped", "order.delivered"]
+    stats = gateway.stats()
+    assert (stats["webhooks_dropped"], stats["webhooks_sent"], stats["pending_webhooks"]) == (1, 2, 0)
+    assert gateway.simulator.knobs()["drop_next_webhooks"] == 0
+    assert gateway.order_status(order_id).body["status"] == "delivered"
+
+
+def test_a_gateway_started_on_the_same_state_file_knows_its_orders_keys_and_counters(
+    start_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    state_file = tmp_path / "gateway.json"
+    first = start_gateway(auto_advance=False, state_file=state_file)
+    order = first.post_order(key="remembered").body
+    first.post_order(key="remembered")
+    cancelled = first.post_order(key="cancelled", bundle=message_bundle("bundle-2")).body
+    post_cancel(first, cancelled["order_id"])
+    first.simulator.close()
+
+    second = start_gateway(auto_advance=False, state_file=state_file)
+
+    replay = second.post_order(key="remembered")
+    conflict = second.post_order(key="remembered", bundle=message_bundle(note="changed"))
+    assert (replay.status, replay.headers["Idempotent-Replayed"]) == (200, "true")
+    assert replay.body == order
+    assert conflict.status == 422
+    assert second.order_status(cancelled["order_id"]).body["status"] == "cancelled"
+    stats = second.stats()
+    assert stats["orders_by_key"] == {"remembered": order["order_id"], "cancelled": cancelled["order_id"]}
+    assert (stats["duplicates"], stats["cancellations"]) == (2, 1)
+
+
+def test_the_state_file_is_replaced_whole_and_leaves_no_temporary_files(
+    start_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    state_file = tmp_path / "gateway.json"
+    gateway = start_gateway(auto_advance=False, state_file=state_file)
+
+    for number in range(20):
+        gateway.post_order(key=f"key-{number}", bundle=message_bundle(f"bundle-{number}"))
+
+    saved = json.loads(state_file.read_text())
+    assert [path.name for path in tmp_path.iterdir()] == ["gateway.json"]
+    assert saved["version"] == 1
+    assert [order["idempotency_key"] for order in saved["orders"]] == [f"key-{n}" for n in range(20)]
+    assert saved["counters"]["requests"] == 20

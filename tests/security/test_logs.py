@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from config.logs import (
+from common.logs import (
     REDACTED,
     _task_bind_request_id,
     _task_publish_add_request_id,

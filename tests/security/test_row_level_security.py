@@ -6,10 +6,10 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import ProgrammingError
 
+from accounts.tenancy import TENANT_ROLE, tenant_scope_enter, tenant_scope_leave
 from events.models import Event
 from patients import selectors as patient_selectors
 from patients.models import Allergy, Patient
-from patients.tenancy import TENANT_ROLE, tenant_scope_enter, tenant_scope_leave
 from prescriptions.models import Prescription, PrescriptionItem
 from prescriptions.services import prescription_create
 from tests.patients.factories import AllergyFactory, PatientFactory

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from config.problems import Problem
+from api.problems import Problem
 from patients.models import Patient
 from prescriptions import services
 from prescriptions.models import PharmacistProfile, PharmacistReview, Prescription, Status

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from accounts.tenancy import system_scope
 from patients.services import patient_keys_rotate
-from patients.tenancy import system_scope
 from support.enquiries import support_keys_rotate
 
 

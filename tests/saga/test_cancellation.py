@@ -10,7 +10,6 @@ import uuid
 import pytest
 from django.test import Client
 
-from billing import tasks as billing_tasks
 from billing.models import CancellationRequest, Refund
 from billing.services import payments
 from common.signing import signature_header
@@ -19,6 +18,8 @@ from pharmacy import services as pharmacy
 from pharmacy.gateway import GatewayUnavailable, OrderAlreadyDispensed
 from pharmacy.models import Dispatch, GatewayCancellation
 from prescriptions.models import Prescription, Status
+from saga import cancellation
+from saga import tasks as saga_tasks
 from tests.billing.factories import event_types
 from tests.billing.test_refunds import paid_prescription
 
@@ -50,7 +51,7 @@ def run_consumers(prescription_id: int, event_type: str) -> None:
     """What the outbox relay does for billing's consumer, run twice as a redelivery would."""
     event = Event.objects.get(aggregate_id=prescription_id, type=event_type)
     for _ in range(2):
-        billing_tasks.payment_compensate(event.pk)
+        saga_tasks.payment_compensate(event.pk)
 
 
 def test_cancelling_an_acknowledged_order_cancels_it_at_the_gateway_then_refunds_once(
@@ -99,8 +100,8 @@ def test_a_gateway_that_already_dispensed_refuses_and_the_cancellation_goes_to_s
     refused = Event.objects.get(
         aggregate_id=acknowledged.prescription_id, type="prescription.cancellation_refused"
     )
-    billing_tasks.cancellation_request_on_refused(refused.pk)
-    billing_tasks.cancellation_request_on_refused(refused.pk)
+    saga_tasks.cancellation_request_on_refused(refused.pk)
+    saga_tasks.cancellation_request_on_refused(refused.pk)
 
     assert outcome == "refused"
     assert GatewayCancellation.objects.get().status == GatewayCancellation.Status.REFUSED
@@ -311,7 +312,7 @@ def test_a_repeat_cancel_that_loses_the_race_to_the_gateways_confirmation_gets_t
 ):  # type: ignore[no-untyped-def]
     """Between the repeat's guarded update (refused: still acknowledged) and its re-read, the
     gateway confirmed the first cancel. The answer is the cancelled prescription, not a 409."""
-    from config.problems import Problem
+    from api.problems import Problem
     from prescriptions import services as prescription_services
     from tests.patients.factories import PatientFactory
 
@@ -329,7 +330,7 @@ def test_a_repeat_cancel_that_loses_the_race_to_the_gateways_confirmation_gets_t
 
     monkeypatch.setattr(prescription_services, "prescription_cancel", refused_while_acknowledged)
 
-    answer = payments.prescription_cancel_request(
+    answer = cancellation.prescription_cancel_request(
         clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="again", actor="client:x"
     )
 

@@ -12,8 +12,8 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
+from accounts.idempotency import _lock_id
 from events.models import Event
-from patients.idempotency import _lock_id
 from patients.models import IdempotencyKey, Patient
 from prescriptions.models import Prescription
 from tests.conftest import prescription_body

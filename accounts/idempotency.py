@@ -22,7 +22,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.problems import Problem
+from api.problems import Problem
 from patients.models import Clinic, IdempotencyKey
 
 HEADER = "Idempotency-Key"

@@ -8,11 +8,11 @@ import pytest
 from django.utils import timezone
 
 from config.celery import app
-from events import reconciler
 from events.models import Event, OutboxMessage, ProcessedEvent
 from pharmacy import tasks as pharmacy_tasks
 from pharmacy.models import Dispatch
 from prescriptions.models import Prescription
+from saga import reconciler
 from tests.events.test_outbox import prescriptions_created
 from tests.pharmacy.factories import approved_prescription
 
@@ -120,6 +120,6 @@ def test_the_reconciler_uses_a_constant_number_of_queries(sent, django_assert_ma
 def test_the_reconciler_runs_every_minute_from_beat(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["stuck-work-reconcile"]
     assert entry == {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0}
-    from events import tasks
+    from saga import tasks
 
     assert tasks.stuck_work_reconcile.name == "events.tasks.stuck_work_reconcile"

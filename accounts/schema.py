@@ -7,7 +7,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class ClinicOAuth2Scheme(OpenApiAuthenticationExtension):
-    target_class = "patients.authentication.ClinicOAuth2Authentication"
+    target_class = "accounts.authentication.ClinicOAuth2Authentication"
     name = "oauth2"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """drf-spectacular hook: every API operation documents its RFC 9457 error responses.
 
 The app answers bad input, missing or wrong credentials, other clinics' ids, oversized bodies,
-conflicts and rate limits with application/problem+json (config.problems); the schema says so,
+conflicts and rate limits with application/problem+json (api.problems); the schema says so,
 so generated clients and schemathesis know every status the API may answer with.
 """
 

@@ -11,10 +11,9 @@ from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHa
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
 
+from accounts.tenancy import tenant_scope_enter
 from patients.models import Clinic, ClinicClient
-from patients.tenancy import tenant_scope_enter
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -44,7 +43,7 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
             request.oauth2_error = {"error": "invalid_token"}
             return None
         principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
-        # From here on the database itself shows this clinic's rows only (patients.tenancy).
+        # From here on the database itself shows this clinic's rows only (accounts.tenancy).
         tenant_scope_enter(clinic_id=link.clinic_id)
         now = timezone.now()
         if link.last_used_at is None or now - link.last_used_at > LAST_USED_RESOLUTION:
@@ -63,17 +62,6 @@ class HasResourceScope(TokenHasResourceScope):
 
 def clinic_of(request: Request) -> Clinic:
     return request.user.clinic
-
-
-class ClientRateThrottle(SimpleRateThrottle):
-    """Per-client request budget (settings REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["client"])."""
-
-    scope = "client"
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if not isinstance(request.user, ClinicPrincipal):
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": request.user.client_id}
 
 
 class ClinicOAuth2Validator(OAuth2Validator):

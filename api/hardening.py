@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from config.problems import problem_response
+from api.problems import problem_response
 
 
 class AdminContentSecurityPolicyMiddleware:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from billing import tasks as billing_tasks
+from billing import services as billing_services
 from events.models import Event, ProcessedEvent
 from events.services import consume_once
 from pharmacy import tasks as pharmacy_tasks
 from pharmacy.models import Dispatch
-from prescriptions import tasks as prescription_tasks
 from prescriptions.models import Prescription
+from saga import tasks as saga_tasks
 from tests.events.test_outbox import prescriptions_created
 from tests.pharmacy.factories import approved_prescription
 
@@ -27,8 +27,8 @@ def test_the_check_consumer_delivered_twice_runs_the_checks_once(formulary):
     event = received_event(prescription)
 
     # When the task runs twice (a republished outbox row)
-    prescription_tasks.prescription_check(event.pk)
-    prescription_tasks.prescription_check(event.pk)
+    saga_tasks.prescription_check(event.pk)
+    saga_tasks.prescription_check(event.pk)
 
     # Then one status event follows the received one, and the consumer's record is single
     types = list(Event.objects.filter(aggregate_id=prescription.pk).values_list("type", flat=True))
@@ -46,8 +46,8 @@ def test_the_dispatch_consumer_delivered_twice_creates_one_dispatch_and_one_send
     monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", sends.append)
 
     with django_capture_on_commit_callbacks(execute=True):
-        pharmacy_tasks.dispatch_on_approved(paid.pk)
-        pharmacy_tasks.dispatch_on_approved(paid.pk)
+        saga_tasks.dispatch_on_approved(paid.pk)
+        saga_tasks.dispatch_on_approved(paid.pk)
 
     dispatch = Dispatch.objects.get(prescription=prescription)
     assert sends == [dispatch.pk]
@@ -102,12 +102,12 @@ def test_the_billing_consumer_delivered_twice_calls_billing_once(monkeypatch):
     (prescription,) = prescriptions_created(1)
     calls: list[int] = []
     monkeypatch.setattr(
-        billing_tasks.services, "prescription_bill", lambda *, prescription_id: calls.append(prescription_id)
+        billing_services, "prescription_bill", lambda *, prescription_id: calls.append(prescription_id)
     )
     event = received_event(prescription)
 
-    billing_tasks.billing_on_approved(event.pk)
-    billing_tasks.billing_on_approved(event.pk)
+    saga_tasks.billing_on_approved(event.pk)
+    saga_tasks.billing_on_approved(event.pk)
 
     assert calls == [prescription.pk]
     assert ProcessedEvent.objects.filter(consumer="billing.tasks.billing_on_approved").count() == 1

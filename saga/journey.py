@@ -1,0 +1,49 @@
+"""The prescription journey as data: which consumer reacts to which event.
+
+    received ─ checks ─▶ approved / pharmacist_approved ─ billing ─▶ paid / nhs_funded
+    ─ dispatch ─▶ acknowledged ─ gateway webhooks ─▶ dispensed ─▶ shipped ─▶ delivered
+
+Compensations: cancelled or rejected_by_pharmacy → the payment is cancelled or refunded;
+cancellation_refused (the gateway had already dispensed) → the staff queue. Every status
+change also goes to the clinic's webhook, and the patient-facing ones to notifications.
+
+The outbox relay (events.services) and the reconciler (saga.reconciler) read this table
+through settings.EVENT_CONSUMERS. Each consumer is a task in saga/tasks.py; its name is a
+stable identifier (ProcessedEvent rows, queue routes and published messages carry it), which
+is why it names the app whose service it calls rather than the module that defines it.
+This module is imported by the settings: plain data only.
+"""
+
+from __future__ import annotations
+
+CHECK = "prescriptions.tasks.prescription_check"
+REPEATS = "prescriptions.tasks.repeat_series_start"
+BILL = "billing.tasks.billing_on_approved"
+DISPATCH = "pharmacy.tasks.dispatch_on_approved"
+COMPENSATE = "billing.tasks.payment_compensate"
+STAFF_QUEUE = "billing.tasks.cancellation_request_on_refused"
+NOTIFY = "notifications.tasks.notification_on_event"
+CLINIC_WEBHOOK = "events.tasks.webhook_on_prescription_event"
+
+EVENT_CONSUMERS: dict[str, tuple[str, ...]] = {
+    "prescription.received": (CHECK, CLINIC_WEBHOOK),
+    "prescription.awaiting_pharmacist": (CLINIC_WEBHOOK,),
+    "prescription.rejected": (CLINIC_WEBHOOK,),
+    "prescription.pharmacist_rejected": (CLINIC_WEBHOOK,),
+    "prescription.approved": (BILL, REPEATS, CLINIC_WEBHOOK),
+    "prescription.pharmacist_approved": (BILL, REPEATS, CLINIC_WEBHOOK),
+    "prescription.awaiting_payment": (CLINIC_WEBHOOK,),
+    "prescription.payment_failed": (NOTIFY, CLINIC_WEBHOOK),
+    "prescription.payment_error": (NOTIFY,),
+    "prescription.paid": (DISPATCH, CLINIC_WEBHOOK),
+    "prescription.nhs_funded": (DISPATCH, CLINIC_WEBHOOK),
+    "prescription.acknowledged": (NOTIFY, CLINIC_WEBHOOK),
+    "prescription.dead_lettered": (CLINIC_WEBHOOK,),
+    "prescription.dispensed": (CLINIC_WEBHOOK,),
+    "prescription.shipped": (NOTIFY, CLINIC_WEBHOOK),
+    "prescription.delivered": (NOTIFY, CLINIC_WEBHOOK),
+    "prescription.cancelled": (COMPENSATE, NOTIFY, CLINIC_WEBHOOK),
+    "prescription.rejected_by_pharmacy": (COMPENSATE, NOTIFY, CLINIC_WEBHOOK),
+    "prescription.cancellation_refused": (STAFF_QUEUE,),
+    "prescription.refunded": (NOTIFY,),
+}

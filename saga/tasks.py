@@ -1,0 +1,112 @@
+"""The journey's consumers (saga/journey.py), each a thin adapter: `consume_once` around one
+app's service. Their names are stable identifiers (see saga/journey.py), given explicitly."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from billing import services as billing
+from billing.services import payments
+from billing.tasks import RETRY as STRIPE_RETRY
+from events import webhooks
+from events.services import consume_once
+from notifications import services as notifications
+from pharmacy import services as pharmacy
+from prescriptions import repeats
+from prescriptions import services as prescriptions
+from saga import journey, reconciler
+
+
+@shared_task(name=journey.CHECK, time_limit=60)
+def prescription_check(event_id: int) -> None:
+    """prescription.received: run the clinical checks."""
+    consume_once(
+        consumer=journey.CHECK,
+        event_id=event_id,
+        handle=lambda event: prescriptions.prescription_run_checks(prescription_id=event.aggregate_id),
+    )
+
+
+@shared_task(name=journey.REPEATS, time_limit=60)
+def repeat_series_start(event_id: int) -> None:
+    """Approval: start the repeat series, if the prescription has repeats."""
+    consume_once(
+        consumer=journey.REPEATS,
+        event_id=event_id,
+        handle=lambda event: repeats.repeat_series_start(prescription_id=event.aggregate_id),
+    )
+
+
+@shared_task(name=journey.BILL, **STRIPE_RETRY)
+def billing_on_approved(event_id: int) -> None:
+    """Approval: take payment or record NHS funding."""
+    # Stripe is called here, so the record follows the effect (see consume_once).
+    consume_once(
+        consumer=journey.BILL,
+        event_id=event_id,
+        handle=lambda event: billing.prescription_bill(prescription_id=event.aggregate_id),
+        atomic=False,
+    )
+
+
+@shared_task(name=journey.DISPATCH, time_limit=60)
+def dispatch_on_approved(event_id: int) -> None:
+    """prescription.paid / nhs_funded (billing done): create the dispatch."""
+    consume_once(
+        consumer=journey.DISPATCH,
+        event_id=event_id,
+        handle=lambda event: pharmacy.dispatch_create(prescription_id=event.aggregate_id),
+    )
+
+
+@shared_task(name=journey.COMPENSATE, **STRIPE_RETRY)
+def payment_compensate(event_id: int) -> None:
+    """prescription.cancelled / rejected_by_pharmacy: refund or cancel the payment, if any."""
+    consume_once(
+        consumer=journey.COMPENSATE,
+        event_id=event_id,
+        handle=lambda event: payments.payment_compensate(prescription_id=event.aggregate_id),
+        atomic=False,
+    )
+
+
+@shared_task(name=journey.STAFF_QUEUE, time_limit=30)
+def cancellation_request_on_refused(event_id: int) -> None:
+    """prescription.cancellation_refused: open the staff-queue entry."""
+    consume_once(
+        consumer=journey.STAFF_QUEUE,
+        event_id=event_id,
+        handle=lambda event: payments.cancellation_request_on_refused(
+            prescription_id=event.aggregate_id,
+            reason=event.payload.get("reason", ""),
+            actor=event.payload.get("requested_by", ""),
+        ),
+    )
+
+
+@shared_task(name=journey.NOTIFY, time_limit=60, soft_time_limit=45)
+def notification_on_event(event_id: int) -> None:
+    """The patient-facing events (notifications.services.KINDS): email and/or SMS."""
+    # Sending is network I/O, so the record follows the effect; the Notification row, unique per
+    # (event, channel), already keeps a repeat from sending twice.
+    consume_once(
+        consumer=journey.NOTIFY,
+        event_id=event_id,
+        handle=lambda event: notifications.notification_send_for_event(event_id=event.pk),
+        atomic=False,
+    )
+
+
+@shared_task(name=journey.CLINIC_WEBHOOK, time_limit=30)
+def webhook_on_prescription_event(event_id: int) -> None:
+    """Every prescription status event: queue the clinic's signed webhook."""
+    consume_once(
+        consumer=journey.CLINIC_WEBHOOK,
+        event_id=event_id,
+        handle=lambda event: webhooks.webhook_deliveries_create(event_id=event.pk),
+    )
+
+
+@shared_task(name="events.tasks.stuck_work_reconcile", time_limit=120)
+def stuck_work_reconcile() -> dict[str, int]:
+    return reconciler.stuck_work_reconcile()
