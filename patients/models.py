@@ -16,6 +16,21 @@ class Clinic(models.Model):
     currency = models.CharField(max_length=3, default="GBP")
     ods_code = models.CharField("ODS / organisation code", max_length=20, blank=True)
     address = models.CharField(max_length=300, blank=True)
+    # What an NHS EPS prescription-order message says about the prescribing organisation
+    # (pharmacy/fhir/eps): a work telephone number, a structured address and, for primary
+    # care, the managing organisation (the integrated care board) it is part of.
+    phone = models.CharField("work telephone", max_length=30, blank=True)
+    address_line = models.CharField("address (premises and street)", max_length=200, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    district = models.CharField("county / district", max_length=100, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    managing_organisation_ods_code = models.CharField(
+        "managing organisation ODS code",
+        max_length=20,
+        blank=True,
+        help_text="GB: the integrated care board.",
+    )
+    managing_organisation_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

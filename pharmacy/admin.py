@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from api.problems import Problem
 from pharmacy import services
@@ -31,8 +33,27 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ["dispatch__prescription"]
     raw_id_fields = ["dispatch"]
     search_fields = ["=dispatch__prescription__id"]
-    readonly_fields = [field.name for field in DeadLetter._meta.fields]
+    readonly_fields = [*(field.name for field in DeadLetter._meta.fields), "refusal"]
     actions = ["replay", "cancel_with_compensation"]
+
+    @admin.display(description="Refused by the gateway because")
+    def refusal(self, letter: DeadLetter) -> str:
+        """The rules the gateway said the message broke (its OperationOutcome), one a line."""
+        issues = (letter.payload.get("operation_outcome") or {}).get("issue") or []
+        if not issues:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} {}: {}",
+            (
+                (
+                    ", ".join(issue.get("details") or [issue.get("code", "")]),
+                    ", ".join(issue.get("expression") or []),
+                    issue.get("diagnostics", ""),
+                )
+                for issue in issues
+            ),
+        )
 
     @admin.action(description="Replay: send again with the same idempotency key")
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:

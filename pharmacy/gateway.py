@@ -15,7 +15,15 @@ class GatewayUnavailable(GatewayError):
 
 
 class GatewayRejected(GatewayError):
-    """Terminal: the gateway refused the order (4xx). Retrying cannot help."""
+    """Terminal: the gateway refused the order (4xx). Retrying cannot help.
+
+    `outcome` is the FHIR OperationOutcome the gateway answered with, when it sent one (for
+    example the EPS rules a message broke), for the dead-letter record.
+    """
+
+    def __init__(self, message: str, *, outcome: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class OrderAlreadyDispensed(GatewayRejected):

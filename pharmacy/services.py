@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from django.utils import timezone
 from common import signing
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
+from pharmacy.fhir.eps import prescription_id
 from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, OrderAlreadyDispensed
 from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent
+from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
 
@@ -97,12 +100,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
         dispatch_dead_letter(dispatch_id=dispatch_id, error="controlled drug without approval")
         return "refused"
     try:
-        bundle = fhir.encode_prescription(
-            prescription,
-            message_id=str(dispatch.idempotency_key),
-            pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
-            timestamp=dispatch.created_at,
-        )
+        bundle = dispatch_message(dispatch=dispatch)
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
         return "dead-lettered"
@@ -113,7 +111,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
         )
     except GatewayRejected as error:
-        dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
+        dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
         attempts = Dispatch.objects.filter(pk=dispatch_id).values_list("attempts", flat=True)[0]
@@ -125,6 +123,57 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
     logger.info("dispatch %s acknowledged by the gateway", dispatch_id)
     return "acknowledged"
+
+
+def dispatch_message(*, dispatch: Dispatch) -> dict[str, Any]:
+    """The message for `dispatch`: the same bytes however often it is sent (the gateway
+    answers a changed body under a used idempotency key with 422)."""
+    prescription = dispatch.prescription
+    repeat = None
+    if prescription.clinic.jurisdiction == "GB":
+        _eps_identifiers_fix(prescription)
+        course = prescription_selectors.prescription_repeat_course(prescription=prescription)
+        if course is not None:
+            origin, issue_number = course
+            repeat = fhir.RepeatContext.for_course(
+                origin=origin, origin_items=list(origin.items.all()), issue_number=issue_number
+            )
+    return fhir.encode_prescription(
+        prescription,
+        message_id=str(dispatch.idempotency_key),
+        pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
+        timestamp=dispatch.created_at,
+        repeat=repeat,
+    )
+
+
+EPS_ID_ATTEMPTS = 5
+
+
+def _eps_identifiers_fix(prescription: Prescription) -> None:
+    """Give a GB prescription its EPS short-form and long-form IDs on its first send.
+
+    The short form carries the clinic's ODS code and the prescription's key as its sequence;
+    its random part makes a clash unlikely, and a clash draws again.
+    """
+    if prescription.eps_prescription_id:
+        return
+    for _ in range(EPS_ID_ATTEMPTS):
+        try:
+            short_form_id = prescription_id.short_form_id(
+                ods_code=prescription.clinic.ods_code, sequence=prescription.pk
+            )
+        except prescription_id.PrescriptionIdError as error:
+            raise fhir.FhirEncodingError(f"MedicationRequest.groupIdentifier.value: {error}") from None
+        try:
+            prescriptions.prescription_record_eps_identifiers(
+                prescription_id=prescription.pk, short_form_id=short_form_id, long_form_id=uuid.uuid4()
+            )
+        except IntegrityError:
+            continue
+        prescription.refresh_from_db(fields=["eps_prescription_id", "eps_prescription_uuid"])
+        return
+    raise fhir.FhirEncodingError("MedicationRequest.groupIdentifier.value: no free short-form ID")
 
 
 def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
@@ -150,7 +199,11 @@ def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
     return True
 
 
-def dispatch_dead_letter(*, dispatch_id: int, error: str) -> DeadLetter | None:
+def dispatch_dead_letter(
+    *, dispatch_id: int, error: str, outcome: dict[str, Any] | None = None
+) -> DeadLetter | None:
+    """Stop sending: the dispatch waits in the dead-letter queue for an operator. `outcome` is
+    the gateway's OperationOutcome, kept with the letter (it names elements, not patients)."""
     with transaction.atomic():
         updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
             status=Dispatch.Status.DEAD_LETTERED, last_error=error[:1000]
@@ -165,6 +218,7 @@ def dispatch_dead_letter(*, dispatch_id: int, error: str) -> DeadLetter | None:
             payload={
                 "prescription_id": dispatch.prescription_id,
                 "idempotency_key": str(dispatch.idempotency_key),
+                **({"operation_outcome": outcome} if outcome else {}),
             },
         )
         prescriptions.prescription_record_dead_lettered(prescription_id=dispatch.prescription_id, error=error)
@@ -329,8 +383,6 @@ def _apply(dispatch: Dispatch, event_type: str, data: dict[str, Any]) -> bool:
 
 
 def _uuid_or_none(value: object) -> str | None:
-    import uuid
-
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:

@@ -151,8 +151,9 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
     raw_id_fields = ["patient", "prescriber", "clinic"]
-    search_fields = ["=id", "=tracking_number"]
+    search_fields = ["=id", "=tracking_number", "=eps_prescription_id"]
     readonly_fields = [
+        "eps_prescription_id",
         "clinic",
         "patient",
         "prescriber",

@@ -10,6 +10,7 @@ no formulary has been loaded.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -38,6 +39,9 @@ MEDICATION_FIELDS = (
     "max_daily_dose",
 )
 SEVERITIES = set(InteractionRule.Severity.values)
+# GB products name their unit's dm+d unit of measure, a SNOMED CT concept id (6 to 18 digits),
+# which NHS EPS messages require on every quantity.
+UNIT_OF_MEASURE_CODE = re.compile(r"^[1-9][0-9]{5,17}$")
 
 
 class FormularyError(ValueError):
@@ -63,7 +67,11 @@ def _medication_values(entry: dict[str, Any], index: int) -> dict[str, Any]:
         raise FormularyError(f"{where}: unknown code system {entry['code_system']!r}")
     if not entry["ingredients"] or not all(isinstance(name, str) for name in entry["ingredients"]):
         raise FormularyError(f"{where}: ingredients must be a non-empty list of names")
+    unit_of_measure_code = entry.get("unit_of_measure_code", "")
+    if jurisdiction == "GB" and not UNIT_OF_MEASURE_CODE.match(unit_of_measure_code):
+        raise FormularyError(f"{where}: a dm+d product needs its unit_of_measure_code, a SNOMED CT code")
     values = {field: entry[field] for field in MEDICATION_FIELDS}
+    values["unit_of_measure_code"] = unit_of_measure_code
     values["ingredients"] = [name.strip().lower() for name in entry["ingredients"]]
     values["strength_value"] = _decimal(entry["strength_value"], f"{where}.strength_value")
     values["max_daily_dose"] = _decimal(entry["max_daily_dose"], f"{where}.max_daily_dose")

@@ -31,6 +31,16 @@ class Prescriber(models.Model):
         models.CharField(max_length=2), default=list, blank=True, help_text="US states licensed in (e.g. NY)."
     )
     dea_number = models.CharField("DEA registration number", max_length=9, blank=True)
+    # NHS EPS (GB): the prescriber's Spine directory (SDS) identities and a work telephone.
+    phone = models.CharField("work telephone", max_length=30, blank=True, help_text="Blank: the clinic's.")
+    sds_user_id = models.CharField("SDS user ID", max_length=20, blank=True)
+    sds_role_profile_id = models.CharField("SDS role profile ID", max_length=20, blank=True)
+    sds_job_role_code = models.CharField(
+        "SDS job role code",
+        max_length=30,
+        blank=True,
+        help_text="e.g. R8000 (Clinical Practitioner Access Role).",
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -71,6 +81,12 @@ class Medication(models.Model):
     ingredients = ArrayField(models.CharField(max_length=80), default=list, blank=True)
     therapeutic_class = models.CharField(max_length=60, blank=True)
     unit = models.CharField(max_length=30, blank=True, help_text="The dose unit, e.g. tablet.")
+    unit_of_measure_code = models.CharField(
+        "dm+d unit of measure",
+        max_length=20,
+        blank=True,
+        help_text="SNOMED CT code of the unit in dm+d (GB), e.g. 428673006 for tablet.",
+    )
     strength_value = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
     strength_unit = models.CharField(max_length=20, blank=True, help_text="e.g. mg, per unit.")
     schedule_gb = models.CharField("GB schedule", max_length=5, blank=True)
@@ -214,6 +230,12 @@ class Prescription(models.Model):
     )
     link_kind = models.CharField(max_length=10, choices=LinkKind.choices, blank=True)
     repeat_interval_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    # NHS EPS (GB): the prescription's short-form ID (with its check character) and long-form
+    # UUID, fixed the first time it is dispatched, so every send and replay names it the same.
+    eps_prescription_id = models.CharField("EPS prescription ID", max_length=20, blank=True, editable=False)
+    eps_prescription_uuid = models.UUIDField(
+        "EPS long-form prescription ID", null=True, blank=True, unique=True, editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -224,6 +246,11 @@ class Prescription(models.Model):
             models.Index(fields=["status", "id"]),
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["eps_prescription_id"],
+                condition=~models.Q(eps_prescription_id=""),
+                name="eps_prescription_id_unique",
+            ),
             # Saga edges (issue 5): however often the beat runs, one repeat issue follows each.
             models.UniqueConstraint(
                 fields=["previous"],

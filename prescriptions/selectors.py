@@ -1,7 +1,7 @@
 from django.db.models import Q, QuerySet
 
 from patients.models import Clinic
-from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem, Status
+from prescriptions.models import LinkKind, Medication, Prescriber, Prescription, PrescriptionItem, Status
 
 
 def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
@@ -53,3 +53,15 @@ def medication_search(*, search: str = "") -> QuerySet[Medication]:
             | medications.filter(ingredients__contains=[search.strip().lower()])
         )
     return medications.order_by("name", "strength")
+
+
+def prescription_repeat_course(*, prescription: Prescription) -> tuple[Prescription, int] | None:
+    """The original of the repeat course `prescription` belongs to, and its issue number there
+    (1 for the original itself); None when it is not part of a repeat course."""
+    current, issue_number = prescription, 1
+    while current.link_kind == LinkKind.REPEAT and current.previous_id is not None:
+        current = Prescription.objects.prefetch_related("items").get(pk=current.previous_id)
+        issue_number += 1
+    if current.repeats == 0:
+        return None
+    return current, issue_number

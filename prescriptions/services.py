@@ -8,6 +8,7 @@ happened (a redelivered task, a duplicate webhook) and is a quiet no-op.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -449,3 +450,25 @@ def prescription_record_rejected_by_pharmacy(*, prescription_id: int, reason: st
         actor="gateway",
         status_reason=_truncate(reason, STATUS_REASON_LENGTH),
     )
+
+
+# --- NHS EPS identifiers ---------------------------------------------------------------------
+
+
+def prescription_record_eps_identifiers(
+    *, prescription_id: int, short_form_id: str, long_form_id: uuid.UUID
+) -> bool:
+    """Fix the prescription's EPS short-form and long-form IDs, once.
+
+    False when it already has them (the first ones stay: every send and replay must name the
+    prescription the same way). Raises IntegrityError when another prescription holds the
+    short-form ID; the caller draws a new one.
+    """
+    with transaction.atomic():
+        return bool(
+            Prescription.objects.filter(pk=prescription_id, eps_prescription_id="").update(
+                eps_prescription_id=short_form_id,
+                eps_prescription_uuid=long_form_id,
+                updated_at=timezone.now(),
+            )
+        )

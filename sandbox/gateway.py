@@ -11,6 +11,7 @@ management command.
 from __future__ import annotations
 
 import argparse
+import collections
 import enum
 import hashlib
 import hmac
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from common.signing import signature_header
-from sandbox import server
+from sandbox import eps_rules, server
 from sandbox.server import JSON_CONTENT_TYPE, Delivery, Log, SimulatorHandler, SimulatorServer, rate, seconds
 
 DEFAULT_HOST = "127.0.0.1"
@@ -44,6 +45,9 @@ REJECTION_REASON = "Pharmacy cannot fulfil this order: item out of stock."
 DISPENSED_OR_LATER = frozenset({"dispensed", "shipped", "delivered"})
 SIGNATURE_HEADER = "Gateway-Signature"
 MAXIMUM_BODY_BYTES = 10 * 1024 * 1024
+# Every message received is kept for GET /_messages, newest first, up to this many (in
+# memory only: a full message per request would make the state file slow to rewrite).
+MESSAGES_KEPT = 1000
 FHIR_CONTENT_TYPE = "application/fhir+json"
 
 # Names accepted by serve(); the management command forwards exactly these.
@@ -189,6 +193,7 @@ class Counters:
     webhooks_dropped: int = 0
     cancellations: int = 0
     rejections: int = 0
+    refused_by_eps_rules: int = 0
 
 
 @dataclass
@@ -262,6 +267,7 @@ class Simulator(server.Simulator):
             state_file=state_file,
         )
         self._orders_by_key: dict[str, Order] = {}
+        self._messages: collections.deque[dict[str, Any]] = collections.deque(maxlen=MESSAGES_KEPT)
         self._orders_by_id: dict[str, Order] = {}
         self._pending: list[Webhook] = []
         self._counters = Counters()
@@ -341,6 +347,7 @@ class Simulator(server.Simulator):
     def reset(self) -> None:
         with self._lock:
             self._orders_by_key.clear()
+            self._messages.clear()
             self._orders_by_id.clear()
             self._pending.clear()
             self._counters = Counters()
@@ -355,6 +362,22 @@ class Simulator(server.Simulator):
             self._changed.notify_all()
 
     # Order intake
+
+    def receive_message(self, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+        """Keep `bundle` and check it as the NHS would: the EPS rules it breaks (none for a
+        message of Scriptline's own US profile)."""
+        with self._lock:
+            self._messages.appendleft(bundle)
+        issues = [] if eps_rules.is_scriptline_message(bundle) else eps_rules.check_message(bundle)
+        if issues:
+            with self._lock:
+                self._counters.refused_by_eps_rules += 1
+                self.save()
+        return issues
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
 
     def record_request(self) -> None:
         with self._lock:
@@ -543,7 +566,12 @@ class GatewayRequestHandler(SimulatorHandler):
         if order_id != path and order_id and "/" not in order_id:
             self._status(order_id)
             return
-        routes = {"/health": self._health, "/_stats": self._stats, "/_control": self._show_knobs}
+        routes = {
+            "/health": self._health,
+            "/_stats": self._stats,
+            "/_control": self._show_knobs,
+            "/_messages": self._list_messages,
+        }
         self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
 
     def do_POST(self) -> None:
@@ -571,6 +599,9 @@ class GatewayRequestHandler(SimulatorHandler):
 
     def _stats(self) -> None:
         self.send_json(HTTPStatus.OK, self.simulator.stats())
+
+    def _list_messages(self) -> None:
+        self.send_json(HTTPStatus.OK, self.simulator.messages())
 
     def _show_knobs(self) -> None:
         self.send_json(HTTPStatus.OK, self.simulator.knobs())
@@ -656,6 +687,12 @@ class GatewayRequestHandler(SimulatorHandler):
             bundle = parse_message_bundle(body)
         except BundleError as error:
             self._send_outcome(HTTPStatus.BAD_REQUEST, "invalid", str(error))
+            return
+        issues = self.simulator.receive_message(bundle)
+        if issues:
+            self.send_json(
+                HTTPStatus.BAD_REQUEST, eps_rules.operation_outcome(issues), content_type=FHIR_CONTENT_TYPE
+            )
             return
         submission, order = self.simulator.submit_order(idempotency_key, bundle, body)
         self._answer_submission(submission, order)

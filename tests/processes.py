@@ -38,6 +38,11 @@ class Simulator:
         with urllib.request.urlopen(f"{self.url}/_stats", timeout=5) as response:
             return json.loads(response.read())
 
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message the gateway received, newest first."""
+        with urllib.request.urlopen(f"{self.url}/_messages", timeout=5) as response:
+            return json.loads(response.read())
+
     def control(self, **knobs: Any) -> dict[str, Any]:
         request = urllib.request.Request(
             f"{self.url}/_control",

@@ -35,7 +35,8 @@ class HttpGateway:
             raise GatewayUnavailable(f"gateway answered {response.status_code}")
         if response.status_code >= 400:
             raise GatewayRejected(
-                f"gateway refused the order: {response.status_code} {_diagnostics(response)}"
+                f"gateway refused the order: {response.status_code} {_diagnostics(response)}",
+                outcome=_operation_outcome(response),
             )
         body = response.json()
         return OrderAcknowledgement(
@@ -69,6 +70,41 @@ def _diagnostics(response: requests.Response) -> str:
     except ValueError:
         return ""
     return "; ".join(str(issue.get("diagnostics", ""))[:200] for issue in issues)
+
+
+# Kept with a dead letter: enough to show every rule a message broke, bounded in size.
+OUTCOME_ISSUES_KEPT = 50
+OUTCOME_TEXT_LENGTH = 500
+
+
+def _operation_outcome(response: requests.Response) -> dict[str, Any] | None:
+    """The OperationOutcome in a refusal, trimmed to what an operator needs, or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return None
+    issues = [issue for issue in body.get("issue") or [] if isinstance(issue, dict)]
+    kept = []
+    for issue in issues[:OUTCOME_ISSUES_KEPT]:
+        trimmed = {
+            key: str(issue[key])[:OUTCOME_TEXT_LENGTH]
+            for key in ("severity", "code", "diagnostics")
+            if key in issue
+        }
+        expression = issue.get("expression")
+        if isinstance(expression, list):
+            trimmed["expression"] = [str(path)[:OUTCOME_TEXT_LENGTH] for path in expression[:5]]
+        codes = [
+            str(coding.get("code"))[:OUTCOME_TEXT_LENGTH]
+            for coding in (issue.get("details") or {}).get("coding") or []
+            if isinstance(coding, dict) and coding.get("code")
+        ]
+        if codes:
+            trimmed["details"] = codes
+        kept.append(trimmed)
+    return {"resourceType": "OperationOutcome", "issue": kept}
 
 
 def gateway_from_settings() -> HttpGateway:

@@ -15,6 +15,14 @@ class ClinicFactory(factory.django.DjangoModelFactory):
     jurisdiction = "GB"
     currency = "GBP"
     ods_code = factory.Sequence(lambda n: f"Y{n:05d}")
+    # What an NHS EPS message needs of the prescribing organisation (invented values).
+    phone = "0113 496 0000"
+    address_line = "1 Synthetic Street"
+    city = "Leeds"
+    district = "West Yorkshire"
+    postal_code = "LS1 1AA"
+    managing_organisation_ods_code = "QWO"
+    managing_organisation_name = "NHS West Yorkshire Integrated Care Board"
 
 
 class PatientFactory(factory.django.DjangoModelFactory):

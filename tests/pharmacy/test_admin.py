@@ -210,3 +210,42 @@ def test_cancelling_a_dead_letter_cancels_its_prescription_with_compensation_onc
     assert paid_dead_letter.resolution == "cancelled"
     assert Prescription.objects.get(pk=prescription_id).status == Status.CANCELLED
     assert event_types(Prescription.objects.get(pk=prescription_id)).count("prescription.cancelled") == 1
+
+
+def test_a_dead_letter_refused_under_eps_rules_shows_each_broken_rule(superuser_client, dead_letter):  # type: ignore[no-untyped-def]
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(
+        error="gateway refused the order: 400 The NHS number fails its Modulus 11 check.",
+        payload={
+            "prescription_id": dead_letter.dispatch.prescription_id,
+            "operation_outcome": {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {
+                        "severity": "error",
+                        "code": "value",
+                        "diagnostics": "The NHS number fails its Modulus 11 check.",
+                        "expression": ["Patient.identifier"],
+                        "details": ["INVALID_VALUE"],
+                    },
+                    {
+                        "severity": "error",
+                        "code": "value",
+                        "diagnostics": "The short-form prescription ID's check character is <wrong>.",
+                        "expression": ["MedicationRequest[0].groupIdentifier.value"],
+                        "details": ["INVALID_CHECKSUM"],
+                    },
+                ],
+            },
+        },
+    )
+
+    response = superuser_client.get(f"/admin/pharmacy/deadletter/{dead_letter.pk}/change/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Refused by the gateway because" in page
+    assert "INVALID_VALUE Patient.identifier: The NHS number fails its Modulus 11 check.<br>" in page
+    assert (
+        "INVALID_CHECKSUM MedicationRequest[0].groupIdentifier.value: "
+        "The short-form prescription ID&#x27;s check character is &lt;wrong&gt;." in page
+    )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from patients.models import Clinic
 from pharmacy import services
+from pharmacy.fhir.eps.prescription_id import short_form_id_is_valid
 from pharmacy.gateway import GatewayUnavailable
 from pharmacy.models import DeadLetter, Dispatch
 from pharmacy.tasks import backoff_seconds
 from prescriptions.models import Prescription, Status
+from sandbox import eps_rules
 from tests.pharmacy.factories import approved_prescription, force_status
 
 pytestmark = pytest.mark.django_db
@@ -60,18 +65,9 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
     prescription = approved_prescription(clinic_a, paracetamol)
     dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
     # An earlier attempt reached the gateway but its answer was lost (timeout, killed worker):
-    from django.conf import settings
-
-    from pharmacy import fhir
     from pharmacy.adapters.http import gateway_from_settings
 
-    loaded = services._load_for_sending(dispatch.pk)
-    bundle = fhir.encode_prescription(
-        loaded.prescription,
-        message_id=str(dispatch.idempotency_key),
-        pharmacy_ods_code=settings.PHARMACY_ODS_CODE,
-        timestamp=loaded.created_at,
-    )
+    bundle = services.dispatch_message(dispatch=services._load_for_sending(dispatch.pk))
     gateway_from_settings().order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
@@ -185,3 +181,135 @@ def test_backoff_grows_exponentially_with_jitter_and_stays_under_the_cap(retries
 
     assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
     assert len(set(delays)) > 1  # jittered, not a fixed schedule
+
+
+# --- NHS EPS: what the gateway refuses under EPS rules is terminal ---------------------------
+
+
+def test_a_gb_message_the_gateway_refuses_under_eps_rules_is_dead_lettered_at_once_with_its_outcome(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    # The record changed after its checks: an NHS number whose check digit is wrong, which the
+    # encoder passes on and EPS refuses.
+    patient = prescription.patient
+    patient.nhs_number = "9434765918"
+    patient.save(update_fields=["nhs_number"])
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    outcome = services.dispatch_send(dispatch_id=dispatch.pk)
+
+    assert outcome == "dead-lettered"
+    dispatch.refresh_from_db()
+    assert dispatch.status == Dispatch.Status.DEAD_LETTERED
+    assert dispatch.attempts == 1  # not retried: a refusal is terminal
+    letter = DeadLetter.objects.get(dispatch=dispatch)
+    assert letter.error == "gateway refused the order: 400 The NHS number fails its Modulus 11 check."
+    assert letter.payload["operation_outcome"] == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "value",
+                "diagnostics": "The NHS number fails its Modulus 11 check.",
+                "expression": ["Patient.identifier"],
+                "details": ["INVALID_VALUE"],
+            }
+        ],
+    }
+    assert "9434765918" not in json.dumps(letter.payload)
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.DEAD_LETTERED
+    stats = gateway.stats()
+    assert (stats["orders"], stats["refused_by_eps_rules"], stats["requests"]) == (0, 1, 1)
+    [received] = gateway.messages()
+    assert received["identifier"] == {
+        "system": "https://tools.ietf.org/html/rfc4122",
+        "value": str(dispatch.idempotency_key),
+    }
+
+
+def test_a_gb_dispatch_fixes_its_eps_prescription_id_once_and_every_send_carries_it(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    gateway.control(error_rate=1)
+
+    with pytest.raises(GatewayUnavailable):
+        services.dispatch_send(dispatch_id=dispatch.pk)
+    prescription.refresh_from_db()
+    first_id, first_uuid = prescription.eps_prescription_id, prescription.eps_prescription_uuid
+    gateway.control(error_rate=0)
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
+
+    prescription.refresh_from_db()
+    assert (prescription.eps_prescription_id, prescription.eps_prescription_uuid) == (first_id, first_uuid)
+    assert short_form_id_is_valid(first_id)
+    assert first_id[7:13] == clinic_a.clinic.ods_code.rjust(6, "0")
+    [received] = gateway.messages()  # the 503 was answered before the body was read as a message
+    group = received["entry"][1]["resource"]["groupIdentifier"]
+    assert group["value"] == first_id
+    assert group["extension"][0]["valueIdentifier"]["value"] == str(first_uuid)
+    assert eps_rules.check_message(received) == []
+
+
+def test_a_gb_clinic_without_an_ods_code_is_dead_lettered_before_sending(
+    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    Clinic.objects.filter(pk=clinic_a.clinic.pk).update(ods_code="")
+    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "dead-lettered"
+
+    letter = DeadLetter.objects.get(dispatch=dispatch)
+    assert letter.error == (
+        "cannot encode: MedicationRequest.groupIdentifier.value: the ODS code must be 1 to 6 letters or digits"
+    )
+    assert Prescription.objects.get(pk=prescription.pk).eps_prescription_id == ""
+    assert gateway.stats()["requests"] == 0
+
+
+def test_an_eps_error_response_is_kept_as_the_refusals_outcome(settings):  # type: ignore[no-untyped-def]
+    """EPS's own published error response (tests/fixtures), served by a stub HTTP server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    from pharmacy.adapters.http import HttpGateway
+    from pharmacy.gateway import GatewayRejected
+
+    body = (
+        Path(__file__).resolve().parents[1]
+        / "fixtures"
+        / "fhir-examples"
+        / "eps-api__spec_errors_example-a-validation-error-missing-field_Response-FhirError.json"
+    ).read_bytes()
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(400)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        gateway = HttpGateway(base_url=f"http://127.0.0.1:{server.server_port}", api_key="k", timeout=5)
+        with pytest.raises(GatewayRejected) as raised:
+            gateway.order_submit(bundle={"resourceType": "Bundle"}, idempotency_key="key-1")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert raised.value.outcome == {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "value", "details": ["MISSING_FIELD"]}],
+    }

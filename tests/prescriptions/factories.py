@@ -15,6 +15,10 @@ class PrescriberFactory(factory.django.DjangoModelFactory):
     registration_number = factory.Sequence(lambda n: f"{7000000 + n}")
     address = "1 Clinic Road, Leeds LS2 9JT"
     controlled_drugs_authorised = True
+    # NHS EPS: the prescriber's Spine directory identities (invented).
+    sds_user_id = factory.Sequence(lambda n: f"{555000000000 + n}")
+    sds_role_profile_id = factory.Sequence(lambda n: f"{200000000000 + n}")
+    sds_job_role_code = "R8000"
 
 
 class MedicationFactory(factory.django.DjangoModelFactory):
@@ -32,6 +36,13 @@ class MedicationFactory(factory.django.DjangoModelFactory):
     ingredients = factory.LazyAttribute(lambda medication: [medication.name.lower()])
     therapeutic_class = "analgesic"
     unit = "tablet"
+    unit_of_measure_code = factory.LazyAttribute(
+        lambda medication: (
+            {"tablet": "428673006", "capsule": "428641000"}.get(medication.unit, "")
+            if medication.code_system == "http://snomed.info/sct"
+            else ""
+        )
+    )
     strength_value = 500
     strength_unit = "mg"
     max_daily_dose = 4000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -68,6 +69,14 @@ def test_a_changed_entry_is_updated_and_a_dropped_one_deactivated(tmp_path):
         (lambda d: d["medications"][1].update(max_daily_dose="lots"), "is not a number"),
         (lambda d: d["interactions"][0].update(severity="bad"), "interactions[0]: severity"),
         (lambda d: d.pop("sources"), "must name its version and its sources"),
+        (
+            lambda d: d["medications"][0].pop("unit_of_measure_code"),
+            "medications[0]: a dm+d product needs its unit_of_measure_code, a SNOMED CT code",
+        ),
+        (
+            lambda d: d["medications"][0].update(unit_of_measure_code="tablet"),
+            "medications[0]: a dm+d product needs its unit_of_measure_code, a SNOMED CT code",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_whole_and_changes_nothing(tmp_path, change, message):
@@ -76,7 +85,7 @@ def test_a_bad_file_is_refused_whole_and_changes_nothing(tmp_path, change, messa
     path = tmp_path / "formulary.json"
     path.write_text(json.dumps(data))
 
-    with pytest.raises(FormularyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(FormularyError, match=re.escape(message)):
         formulary_load(path=path)
 
     assert Medication.objects.count() == 0
@@ -90,10 +99,27 @@ def test_the_command_shows_progress_and_reports_what_changed():
 
     lines = out.getvalue().splitlines()
     assert lines[1] == "  medications: 94 created, 0 updated, 0 unchanged, 0 deactivated"
-    assert lines[-1] == "formulary 2026.11-2: 94 added, 0 updated, 0 unchanged, 0 deactivated"
+    assert lines[-1] == "formulary 2026.11-3: 94 added, 0 updated, 0 unchanged, 0 deactivated"
 
 
 def test_the_command_reports_a_missing_file_as_an_error(tmp_path):
     with pytest.raises(CommandError, match="cannot load the formulary"):
         call_command("load_formulary", str(tmp_path / "absent.json"), stdout=StringIO())
     assert Medication.objects.count() == 0
+
+
+def test_every_gb_product_carries_the_dmd_unit_of_measure_of_its_unit():
+    formulary_load(path=FORMULARY_FILE)
+
+    units = set(
+        Medication.objects.filter(code_system="http://snomed.info/sct").values_list(
+            "unit", "unit_of_measure_code"
+        )
+    )
+    us_units = set(
+        Medication.objects.exclude(code_system="http://snomed.info/sct").values_list("unit_of_measure_code")
+    )
+
+    # dm+d units of measure as the EPS API's examples code them.
+    assert units == {("tablet", "428673006"), ("capsule", "428641000")}
+    assert us_units == {("",)}

@@ -23,7 +23,14 @@ def message_bundle(bundle_id: str = "bundle-1", note: str = "first") -> dict[str
         "id": bundle_id,
         "type": "message",
         "entry": [
-            {"resource": {"resourceType": "MessageHeader", "id": "header-1"}},
+            {
+                "resource": {
+                    "resourceType": "MessageHeader",
+                    "id": "header-1",
+                    # Scriptline's own profile: the NHS rules (sandbox/eps_rules.py) do not apply.
+                    "eventCoding": {"system": "https://scriptline.example/CodeSystem/message-event"},
+                }
+            },
             {"resource": {"resourceType": "MedicationRequest", "id": "request-1", "note": [{"text": note}]}},
         ],
     }

@@ -39,7 +39,12 @@ class Command(BaseCommand):
             us_prescriber = self._prescriber(us_clinic, "Jordan", "Reyes", "NPI", "1234567893")
             # What the controlled-drug rules check (issue 3); invented, like everything here.
             Prescriber.objects.filter(pk=prescriber.pk).update(
-                address="1 Example Street, Leeds LS2 9JT", controlled_drugs_authorised=True
+                address="1 Example Street, Leeds LS2 9JT",
+                controlled_drugs_authorised=True,
+                # What an NHS EPS message says about the prescriber (invented SDS identities).
+                sds_user_id="555000000001",
+                sds_role_profile_id="200000000001",
+                sds_job_role_code="R8000",
             )
             Prescriber.objects.filter(pk=us_prescriber.pk).update(
                 address="10 Main St, Albany NY 12207",
@@ -76,6 +81,17 @@ class Command(BaseCommand):
                 "address": "1 Example Street, Demo Town",
             },
         )
+        if jurisdiction == "GB":
+            # What an NHS EPS message says about the prescribing organisation (invented).
+            Clinic.objects.filter(pk=clinic.pk).update(
+                phone="0113 496 0000",
+                address_line="1 Example Street",
+                city="Leeds",
+                district="West Yorkshire",
+                postal_code="LS2 9JT",
+                managing_organisation_ods_code="QWO",
+                managing_organisation_name="NHS West Yorkshire Integrated Care Board",
+            )
         return clinic
 
     def _prescriber(self, clinic: Clinic, given: str, family: str, body: str, number: str) -> Prescriber:

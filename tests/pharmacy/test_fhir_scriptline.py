@@ -1,4 +1,4 @@
-"""The FHIR prescription-order encoder, on unsaved model instances (no database)."""
+"""The Scriptline (US) prescription-order profile, on unsaved model instances (no database)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from prescriptions.models import Medication, Prescriber, Prescription, Prescript
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir-examples"
 MESSAGE_ID = "3f1c0c56-2b7e-4c55-9d0e-6f1f7a0c9b21"
-PHARMACY_ODS = "VNE51"
+PHARMACY_ODS = "FCX41"
 TIMESTAMP = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
-SNOMED = "http://snomed.info/sct"
-NHS_NUMBER = "9449304130"  # NHS test-data number, from the EPS API examples
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NPI = "1234567893"  # the CMS example NPI
 
 
 def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionItem]]:
     clinic = Clinic(
-        pk=1, name="Hallgarth Surgery", jurisdiction="GB", ods_code="A83008", address="Cheapside, Shildon"
+        pk=1, name="Lakeshore Family Health", jurisdiction="US", ods_code="LFH01", address="10 Main St"
     )
     patient = Patient(
         pk=7,
@@ -36,13 +36,12 @@ def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionIt
         family_name="Twitchett",
         birth_date=date(1948, 4, 30),
         sex="female",
-        nhs_number=NHS_NUMBER,
-        address_line="10 Heathfield",
-        city="Cobham",
-        region="Surrey",
-        postal_code="KT11 2QY",
+        address_line="10 Heathfield Ave",
+        city="Albany",
+        region="NY",
+        postal_code="12207",
         email="stacey@example.org",
-        phone="01234 567890",
+        phone="518 555 0100",
     )
     for name, value in patient_fields.items():
         setattr(patient, name, value)
@@ -51,8 +50,10 @@ def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionIt
         clinic=clinic,
         given_name="Carla",
         family_name="Boin",
-        registration_body="GMC",
-        registration_number="6095103",
+        registration_body="NPI",
+        registration_number=NPI,
+        dea_number="AB1234563",
+        licensed_states=["NY", "CT"],
     )
     prescription = Prescription(
         pk=42,
@@ -64,8 +65,8 @@ def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionIt
     )
     amoxicillin = Medication(
         pk=11,
-        code_system=SNOMED,
-        code="39732311000001104",
+        code_system=RXNORM,
+        code="308191",
         name="Amoxicillin",
         strength="250mg",
         form="capsules",
@@ -73,9 +74,9 @@ def make_order(**patient_fields: Any) -> tuple[Prescription, list[PrescriptionIt
     )
     paracetamol = Medication(
         pk=12,
-        code_system=SNOMED,
-        code="322236009",
-        name="Paracetamol",
+        code_system=RXNORM,
+        code="313782",
+        name="Acetaminophen",
         strength="500mg",
         form="tablets",
         price_minor=3,
@@ -154,16 +155,16 @@ def test_given_a_prescription_when_encoded_then_the_bundle_is_a_message_with_the
     assert all(e["fullUrl"] == f"urn:uuid:{e['resource']['id']}" for e in bundle["entry"])
     header = bundle["entry"][0]["resource"]
     assert header["eventCoding"] == {
-        "system": "https://fhir.nhs.uk/CodeSystem/message-event",
+        "system": "https://scriptline.example/CodeSystem/message-event",
         "code": "prescription-order",
         "display": "Prescription Order",
     }
-    assert header["source"] == {"endpoint": "urn:scriptline:clinic:1", "name": "Hallgarth Surgery"}
+    assert header["source"] == {"endpoint": "urn:scriptline:clinic:1", "name": "Lakeshore Family Health"}
     assert header["destination"] == [
         {
-            "endpoint": "urn:ods:VNE51",
+            "endpoint": "urn:scriptline:pharmacy:FCX41",
             "receiver": {
-                "identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "VNE51"}
+                "identifier": {"system": "https://scriptline.example/Id/pharmacy", "value": "FCX41"}
             },
         }
     ]
@@ -176,8 +177,8 @@ def test_given_two_items_when_encoded_then_each_has_a_request_with_code_quantity
 
     requests = resources(bundle, "MedicationRequest")
     assert [r["medicationCodeableConcept"]["coding"] for r in requests] == [
-        [{"system": SNOMED, "code": "39732311000001104", "display": "Amoxicillin 250mg capsules"}],
-        [{"system": SNOMED, "code": "322236009", "display": "Paracetamol 500mg tablets"}],
+        [{"system": RXNORM, "code": "308191", "display": "Amoxicillin 250mg capsules"}],
+        [{"system": RXNORM, "code": "313782", "display": "Acetaminophen 500mg tablets"}],
     ]
     assert [r["dispenseRequest"]["quantity"] for r in requests] == [
         {"value": 21.0, "unit": "capsule"},
@@ -216,10 +217,11 @@ def test_given_an_encoded_bundle_when_following_references_then_each_resolves_to
         role = resolve(bundle, request["requester"])
         assert role["resourceType"] == "PractitionerRole"
         assert resolve(bundle, role["practitioner"])["identifier"] == [
-            {"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "6095103"}
+            {"system": "http://hl7.org/fhir/sid/us-npi", "value": NPI},
+            {"system": "http://terminology.hl7.org/NamingSystem/usdeanumber", "value": "AB1234563"},
         ]
         assert resolve(bundle, role["organization"])["identifier"] == [
-            {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A83008"}
+            {"system": "https://scriptline.example/Id/organization", "value": "LFH01"}
         ]
 
 
@@ -245,40 +247,72 @@ def test_given_another_message_id_when_encoded_then_every_full_url_differs() -> 
 # --- Patient ---------------------------------------------------------------------------------
 
 
-def test_given_a_gb_patient_with_an_nhs_number_when_encoded_then_it_is_an_identifier() -> None:
+def test_given_a_us_patient_when_encoded_then_name_address_and_telecom_by_system_are_sent() -> None:
     prescription, items = make_order()
 
     patient = resources(encode(prescription, items), "Patient")[0]
 
-    assert patient["identifier"] == [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS_NUMBER}]
+    assert "identifier" not in patient  # no national patient number in this profile
     assert patient["name"] == [{"use": "official", "family": "Twitchett", "given": ["Stacey"]}]
     assert patient["gender"] == "female"
     assert patient["birthDate"] == "1948-04-30"
     assert patient["address"] == [
         {
-            "line": ["10 Heathfield"],
-            "city": "Cobham",
-            "state": "Surrey",
-            "postalCode": "KT11 2QY",
-            "country": "GB",
+            "line": ["10 Heathfield Ave"],
+            "city": "Albany",
+            "state": "NY",
+            "postalCode": "12207",
+            "country": "US",
         }
     ]
     assert patient["telecom"] == [
-        {"system": "phone", "value": "01234 567890"},
+        {"system": "phone", "value": "518 555 0100"},
         {"system": "email", "value": "stacey@example.org"},
     ]
 
 
-def test_given_a_patient_without_an_nhs_number_when_encoded_then_there_is_no_identifier() -> None:
-    prescription, items = make_order(
-        nhs_number="", email="", address_line="", city="", region="", postal_code=""
-    )
+def test_given_a_patient_without_an_address_or_email_when_encoded_then_neither_is_sent() -> None:
+    prescription, items = make_order(email="", address_line="", city="", region="", postal_code="")
 
     patient = resources(encode(prescription, items), "Patient")[0]
 
-    assert "identifier" not in patient
     assert "address" not in patient
-    assert patient["telecom"] == [{"system": "phone", "value": "01234 567890"}]
+    assert patient["telecom"] == [{"system": "phone", "value": "518 555 0100"}]
+
+
+def test_given_a_prescriber_with_npi_dea_and_licences_when_encoded_then_all_three_are_sent() -> None:
+    prescription, items = make_order()
+
+    practitioner = resources(encode(prescription, items), "Practitioner")[0]
+
+    assert practitioner["qualification"] == [
+        {
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                        "code": "SL",
+                        "display": "State license",
+                    }
+                ],
+                "text": f"{state} state license",
+            },
+            "issuer": {"display": state},
+        }
+        for state in ("CT", "NY")
+    ]
+
+
+def test_given_a_gb_registration_body_when_encoded_then_the_us_profile_refuses_it() -> None:
+    prescription, items = make_order()
+    prescription.prescriber.registration_body = "GMC"
+
+    with pytest.raises(FhirEncodingError) as raised:
+        encode(prescription, items)
+
+    assert str(raised.value) == (
+        "Practitioner.identifier.system: registration body 'GMC' is not a US one (NPI or DEA)"
+    )
 
 
 def test_given_an_unknown_sex_when_encoded_then_the_error_names_the_element_but_no_patient_data() -> None:
@@ -289,7 +323,7 @@ def test_given_an_unknown_sex_when_encoded_then_the_error_names_the_element_but_
 
     message = str(raised.value)
     assert message == ("Patient.gender (Bundle.entry[3]): code is not in the administrative-gender value set")
-    for personal in ("Stacey", "Twitchett", "1948", "04-30", NHS_NUMBER, "Heathfield", "KT11"):
+    for personal in ("Stacey", "Twitchett", "1948", "04-30", "Heathfield", "12207"):
         assert personal not in message
 
 
@@ -316,6 +350,20 @@ def test_given_a_medication_with_an_unknown_code_system_when_encoded_then_it_rai
     assert str(raised.value) == (
         "MedicationRequest.medicationCodeableConcept.coding[0].system (Bundle.entry[2]): "
         "'http://example.org/drugs' is not in the drug-code-systems value set"
+    )
+
+
+@pytest.mark.parametrize("code_system", ["http://snomed.info/sct", "https://dmd.nhs.uk"])
+def test_given_a_gb_drug_code_when_encoded_in_the_us_profile_then_it_raises(code_system: str) -> None:
+    prescription, items = make_order()
+    items[0].medication.code_system = code_system
+
+    with pytest.raises(FhirEncodingError) as raised:
+        encode(prescription, items)
+
+    assert str(raised.value) == (
+        "MedicationRequest.medicationCodeableConcept.coding[0].system (Bundle.entry[1]): "
+        f"{code_system!r} is not in the drug-code-systems value set"
     )
 
 
@@ -423,8 +471,8 @@ def test_given_any_quantities_supplies_dose_texts_and_names_when_encoded_then_th
     for index, (quantity, days_supply, dose_text, medication_name) in enumerate(items):
         medication = Medication(
             pk=200 + index,
-            code_system=SNOMED,
-            code=f"3222360{index}",
+            code_system=RXNORM,
+            code=f"31378{index}",
             name=medication_name,
             strength="500mg",
             form="tablets",

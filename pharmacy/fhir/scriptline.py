@@ -1,15 +1,17 @@
-"""Encode a prescription as a FHIR R4 message Bundle for the pharmacy gateway.
+"""The Scriptline prescription-order profile: how US prescriptions reach the pharmacy gateway.
+
+This is our own FHIR R4 contract, not a national one: a message Bundle with a MessageHeader,
+one MedicationRequest per item (RxNorm clinical drug codes), the Patient, and the prescriber
+as Practitioner (NPI, DEA registration, state licences as qualifications) with their
+PractitionerRole and Organization. The US e-prescribing network speaks NCPDP SCRIPT, not
+FHIR; reaching US pharmacies over it is a later partner adapter. GB prescriptions use the NHS
+EPS profile instead (pharmacy/fhir/eps).
 
 The encoder is a pure function of the objects it is given: it reads attributes the caller has
-already loaded and never queries the database. Nothing here imports Django, so the gateway
-simulator can use `validate_bundle` without it.
+already loaded and never queries the database.
 
-fhir.resources has no R4 package; its R4B models have the same elements for every resource
-written here (see shared/fixtures/fhir-examples/README.md), so they check the structure.
-They do not check terminology bindings, so the value sets we rely on are checked here.
-
-Error messages never carry patient data: validation errors are reported as element paths and
-error types only, because they end up in logs and dead-letter records.
+fhir.resources' R4B models check the structure (see pharmacy/fhir/common.py); the value sets
+we rely on are checked here. Error messages never carry patient data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.medicationrequest import MedicationRequest
@@ -29,7 +31,9 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 from fhir.resources.R4B.resource import Resource
-from pydantic import ValidationError
+
+from pharmacy.fhir.common import FhirEncodingError, present, require
+from pharmacy.fhir.common import build as _build
 
 if TYPE_CHECKING:
     from patients.models import Clinic, Patient
@@ -38,9 +42,10 @@ if TYPE_CHECKING:
 MESSAGE_ID_SYSTEM = "https://scriptline.example/Id/message"
 PRESCRIPTION_SYSTEM = "https://scriptline.example/Id/prescription"
 PRESCRIPTION_ITEM_SYSTEM = "https://scriptline.example/Id/prescription-item"
-MESSAGE_EVENT_SYSTEM = "https://fhir.nhs.uk/CodeSystem/message-event"
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
-ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+# Our own systems, not NHS ones: this profile is not an NHS message and must not look like one.
+MESSAGE_EVENT_SYSTEM = "https://scriptline.example/CodeSystem/message-event"
+PHARMACY_SYSTEM = "https://scriptline.example/Id/pharmacy"
+ORGANIZATION_SYSTEM = "https://scriptline.example/Id/organization"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
 PRESCRIPTION_ORDER_EVENT = {
@@ -49,20 +54,20 @@ PRESCRIPTION_ORDER_EVENT = {
     "display": "Prescription Order",
 }
 
-REGISTRATION_SYSTEMS: dict[str, str] = {
-    "GMC": "https://fhir.hl7.org.uk/Id/gmc-number",
-    "NMC": "https://fhir.hl7.org.uk/Id/nmc-number",
-    "GPhC": "https://fhir.hl7.org.uk/Id/gphc-number",
-    "NPI": "http://hl7.org/fhir/sid/us-npi",
-    "DEA": "https://scriptline.example/Id/dea-number",
-}
+RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+# HL7 Terminology NamingSystem USDEANumber; the identifier system as the HL7 US PDMP STU1
+# examples write it (Organization-pdmp-pharmacy-1).
+DEA_SYSTEM = "http://terminology.hl7.org/NamingSystem/usdeanumber"
+# A state licence: Practitioner.qualification coded "SL" (HL7 v2 table 0203, State license),
+# issued by the state named by its USPS code.
+IDENTIFIER_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
+STATE_LICENSE = {"system": IDENTIFIER_TYPE_SYSTEM, "code": "SL", "display": "State license"}
+
+REGISTRATION_SYSTEMS: dict[str, str] = {"NPI": NPI_SYSTEM, "DEA": DEA_SYSTEM}
 
 # Fixed namespace so fullUrls depend only on (message_id, role): re-encoding is byte-identical.
 _ENTRY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://scriptline.example/fhir/bundle-entry")
-
-
-class FhirEncodingError(ValueError):
-    """Terminal: the prescription cannot be encoded (retrying will not help)."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,8 @@ CONTACT_POINT_SYSTEMS = _value_set(
 )
 # Narrower than FHIR allows on purpose: only what we send and the gateway understands.
 MESSAGE_EVENTS = _value_set("scriptline-message-events", "prescription-order", "prescription-order-update")
-# prescriptions/data/formulary.json does not exist yet; these are the systems agreed for it.
-DRUG_CODE_SYSTEMS = _value_set(
-    "drug-code-systems",
-    "http://snomed.info/sct",
-    "https://dmd.nhs.uk",
-    "http://www.nlm.nih.gov/research/umls/rxnorm",
-)
+# US formulary entries (prescriptions/data/formulary.json) are RxNorm clinical drugs.
+DRUG_CODE_SYSTEMS = _value_set("drug-code-systems", RXNORM_SYSTEM)
 UCUM_SYSTEMS = _value_set("ucum-system", UCUM_SYSTEM)
 SUPPLY_DURATION_UNITS = _value_set("ucum-supply-duration-units", "d")
 
@@ -221,8 +221,8 @@ def _header(
             "source": {"endpoint": f"urn:scriptline:clinic:{clinic_pk}", "name": clinic.name},
             "destination": [
                 {
-                    "endpoint": f"urn:ods:{pharmacy_ods_code}",
-                    "receiver": {"identifier": {"system": ODS_SYSTEM, "value": pharmacy_ods_code}},
+                    "endpoint": f"urn:scriptline:pharmacy:{pharmacy_ods_code}",
+                    "receiver": {"identifier": {"system": PHARMACY_SYSTEM, "value": pharmacy_ods_code}},
                 }
             ],
             "sender": _reference(urls.organization),
@@ -292,8 +292,6 @@ def _patient(patient: Patient, clinic: Clinic, url: str) -> FhirPatient:
         "gender": patient.sex,
         "birthDate": _require(patient.birth_date, "Patient.birthDate"),
     }
-    if _present(patient.nhs_number):
-        data["identifier"] = [{"system": NHS_NUMBER_SYSTEM, "value": patient.nhs_number}]
     address = _patient_address(patient, clinic)
     if address:
         data["address"] = [address]
@@ -322,20 +320,33 @@ def _patient_address(patient: Patient, clinic: Clinic) -> dict[str, Any]:
 
 
 def _practitioner(prescriber: Prescriber, url: str) -> Practitioner:
+    """The prescriber: their NPI (or DEA number) as registered, their DEA registration when it
+    is recorded separately, and one state-licence qualification per licensed state."""
     system = REGISTRATION_SYSTEMS.get(prescriber.registration_body)
     if system is None:
         raise FhirEncodingError(
-            f"Practitioner.identifier.system: unknown registration body {prescriber.registration_body!r}"
+            f"Practitioner.identifier.system: registration body {prescriber.registration_body!r} "
+            "is not a US one (NPI or DEA)"
         )
     number = _require(prescriber.registration_number, "Practitioner.identifier.value")
-    return _build(
-        Practitioner,
-        {
-            "id": _resource_id(url),
-            "identifier": [{"system": system, "value": number}],
-            "name": [_human_name(prescriber.given_name, prescriber.family_name, "Practitioner")],
-        },
-    )
+    identifiers = [{"system": system, "value": number}]
+    if _present(prescriber.dea_number) and system != DEA_SYSTEM:
+        identifiers.append({"system": DEA_SYSTEM, "value": prescriber.dea_number})
+    data: dict[str, Any] = {
+        "id": _resource_id(url),
+        "identifier": identifiers,
+        "name": [_human_name(prescriber.given_name, prescriber.family_name, "Practitioner")],
+    }
+    states = sorted(state for state in prescriber.licensed_states or [] if _present(state))
+    if states:
+        data["qualification"] = [
+            {
+                "code": {"coding": [STATE_LICENSE], "text": f"{state} state license"},
+                "issuer": {"display": state},
+            }
+            for state in states
+        ]
+    return _build(Practitioner, data)
 
 
 def _practitioner_role(urls: _EntryUrls) -> PractitionerRole:
@@ -355,7 +366,7 @@ def _organization(clinic: Clinic, url: str) -> Organization:
         "name": _require(clinic.name, "Organization.name"),
     }
     if _present(clinic.ods_code):
-        data["identifier"] = [{"system": ODS_SYSTEM, "value": clinic.ods_code}]
+        data["identifier"] = [{"system": ORGANIZATION_SYSTEM, "value": clinic.ods_code}]
     if _present(clinic.address):
         data["address"] = [{"text": clinic.address}]
     return _build(Organization, data)
@@ -371,34 +382,10 @@ def _human_name(given: str, family: str, resource_type: str) -> dict[str, Any]:
     return name
 
 
-# --- Building and checking -------------------------------------------------------------------
+# --- Checking ----------------------------------------------------------------------------------
 
-_Model = TypeVar("_Model", bound=Resource)
 # (element path, code as written, the value set it must belong to)
 _CodedValue = tuple[str, str | None, ValueSet]
-
-
-def _build(model: type[_Model], data: dict[str, Any]) -> _Model:
-    """Validate `data` as `model`, turning library errors into a data-free FhirEncodingError."""
-    resource_type = model.get_resource_type()
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{_path(resource_type, error['loc'])}: {error['type']}" for error in exc.errors()
-        )
-        # `from None`: the original error's text quotes the input values, i.e. patient data.
-        raise FhirEncodingError(problems) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        # fhir.resources raises KeyError for an unknown resourceType, outside pydantic.
-        raise FhirEncodingError(f"{resource_type}: cannot be parsed ({type(exc).__name__})") from None
-
-
-def _path(resource_type: str, loc: tuple[int | str, ...]) -> str:
-    path = resource_type
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
 
 
 def _check_value_sets(bundle: Bundle) -> None:
@@ -468,17 +455,8 @@ _CODE_EXTRACTORS: dict[str, Callable[[Any], Iterator[_CodedValue]]] = {
 
 # --- Small helpers ---------------------------------------------------------------------------
 
-
-def _present(value: object) -> bool:
-    if isinstance(value, str):
-        return bool(value.strip())
-    return value is not None
-
-
-def _require(value: Any, element: str) -> Any:
-    if not _present(value):
-        raise FhirEncodingError(f"{element}: missing")
-    return value
+_present = present
+_require = require
 
 
 def _join_present(*parts: str) -> str | None:
