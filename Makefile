@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # (nothing connects to them).
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
 
-.PHONY: install demo test test-fast bench lint migrate stop clean
+.PHONY: install browser-deps demo test test-fast test-browser bench lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,21 @@ migrate: install
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+CHROMIUM := /usr/bin/chromium
+browser-deps:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -x $(CHROMIUM) || { echo "Chromium is missing: apt-get install chromium"; exit 1; }
+
 # The test suite uses its own Redis database number so it never consumes a running demo's tasks.
-test: install
+test: install browser-deps
 	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest
 
 test-fast: install
-	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m "not e2e and not faults"
+	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m "not e2e and not faults and not browser"
+
+test-browser: install browser-deps
+	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest -m browser
 
 lint: install
 	$(BIN)/ruff check .

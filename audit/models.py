@@ -31,7 +31,8 @@ class PatientAccess(models.Model):
     accessed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        verbose_name_plural = "patient accesses"
+        verbose_name = "patient record access"
+        verbose_name_plural = "patient record access log"
         ordering = ["-id"]
         indexes = [models.Index(fields=["patient", "-id"])]
         constraints = [

@@ -86,6 +86,7 @@ class StripeEvent(models.Model):
     applied = models.BooleanField(default=False, help_text="False when it changed nothing.")
 
     class Meta:
+        verbose_name = "Stripe event"
         ordering = ["-id"]
 
     def __str__(self) -> str:
@@ -136,6 +137,7 @@ class NhsChargeRate(models.Model):
     source = models.CharField(max_length=300, help_text="Where the figure comes from.")
 
     class Meta:
+        verbose_name = "NHS charge rate"
         ordering = ["-effective_from"]
 
     def __str__(self) -> str:
@@ -160,6 +162,7 @@ class NhsCharge(models.Model):
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "NHS charge"
         ordering = ["-id"]
 
     def __str__(self) -> str:

@@ -58,8 +58,8 @@ INSTALLED_APPS = [
     # Staff security: object permissions, 2FA, lockout, model audit log.
     "guardian",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "axes",
+    "support.apps.TwoFactorDevicesConfig",  # django_otp.plugins.otp_totp, named for staff
+    "support.apps.SignInLockoutsConfig",  # axes, named for staff
     "auditlog",
     # Scriptline, lowest layer first (README, "How the code is laid out").
     "accounts",
@@ -382,3 +382,57 @@ LOGGING = logs.logging_config(env.str("LOG_LEVEL", default="INFO"))
 logs.structlog_configure()
 # Let Django's LOGGING (JSON, redaction) apply inside Celery workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+
+# --- Back office: support console, operator dashboard, metrics, patient status link ----------
+def _number_table(name: str, defaults: dict[str, float]) -> dict[str, float]:
+    """`NAME=key=value,key=value` over the defaults; an unknown key stops the process."""
+    given = env.dict(name, default={})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise RuntimeError(f"{name}: unknown keys {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **{key: float(value) for key, value in given.items()}}
+
+
+# Hours from opening an enquiry to its due time, per category (support.models.Enquiry.Category).
+SUPPORT_ENQUIRY_SLA_HOURS = _number_table(
+    "SUPPORT_ENQUIRY_SLA_HOURS",
+    {"where_is_my_order": 24, "payment": 24, "side_effects": 2, "complaint": 48, "other": 48},
+)
+# A passed identity check opens the patient page for this long, in that staff session only;
+# this many failed checks on one patient lock that staff member out of it for an hour.
+SUPPORT_IDENTITY_CHECK_MINUTES = env.int("SUPPORT_IDENTITY_CHECK_MINUTES", default=30)
+SUPPORT_IDENTITY_CHECK_ATTEMPTS = env.int("SUPPORT_IDENTITY_CHECK_ATTEMPTS", default=5)
+# A dashboard tile turns red when its figure exceeds its threshold (support.dashboard).
+DASHBOARD_THRESHOLDS = _number_table(
+    "DASHBOARD_THRESHOLDS",
+    {
+        "dead_letters": 0,
+        "oldest_dead_letter_minutes": 0,
+        "oldest_awaiting_pharmacist_minutes": 120,
+        "failing_webhooks": 0,
+        "stuck_work": 0,
+        "queue_depth": 500,
+        "overdue_enquiries": 0,
+        "stage_p95_minutes": 240,
+    },
+)
+DASHBOARD_REFRESH_SECONDS = env.int("DASHBOARD_REFRESH_SECONDS", default=15)
+# GET /metrics (Prometheus) answers only `Authorization: Bearer <METRICS_TOKEN>`.
+if _LOCAL:
+    METRICS_TOKEN = env.str("METRICS_TOKEN", default="local-metrics-token-do-not-use-in-production")
+    PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+else:
+    METRICS_TOKEN = env.str("METRICS_TOKEN")
+    PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL")
+# The patient status link (/track/<token>/): signed with SECRET_KEY and this salt, valid for
+# STATUS_LINK_MAX_AGE_DAYS after the prescription was created, and rate-limited per address.
+STATUS_LINK_SALT = env.str("STATUS_LINK_SALT", default="scriptline.status-link")
+STATUS_LINK_MAX_AGE_DAYS = env.int("STATUS_LINK_MAX_AGE_DAYS", default=60)
+STATUS_LINK_RATE_PER_MINUTE = env.int("STATUS_LINK_RATE_PER_MINUTE", default=30)
+# How shipped prescriptions travel, for the plain-language status (prescriptions.plain_status).
+SHIPPING_CARRIER = env.str("SHIPPING_CARRIER", default="Royal Mail")
+SHIPPING_TRACKING_URL = env.str(
+    "SHIPPING_TRACKING_URL",
+    default="https://www.royalmail.com/track-your-item#/tracking-results/{tracking_number}",
+)

@@ -14,7 +14,9 @@ from prescriptions.api import (
     PrescriptionDetailApi,
     PrescriptionListCreateApi,
 )
+from prescriptions.views import status_page
 from support.admin_site import StaffAdminSite
+from support.metrics import metrics_view
 
 # Every staff account needs a second factor: the admin admits only OTP-verified sessions, and
 # its login form asks for a TOTP code (enrol one with `manage.py staff_totp_enrol`).
@@ -52,4 +54,6 @@ urlpatterns = [
     path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),
     path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("health/", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
+    path("track/<str:token>/", status_page, name="status-link"),
 ]

@@ -121,6 +121,7 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "webhook deliveries"
         ordering = ["aggregate_id", "sequence"]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once_per_event"),

@@ -24,6 +24,8 @@ from common import signing
 from config.celery import app
 from events.adapters.http import webhook_post
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
+from prescriptions.models import Prescription
+from prescriptions.status_link import status_link_url
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ def webhook_endpoint_rotate_secret(*, endpoint_id: int, grace: timedelta | None 
     return new_secret
 
 
-def webhook_payload(event: Event) -> dict[str, Any]:
-    """What the clinic sees: ids, status, reasons and tracking; never a patient identifier."""
+def webhook_payload(event: Event, *, status_url: str = "") -> dict[str, Any]:
+    """What the clinic sees: ids, status, reasons, tracking and the patient's status link;
+    never a patient identifier."""
     data = event.payload
     checks = data.get("checks") or []
     blocking = "; ".join(
@@ -81,6 +84,7 @@ def webhook_payload(event: Event) -> dict[str, Any]:
             "reason": str(data.get("reason") or data.get("error") or blocking),
             "check_results": checks,
             "tracking_number": data.get("tracking_number", ""),
+            "status_url": status_url,
         },
     }
 
@@ -93,6 +97,8 @@ def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
     endpoint = ClinicWebhookEndpoint.objects.filter(clinic_id=event.clinic_id, is_active=True).first()
     if endpoint is None:
         return None
+    prescription = Prescription.objects.filter(pk=event.aggregate_id).only("pk", "created_at").first()
+    status_url = status_link_url(prescription=prescription) if prescription is not None else ""
     with transaction.atomic():
         delivery, created = WebhookDelivery.objects.get_or_create(
             endpoint=endpoint,
@@ -100,7 +106,7 @@ def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
             defaults={
                 "aggregate_id": event.aggregate_id,
                 "sequence": event.sequence,
-                "payload": webhook_payload(event),
+                "payload": webhook_payload(event, status_url=status_url),
             },
         )
         if created:

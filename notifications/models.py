@@ -13,6 +13,7 @@ class Notification(models.Model):
         SMS = "sms", "SMS"
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued (a staff resend)"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
@@ -26,11 +27,17 @@ class Notification(models.Model):
     error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    resend_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="resends"
+    )
+    requested_by = models.CharField(max_length=120, blank=True, help_text="Who asked for a resend.")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["event", "channel"], name="notification_once_per_event_and_channel"
+                fields=["event", "channel"],
+                condition=models.Q(resend_of__isnull=True),
+                name="notification_once_per_event_and_channel",
             ),
         ]
 

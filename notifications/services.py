@@ -31,6 +31,15 @@ KINDS = {
 }
 
 
+def _context(event: Event, prescription: Prescription) -> dict[str, object]:
+    return {
+        "prescription_id": prescription.pk,
+        "given_name": prescription.patient.given_name,
+        "tracking_number": event.payload.get("tracking_number", "") or prescription.tracking_number,
+        "reason": event.payload.get("reason", ""),
+    }
+
+
 def notification_send_for_event(*, event_id: int) -> list[Notification]:
     """Consumer of the events in KINDS: email and/or SMS the patient, once per channel."""
     event = Event.objects.filter(pk=event_id, aggregate_type="prescription", type__in=KINDS).first()
@@ -40,12 +49,7 @@ def notification_send_for_event(*, event_id: int) -> list[Notification]:
     if prescription is None:
         return []
     patient = prescription.patient
-    context = {
-        "prescription_id": prescription.pk,
-        "given_name": patient.given_name,
-        "tracking_number": event.payload.get("tracking_number", "") or prescription.tracking_number,
-        "reason": event.payload.get("reason", ""),
-    }
+    context = _context(event, prescription)
     kind = KINDS[event.type]
     sent = []
     if patient.email:
@@ -69,6 +73,12 @@ def _send_once(
             )
     except IntegrityError:
         return None  # claimed before (a redelivery): never send twice
+    return _deliver(notification, context, to)
+
+
+def _deliver(notification: Notification, context: dict[str, object], to: str) -> Notification:
+    """Send a claimed (status sending) notification and record how it went."""
+    channel, kind = notification.channel, notification.kind
     try:
         if channel == Notification.Channel.EMAIL:
             send_mail(
@@ -79,15 +89,70 @@ def _send_once(
             )
         else:
             body = render_to_string(f"notifications/{kind}.sms.txt", context).strip()
-            sms_backend().send(to=to, body=body, patient_id=prescription.patient_id)
+            sms_backend().send(to=to, body=body, patient_id=notification.patient_id)
     except (SMTPException, OSError, SmsError) as error:
         Notification.objects.filter(pk=notification.pk).update(
             status=Notification.Status.FAILED, error=type(error).__name__
         )
         logger.warning("notification %s failed: %s", notification.pk, type(error).__name__)
+        notification.status = Notification.Status.FAILED
         return notification
     Notification.objects.filter(pk=notification.pk).update(
         status=Notification.Status.SENT, sent_at=timezone.now()
     )
     notification.status = Notification.Status.SENT
     return notification
+
+
+# --- Staff resends (the support console) -------------------------------------------------------
+
+
+class NotificationNotResendable(Exception):
+    """Only a notification that was sent or failed may be sent again (not one still going)."""
+
+
+def notification_resend(*, notification_id: int, actor: str) -> Notification:
+    """Queue the same message again, to the patient's current address on that channel.
+
+    The resend is its own row (the original stays as it was) and is sent by a task after
+    commit, which claims it first: a redelivered task cannot send it twice.
+    """
+    from notifications import tasks
+
+    original = Notification.objects.filter(pk=notification_id).first()
+    if original is None or original.status not in (Notification.Status.SENT, Notification.Status.FAILED):
+        raise NotificationNotResendable(
+            "Only a notification that was sent or failed can be sent again; this one is still going."
+        )
+    with transaction.atomic():
+        resend = Notification.objects.create(
+            event_id=original.event_id,
+            patient_id=original.patient_id,
+            prescription_id=original.prescription_id,
+            channel=original.channel,
+            kind=original.kind,
+            status=Notification.Status.QUEUED,
+            resend_of=original,
+            requested_by=actor[:120],
+        )
+        transaction.on_commit(lambda: tasks.notification_deliver.delay(resend.pk))
+    return resend
+
+
+def notification_deliver(*, notification_id: int) -> str:
+    """Send a queued resend once: claimed queued → sending, so a repeat of the task is a no-op."""
+    claimed = Notification.objects.filter(pk=notification_id, status=Notification.Status.QUEUED).update(
+        status=Notification.Status.SENDING
+    )
+    if claimed != 1:
+        return "not-queued"
+    notification = Notification.objects.select_related("event").get(pk=notification_id)
+    prescription = Prescription.objects.select_related("patient").get(pk=notification.prescription_id)
+    patient = prescription.patient
+    to = patient.email if notification.channel == Notification.Channel.EMAIL else patient.phone
+    if not to:
+        Notification.objects.filter(pk=notification_id).update(
+            status=Notification.Status.FAILED, error="no address on file"
+        )
+        return "failed"
+    return _deliver(notification, _context(notification.event, prescription), to).status

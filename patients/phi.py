@@ -15,7 +15,12 @@ from datetime import date
 from typing import Any
 
 from django.conf import settings
-from encrypted_fields.fields import EncryptedCharField, EncryptedDateField, EncryptedEmailField
+from encrypted_fields.fields import (
+    EncryptedCharField,
+    EncryptedDateField,
+    EncryptedEmailField,
+    EncryptedTextField,
+)
 
 
 class _BlankStaysBlank:
@@ -37,6 +42,10 @@ class PhiEmailField(_BlankStaysBlank, EncryptedEmailField):
 
 class PhiDateField(EncryptedDateField):
     pass
+
+
+class PhiTextField(_BlankStaysBlank, EncryptedTextField):
+    """Free text that may name a patient or their health (support notes, reasons)."""
 
 
 PHI_FIELDS = (

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from common import signing
@@ -280,6 +280,12 @@ def dead_letter_resolve(*, dead_letter_id: int, resolution: str) -> bool:
     )
 
 
+def dispatches_stale(*, older_than_seconds: int) -> QuerySet[Dispatch]:
+    """Pending dispatches nobody has touched for a while (the reconciler re-sends them)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return Dispatch.objects.filter(status=Dispatch.Status.PENDING, updated_at__lt=cutoff)
+
+
 def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int]:
     """Re-enqueue pending dispatches nobody has touched for a while; returns their ids.
 
@@ -290,11 +296,10 @@ def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int
     """
     from pharmacy import tasks
 
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     with transaction.atomic():
         ids = list(
-            Dispatch.objects.select_for_update(skip_locked=True)
-            .filter(status=Dispatch.Status.PENDING, updated_at__lt=cutoff)
+            dispatches_stale(older_than_seconds=older_than_seconds)
+            .select_for_update(skip_locked=True)
             .order_by("id")
             .values_list("pk", flat=True)[:limit]
         )

@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -6,8 +9,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from audit.models import PatientAccess
+from audit.services import patient_access_record
 from common.errors import DomainError
 from events.services import events_for
 from patients.models import Observation
@@ -29,6 +35,7 @@ from prescriptions.models import (
 from saga import cancellation
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_can_decide
+from support.templatetags.backoffice import waited
 
 SEVERITY_ORDER = {"block": 0, "needs_pharmacist": 1, "info": 2}
 
@@ -130,7 +137,12 @@ class ReviewInline(admin.TabularInline):
 
 class ReviewForm(forms.Form):
     decision = forms.ChoiceField(choices=PharmacistReview.Decision.choices, widget=forms.RadioSelect)
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+    reason = forms.CharField(
+        required=True,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Required: recorded with the decision, and sent to the clinic on a rejection.",
+    )
 
 
 @admin.register(Prescription)
@@ -213,6 +225,34 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
 
+    # Staff who may read patient records see the patient's name, not "Patient #8"; the list is
+    # then a read of those patients, recorded in the access log like the patient list.
+    def get_list_display(self, request):  # type: ignore[no-untyped-def]
+        shown = list(super().get_list_display(request))
+        if request.user.has_perm("patients.view_patient"):
+            shown[shown.index("patient")] = "patient_name"
+        return shown
+
+    @admin.display(description="Patient", ordering="patient_id")
+    def patient_name(self, obj: Prescription) -> str:
+        return f"{obj.patient.given_name} {obj.patient.family_name} (#{obj.patient_id})"
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        response = super().changelist_view(request, extra_context)
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if changelist is not None and "patient_name" in changelist.list_display:
+            patients = {
+                prescription.patient_id: prescription.patient for prescription in changelist.result_list
+            }
+            patient_access_record(
+                patients=patients.values(),
+                channel=PatientAccess.Channel.ADMIN,
+                action=PatientAccess.Action.LIST,
+                request=request,
+                staff_user=request.user,
+            )
+        return response
+
     def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         extra_context = {**(extra_context or {}), "can_decide": staff_can_decide(request.user)}
         return super().change_view(request, object_id, form_url, extra_context)
@@ -274,15 +314,30 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             "awaiting": prescription.status == Status.AWAITING_PHARMACIST,
             "may_decide": services.pharmacist_may_decide(request.user),
             "own_prescription": prescription.prescriber.user_id == request.user.pk,
+            "prescriber": prescription.prescriber,
+            "waiting_since": prescription.updated_at
+            if prescription.status == Status.AWAITING_PHARMACIST
+            else None,
+            "next_url": _next_in_queue_url(after=prescription.pk),
         }
         return TemplateResponse(request, "admin/prescriptions/prescription/review.html", context)
+
+
+def _next_in_queue_url(*, after: int) -> str:
+    """The review of the next prescription waiting (after this one, else from the start)."""
+    waiting = Prescription.objects.filter(status=Status.AWAITING_PHARMACIST).order_by("id")
+    following = waiting.filter(id__gt=after).values_list("id", flat=True).first()
+    following = following or waiting.exclude(id=after).values_list("id", flat=True).first()
+    if following is None:
+        return reverse("admin:prescriptions_pharmacistqueue_changelist")
+    return reverse("admin:prescriptions_prescription_review", args=[following])
 
 
 @admin.register(PharmacistQueue)
 class PharmacistQueueAdmin(admin.ModelAdmin):
     """Prescriptions awaiting a pharmacist, oldest first; each row opens the one-screen review."""
 
-    list_display = ["review_link", "waiting_since", "clinic", "medicines", "flags", "controlled"]
+    list_display = ["review_link", "waiting_since", "waited", "clinic", "medicines", "flags", "controlled"]
     list_display_links = None
     list_filter = ["clinic"]
     list_select_related = ["clinic"]
@@ -318,7 +373,14 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
 
     @admin.display(description="Waiting since", ordering="id")
     def waiting_since(self, obj: Prescription) -> str:
-        return obj.created_at.strftime("%Y-%m-%d %H:%M")
+        # Entering the queue is the prescription's last status change (the checks' verdict).
+        return timezone.localtime(obj.updated_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="Waited", ordering="updated_at")
+    def waited(self, obj: Prescription) -> str:
+        limit = timedelta(minutes=settings.DASHBOARD_THRESHOLDS["oldest_awaiting_pharmacist_minutes"])
+        css = "waited-long" if timezone.now() - obj.updated_at > limit else "waited"
+        return format_html('<span class="{}">{}</span>', css, waited(obj.updated_at))
 
     @admin.display(description="Medicines")
     def medicines(self, obj: Prescription) -> str:

@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -9,6 +10,7 @@ from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
+from prescriptions.status_link import status_link_url
 
 MAX_ITEMS = 20
 
@@ -357,9 +359,20 @@ class EventSerializer(serializers.ModelSerializer):
 
 class PrescriptionDetailSerializer(PrescriptionSerializer):
     timeline = EventSerializer(many=True, source="timeline_events")
+    status_url = serializers.SerializerMethodField(
+        help_text=(
+            "A signed link to a page showing the patient this prescription's status in plain words "
+            "(first name only), for the clinic to pass on if it wishes. It stops working "
+            "STATUS_LINK_MAX_AGE_DAYS after the prescription was created, or once it is cancelled."
+        )
+    )
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_status_url(self, prescription: Prescription) -> str:
+        return status_link_url(prescription=prescription)
 
     class Meta(PrescriptionSerializer.Meta):
-        fields = [*PrescriptionSerializer.Meta.fields, "timeline"]
+        fields = [*PrescriptionSerializer.Meta.fields, "timeline", "status_url"]
         read_only_fields = fields
 
 

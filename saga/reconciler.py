@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from config.celery import app
@@ -27,11 +28,17 @@ logger = logging.getLogger(__name__)
 WAITING_ON_A_CONSUMER = (Status.RECEIVED, Status.APPROVED, Status.PAID, Status.NHS_FUNDED)
 
 
+def stuck_prescriptions(*, older_than_seconds: int) -> QuerySet[Prescription]:
+    """Prescriptions sitting in a state a consumer should have moved them out of (the
+    reconciler acts on these; the operator dashboard counts them)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff)
+
+
 def stuck_events_republish(*, older_than_seconds: int, limit: int) -> list[tuple[str, int]]:
     """Send each stuck prescription's entering event to the consumers that missed it."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stuck = dict(
-        Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff)
+        stuck_prescriptions(older_than_seconds=older_than_seconds)
         .order_by("id")
         .values_list("pk", "status")[:limit]
     )

@@ -110,6 +110,10 @@ def register_patient(auth: dict[str, str], index: int) -> int:
     return created["id"]
 
 
+# The patient status link of each sample, from the API's prescription detail (status_url).
+status_urls: list[str] = []
+
+
 def post_samples(credentials: dict[str, Any]) -> list[int]:
     auth = {"Authorization": f"Bearer {access_token(credentials)}"}
     # Fresh synthetic patients each run, so a re-run is not flagged as an early re-supply.
@@ -133,7 +137,8 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
             {"kind": "weight", "value": "64", "observed_on": today},
         ],
     }
-    ids = []
+    ids: list[int] = []
+    status_urls.clear()
     for index, (code, dose, quantity, days) in enumerate(samples):
         body = {
             "patient": patient_ids[index % len(patient_ids)],
@@ -159,6 +164,7 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
             f"  POST /api/v1/prescriptions/ -> {status} (prescription #{created.get('id')}, {created.get('status')})"
         )
         ids.append(created["id"])
+        status_urls.append(created.get("status_url", ""))
     status, problem = call(
         "POST",
         "/api/v1/prescriptions/",
@@ -191,7 +197,14 @@ def main() -> None:
     run("seed_demo", "--base-url", BASE_URL)
     credentials = json.loads((ROOT / "var" / "demo-credentials.json").read_text())
 
-    env = {**os.environ, "GATEWAY_URL": GATEWAY_URL, "STRIPE_API_BASE": STRIPE_URL, "DEMO_MODE": "1"}
+    env = {
+        **os.environ,
+        "GATEWAY_URL": GATEWAY_URL,
+        "STRIPE_API_BASE": STRIPE_URL,
+        "DEMO_MODE": "1",
+        # Status links (status_url) point at this demo's web server.
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", BASE_URL),
+    }
     processes = [
         start(
             "web",
@@ -292,6 +305,16 @@ Scriptline is running.
                 TOTP code: `{os.path.relpath(PYTHON, ROOT)} scripts/demo_totp.py` prints the current ones)
   Staff         {", ".join(f"{name} ({account['role']})" for name, account in credentials["staff"].items())}
                 authenticator URIs (otpauth://) in var/demo-credentials.json
+  Back office   each role's work is on its first screen:
+    pharmacist  {BASE_URL}/admin/prescriptions/pharmacistqueue/   (the methylphenidate sample waits here)
+    support     {BASE_URL}/admin/support/enquiry/   (a "where is my order" enquiry waits; open the
+                patient page and answer the identity check: Testperson, 1990-04-02, LS1 1AA)
+    operator    {BASE_URL}/admin/dashboard/   (a dead letter waits to be replayed)
+    finance     {BASE_URL}/admin/billing/claimbatch/   ("Build a month's claim", then "Export CSV")
+  Metrics       curl -H "Authorization: Bearer $METRICS_TOKEN" {BASE_URL}/metrics
+                (local default token: local-metrics-token-do-not-use-in-production)
+  Status link   {status_urls[0] if status_urls else "(in each prescription's API detail: status_url)"}
+                (what the patient sees; try it on a phone-sized window)
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
   Gateway sim   {GATEWAY_URL}/_stats

@@ -36,6 +36,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "prescriptions.view_repeatseries",
         "prescriptions.change_repeatseries",
         "events.view_event",
+        # Enquiries support escalated (side effects): the patient page (after the caller's
+        # identity check), notes and the resolution; never support's resends or cancellations.
+        "support.view_enquiry",
+        "support.change_enquiry",
+        "support.view_enquirynote",
+        "support.add_enquirynote",
+        "support.use_patient_page",
     ],
     # Find a patient, read a prescription's timeline. Read only: no clinical field is editable.
     SUPPORT: [
@@ -45,6 +52,18 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "notifications.view_notification",
         "events.view_webhookdelivery",
         "prescriptions.view_repeatseries",
+        # The support console: enquiries, the patient page and its actions (each with a reason).
+        "support.view_enquiry",
+        "support.add_enquiry",
+        "support.change_enquiry",
+        "support.view_enquirynote",
+        "support.add_enquirynote",
+        "support.view_supportaction",
+        "support.use_patient_page",
+        "support.resend_notification",
+        "support.resend_webhook",
+        "support.request_cancellation",
+        "support.escalate_enquiry",
     ],
     # Dead letters, dispatches, the event log and outbox. No patient records.
     OPERATOR: [
@@ -65,6 +84,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "events.view_webhookattempt",
         "pharmacy.view_gatewaycancellation",
         "notifications.view_notification",
+        # The operator dashboard (support.dashboard) and the task statistics behind it.
+        "support.view_dashboard",
+        "support.view_taskstatistic",
     ],
     # Claims and reconciliation work on prescriptions and prices, never on patient records.
     FINANCE: [
@@ -119,5 +141,30 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "auditlog.view_logentry",
         "audit.view_patientaccess",
         "events.view_event",
+        "support.view_supportaction",
+        "support.view_dashboard",
     ],
+}
+
+# Every back-office view and action added beyond the stock admin pages, and the one permission
+# it checks (support/views.py and the admin classes check exactly these). A role may use an
+# action when its group holds the permission; support staff only for their assigned clinics.
+ACTION_PERMISSIONS: dict[str, str] = {
+    "index.my_work": "",  # every staff member; each panel line shows only with its own permission
+    "dashboard.view": "support.view_dashboard",
+    "dashboard.replay_dead_letter": "pharmacy.change_deadletter",
+    "enquiry.list": "support.view_enquiry",
+    "enquiry.open": "support.add_enquiry",
+    "enquiry.assign": "support.change_enquiry",
+    "enquiry.resolve": "support.change_enquiry",
+    "enquiry.add_note": "support.add_enquirynote",
+    "enquiry.escalate": "support.escalate_enquiry",
+    "patient_page.find": "support.use_patient_page",
+    "patient_page.identity_check": "support.use_patient_page",
+    "patient_page.view": "support.use_patient_page",
+    "patient_page.resend_notification": "support.resend_notification",
+    "patient_page.resend_webhook": "support.resend_webhook",
+    "patient_page.request_cancellation": "support.request_cancellation",
+    "pharmacist.review": "prescriptions.add_pharmacistreview",
+    "pharmacist.queue": "prescriptions.add_pharmacistreview",
 }

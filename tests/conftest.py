@@ -38,6 +38,12 @@ def make_clinic_setup(name: str, scope: str | None = None) -> ClinicSetup:
     return ClinicSetup(clinic=clinic, api=api, prescriber=PrescriberFactory(clinic=clinic), token=token.token)
 
 
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Browser journeys run last: once Playwright's sync API has started, this thread holds an
+    event loop, and the tests after it would need DJANGO_ALLOW_ASYNC_UNSAFE (tests/browser)."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture
 def clinic_a(db) -> ClinicSetup:  # type: ignore[no-untyped-def]
     return make_clinic_setup("Clinic A")

@@ -11,6 +11,7 @@ from events import webhooks
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from prescriptions import services
 from prescriptions.models import Status
+from prescriptions.status_link import status_link_url
 from tests.events.receiver import receiver_start, signature_valid
 from tests.prescriptions.factories import scenario
 
@@ -67,6 +68,7 @@ def test_a_status_change_is_posted_to_the_clinic_signed_with_its_secret(prescrip
             "reason": "Allergic to penicillin",
             "check_results": [{"code": "allergy", "severity": "block", "message": "Allergic to penicillin"}],
             "tracking_number": "",
+            "status_url": status_link_url(prescription=prescription),
         },
     }
     delivery.refresh_from_db()

@@ -22,6 +22,8 @@ def test_production_settings_pass_check_deploy_with_no_warnings():
         "ALLOWED_HOSTS": "scriptline.example",
         "DATABASE_URL": "postgresql://scriptline:pw@127.0.0.1:1/scriptline",
         "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "METRICS_TOKEN": "metrics-token-for-the-deploy-check",
+        "PUBLIC_BASE_URL": "https://scriptline.example",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -54,6 +56,35 @@ def test_production_settings_refuse_to_start_without_the_phi_keys():
 
     assert result.returncode != 0
     assert "PHI_SALT_KEYS" in result.stderr
+
+
+@pytest.mark.parametrize("missing", ["METRICS_TOKEN", "PUBLIC_BASE_URL"])
+def test_production_settings_refuse_to_start_without_the_metrics_token_or_public_url(missing):
+    env = {
+        **os.environ,
+        "SCRIPTLINE_LOCAL": "false",
+        "SECRET_KEY": "s" * 60,
+        "PHI_SALT_KEYS": "salt",
+        "BLIND_INDEX_KEY": "blind",
+        "METRICS_TOKEN": "token",
+        "PUBLIC_BASE_URL": "https://scriptline.example",
+    }
+    env.pop(missing)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup()",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode != 0
+    assert f"Set the {missing} environment variable" in result.stderr
 
 
 @pytest.mark.django_db

@@ -3,6 +3,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
+from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -75,3 +76,80 @@ class StaffClient(Client):
         super().force_login(user, backend)
         if user.is_staff:
             otp_verify(self, user)
+
+
+# --- The back office: prescriptions at a given point of the journey, enquiries -----------------
+
+
+def paid_prescription(**scenario_fields: object):  # type: ignore[no-untyped-def]
+    """A paracetamol prescription, approved (the checks' own outcome is not the point here) and
+    paid (the formulary must be loaded)."""
+    from prescriptions import services
+    from prescriptions.models import Status
+    from tests.prescriptions.factories import scenario
+
+    prescription = scenario(**scenario_fields)
+    assert services.prescription_transition(
+        prescription_id=prescription.pk,
+        to=Status.APPROVED,
+        from_statuses=frozenset({Status.RECEIVED}),
+        event_type="prescription.approved",
+        actor="test",
+    )
+    assert services.prescription_transition(
+        prescription_id=prescription.pk,
+        to=Status.PAID,
+        from_statuses=frozenset({Status.APPROVED}),
+        event_type="prescription.paid",
+        actor="test",
+    )
+    prescription.refresh_from_db()
+    return prescription
+
+
+def shipped_prescription(*, tracking_number: str = "SIM0123456789", **scenario_fields: object):  # type: ignore[no-untyped-def]
+    """Paid, acknowledged by the pharmacy and shipped with a tracking number; the patient was
+    emailed about the shipping (a sent Notification)."""
+    from events.models import Event
+    from notifications.models import Notification
+    from prescriptions import services
+
+    prescription = paid_prescription(**scenario_fields)
+    services.prescription_record_acknowledged(prescription_id=prescription.pk, order_id="ord_1")
+    services.prescription_record_progress(
+        prescription_id=prescription.pk, gateway_event_type="order.shipped", tracking_number=tracking_number
+    )
+    shipped = Event.objects.get(aggregate_id=prescription.pk, type="prescription.shipped")
+    Notification.objects.create(
+        event=shipped,
+        patient_id=prescription.patient_id,
+        prescription_id=prescription.pk,
+        channel=Notification.Channel.EMAIL,
+        kind="shipped",
+        status=Notification.Status.SENT,
+    )
+    prescription.refresh_from_db()
+    return prescription
+
+
+def dead_lettered_prescription(**scenario_fields: object):  # type: ignore[no-untyped-def]
+    """Paid, then its dispatch ran out of attempts: a DeadLetter waits for an operator."""
+    from pharmacy import services as pharmacy
+    from pharmacy.models import DeadLetter
+
+    prescription = paid_prescription(**scenario_fields)
+    dispatch = pharmacy.dispatch_create(prescription_id=prescription.pk)
+    pharmacy.dispatch_dead_letter(dispatch_id=dispatch.pk, error="gateway unavailable: HTTP 503")
+    prescription.refresh_from_db()
+    return prescription, DeadLetter.objects.get(dispatch=dispatch)
+
+
+class EnquiryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "support.Enquiry"
+
+    patient = factory.SubFactory("tests.patients.factories.PatientFactory")
+    clinic = factory.LazyAttribute(lambda enquiry: enquiry.patient.clinic)
+    channel = "phone"
+    category = "where_is_my_order"
+    due_at = factory.LazyFunction(timezone.now)

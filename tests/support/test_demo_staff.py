@@ -68,3 +68,22 @@ def test_the_demo_support_user_sees_only_the_riverside_clinic(demo_credentials):
 
     clinics = [patient.clinic.name for patient in response.context["cl"].result_list]
     assert clinics == ["Riverside Neurodevelopmental Clinic"] * 2
+
+
+def test_the_demo_seeds_one_dead_letter_and_one_enquiry_for_the_back_office(demo_credentials):
+    from pharmacy.models import DeadLetter
+    from prescriptions.models import Status
+    from support.models import Enquiry
+
+    letter = DeadLetter.objects.select_related("dispatch__prescription").get()
+    enquiry = Enquiry.objects.select_related("assignee").get()
+
+    assert letter.dispatch.prescription.status == Status.DEAD_LETTERED
+    assert letter.resolved_at is None
+    assert (enquiry.category, enquiry.status, enquiry.prescription_id, enquiry.assignee.username) == (
+        "where_is_my_order",
+        "open",
+        letter.dispatch.prescription_id,
+        "support",
+    )
+    assert enquiry.notes.count() == 1

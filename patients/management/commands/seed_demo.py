@@ -67,6 +67,8 @@ class Command(BaseCommand):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(credentials, indent=2) + "\n")
         path.chmod(0o600)
+        # The back office's samples: a dead letter for the dashboard, an enquiry for support.
+        call_command("seed_back_office", verbosity=0)
         self.stdout.write(f"demo data ready; API credentials in {path}")
 
     def _clinic(self, name: str, jurisdiction: str, currency: str, ods: str) -> Clinic:

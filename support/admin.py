@@ -1,0 +1,239 @@
+"""The support console's queue (enquiries, soonest due first, overdue in red) and the read-only
+log of support actions. The patient page and its actions are support/views.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from support import enquiries
+from support.models import Enquiry, EnquiryNote, SupportAction
+from support.scoping import ClinicScopedAdminMixin
+from support.services import staff_clinics
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The queue shows what is still to do unless asked otherwise."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("unresolved", "To do (open or with a pharmacist)"),
+            ("mine", "Assigned to me"),
+            ("overdue", "Overdue"),
+            ("escalated", "With a pharmacist"),
+            ("resolved", "Resolved"),
+            ("all", "All"),
+        ]
+
+    def choices(self, changelist: Any) -> Any:
+        # No stock "All" (no parameter): no parameter means "to do" here; "All" is a lookup.
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": (self.value() or "unresolved") == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Enquiry]) -> QuerySet[Enquiry]:
+        unresolved = queryset.exclude(status=Enquiry.Status.RESOLVED)
+        return {
+            None: unresolved,
+            "unresolved": unresolved,
+            "mine": unresolved.filter(assignee=request.user),
+            "overdue": unresolved.filter(due_at__lt=timezone.now()),
+            "escalated": queryset.filter(status=Enquiry.Status.ESCALATED),
+            "resolved": queryset.filter(status=Enquiry.Status.RESOLVED),
+            "all": queryset,
+        }.get(self.value(), unresolved)
+
+
+class EnquiryAddForm(forms.ModelForm):
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What the patient asked (encrypted).",
+    )
+    staff_user: Any = None
+
+    class Meta:
+        model = Enquiry
+        fields = ["patient", "prescription", "channel", "category", "assignee"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        patient, prescription = data.get("patient"), data.get("prescription")
+        user = self.staff_user
+        if (
+            patient is not None
+            and not user.is_superuser
+            and not staff_clinics(user=user).filter(pk=patient.clinic_id).exists()
+        ):
+            self.add_error("patient", "That patient belongs to a clinic you do not work for.")
+        if patient is not None and prescription is not None and prescription.patient_id != patient.pk:
+            self.add_error("prescription", "That prescription is not this patient's.")
+        return data
+
+
+class NoteInline(admin.TabularInline):
+    model = EnquiryNote
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "author", "body"]
+    readonly_fields = ["created_at", "author", "body"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # notes are added on the patient page, with the action log
+
+
+@admin.register(Enquiry)
+class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "enquiry",
+        "due",
+        "category",
+        "channel",
+        "status",
+        "patient_page",
+        "prescription",
+        "assignee",
+    ]
+    list_display_links = None
+    list_filter = [QueueFilter, "category", "channel", "status"]
+    list_select_related = ["patient", "prescription", "assignee"]
+    raw_id_fields = ["patient", "prescription"]
+    search_fields = ["=id", "=patient__id", "=prescription__id"]
+    search_help_text = "Exact: enquiry, patient or prescription number."
+    ordering = ["due_at", "id"]
+    inlines = [NoteInline]
+    show_full_result_count = False
+    actions = ["assign_to_me"]
+
+    def get_inlines(self, request: HttpRequest, obj: Enquiry | None = None) -> list[Any]:
+        return self.inlines if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: Enquiry | None = None) -> list[str]:
+        if obj is None:
+            return ["patient", "prescription", "channel", "category", "assignee", "note"]
+        return [
+            "patient_page",
+            "prescription",
+            "channel",
+            "category",
+            "status",
+            "due_at",
+            "assignee",
+            "created_by",
+            "created_at",
+            "escalated_at",
+            "resolved_at",
+            "resolution",
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Enquiry | None = None) -> list[str]:
+        if obj is None:
+            return []
+        editable = {"assignee"}
+        return [name for name in self.get_fields(request, obj) if name not in editable]
+
+    def get_form(
+        self, request: HttpRequest, obj: Enquiry | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = EnquiryAddForm
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.staff_user = request.user
+        return form
+
+    def save_model(self, request: HttpRequest, obj: Enquiry, form: Any, change: bool) -> None:
+        if change:
+            enquiries.enquiry_assign(enquiry_id=obj.pk, staff_user=request.user, assignee_id=obj.assignee_id)
+            return
+        opened = enquiries.enquiry_open(
+            patient_id=obj.patient_id,
+            prescription_id=obj.prescription_id,
+            channel=obj.channel,
+            category=obj.category,
+            assignee_id=obj.assignee_id,
+            note=form.cleaned_data.get("note", ""),
+            staff_user=request.user,
+        )
+        obj.pk = opened.pk
+        obj.due_at = opened.due_at
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Notes are written by the services, never through the inline.
+        return
+
+    def has_delete_permission(self, request: HttpRequest, obj: Enquiry | None = None) -> bool:
+        return False
+
+    @admin.display(description="Enquiry", ordering="id")
+    def enquiry(self, obj: Enquiry) -> str:
+        return format_html(
+            '<a href="{}">#{}</a>', reverse("admin:support_enquiry_change", args=[obj.pk]), obj.pk
+        )
+
+    @admin.display(description="Due", ordering="due_at")
+    def due(self, obj: Enquiry) -> str:
+        due = f"{timezone.localtime(obj.due_at):%d %b %H:%M}"
+        if obj.status == Enquiry.Status.RESOLVED:
+            return format_html('<span class="due-resolved">{}</span>', due)
+        if obj.is_overdue:
+            late = timezone.now() - obj.due_at
+            hours, minutes = divmod(int(late.total_seconds() // 60), 60)
+            return format_html(
+                '<span class="due-overdue" title="Overdue">{} · overdue {} h {} min</span>',
+                due,
+                hours,
+                f"{minutes:02d}",
+            )
+        return format_html('<span class="due-ok">{}</span>', due)
+
+    @admin.display(description="Patient")
+    def patient_page(self, obj: Enquiry) -> str:
+        url = reverse("admin:support_patient", args=[obj.patient_id])
+        return format_html('<a href="{}">Patient #{} · open the patient page</a>', url, obj.patient_id)
+
+    @admin.action(description="Assign to me")
+    def assign_to_me(self, request: HttpRequest, queryset: QuerySet[Enquiry]) -> None:
+        for enquiry in queryset:
+            enquiries.enquiry_assign(
+                enquiry_id=enquiry.pk, staff_user=request.user, assignee_id=request.user.pk
+            )
+        self.message_user(request, f"Assigned {queryset.count()} enquiry(ies) to you.", messages.SUCCESS)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        extra_context = {**(extra_context or {}), "find_url": reverse("admin:support_patient_find")}
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(SupportAction)
+class SupportActionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    """Append-only: what support did, for whom, why (the reason is encrypted at rest)."""
+
+    list_display = ["created_at", "kind", "staff_user", "patient", "prescription", "enquiry", "outcome"]
+    list_filter = ["kind"]
+    list_select_related = ["staff_user", "patient", "prescription", "enquiry"]
+    raw_id_fields = ["patient", "prescription", "enquiry", "staff_user", "clinic"]
+    search_fields = ["=patient__id", "=prescription__id", "=enquiry__id", "=staff_user__username"]
+    readonly_fields = [field.name for field in SupportAction._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
