@@ -3,7 +3,7 @@ from celery import shared_task
 from events import services, webhooks
 
 
-@shared_task(time_limit=60)
+@shared_task(time_limit=60, soft_time_limit=45)
 def outbox_relay() -> int:
     return services.outbox_relay()
 

@@ -17,7 +17,7 @@ from prescriptions import services as prescriptions
 from saga import journey, reconciler
 
 
-@shared_task(name=journey.CHECK, time_limit=60)
+@shared_task(name=journey.CHECK, time_limit=60, soft_time_limit=45)
 def prescription_check(event_id: int) -> None:
     """prescription.received: run the clinical checks."""
     consume_once(
@@ -27,7 +27,7 @@ def prescription_check(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.REPEATS, time_limit=60)
+@shared_task(name=journey.REPEATS, time_limit=60, soft_time_limit=45)
 def repeat_series_start(event_id: int) -> None:
     """Approval: start the repeat series, if the prescription has repeats."""
     consume_once(
@@ -49,7 +49,7 @@ def billing_on_approved(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.DISPATCH, time_limit=60)
+@shared_task(name=journey.DISPATCH, time_limit=60, soft_time_limit=45)
 def dispatch_on_approved(event_id: int) -> None:
     """prescription.paid / nhs_funded (billing done): create the dispatch."""
     consume_once(
@@ -70,7 +70,7 @@ def payment_compensate(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.STAFF_QUEUE, time_limit=30)
+@shared_task(name=journey.STAFF_QUEUE, time_limit=30, soft_time_limit=20)
 def cancellation_request_on_refused(event_id: int) -> None:
     """prescription.cancellation_refused: open the staff-queue entry."""
     consume_once(
@@ -97,7 +97,7 @@ def notification_on_event(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.CLINIC_WEBHOOK, time_limit=30)
+@shared_task(name=journey.CLINIC_WEBHOOK, time_limit=30, soft_time_limit=20)
 def webhook_on_prescription_event(event_id: int) -> None:
     """Every prescription status event: queue the clinic's signed webhook."""
     consume_once(
@@ -107,6 +107,6 @@ def webhook_on_prescription_event(event_id: int) -> None:
     )
 
 
-@shared_task(name="events.tasks.stuck_work_reconcile", time_limit=120)
+@shared_task(name="events.tasks.stuck_work_reconcile", time_limit=120, soft_time_limit=90)
 def stuck_work_reconcile() -> dict[str, int]:
     return reconciler.stuck_work_reconcile()
