@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import Browser, Page, expect
 
 from billing.models import ClaimBatch
@@ -44,6 +46,10 @@ def test_staff_sign_in_with_a_totp_code(page: Page, live_server):  # type: ignor
     page.click("input[type=submit]")
     expect(page.locator(".errornote")).to_be_visible()
     screenshot(page, "sign-in-wrong-code")
+    # A failed code throttles the device for a second; let that second pass.
+    TOTPDevice.objects.filter(user=user).update(
+        throttling_failure_timestamp=timezone.now() - datetime.timedelta(seconds=5)
+    )
 
     page.fill("#id_password", PASSWORD)
     page.fill("#id_otp_token", totp_code(user))
