@@ -79,6 +79,14 @@ class PhiTextField(_IndependentKeys, _BlankStaysBlank, EncryptedTextField):
     """Free text that may name a patient or their health (support notes, reasons)."""
 
 
+ENCRYPTED_FIELD_CLASSES = (PhiCharField, PhiEmailField, PhiDateField, PhiTextField)
+
+
+def encrypted_field_names(model: type) -> list[str]:
+    """The model's encrypted fields: what an audit log or an export must never copy in clear."""
+    return [field.name for field in model._meta.fields if isinstance(field, ENCRYPTED_FIELD_CLASSES)]  # type: ignore[attr-defined]
+
+
 PHI_FIELDS = (
     "given_name",
     "family_name",
