@@ -118,6 +118,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "common.logs.RequestIdMiddleware",
+    # Patient data is never cached: Cache-Control: no-store on the API and the status link.
+    "api.hardening.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
