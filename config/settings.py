@@ -369,6 +369,10 @@ CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", def
 # Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
 CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
 CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
+# Outside local mode a clinic's webhook URL is https and resolves to public addresses only
+# (events.adapters.http.webhook_target_refusal); local receivers listen on 127.0.0.1.
+CLINIC_WEBHOOK_REQUIRE_HTTPS = not _LOCAL
+CLINIC_WEBHOOK_ALLOW_PRIVATE_TARGETS = _LOCAL
 
 # --- Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND ---------------
 # SMS_BACKEND is a dotted path to a notifications.sms.SmsBackend; the console default logs only
