@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    "interop",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
