@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    # The MCP server for agents (manage.py run_mcp_server): an entry point like the API.
+    "agents",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
