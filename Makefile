@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # (nothing connects to them).
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
 
-.PHONY: install browser-deps demo test test-fast test-browser bench lint migrate stop clean
+.PHONY: install browser-deps bench-deps demo test test-fast test-browser bench bench-load lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,3 +55,10 @@ clean: stop
 
 bench: install
 	$(BIN)/python scripts/bench.py
+
+# Throughput side by side: intake against a bare DRF insert endpoint, both under gunicorn, driven by wrk.
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+bench-load: install bench-deps
+	$(BIN)/python scripts/bench_load.py $(BENCH_ARGS)
