@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "support",
     "saga",
     "interop",
+    # The MCP server for agents (manage.py run_mcp_server): an entry point like the API.
+    "agents",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
