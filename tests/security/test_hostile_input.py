@@ -84,6 +84,19 @@ def test_every_api_post_refuses_a_hostile_body_with_a_4xx_problem(clinic_a, pres
 
 
 @pytest.mark.parametrize("name", sorted(RAW_BODIES))
+def test_the_fhir_message_endpoint_refuses_a_hostile_body_with_a_4xx(clinic_a, name):
+    before = (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count())
+
+    response = clinic_a.api.generic(
+        "POST", "/fhir/R4/$process-message", RAW_BODIES[name], content_type="application/fhir+json"
+    )
+
+    assert 400 <= response.status_code < 500, response.status_code
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count()) == before
+
+
+@pytest.mark.parametrize("name", sorted(RAW_BODIES))
 @pytest.mark.parametrize(
     ("path", "header", "secret"),
     [
