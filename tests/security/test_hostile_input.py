@@ -83,6 +83,14 @@ def test_every_api_post_refuses_a_hostile_body_with_a_4xx_problem(clinic_a, pres
     assert (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count()) == before
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "application/json"])
+@pytest.mark.parametrize("name", sorted(RAW_BODIES))
+def test_the_token_endpoint_refuses_a_hostile_body_with_a_4xx(client, name, content_type):
+    response = client.generic("POST", "/oauth/token/", RAW_BODIES[name], content_type=content_type)
+
+    assert 400 <= response.status_code < 500, response.status_code
+
+
 @pytest.mark.parametrize("name", sorted(RAW_BODIES))
 def test_the_fhir_message_endpoint_refuses_a_hostile_body_with_a_4xx(clinic_a, name):
     before = (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count())
