@@ -1,8 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from events import webhooks
+from events.adapters.http import webhook_target_refusal
 from events.models import (
     ClinicWebhookEndpoint,
     Event,
@@ -56,8 +58,22 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
 # --- Outbound clinic webhooks ---------------------------------------------------------------------
 
 
+class ClinicWebhookEndpointForm(forms.ModelForm):
+    class Meta:
+        model = ClinicWebhookEndpoint
+        fields = ["clinic", "url", "is_active"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        refusal = webhook_target_refusal(url)
+        if refusal:
+            raise forms.ValidationError(f"This webhook URL cannot be used: {refusal}.")
+        return url
+
+
 @admin.register(ClinicWebhookEndpoint)
 class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    form = ClinicWebhookEndpointForm
     list_display = ["id", "clinic", "url", "is_active", "rotated_at", "previous_secret_expires_at"]
     list_filter = ["is_active"]
     list_select_related = ["clinic"]

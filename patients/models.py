@@ -1,6 +1,6 @@
 from django.db import models
 
-from patients.phi import PhiCharField, PhiDateField, PhiEmailField
+from patients.phi import PhiCharField, PhiDateField, PhiEmailField, PhiTextField
 
 
 class Jurisdiction(models.TextChoices):
@@ -104,7 +104,7 @@ class Allergy(models.Model):
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="allergies")
     substance = models.CharField(max_length=120)
-    reaction = models.CharField(max_length=200, blank=True)
+    reaction = PhiCharField(max_length=200, blank=True)  # free text: encrypted
 
     class Meta:
         verbose_name_plural = "allergies"
@@ -179,7 +179,8 @@ class IdempotencyKey(models.Model):
     path = models.CharField(max_length=200)
     request_hash = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField()
+    # The response as JSON text, encrypted: it holds the patient's identifiers for the TTL.
+    response_body = PhiTextField()
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

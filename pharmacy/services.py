@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -16,6 +15,7 @@ from django.utils import timezone
 
 from common import signing
 from common.errors import Conflict, InvalidInput, NotFound
+from common.jsonsafe import json_loads_bounded
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
@@ -323,10 +323,13 @@ def signature_check(*, body: bytes, header: str, secret: str, tolerance: int) ->
         raise WebhookRejected("bad Gateway-Signature")
 
 
+EVENT_ID_LENGTH = GatewayWebhookEvent._meta.get_field("event_id").max_length or 80
+
+
 def _parse_event(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        event = json_loads_bounded(body)
+    except ValueError as error:  # also deep nesting, NUL, NaN: never stored, never a 500
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
@@ -334,6 +337,8 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
+    if len(event["id"]) > EVENT_ID_LENGTH or len(str(event["data"].get("order_id", ""))) > EVENT_ID_LENGTH:
+        raise WebhookRejected(f"event id and order id are at most {EVENT_ID_LENGTH} characters")
     return event
 
 

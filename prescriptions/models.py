@@ -3,6 +3,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from patients.models import Clinic, Patient
+from patients.phi import PhiCharField, PhiTextField
 
 
 class RegistrationBody(models.TextChoices):
@@ -208,21 +209,22 @@ class Prescription(models.Model):
     prescriber = models.ForeignKey(Prescriber, on_delete=models.PROTECT, related_name="prescriptions")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.RECEIVED)
     issued_on = models.DateField()
-    note = models.CharField(max_length=500, blank=True)
+    # Free text a clinic or pharmacist writes may name the patient or their health: encrypted.
+    note = PhiCharField(max_length=500, blank=True)
     check_results = models.JSONField(default=list, blank=True)
     # Prescribing details the controlled-drug rules read.
     repeats = models.PositiveSmallIntegerField(default=0, help_text="Repeats (GB) or refills (US).")
     earliest_fill_date = models.DateField(null=True, blank=True)
-    clinical_justification = models.TextField(blank=True)
+    clinical_justification = PhiTextField(blank=True)
     two_factor_signed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the prescriber signed with two factors (21 CFR 1311)."
     )
-    status_reason = models.CharField(max_length=500, blank=True)
+    status_reason = PhiCharField(max_length=500, blank=True)
     tracking_number = models.CharField(max_length=60, blank=True)
     # Who pays, and for NHS the exemption the clinic declared.
     funding = models.CharField(max_length=10, choices=Funding.choices, default=Funding.PRIVATE)
     nhs_exemption_category = models.CharField(max_length=40, blank=True)
-    nhs_exemption_evidence = models.CharField(max_length=200, blank=True)
+    nhs_exemption_evidence = PhiCharField(max_length=200, blank=True)
     # A repeat issue or a titration step links to the one it follows;
     # repeats are issued every repeat_interval_days (default: the longest item's days' supply).
     previous = models.ForeignKey(
@@ -296,7 +298,7 @@ class PharmacistReview(models.Model):
     prescription = models.ForeignKey(Prescription, on_delete=models.PROTECT, related_name="reviews")
     pharmacist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     decision = models.CharField(max_length=10, choices=Decision.choices)
-    reason = models.TextField()
+    reason = PhiTextField()
     decided_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from api.fields import IsoDateField, IsoDateTimeField
 from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
@@ -54,7 +55,7 @@ class DiagnosisInputSerializer(serializers.Serializer):
     code_system = serializers.ChoiceField(choices=DIAGNOSIS_SYSTEMS)
     code = serializers.RegexField(r"^[A-Za-z0-9.]{1,40}$", max_length=40)
     display = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    recorded_on = serializers.DateField()
+    recorded_on = IsoDateField()
 
     def validate_recorded_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -78,7 +79,7 @@ class ObservationInputSerializer(serializers.Serializer):
     diastolic = serializers.DecimalField(
         max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
     )
-    observed_on = serializers.DateField()
+    observed_on = IsoDateField()
 
     def validate_observed_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -116,17 +117,17 @@ class NhsExemptionInputSerializer(serializers.Serializer):
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
-    issued_on = serializers.DateField(required=False, help_text="The prescribing date (default today).")
+    issued_on = IsoDateField(required=False, help_text="The prescribing date (default today).")
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
     repeats = serializers.IntegerField(
         min_value=0, max_value=12, required=False, default=0, help_text="Repeats (GB) or refills (US)."
     )
-    earliest_fill_date = serializers.DateField(required=False, allow_null=True, default=None)
+    earliest_fill_date = IsoDateField(required=False, allow_null=True, default=None)
     clinical_justification = serializers.CharField(
         max_length=2000, required=False, allow_blank=True, default=""
     )
-    two_factor_signed_at = serializers.DateTimeField(
+    two_factor_signed_at = IsoDateTimeField(
         required=False,
         allow_null=True,
         default=None,
