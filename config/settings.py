@@ -354,6 +354,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Scriptline")
+# A TOTP key is shown once, at enrolment; the back office never shows it (support.admin).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Audit (django-auditlog): the request id is the correlation id; PHI values are never stored.
 AUDITLOG_CID_GETTER = "common.logs.request_id_current"
 AUDITLOG_MASK_CALLABLE = "audit.registry.redacted"
