@@ -356,8 +356,9 @@ AUTHENTICATION_BACKENDS = [
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous users get nothing
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
-# Either one locks: an address guessing many accounts, or one account guessed from many addresses.
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# A username from one address locks: a guesser cannot lock a colleague out from the same office
+# (nor by naming them from elsewhere), and one user's success resets only their own count.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
