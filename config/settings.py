@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    "interop",
+    # The MCP server for agents (manage.py run_mcp_server): an entry point like the API.
+    "agents",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
@@ -190,6 +193,10 @@ CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps"
 if CELERY_BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    # Native delayed delivery routes through topic exchanges; on a direct one a countdown
+    # would hold a worker until it is due.
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90

@@ -17,6 +17,7 @@ from prescriptions.models import (
     AllergyClass,
     InteractionRule,
     Medication,
+    OffFormularyItem,
     Prescriber,
     Prescription,
     PrescriptionItem,
@@ -129,6 +130,8 @@ class Context:
     history: list[Prescription]
     formulary: Formulary
     extra: dict[str, object] = field(default_factory=dict)
+    # Products the clinic sent that are not on the formulary (FHIR intake holds them).
+    off_formulary_items: list[OffFormularyItem] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)
