@@ -1,3 +1,5 @@
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from patients.phi import PhiCharField, PhiDateField, PhiEmailField, PhiTextField
@@ -40,6 +42,10 @@ class Clinic(models.Model):
         return self.name
 
 
+def api_scopes_all() -> list[str]:
+    return list(settings.OAUTH2_PROVIDER["SCOPES"])
+
+
 class ClinicClient(models.Model):
     """Ties an OAuth2 client-credentials application to exactly one clinic."""
 
@@ -53,6 +59,14 @@ class ClinicClient(models.Model):
     # Revocation is immediate: the authentication class refuses a revoked client's tokens.
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
+    # The token endpoint mints only these (accounts.authentication.ClinicOAuth2Validator).
+    allowed_scopes = ArrayField(
+        models.CharField(
+            max_length=40, choices=[(scope, scope) for scope in settings.OAUTH2_PROVIDER["SCOPES"]]
+        ),
+        default=api_scopes_all,
+        help_text="Scopes this client may be issued, comma-separated; without the :write ones it is read-only.",
+    )
 
     def __str__(self) -> str:
         return f"{self.application} for {self.clinic}"

@@ -260,6 +260,9 @@ class Prescription(models.Model):
                 name="one_repeat_issue_per_prescription",
             ),
         ]
+        # A staff cancellation with compensation (gateway cancellation, refund) is a clinical
+        # decision: the back office offers it to pharmacists only (support/roles.py).
+        permissions = [("cancel_prescription", "Can cancel a prescription, with compensation")]
 
     def __str__(self) -> str:
         return f"Prescription #{self.pk}"
