@@ -24,6 +24,17 @@ def redacted(value: object) -> str:
     return REDACTED
 
 
+def reverse_one_to_ones(model: type) -> list[str]:
+    """A model's reverse one-to-one accessors (a prescription's payment, dispatch ...): django-auditlog
+    would read each with a query of its own on every create, and they are other models' rows,
+    audited there."""
+    return [
+        field.name
+        for field in model._meta.get_fields()  # type: ignore[attr-defined]
+        if field.one_to_one and field.auto_created and not field.concrete
+    ]
+
+
 def audit_register() -> None:
     from django_otp.plugins.otp_totp.models import TOTPDevice
     from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -40,7 +51,7 @@ def audit_register() -> None:
 
     auditlog.register(Patient, mask_fields=PATIENT_PHI_FIELDS, exclude_fields=PATIENT_BLIND_INDEXES)
     for model in (Allergy, CurrentMedication, Clinic, Prescriber, Prescription, PrescriptionItem):
-        auditlog.register(model)
+        auditlog.register(model, exclude_fields=reverse_one_to_ones(model))
     auditlog.register(PharmacistReview)
     # Permission data: accounts, roles, clinic assignments, API clients, second factors.
     auditlog.register(
