@@ -244,10 +244,14 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
+    # The relay: unpublished events, and owed tasks that are due (retries, expired leases).
     "outbox-relay": {"task": "events.tasks.outbox_relay", "schedule": 2.0},
     "idempotency-keys-purge": {"task": "accounts.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # The reconciler (saga.reconciler): re-enqueue work whose broker message was lost.
-    "stuck-work-reconcile": {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0},
+    "stuck-work-reconcile": {
+        "task": "events.tasks.stuck_work_reconcile",
+        "schedule": env.float("RECONCILE_BEAT_SECONDS", default=60.0),
+    },
     # Repeats: issue the repeat prescriptions that are due.
     "repeat-series-issue-due": {
         "task": "prescriptions.tasks.repeat_series_issue_due",
@@ -263,6 +267,10 @@ RECONCILE_DISPATCH_STALE_SECONDS = env.int("RECONCILE_DISPATCH_STALE_SECONDS", d
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
+# An owed task (events.OutboxTask) is published again this long after its last publication
+# unless it finished or set its next retry: longer than the hard time limit of every task run
+# that way (40 s), short enough that a killed worker's work resumes within a minute.
+OUTBOX_TASK_LEASE_SECONDS = env.int("OUTBOX_TASK_LEASE_SECONDS", default=45)
 # Which consumer (a Celery task) reacts to which event: the prescription journey, defined once
 # in saga/journey.py. The outbox relay publishes one task per (event, consumer) pair.
 EVENT_CONSUMERS = journey.EVENT_CONSUMERS
