@@ -45,6 +45,17 @@ class ItemInputSerializer(serializers.Serializer):
         default=None,
         help_text="The dose as dose units a day (e.g. 2 for one tablet twice a day), for the dose checks.",
     )
+    units_per_dose = serializers.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        max_value=Decimal(1000),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Dose units taken each time, in the item's unit (e.g. 1 for one tablet, 7.5 for 7.5 ml of "
+        "a liquid), for the children's per-dose limits; if absent, the leading number of dose_text is used.",
+    )
 
 
 DIAGNOSIS_SYSTEMS = ["http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10"]
@@ -73,7 +84,10 @@ OBSERVATION_RANGES = {
 class ObservationInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Observation.Kind.choices)
     value = serializers.DecimalField(
-        max_digits=5, decimal_places=1, help_text="Systolic mmHg, beats a minute or kg."
+        max_digits=5,
+        decimal_places=1,
+        help_text="Blood pressure: systolic, mmHg (e.g. 118). Pulse: beats a minute (e.g. 72). Weight: "
+        "kilograms, one decimal (e.g. 24.5); a child's latest weight sets the mg/kg dose limits.",
     )
     diastolic = serializers.DecimalField(
         max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
@@ -279,6 +293,7 @@ class ItemSerializer(serializers.ModelSerializer):
             "unit",
             "days_supply",
             "units_per_day",
+            "units_per_dose",
         ]
         read_only_fields = fields
 
@@ -289,6 +304,12 @@ class CheckResultSerializer(serializers.Serializer):
     message = serializers.CharField()
     source = serializers.CharField()
     item = serializers.IntegerField(allow_null=True)
+    facts = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="What the finding was computed from, for people to read, e.g. "
+        '{"age": "8 years 2 months", "weight": "22 kg, measured 2026-11-20", "per kg": "3.64 mg/kg/day"}.',
+    )
 
 
 class PaymentSummarySerializer(serializers.Serializer):

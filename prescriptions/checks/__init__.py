@@ -26,6 +26,7 @@ from prescriptions.models import (
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     Prescription,
     Status,
 )
@@ -39,6 +40,7 @@ FAMILIES = (
     "interactions",
     "duplicate_therapy",
     "dose",
+    "paediatric",
     "eligibility",
     "history",
     "cd_law_gb",
@@ -68,6 +70,7 @@ def _formulary() -> Formulary:
         allergy_classes=list(AllergyClass.objects.all()),
         class_of_ingredient=class_of_ingredient,
         medications_by_code=by_code,
+        paediatric_rules=list(PaediatricDoseRule.objects.all()),
     )
 
 

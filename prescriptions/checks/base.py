@@ -17,6 +17,7 @@ from prescriptions.models import (
     AllergyClass,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     Prescriber,
     Prescription,
     PrescriptionItem,
@@ -36,6 +37,8 @@ class CheckResult:
     message: str
     source: str
     item: int | None = None
+    # What the finding was computed from (age, weight, mg/kg ...), shown on the review screen.
+    facts: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -94,6 +97,7 @@ class Formulary:
     # ingredient -> therapeutic class, and code -> medication, for resolving free-text medicines
     class_of_ingredient: dict[str, str]
     medications_by_code: dict[str, Medication]
+    paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None

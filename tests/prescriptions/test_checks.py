@@ -477,6 +477,7 @@ def test_the_check_results_travel_in_the_event_payload(formulary):
             "message": "The patient's NHS number fails its Modulus 11 check digit; correct the patient record.",
             "source": "NHS Data Dictionary: NHS number (Modulus 11 check digit)",
             "item": None,
+            "facts": {},
         }
     ]
     assert "9434765918" not in str(event.payload)
