@@ -191,6 +191,11 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "accounts.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # The reconciler (saga.reconciler): re-enqueue work whose broker message was lost.
     "stuck-work-reconcile": {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0},
+    # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
+    "held-prescriptions-release": {
+        "task": "pharmacy.tasks.held_prescriptions_release",
+        "schedule": env.float("HELD_RELEASE_BEAT_SECONDS", default=900.0),
+    },
     # Repeats: issue the repeat prescriptions that are due.
     "repeat-series-issue-due": {
         "task": "prescriptions.tasks.repeat_series_issue_due",

@@ -24,6 +24,7 @@ from prescriptions.models import (
     InteractionRule,
     Medication,
     PaediatricDoseRule,
+    StateValidityLimit,
 )
 
 JURISDICTION_OF_SYSTEM = {
@@ -216,6 +217,27 @@ def _paediatric_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+US_SCHEDULES = frozenset({"II", "III", "IV", "V", "rx"})
+
+
+def _state_limit_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """US state limits on filling after issue, each with the law it comes from."""
+    rows = []
+    for index, entry in enumerate(entries):
+        where = f"state_validity[{index}]"
+        state, schedule, days = entry.get("state", ""), entry.get("schedule", ""), entry.get("days")
+        if not (isinstance(state, str) and len(state) == 2 and state.isalpha() and state.isupper()):
+            raise FormularyError(f"{where}: state must be a two-letter code such as TX")
+        if schedule not in US_SCHEDULES:
+            raise FormularyError(f"{where}: schedule must be one of {sorted(US_SCHEDULES)}")
+        if not isinstance(days, int) or not 1 <= days <= 730:
+            raise FormularyError(f"{where}: days must be a whole number from 1 to 730")
+        if not entry.get("source"):
+            raise FormularyError(f"{where}: missing source")
+        rows.append({"state": state, "schedule": schedule, "days": days, "source": entry["source"]})
+    return rows
+
+
 def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {what}" for what, count in counts.items())
 
@@ -233,6 +255,7 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
     interactions = _interaction_rows(data.get("interactions", []))
     allergy_classes = _allergy_rows(data.get("allergy_classes", []))
     paediatric_doses = _paediatric_rows(data.get("paediatric_doses", []))
+    state_limits = _state_limit_rows(data.get("state_validity", []))
     with transaction.atomic():
         report = {
             "version": data["version"],
@@ -245,6 +268,9 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
             ),
             "paediatric_doses": _sync_rows(
                 PaediatricDoseRule, ("name",), paediatric_doses, "paediatric doses", progress
+            ),
+            "state_validity": _sync_rows(
+                StateValidityLimit, ("state", "schedule"), state_limits, "state validity limits", progress
             ),
         }
         FormularyRelease.objects.create(version=data["version"], summary=report)

@@ -201,6 +201,23 @@ class PaediatricDoseRule(models.Model):
         return self.name
 
 
+class StateValidityLimit(models.Model):
+    """A US state's limit on how long after issue a prescription may be filled, by schedule
+    ("II".."V", or "rx" for a non-controlled medicine), loaded from the formulary file."""
+
+    state = models.CharField(max_length=2)
+    schedule = models.CharField(max_length=5)
+    days = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["state", "schedule"]
+        constraints = [models.UniqueConstraint(fields=["state", "schedule"], name="state_validity_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.state} {self.schedule}: {self.days} days"
+
+
 class FormularyRelease(models.Model):
     """One load of the formulary file: which version, when, and what changed."""
 
@@ -261,6 +278,12 @@ class Prescription(models.Model):
     # Prescribing details the controlled-drug rules read.
     repeats = models.PositiveSmallIntegerField(default=0, help_text="Repeats (GB) or refills (US).")
     earliest_fill_date = models.DateField(null=True, blank=True)
+    # issued_on is the date the prescriber signed it; a later start date makes the
+    # "appropriate date" (Human Medicines Regulations 2012, regulation 217(7)) from which the
+    # validity runs and before which nothing is supplied.
+    start_date = models.DateField(
+        null=True, blank=True, help_text="Not to be supplied before this date (the prescriber's start date)."
+    )
     clinical_justification = models.TextField(blank=True)
     two_factor_signed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the prescriber signed with two factors (21 CFR 1311)."

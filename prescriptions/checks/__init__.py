@@ -28,6 +28,7 @@ from prescriptions.models import (
     Medication,
     PaediatricDoseRule,
     Prescription,
+    StateValidityLimit,
     Status,
 )
 
@@ -43,6 +44,7 @@ FAMILIES = (
     "paediatric",
     "eligibility",
     "history",
+    "validity",
     "cd_law_gb",
     "cd_law_us",
 )
@@ -71,6 +73,7 @@ def _formulary() -> Formulary:
         class_of_ingredient=class_of_ingredient,
         medications_by_code=by_code,
         paediatric_rules=list(PaediatricDoseRule.objects.all()),
+        state_limits={(limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.all()},
     )
 
 

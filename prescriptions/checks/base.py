@@ -21,6 +21,7 @@ from prescriptions.models import (
     Prescriber,
     Prescription,
     PrescriptionItem,
+    StateValidityLimit,
 )
 
 
@@ -98,6 +99,8 @@ class Formulary:
     class_of_ingredient: dict[str, str]
     medications_by_code: dict[str, Medication]
     paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
+    # (state, schedule or "rx") -> the state's limit on filling after issue
+    state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None
@@ -139,7 +142,9 @@ class Context:
 
 
 def start_of_supply(prescription: Prescription) -> date:
-    return prescription.earliest_fill_date or prescription.issued_on
+    """The first day it may be supplied: the later of signing, start and earliest fill dates."""
+    days = [prescription.issued_on, prescription.start_date, prescription.earliest_fill_date]
+    return max(day for day in days if day is not None)
 
 
 def daily_units(item: PrescriptionItem) -> Decimal:
