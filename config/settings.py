@@ -183,6 +183,14 @@ CELERY_TASK_ROUTES = {
     "pharmacy.tasks.dispatch_*": {"queue": "dispatch"},
 }
 CELERY_QUEUES_ALL = "default,events,checks,payments,dispatch,webhooks,notifications"
+# On RabbitMQ every task queue is a quorum queue (replicated and durable; Celery then uses
+# per-consumer QoS and RabbitMQ's native delayed delivery for countdowns), and each publish waits
+# for the broker's confirmation. Redis keeps the visibility-timeout options above.
+CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
+if CELERY_BROKER_IS_AMQP:
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
