@@ -252,6 +252,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.stuck_work_reconcile",
         "schedule": env.float("RECONCILE_BEAT_SECONDS", default=60.0),
     },
+    # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
+    "held-prescriptions-release": {
+        "task": "pharmacy.tasks.held_prescriptions_release",
+        "schedule": env.float("HELD_RELEASE_BEAT_SECONDS", default=900.0),
+    },
     # Repeats: issue the repeat prescriptions that are due.
     "repeat-series-issue-due": {
         "task": "prescriptions.tasks.repeat_series_issue_due",

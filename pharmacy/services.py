@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, Order
 from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
+from prescriptions.checks.validity import supply_from
 from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
     return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
 
 
-def dispatch_create(*, prescription_id: int) -> Dispatch | None:
+def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
     """Create the one dispatch of a paid or NHS-funded prescription and owe its send."""
     prescription = (
         Prescription.objects.prefetch_related("items__medication")
@@ -69,6 +70,9 @@ def dispatch_create(*, prescription_id: int) -> Dispatch | None:
         .first()
     )
     if prescription is None:
+        return None
+    if supply_from(prescription) > (today or timezone.localdate()):
+        # Not before its start (or earliest fill) date: the saga holds it and releases it then.
         return None
     with transaction.atomic():
         dispatch, created = Dispatch.objects.get_or_create(prescription_id=prescription_id)

@@ -23,6 +23,7 @@ from prescriptions.models import (
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     PharmacistProfile,
     PharmacistQueue,
     PharmacistReview,
@@ -72,6 +73,31 @@ class AllergyClassAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+@admin.register(PaediatricDoseRule)
+class PaediatricDoseRuleAdmin(admin.ModelAdmin):
+    """Children's dose limits, loaded from the formulary file (read here, changed there)."""
+
+    list_display = [
+        "name",
+        "ingredient",
+        "min_age_months",
+        "max_age_months",
+        "min_weight_kg",
+        "max_weight_kg",
+        "max_dose",
+        "max_daily",
+        "max_daily_per_kg",
+        "weight_required",
+        "contraindicated",
+    ]
+    list_filter = ["weight_required", "contraindicated", "ingredient"]
+    search_fields = ["name", "ingredient"]
+    readonly_fields = [field.name for field in PaediatricDoseRule._meta.fields]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # loaded by manage.py load_formulary
+
+
 @admin.register(FormularyRelease)
 class FormularyReleaseAdmin(admin.ModelAdmin):
     list_display = ["version", "loaded_at"]
@@ -118,6 +144,7 @@ class ItemInline(admin.TabularInline):
         "unit",
         "days_supply",
         "units_per_day",
+        "units_per_dose",
     ]
     can_delete = False
 

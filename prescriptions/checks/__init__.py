@@ -26,7 +26,9 @@ from prescriptions.models import (
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     Prescription,
+    StateValidityLimit,
     Status,
 )
 
@@ -39,8 +41,10 @@ FAMILIES = (
     "interactions",
     "duplicate_therapy",
     "dose",
+    "paediatric",
     "eligibility",
     "history",
+    "validity",
     "cd_law_gb",
     "cd_law_us",
 )
@@ -68,6 +72,8 @@ def _formulary() -> Formulary:
         allergy_classes=list(AllergyClass.objects.all()),
         class_of_ingredient=class_of_ingredient,
         medications_by_code=by_code,
+        paediatric_rules=list(PaediatricDoseRule.objects.all()),
+        state_limits={(limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.all()},
     )
 
 

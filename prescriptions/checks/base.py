@@ -18,9 +18,11 @@ from prescriptions.models import (
     InteractionRule,
     Medication,
     OffFormularyItem,
+    PaediatricDoseRule,
     Prescriber,
     Prescription,
     PrescriptionItem,
+    StateValidityLimit,
 )
 
 
@@ -37,6 +39,8 @@ class CheckResult:
     message: str
     source: str
     item: int | None = None
+    # What the finding was computed from (age, weight, mg/kg ...), shown on the review screen.
+    facts: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -95,6 +99,9 @@ class Formulary:
     # ingredient -> therapeutic class, and code -> medication, for resolving free-text medicines
     class_of_ingredient: dict[str, str]
     medications_by_code: dict[str, Medication]
+    paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
+    # (state, schedule or "rx") -> the state's limit on filling after issue
+    state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None
@@ -138,7 +145,9 @@ class Context:
 
 
 def start_of_supply(prescription: Prescription) -> date:
-    return prescription.earliest_fill_date or prescription.issued_on
+    """The first day it may be supplied: the later of signing, start and earliest fill dates."""
+    days = [prescription.issued_on, prescription.start_date, prescription.earliest_fill_date]
+    return max(day for day in days if day is not None)
 
 
 def daily_units(item: PrescriptionItem) -> Decimal:
