@@ -100,11 +100,35 @@ class Patient(models.Model):
 
 
 class Allergy(models.Model):
-    """A recorded allergy or intolerance, by substance (ingredient or class name)."""
+    """A recorded allergy or intolerance (the shape of FHIR R4 AllergyIntolerance).
+
+    `substance` is the name as recorded (free text); `code` is its SNOMED CT substance concept
+    when the clinic knows it. `reactions` is a list of {manifestation, code, severity}.
+    `reaction` is the older free-text description, still accepted and shown.
+    """
+
+    class Category(models.TextChoices):
+        # FHIR AllergyIntolerance.type: an immune reaction, or a non-immune adverse reaction.
+        ALLERGY = "allergy", "Allergy"
+        INTOLERANCE = "intolerance", "Intolerance"
+
+    class Criticality(models.TextChoices):
+        LOW = "low", "Low risk"
+        HIGH = "high", "High risk"
+        UNABLE_TO_ASSESS = "unable-to-assess", "Unable to assess"
+
+    class ReactionSeverity(models.TextChoices):
+        MILD = "mild", "Mild"
+        MODERATE = "moderate", "Moderate"
+        SEVERE = "severe", "Severe"
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="allergies")
     substance = models.CharField(max_length=120)
     reaction = models.CharField(max_length=200, blank=True)
+    code = models.CharField("SNOMED CT substance code", max_length=18, blank=True)
+    category = models.CharField(max_length=12, choices=Category.choices, default=Category.ALLERGY)
+    criticality = models.CharField(max_length=16, choices=Criticality.choices, blank=True)
+    reactions = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name_plural = "allergies"

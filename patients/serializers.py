@@ -1,4 +1,5 @@
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from patients.models import Allergy, CurrentMedication, Patient, Sex
@@ -14,10 +15,71 @@ def nhs_number_is_valid(value: str) -> bool:
     return check != 10 and check == int(value[9])
 
 
+# A SNOMED CT concept id: 6 to 18 digits, no leading zero.
+SNOMED_CT_ID = r"^[1-9][0-9]{5,17}$"
+
+
+class AllergyReactionSerializer(serializers.Serializer):
+    """One reaction of an allergy (FHIR AllergyIntolerance.reaction)."""
+
+    manifestation = serializers.CharField(
+        max_length=200, help_text="What happened, as recorded, e.g. 'anaphylaxis' or 'rash'."
+    )
+    code = serializers.RegexField(
+        SNOMED_CT_ID,
+        max_length=18,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="SNOMED CT clinical finding of the manifestation, e.g. 39579001 (anaphylaxis).",
+    )
+    severity = serializers.ChoiceField(
+        choices=Allergy.ReactionSeverity.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="mild, moderate or severe (FHIR reaction.severity); blank if not known.",
+    )
+
+
 class AllergySerializer(serializers.ModelSerializer):
+    substance = serializers.CharField(
+        max_length=120, help_text="The substance as recorded, e.g. 'penicillin' (free text)."
+    )
+    reaction = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Free-text description of the reaction (the older field; prefer `reactions`).",
+    )
+    code = serializers.RegexField(
+        SNOMED_CT_ID,
+        max_length=18,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="SNOMED CT substance concept id when known, e.g. 764146007 (penicillin).",
+    )
+    category = serializers.ChoiceField(
+        choices=Allergy.Category.choices,
+        required=False,
+        default=Allergy.Category.ALLERGY,
+        help_text="allergy (immune) or intolerance (non-immune), FHIR AllergyIntolerance.type.",
+    )
+    criticality = serializers.ChoiceField(
+        choices=Allergy.Criticality.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Potential harm of a future exposure (FHIR): low, high or unable-to-assess; blank "
+        "if not assessed.",
+    )
+    reactions = AllergyReactionSerializer(many=True, required=False, default=list, max_length=10)
+
     class Meta:
         model = Allergy
-        fields = ["substance", "reaction"]
+        fields = ["substance", "reaction", "code", "category", "criticality", "reactions"]
 
 
 class CurrentMedicationSerializer(serializers.ModelSerializer):
@@ -26,6 +88,31 @@ class CurrentMedicationSerializer(serializers.ModelSerializer):
         fields = ["name", "code"]
 
 
+REGISTRATION_EXAMPLE = {
+    "given_name": "Grace",
+    "family_name": "Hopper",
+    "birth_date": "1986-12-09",
+    "sex": "female",
+    "nhs_number": "9434765919",
+    "address_line": "2 Test Row",
+    "city": "York",
+    "postal_code": "YO1 7HH",
+    "allergies": [
+        {
+            "substance": "penicillin",
+            "code": "764146007",
+            "category": "allergy",
+            "criticality": "high",
+            "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
+        }
+    ],
+    "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321987003"}],
+}
+
+
+@extend_schema_serializer(
+    examples=[OpenApiExample("A patient with a coded allergy", value=REGISTRATION_EXAMPLE, request_only=True)]
+)
 class PatientInputSerializer(serializers.Serializer):
     given_name = serializers.CharField(max_length=100)
     family_name = serializers.CharField(max_length=100)

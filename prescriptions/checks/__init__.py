@@ -84,6 +84,7 @@ def build_context(prescription: Prescription) -> Context:
         .prefetch_related("items__medication")
         .order_by("-issued_on", "-id")
     )
+    allergy_records = list(patient.allergies.all())
     return Context(
         prescription=prescription,
         jurisdiction=prescription.clinic.jurisdiction,
@@ -91,7 +92,8 @@ def build_context(prescription: Prescription) -> Context:
         items=list(prescription.items.all()),
         patient=patient,
         prescriber=prescription.prescriber,
-        allergies=[allergy.substance.strip().lower() for allergy in patient.allergies.all()],
+        allergies=[allergy.substance.strip().lower() for allergy in allergy_records],
+        allergy_records=allergy_records,
         current_medications=list(patient.current_medications.all()),
         diagnoses=list(patient.diagnoses.all()),
         observations=list(Observation.objects.filter(patient_id=patient.pk).order_by("-observed_on", "-id")),

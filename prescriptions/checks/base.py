@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from patients.models import CurrentMedication, Diagnosis, Observation, Patient
+from patients.models import Allergy, CurrentMedication, Diagnosis, Observation, Patient
 from prescriptions.models import (
     AllergyClass,
     InteractionRule,
@@ -129,6 +129,8 @@ class Context:
     history: list[Prescription]
     formulary: Formulary
     extra: dict[str, object] = field(default_factory=dict)
+    # The patient's allergy records (coded substance, category, criticality, reactions).
+    allergy_records: list[Allergy] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)

@@ -35,7 +35,16 @@ def a_patient_body(**overrides):  # type: ignore[no-untyped-def]
         "postal_code": "YO1 7HH",
         "email": "grace@example.org",
         "phone": "+447700900123",
-        "allergies": [{"substance": "penicillin", "reaction": "rash"}],
+        "allergies": [
+            {
+                "substance": "penicillin",
+                "reaction": "rash",
+                "code": "764146007",
+                "category": "allergy",
+                "criticality": "high",
+                "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
+            }
+        ],
         "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321949006"}],
         **overrides,
     }
@@ -85,8 +94,17 @@ def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a)
         "created_at": body["created_at"],
     }
     assert patient.clinic == clinic_a.clinic
-    assert list(patient.allergies.values("substance", "reaction")) == [
-        {"substance": "penicillin", "reaction": "rash"}
+    assert list(
+        patient.allergies.values("substance", "reaction", "code", "category", "criticality", "reactions")
+    ) == [
+        {
+            "substance": "penicillin",
+            "reaction": "rash",
+            "code": "764146007",
+            "category": "allergy",
+            "criticality": "high",
+            "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
+        }
     ]
     assert list(patient.current_medications.values("name", "code")) == [
         {"name": "Sertraline 50mg tablets", "code": "321949006"}
@@ -186,6 +204,68 @@ def test_every_invalid_field_is_listed_at_once(clinic_a):
     assert_nothing_stored()
 
 
+def test_the_older_allergy_shape_is_still_accepted_and_gets_the_defaults(clinic_a):
+    response = register(clinic_a, a_patient_body(allergies=[{"substance": "penicillin", "reaction": "rash"}]))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["allergies"] == [
+        {
+            "substance": "penicillin",
+            "reaction": "rash",
+            "code": "",
+            "category": "allergy",
+            "criticality": "",
+            "reactions": [],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("allergy", "pointer"),
+    [
+        ({"substance": "penicillin", "code": "0123"}, "#/allergies/0/code"),
+        ({"substance": "penicillin", "code": "penicillin"}, "#/allergies/0/code"),
+        ({"substance": "penicillin", "category": "food"}, "#/allergies/0/category"),
+        ({"substance": "penicillin", "criticality": "very"}, "#/allergies/0/criticality"),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": ""}]},
+            "#/allergies/0/reactions/0/manifestation",
+        ),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": "rash", "severity": "awful"}]},
+            "#/allergies/0/reactions/0/severity",
+        ),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": "rash", "code": "12"}]},
+            "#/allergies/0/reactions/0/code",
+        ),
+        ({"substance": "penicillin", "reactions": "anaphylaxis"}, "#/allergies/0/reactions"),
+    ],
+)
+def test_a_bad_allergy_value_is_refused_with_a_pointer_and_nothing_is_stored(clinic_a, allergy, pointer):
+    response = register(clinic_a, a_patient_body(allergies=[allergy]))
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+def test_the_schema_documents_the_allergy_fields_with_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["AllergyRequest"]["properties"]
+    assert fields["code"]["oneOf"][0]["pattern"] == "^[1-9][0-9]{5,17}$"
+    assert "764146007" in fields["code"]["description"]
+    assert "intolerance (non-immune)" in fields["category"]["description"]
+    reaction = schema["components"]["schemas"]["AllergyReactionRequest"]["properties"]
+    assert "39579001" in reaction["code"]["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    allergy = next(iter(examples.values()))["value"]["allergies"][0]
+    assert allergy["code"] == "764146007"
+    assert allergy["reactions"][0]["severity"] == "severe"
+
+
 # --- reads --------------------------------------------------------------------------------
 
 
@@ -226,7 +306,16 @@ def test_a_clinic_reads_its_own_patient_in_detail(clinic_a):
 
     assert response.status_code == 200
     assert response.json()["id"] == patient.pk
-    assert response.json()["allergies"] == [{"substance": "latex", "reaction": ""}]
+    assert response.json()["allergies"] == [
+        {
+            "substance": "latex",
+            "reaction": "",
+            "code": "",
+            "category": "allergy",
+            "criticality": "",
+            "reactions": [],
+        }
+    ]
 
 
 def test_another_clinics_patient_is_not_found(clinic_a, clinic_b):
