@@ -138,11 +138,32 @@ class Allergy(models.Model):
 
 
 class CurrentMedication(models.Model):
-    """A medicine the patient already takes (from elsewhere), for interaction checks."""
+    """A medicine the patient takes or took (from elsewhere), for interaction, washout,
+    duplicate-therapy and cumulative-dose checks. No dates: taken now."""
+
+    class DoseUnit(models.TextChoices):
+        MG = "mg", "mg"
+        MICROGRAM = "microgram", "microgram"
+        G = "g", "g"
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="current_medications")
     name = models.CharField(max_length=200)
     code = models.CharField(max_length=40, blank=True)
+    started_on = models.DateField(null=True, blank=True)
+    stopped_on = models.DateField(null=True, blank=True, help_text="Blank: still taken.")
+    dose_text = models.CharField(max_length=300, blank=True)
+    daily_dose = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    daily_dose_unit = models.CharField(max_length=10, choices=DoseUnit.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(stopped_on__isnull=True)
+                | models.Q(started_on__isnull=True)
+                | models.Q(stopped_on__gte=models.F("started_on")),
+                name="current_medication_stops_after_it_starts",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -1,3 +1,6 @@
+from datetime import timedelta
+from decimal import Decimal
+
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
@@ -83,9 +86,70 @@ class AllergySerializer(serializers.ModelSerializer):
 
 
 class CurrentMedicationSerializer(serializers.ModelSerializer):
+    started_on = serializers.DateField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When the patient started it (ISO date), e.g. 2026-01-15.",
+    )
+    stopped_on = serializers.DateField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When the patient stopped it (ISO date), e.g. 2026-11-20; null while still taken. A "
+        "medicine stopped recently still counts for its washout (e.g. 14 days for an MAOI).",
+    )
+    dose_text = serializers.CharField(
+        max_length=300,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="e.g. 'One tablet twice a day'.",
+    )
+    daily_dose = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=3,
+        min_value=Decimal("0.001"),
+        max_value=Decimal(100000),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The total amount taken a day, in daily_dose_unit, e.g. 2000 (mg).",
+    )
+    daily_dose_unit = serializers.ChoiceField(
+        choices=CurrentMedication.DoseUnit.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Unit of daily_dose: mg, microgram or g; required with daily_dose.",
+    )
+
     class Meta:
         model = CurrentMedication
-        fields = ["name", "code"]
+        fields = ["name", "code", "started_on", "stopped_on", "dose_text", "daily_dose", "daily_dose_unit"]
+
+    def validate_started_on(self, value):  # type: ignore[no-untyped-def]
+        if value is not None and value > timezone.localdate():
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+    def validate_stopped_on(self, value):  # type: ignore[no-untyped-def]
+        if value is not None and value > timezone.localdate() + timedelta(days=366):
+            raise serializers.ValidationError("Must be within a year of today.")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        errors = {}
+        started, stopped = data.get("started_on"), data.get("stopped_on")
+        if started is not None and stopped is not None and stopped < started:
+            errors["stopped_on"] = ["Cannot be before started_on."]
+        if data.get("daily_dose") is not None and not data.get("daily_dose_unit"):
+            errors["daily_dose_unit"] = ["Give the unit of daily_dose (mg, microgram or g)."]
+        if data.get("daily_dose_unit") and data.get("daily_dose") is None:
+            errors["daily_dose"] = ["A unit needs a daily_dose."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
 
 REGISTRATION_EXAMPLE = {
@@ -106,7 +170,17 @@ REGISTRATION_EXAMPLE = {
             "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
         }
     ],
-    "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321987003"}],
+    "current_medications": [
+        {
+            "name": "Phenelzine 15mg tablets",
+            "code": "321886008",
+            "started_on": "2025-06-01",
+            "stopped_on": "2026-11-20",
+            "dose_text": "One tablet three times a day",
+            "daily_dose": "45",
+            "daily_dose_unit": "mg",
+        }
+    ],
 }
 
 

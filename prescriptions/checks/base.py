@@ -84,6 +84,10 @@ class ResolvedMedicine:
     concepts: frozenset[str]
     ingredients: frozenset[str]
     therapeutic_class: str
+    # For a medicine the patient reports: when it stopped (None: still taken) and its daily dose.
+    stopped_on: date | None = None
+    daily_dose: Decimal | None = None
+    daily_dose_unit: str = ""
 
 
 @dataclass
@@ -96,6 +100,11 @@ class Formulary:
     medications_by_code: dict[str, Medication]
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
+        reported = {
+            "stopped_on": current.stopped_on,
+            "daily_dose": current.daily_dose,
+            "daily_dose_unit": current.daily_dose_unit,
+        }
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None
         if medication is not None:
             return ResolvedMedicine(
@@ -103,6 +112,7 @@ class Formulary:
                 concepts_of(medication),
                 frozenset(medication.ingredients),
                 medication.therapeutic_class,
+                **reported,
             )
         words = set(current.name.lower().replace("-", " ").replace("/", " ").split())
         found = {ingredient for ingredient in self.class_of_ingredient if ingredient in words}
@@ -110,7 +120,7 @@ class Formulary:
             return None
         classes = {self.class_of_ingredient[ingredient] for ingredient in found} - {""}
         concepts = frozenset(found | {f"class:{name}" for name in classes})
-        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""))
+        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""), **reported)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -45,7 +46,17 @@ def a_patient_body(**overrides):  # type: ignore[no-untyped-def]
                 "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
             }
         ],
-        "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321949006"}],
+        "current_medications": [
+            {
+                "name": "Sertraline 50mg tablets",
+                "code": "321949006",
+                "started_on": None,
+                "stopped_on": None,
+                "dose_text": "",
+                "daily_dose": None,
+                "daily_dose_unit": "",
+            }
+        ],
         **overrides,
     }
 
@@ -106,8 +117,8 @@ def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a)
             "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
         }
     ]
-    assert list(patient.current_medications.values("name", "code")) == [
-        {"name": "Sertraline 50mg tablets", "code": "321949006"}
+    assert list(patient.current_medications.values("name", "code", "stopped_on")) == [
+        {"name": "Sertraline 50mg tablets", "code": "321949006", "stopped_on": None}
     ]
 
 
@@ -249,6 +260,65 @@ def test_a_bad_allergy_value_is_refused_with_a_pointer_and_nothing_is_stored(cli
     assert response["Content-Type"] == "application/problem+json"
     assert pointers(response) == [pointer]
     assert_nothing_stored()
+
+
+TOMORROW = (timezone.localdate() + datetime.timedelta(days=1)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("medicine", "pointer"),
+    [
+        ({"started_on": TOMORROW}, "#/current_medications/0/started_on"),
+        ({"started_on": "2026-02-01", "stopped_on": "2026-01-01"}, "#/current_medications/0/stopped_on"),
+        ({"stopped_on": "2999-01-01"}, "#/current_medications/0/stopped_on"),
+        ({"daily_dose": "45"}, "#/current_medications/0/daily_dose_unit"),
+        ({"daily_dose_unit": "mg"}, "#/current_medications/0/daily_dose"),
+        ({"daily_dose": "-1", "daily_dose_unit": "mg"}, "#/current_medications/0/daily_dose"),
+        ({"daily_dose": "45", "daily_dose_unit": "tablets"}, "#/current_medications/0/daily_dose_unit"),
+    ],
+)
+def test_a_bad_current_medicine_value_is_refused_with_a_pointer_and_nothing_is_stored(
+    clinic_a, medicine, pointer
+):
+    body = a_patient_body(current_medications=[{"name": "Phenelzine 15mg tablets", **medicine}])
+
+    response = register(clinic_a, body)
+
+    assert response.status_code == 400
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+def test_a_current_medicine_keeps_its_dates_and_daily_dose(clinic_a):
+    medicine = {
+        "name": "Phenelzine 15mg tablets",
+        "code": "321886008",
+        "started_on": "2025-06-01",
+        "stopped_on": "2026-01-20",
+        "dose_text": "One tablet three times a day",
+        "daily_dose": "45.000",
+        "daily_dose_unit": "mg",
+    }
+
+    response = register(clinic_a, a_patient_body(current_medications=[medicine]))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["current_medications"] == [medicine]
+    stored = CurrentMedication.objects.get()
+    assert (stored.stopped_on, stored.daily_dose) == (datetime.date(2026, 1, 20), Decimal(45))
+
+
+def test_the_schema_documents_the_current_medicine_fields_with_units_and_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["CurrentMedicationRequest"]["properties"]
+    assert fields["stopped_on"]["format"] == "date"
+    assert "14 days for an MAOI" in fields["stopped_on"]["description"]
+    assert "(mg)" in fields["daily_dose"]["description"]
+    assert "mg, microgram or g" in fields["daily_dose_unit"]["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    medicine = next(iter(examples.values()))["value"]["current_medications"][0]
+    assert medicine["daily_dose_unit"] == "mg"
 
 
 def test_the_schema_documents_the_allergy_fields_with_examples(client):  # type: ignore[no-untyped-def]

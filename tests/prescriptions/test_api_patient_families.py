@@ -4,17 +4,21 @@ does), and read the outcome back through the API."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
+from django.utils import timezone
 
 from events.models import Event
 from prescriptions.models import Medication
 from saga.tasks import prescription_check
 from tests.conftest import prescription_body
+from tests.prescriptions.factories import adhd_context
 
 pytestmark = pytest.mark.django_db
 
 PATIENTS, PRESCRIPTIONS = "/api/v1/patients/", "/api/v1/prescriptions/"
-CEFALEXIN = "323653004"
+CEFALEXIN, METHYLPHENIDATE_10 = "323653004", "324907005"
 PATIENT = {
     "given_name": "Ada",
     "family_name": "Lovelace",
@@ -73,3 +77,33 @@ def test_a_coded_penicillin_anaphylaxis_rejects_a_cephalosporin_through_the_api(
     assert "allergic to Penicillin V (severe anaphylaxis; criticality high)" in finding["message"]
     assert "cephalosporins" in finding["message"]
     assert "Penicillin" in prescription["status_reason"]
+
+
+def test_an_maoi_stopped_ten_days_ago_rejects_methylphenidate_through_the_api(clinic_a, formulary):
+    """Family: current medicines with dates. Source: methylphenidate SmPC 4.3 (MAOI within 14 days)."""
+    stopped = timezone.localdate() - datetime.timedelta(days=10)
+    patient = register(
+        clinic_a,
+        current_medications=[
+            {"name": "Phenelzine 15mg tablets", "code": "321886008", "started_on": "2025-01-06",
+             "stopped_on": stopped.isoformat(), "daily_dose": "45", "daily_dose_unit": "mg"}
+        ],
+    )  # fmt: skip
+    body = prescription_body(
+        patient["id"],
+        clinic_a.prescriber.pk,
+        Medication.objects.get(code=METHYLPHENIDATE_10),
+        item={
+            "dose_text": "One tablet twice a day",
+            "quantity": "56",
+            "quantity_words": "fifty six",
+            "days_supply": 28,
+        },
+        **json_dates(adhd_context()),
+    )
+
+    prescription = prescribe_and_check(clinic_a, body)
+
+    assert prescription["status"] == "rejected"
+    finding = next(r for r in prescription["check_results"] if r["code"] == "interaction.contraindicated")
+    assert f"stopped on {stopped:%Y-%m-%d}, 10 days ago, within its 14-day washout" in finding["message"]
