@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from patients.phi import PhiCharField, PhiDateField, PhiEmailField
@@ -72,6 +73,30 @@ class Patient(models.Model):
     keyed HMACs of the normalised values, the only way to search them.
     """
 
+    class HepaticImpairment(models.TextChoices):
+        NONE = "none", "None"
+        MILD = "mild", "Mild (Child-Pugh A)"
+        MODERATE = "moderate", "Moderate (Child-Pugh B)"
+        SEVERE = "severe", "Severe (Child-Pugh C)"
+
+    class CardiacHistory(models.TextChoices):
+        # NICE NG87: the findings that call for a cardiology opinion before ADHD medication.
+        CONGENITAL_HEART_DISEASE = "congenital_heart_disease", "Congenital heart disease"
+        CARDIAC_SURGERY = "cardiac_surgery", "Previous cardiac surgery"
+        FAMILY_SUDDEN_CARDIAC_DEATH = (
+            "family_sudden_cardiac_death",
+            "Sudden cardiac death of a first-degree relative under 40",
+        )
+        EXERTIONAL_BREATHLESSNESS = "exertional_breathlessness", "Shortness of breath on exertion"
+        EXERTIONAL_SYNCOPE = "exertional_syncope", "Fainting on exertion or in response to fright or noise"
+        PALPITATIONS = "palpitations", "Palpitations"
+        CARDIAC_CHEST_PAIN = "cardiac_chest_pain", "Chest pain suggesting cardiac origin"
+        HEART_FAILURE = "heart_failure", "Signs of heart failure"
+        HEART_MURMUR = "heart_murmur", "Heart murmur"
+        HYPERTENSION = "hypertension", "Hypertension"
+        ARRHYTHMIA = "arrhythmia", "Arrhythmia"
+        OTHER_HEART_DISEASE = "other_heart_disease", "Other structural or heart disease"
+
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
     given_name = PhiCharField(max_length=100)
     family_name = PhiCharField(max_length=100)
@@ -89,6 +114,23 @@ class Patient(models.Model):
     email_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     phone_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     family_name_birth_date_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    name_birth_date_index = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    # A duplicate record merged (in the admin) into the one kept; its prescriptions stay on it.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_records", editable=False
+    )
+    # Clinical context the checks read (prescriptions.checks.patient_context); null or blank:
+    # not recorded. The latest values sent with a registration or prescription stand.
+    pregnant = models.BooleanField(null=True, blank=True)
+    breastfeeding = models.BooleanField(null=True, blank=True)
+    hepatic_impairment = models.CharField(max_length=10, choices=HepaticImpairment.choices, blank=True)
+    cardiac_history = ArrayField(
+        models.CharField(max_length=40, choices=CardiacHistory.choices), default=list, blank=True
+    )
+    cardiology_review_on = models.DateField(
+        "cardiology opinion (ECG) on", null=True, blank=True, help_text="NICE NG87: before ADHD medicines."
+    )
+    clinical_context_updated_on = models.DateField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -194,10 +236,14 @@ class Observation(models.Model):
         BLOOD_PRESSURE = "blood_pressure", "Blood pressure (mmHg)"
         PULSE = "pulse", "Pulse (beats/min)"
         WEIGHT = "weight", "Weight (kg)"
+        EGFR = "egfr", "eGFR (mL/min/1.73m2)"
+        HEIGHT = "height", "Height (cm)"
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="observations")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    value = models.DecimalField(max_digits=6, decimal_places=1, help_text="Systolic, beats/min or kg.")
+    value = models.DecimalField(
+        max_digits=6, decimal_places=1, help_text="Systolic mmHg, beats/min, kg, mL/min/1.73m2 or cm."
+    )
     diastolic = models.DecimalField(max_digits=6, decimal_places=1, null=True, blank=True)
     observed_on = models.DateField()
 

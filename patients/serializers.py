@@ -152,6 +152,46 @@ class CurrentMedicationSerializer(serializers.ModelSerializer):
         return data
 
 
+class ClinicalContextSerializer(serializers.Serializer):
+    """The patient's clinical context for the safety checks. Every field is optional; a field
+    left out keeps what was recorded before, null clears it."""
+
+    pregnant = serializers.BooleanField(
+        required=False, allow_null=True, help_text="true if pregnant, false if not, null if not known."
+    )
+    breastfeeding = serializers.BooleanField(
+        required=False, allow_null=True, help_text="true if breastfeeding, false if not, null if not known."
+    )
+    hepatic_impairment = serializers.ChoiceField(
+        choices=Patient.HepaticImpairment.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Hepatic impairment by Child-Pugh class: none, mild (A), moderate (B) or severe (C), "
+        "e.g. 'moderate'; blank if not known.",
+    )
+    cardiac_history = serializers.ListField(
+        child=serializers.ChoiceField(choices=Patient.CardiacHistory.choices),
+        required=False,
+        max_length=len(Patient.CardiacHistory.choices),
+        help_text="The NICE NG87 cardiac findings that apply, e.g. ['congenital_heart_disease']; [] for none.",
+    )
+    cardiology_review_on = serializers.DateField(
+        required=False,
+        allow_null=True,
+        help_text="When a cardiology opinion (with ECG) was obtained (ISO date), e.g. 2026-10-01.",
+    )
+
+    def validate_cardiology_review_on(self, value):  # type: ignore[no-untyped-def]
+        if value is not None and value > timezone.localdate():
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+    def validate_cardiac_history(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Each finding at most once.")
+        return value
+
+
 REGISTRATION_EXAMPLE = {
     "given_name": "Grace",
     "family_name": "Hopper",
@@ -170,6 +210,13 @@ REGISTRATION_EXAMPLE = {
             "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
         }
     ],
+    "clinical_context": {
+        "pregnant": False,
+        "breastfeeding": False,
+        "hepatic_impairment": "none",
+        "cardiac_history": ["congenital_heart_disease"],
+        "cardiology_review_on": "2026-10-01",
+    },
     "current_medications": [
         {
             "name": "Phenelzine 15mg tablets",
@@ -202,6 +249,7 @@ class PatientInputSerializer(serializers.Serializer):
     phone = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
     allergies = AllergySerializer(many=True, required=False, default=list)
     current_medications = CurrentMedicationSerializer(many=True, required=False, default=list)
+    clinical_context = ClinicalContextSerializer(required=False)
 
     def validate_birth_date(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -218,6 +266,7 @@ class PatientInputSerializer(serializers.Serializer):
 class PatientSerializer(serializers.ModelSerializer):
     allergies = AllergySerializer(many=True, read_only=True)
     current_medications = CurrentMedicationSerializer(many=True, read_only=True)
+    clinical_context = ClinicalContextSerializer(source="*", read_only=True)
     # Blank when none is recorded, so not `format: email` in the schema (found by schemathesis).
     email = serializers.CharField(read_only=True, help_text="Email address, or empty if none is recorded.")
 
@@ -238,6 +287,7 @@ class PatientSerializer(serializers.ModelSerializer):
             "phone",
             "allergies",
             "current_medications",
+            "clinical_context",
             "created_at",
         ]
         read_only_fields = fields

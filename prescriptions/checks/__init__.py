@@ -20,6 +20,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from patients.models import Observation
+from patients.selectors import person_patient_ids
 from prescriptions.checks.base import REGISTRY, CheckResult, Context, Formulary, Severity
 from prescriptions.models import (
     AllergyClass,
@@ -40,6 +41,7 @@ FAMILIES = (
     "duplicate_therapy",
     "dose",
     "eligibility",
+    "patient_context",
     "history",
     "cd_law_gb",
     "cd_law_us",
@@ -75,9 +77,12 @@ def build_context(prescription: Prescription) -> Context:
     """Everything the checks read, in a fixed number of queries."""
     patient = prescription.patient
     today = timezone.localdate()
+    # Every supply to this person, through any clinic: the point of pharmacy-side checks. The
+    # person's records are matched on keyed blind indexes (patients.selectors), never plaintext.
     history = list(
         Prescription.objects.filter(
-            patient_id=patient.pk, issued_on__gte=today - timedelta(days=HISTORY_DAYS)
+            patient_id__in=person_patient_ids(patient=patient),
+            issued_on__gte=today - timedelta(days=HISTORY_DAYS),
         )
         .exclude(pk=prescription.pk)
         .exclude(status__in=NOT_SUPPLIED)

@@ -51,9 +51,14 @@ def recent_supplies(context: Context) -> list[ResolvedMedicine]:
         for item in previous.items.all():
             ends = start_of_supply(previous) + timedelta(days=item.days_supply + RECENT_SUPPLY_GRACE_DAYS)
             if ends >= context.today:
+                supplied = (
+                    f"supplied {start_of_supply(previous):%Y-%m-%d}"
+                    if previous.clinic_id == context.prescription.clinic_id
+                    else "supplied recently through another clinic"
+                )
                 medicines.append(
                     ResolvedMedicine(
-                        f"{item.medication.name} (supplied {start_of_supply(previous):%Y-%m-%d})",
+                        f"{item.medication.name} ({supplied})",
                         concepts_of(item.medication),
                         frozenset(item.medication.ingredients),
                         item.medication.therapeutic_class,

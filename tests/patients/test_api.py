@@ -97,10 +97,12 @@ def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a)
         "phone",
         "allergies",
         "current_medications",
+        "clinical_context",
         "created_at",
     }
     assert body == {
         **a_patient_body(),
+        "clinical_context": body["clinical_context"],
         "id": patient.pk,
         "created_at": body["created_at"],
     }
@@ -319,6 +321,73 @@ def test_the_schema_documents_the_current_medicine_fields_with_units_and_example
     examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
     medicine = next(iter(examples.values()))["value"]["current_medications"][0]
     assert medicine["daily_dose_unit"] == "mg"
+
+
+@pytest.mark.parametrize(
+    ("context", "pointer"),
+    [
+        ({"pregnant": "maybe"}, "#/clinical_context/pregnant"),
+        ({"hepatic_impairment": "Child-Pugh D"}, "#/clinical_context/hepatic_impairment"),
+        ({"cardiac_history": ["broken heart"]}, "#/clinical_context/cardiac_history/0"),
+        ({"cardiac_history": ["palpitations", "palpitations"]}, "#/clinical_context/cardiac_history"),
+        ({"cardiac_history": "palpitations"}, "#/clinical_context/cardiac_history"),
+        ({"cardiology_review_on": TOMORROW}, "#/clinical_context/cardiology_review_on"),
+    ],
+)
+def test_a_bad_clinical_context_value_is_refused_with_a_pointer_and_nothing_is_stored(
+    clinic_a, context, pointer
+):
+    response = register(clinic_a, a_patient_body(clinical_context=context))
+
+    assert response.status_code == 400
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+def test_the_clinical_context_is_stored_and_shown(clinic_a):
+    context = {
+        "pregnant": True,
+        "breastfeeding": False,
+        "hepatic_impairment": "moderate",
+        "cardiac_history": ["congenital_heart_disease", "palpitations"],
+        "cardiology_review_on": "2026-10-01",
+    }
+
+    response = register(clinic_a, a_patient_body(clinical_context=context))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["clinical_context"] == context
+    patient = Patient.objects.get()
+    assert (patient.pregnant, patient.hepatic_impairment) == (True, "moderate")
+    assert patient.clinical_context_updated_on == timezone.localdate()
+
+
+def test_without_a_clinical_context_nothing_is_recorded(clinic_a):
+    response = register(clinic_a, a_patient_body())
+
+    assert response.json()["clinical_context"] == {
+        "pregnant": None,
+        "breastfeeding": None,
+        "hepatic_impairment": "",
+        "cardiac_history": [],
+        "cardiology_review_on": None,
+    }
+
+
+def test_the_schema_documents_the_clinical_context_with_units_and_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["ClinicalContextRequest"]["properties"]
+    assert "Child-Pugh" in fields["hepatic_impairment"]["description"]
+    assert "NICE NG87" in fields["cardiac_history"]["description"]
+    assert fields["cardiology_review_on"]["format"] == "date"
+    observation = schema["components"]["schemas"]["ObservationInputRequest"]["properties"]["value"]
+    assert "mL/min/1.73m2 (egfr, e.g. 58)" in observation["description"]
+    assert "cm (height, e.g. 132.5)" in observation["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert next(iter(examples.values()))["value"]["clinical_context"]["cardiac_history"] == [
+        "congenital_heart_disease"
+    ]
 
 
 def test_the_schema_documents_the_allergy_fields_with_examples(client):  # type: ignore[no-untyped-def]

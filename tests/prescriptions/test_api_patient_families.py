@@ -107,3 +107,30 @@ def test_an_maoi_stopped_ten_days_ago_rejects_methylphenidate_through_the_api(cl
     assert prescription["status"] == "rejected"
     finding = next(r for r in prescription["check_results"] if r["code"] == "interaction.contraindicated")
     assert f"stopped on {stopped:%Y-%m-%d}, 10 days ago, within its 14-day washout" in finding["message"]
+
+
+def test_a_cardiac_history_sent_with_a_stimulant_waits_for_a_pharmacist_through_the_api(clinic_a, formulary):
+    """Family: patient context. Source: NICE NG87 (cardiology opinion before ADHD medicines)."""
+    patient = register(clinic_a)
+    body = prescription_body(
+        patient["id"],
+        clinic_a.prescriber.pk,
+        Medication.objects.get(code=METHYLPHENIDATE_10),
+        item={
+            "dose_text": "One tablet twice a day",
+            "quantity": "56",
+            "quantity_words": "fifty six",
+            "days_supply": 28,
+        },
+        clinical_context={"cardiac_history": ["exertional_syncope"]},
+        **json_dates(adhd_context()),
+    )
+
+    prescription = prescribe_and_check(clinic_a, body)
+
+    assert prescription["status"] == "awaiting_pharmacist"
+    finding = next(r for r in prescription["check_results"] if r["code"] == "context.cardiac_history")
+    assert finding["severity"] == "needs_pharmacist"
+    assert "fainting on exertion" in finding["message"]
+    detail = clinic_a.api.get(f"{PATIENTS}{patient['id']}/").json()
+    assert detail["clinical_context"]["cardiac_history"] == ["exertional_syncope"]
