@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
@@ -8,6 +8,7 @@ from guardian.admin import GuardedModelAdmin
 
 from audit.models import PatientAccess
 from audit.services import patient_access_record
+from common.errors import DomainError
 from patients import phi, services
 from patients.models import (
     Allergy,
@@ -104,9 +105,25 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["=id"]
     search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
     sortable_by = ["id", "clinic", "created_at"]
-    readonly_fields = ["created_at", "access_history"]
+    readonly_fields = ["created_at", "merged_into", "access_history"]
     inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
     show_full_result_count = False
+    actions = ["merge_into_oldest"]
+
+    @admin.action(description="Merge the selected records of one person into the oldest of them")
+    def merge_into_oldest(self, request, queryset):  # type: ignore[no-untyped-def]
+        records = sorted(queryset, key=lambda patient: patient.pk)
+        if len(records) < 2:
+            self.message_user(request, "Select at least two records of the same person.", messages.ERROR)
+            return
+        try:
+            merged = services.patient_merge(
+                keep=records[0], duplicates=records[1:], actor=f"staff:{request.user.pk}"
+            )
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return
+        self.message_user(request, f"Merged {merged} record(s) into {records[0]}.")
 
     # Every page that shows a patient's identifiers is an access, recorded before it renders.
     def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]

@@ -139,12 +139,21 @@ class InteractionRule(models.Model):
 
 
 class AllergyClass(models.Model):
-    """Ingredients that cross-react: an allergy to one (or to the class) flags them all."""
+    """Ingredients that cross-react: an allergy to one (or to the class) flags them all.
+
+    `codes` maps SNOMED CT substance codes to the class or ingredient they name, so a coded
+    allergy is recognised whatever its text. `cross_sensitivities` lists the other classes an
+    allergy to this one may cross-react with, each with the outcome by the recorded reaction:
+    {"to": class name, "severe": severity, "mild": severity, "unknown": severity,
+    "message": what to check, "source": the guidance}.
+    """
 
     name = models.CharField(max_length=80, unique=True)
     aliases = ArrayField(models.CharField(max_length=80), default=list, blank=True)
     ingredients = ArrayField(models.CharField(max_length=80), default=list)
     source = models.CharField(max_length=300)
+    codes = models.JSONField(default=dict, blank=True)
+    cross_sensitivities = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]

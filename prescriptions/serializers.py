@@ -10,6 +10,7 @@ from api.fields import IsoDateField, IsoDateTimeField
 from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
+from patients.serializers import ClinicalContextSerializer
 from prescriptions.checks.validity import appropriate_date
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
 from prescriptions.status_link import status_link_url
@@ -80,6 +81,8 @@ OBSERVATION_RANGES = {
     Observation.Kind.BLOOD_PRESSURE: (Decimal(50), Decimal(300)),
     Observation.Kind.PULSE: (Decimal(20), Decimal(250)),
     Observation.Kind.WEIGHT: (Decimal(1), Decimal(400)),
+    Observation.Kind.EGFR: (Decimal(1), Decimal(200)),
+    Observation.Kind.HEIGHT: (Decimal(30), Decimal(250)),
 }
 
 
@@ -88,8 +91,9 @@ class ObservationInputSerializer(serializers.Serializer):
     value = serializers.DecimalField(
         max_digits=5,
         decimal_places=1,
-        help_text="Blood pressure: systolic, mmHg (e.g. 118). Pulse: beats a minute (e.g. 72). Weight: "
-        "kilograms, one decimal (e.g. 24.5); a child's latest weight sets the mg/kg dose limits.",
+        help_text="Systolic mmHg (blood_pressure), beats a minute (pulse), kg (weight, one decimal, e.g. 24.5; "
+        "a child's latest weight sets the mg/kg dose limits), mL/min/1.73m2 (egfr, e.g. 58) or cm "
+        "(height, e.g. 132.5).",
     )
     diastolic = serializers.DecimalField(
         max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
@@ -167,6 +171,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
     )
     diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
     observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
+    clinical_context = ClinicalContextSerializer(
+        required=False,
+        help_text="Updates the patient's clinical context (pregnancy, breastfeeding, hepatic impairment, "
+        "cardiac history) before the checks run; fields left out keep their recorded values.",
+    )
 
     # Who pays; NHS (GB clinics only) may declare a charge exemption.
     funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
@@ -253,6 +262,10 @@ class PrescriptionInputSerializer(serializers.Serializer):
         if patient is None:
             # Same words for "absent" and "another clinic's": existence is not disclosed.
             raise serializers.ValidationError("No such patient.")
+        if patient.merged_into_id is not None:
+            raise serializers.ValidationError(
+                f"This record was merged into patient {patient.merged_into_id}; prescribe for that one."
+            )
         return patient
 
     def validate_prescriber(self, value: int) -> Prescriber:

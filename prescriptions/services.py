@@ -135,6 +135,7 @@ def prescription_create(
     two_factor_signed_at: datetime | None = None,
     diagnoses: list[dict[str, Any]] | None = None,
     observations: list[dict[str, Any]] | None = None,
+    clinical_context: dict[str, Any] | None = None,
     actor: str = "",
     funding: str = Funding.PRIVATE,
     nhs_exemption: dict[str, str] | None = None,
@@ -172,7 +173,9 @@ def prescription_create(
         link_kind=LinkKind.TITRATION if titration_of else LinkKind.REPEAT if repeat_of else "",
         repeat_interval_days=repeat_interval_days,
     )
-    patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
+    patient_record_clinical_context(
+        patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
+    )
     PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
     )

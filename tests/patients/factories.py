@@ -46,6 +46,9 @@ class PatientFactory(factory.django.DjangoModelFactory):
     family_name_birth_date_index = factory.LazyAttribute(
         lambda patient: phi.family_name_birth_date_index(patient.family_name, patient.birth_date)
     )
+    name_birth_date_index = factory.LazyAttribute(
+        lambda patient: phi.name_birth_date_index(patient.given_name, patient.family_name, patient.birth_date)
+    )
 
 
 class AllergyFactory(factory.django.DjangoModelFactory):
