@@ -244,10 +244,19 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
+    # The relay: unpublished events, and owed tasks that are due (retries, expired leases).
     "outbox-relay": {"task": "events.tasks.outbox_relay", "schedule": 2.0},
     "idempotency-keys-purge": {"task": "accounts.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # The reconciler (saga.reconciler): re-enqueue work whose broker message was lost.
-    "stuck-work-reconcile": {"task": "events.tasks.stuck_work_reconcile", "schedule": 60.0},
+    "stuck-work-reconcile": {
+        "task": "events.tasks.stuck_work_reconcile",
+        "schedule": env.float("RECONCILE_BEAT_SECONDS", default=60.0),
+    },
+    # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
+    "held-prescriptions-release": {
+        "task": "pharmacy.tasks.held_prescriptions_release",
+        "schedule": env.float("HELD_RELEASE_BEAT_SECONDS", default=900.0),
+    },
     # Repeats: issue the repeat prescriptions that are due.
     "repeat-series-issue-due": {
         "task": "prescriptions.tasks.repeat_series_issue_due",
@@ -263,6 +272,10 @@ RECONCILE_DISPATCH_STALE_SECONDS = env.int("RECONCILE_DISPATCH_STALE_SECONDS", d
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
+# An owed task (events.OutboxTask) is published again this long after its last publication
+# unless it finished or set its next retry: longer than the hard time limit of every task run
+# that way (40 s), short enough that a killed worker's work resumes within a minute.
+OUTBOX_TASK_LEASE_SECONDS = env.int("OUTBOX_TASK_LEASE_SECONDS", default=45)
 # Which consumer (a Celery task) reacts to which event: the prescription journey, defined once
 # in saga/journey.py. The outbox relay publishes one task per (event, consumer) pair.
 EVENT_CONSUMERS = journey.EVENT_CONSUMERS
@@ -280,7 +293,12 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     # Per machine client (accounts.throttling.ClientRateThrottle): 429 with Retry-After.
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ClientRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"client": env.str("API_RATE_LIMIT", default="1200/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "client": env.str("API_RATE_LIMIT", default="1200/minute"),
+        # Per address (accounts.budgets): token requests, and requests with a token not valid.
+        "token": env.str("TOKEN_RATE_LIMIT", default="60/minute"),
+        "invalid_token": env.str("INVALID_TOKEN_RATE_LIMIT", default="30/minute"),
+    },
 }
 # The throttle counts live in the cache: shared (Redis) outside local mode, so a rate limit is
 # not multiplied by the number of processes (config/checks.py refuses a per-process cache).
@@ -329,11 +347,11 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # Tokens are stored as their SHA-256 only (RFC 9700 §4): a copy of the table authenticates
+    # nothing. Requests are looked up by that checksum.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
-# Stored tokens are not yet hashed (oauth2_provider.W006): they live 10 minutes, and hashing
-# is a follow-up that needs the test token factory to hash too.
-SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W006"]
 
 # --- Hardening: HTTPS, cookies, sessions, headers --------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not _LOCAL)
@@ -410,12 +428,15 @@ AUTHENTICATION_BACKENDS = [
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous users get nothing
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
-# Either one locks: an address guessing many accounts, or one account guessed from many addresses.
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# A username from one address locks: a guesser cannot lock a colleague out from the same office
+# (nor by naming them from elsewhere), and one user's success resets only their own count.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Scriptline")
+# A TOTP key is shown once, at enrolment; the back office never shows it (support.admin).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Audit (django-auditlog): the request id is the correlation id; PHI values are never stored.
 AUDITLOG_CID_GETTER = "common.logs.request_id_current"
 AUDITLOG_MASK_CALLABLE = "audit.registry.redacted"

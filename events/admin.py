@@ -91,7 +91,10 @@ class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             obj.secret = webhooks.secrets.token_urlsafe(32)
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Rotate the signing secret (the old one stays valid for the grace period)")
+    @admin.action(
+        description="Rotate the signing secret (the old one stays valid for the grace period)",
+        permissions=["change"],
+    )
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[ClinicWebhookEndpoint]) -> None:
         for endpoint in queryset:
             secret = webhooks.webhook_endpoint_rotate_secret(endpoint_id=endpoint.pk)
@@ -134,7 +137,10 @@ class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
 
-    @admin.action(description="Resend: deliver again, with a fresh 24-hour retry window")
+    # Operators resend from here; support resends one clinic's webhook from the patient page.
+    @admin.action(
+        description="Resend: deliver again, with a fresh 24-hour retry window", permissions=["change"]
+    )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         resent = sum(
             webhooks.webhook_delivery_resend(delivery_id=delivery.pk, actor=f"user:{request.user.pk}")

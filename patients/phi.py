@@ -99,7 +99,13 @@ PHI_FIELDS = (
     "email",
     "phone",
 )
-INDEX_FIELDS = ("nhs_number_index", "email_index", "phone_index", "family_name_birth_date_index")
+INDEX_FIELDS = (
+    "nhs_number_index",
+    "email_index",
+    "phone_index",
+    "family_name_birth_date_index",
+    "name_birth_date_index",
+)
 
 
 def _digest(kind: str, normalised: str) -> str:
@@ -129,8 +135,24 @@ def family_name_birth_date_index(family_name: str, birth_date: date | None) -> s
     return _digest("family_name_birth_date", f"{name}|{birth_date.isoformat()}")
 
 
+def name_birth_date_index(given_name: str, family_name: str, birth_date: date | None) -> str:
+    """Given name, family name and date of birth: how the same person is recognised without an
+    NHS number (twins share a family name and a birthday, not usually a given name)."""
+    given = " ".join(given_name.casefold().split())
+    family = " ".join(family_name.casefold().split())
+    if not given or not family or birth_date is None:
+        return ""
+    return _digest("name_birth_date", f"{given}|{family}|{birth_date.isoformat()}")
+
+
 def blind_indexes(
-    *, nhs_number: str, email: str, phone: str, family_name: str, birth_date: date | None
+    *,
+    nhs_number: str,
+    email: str,
+    phone: str,
+    family_name: str,
+    birth_date: date | None,
+    given_name: str = "",
 ) -> dict[str, str]:
     """The blind-index column values for a patient's identifiers."""
     return {
@@ -138,6 +160,7 @@ def blind_indexes(
         "email_index": email_index(email),
         "phone_index": phone_index(phone),
         "family_name_birth_date_index": family_name_birth_date_index(family_name, birth_date),
+        "name_birth_date_index": name_birth_date_index(given_name, family_name, birth_date),
     }
 
 
