@@ -243,6 +243,16 @@ def test_a_date_that_is_not_a_plain_iso_calendar_date_in_range_is_refused(clinic
     assert Patient.objects.count() == 0
 
 
+@pytest.mark.parametrize("started_on", ["1983-W28", "１９８３-０７-１１", "0001-01-01"])
+def test_a_medicine_start_date_is_a_strict_calendar_date_too(clinic_a, started_on):
+    body = _patient(current_medications=[{"name": "Sertraline 50mg tablets", "started_on": started_on}])
+
+    response = clinic_a.api.post("/api/v1/patients/", body, format="json", HTTP_IDEMPOTENCY_KEY="d")
+
+    assert response.status_code == 400
+    assert [error["pointer"] for error in response.json()["errors"]] == ["#/current_medications/0/started_on"]
+
+
 def test_a_plain_calendar_date_is_accepted(clinic_a):
     response = clinic_a.api.post(
         "/api/v1/patients/", _patient(birth_date="1983-07-11"), format="json", HTTP_IDEMPOTENCY_KEY="d"
