@@ -11,10 +11,12 @@ from billing.adapters import stripe as stripe_api
 from billing.models import Payment
 from billing.services import payments
 from events.models import Event
+from patients import phi
 from prescriptions.models import PharmacistProfile, Prescription, Status
 from support import roles
 from support.services import staff_assign_clinic
 from tests.billing.factories import approved_prescription
+from tests.patients.factories import PatientFactory
 from tests.prescriptions.test_admin import awaiting
 from tests.support.factories import PASSWORD, StaffClient, StaffFactory, pharmacist_create, role_group
 
@@ -184,9 +186,12 @@ def test_no_one_reads_a_totp_key_in_the_back_office(who):
 RECONCILIATION = "/admin/billing/payment/reconciliation/"
 
 
-def dropped_webhook_payment(clinic, medication) -> Payment:  # type: ignore[no-untyped-def]
+def dropped_webhook_payment(clinic, medication, nhs_number: str = "9434765919") -> Payment:  # type: ignore[no-untyped-def]
     """A payment Stripe took whose webhook was lost: ours says requires_payment."""
-    prescription = approved_prescription(clinic, medication)
+    patient = PatientFactory(
+        clinic=clinic.clinic, nhs_number=nhs_number, nhs_number_index=phi.nhs_number_index(nhs_number)
+    )
+    prescription = approved_prescription(clinic, medication, patient=patient)
     payments.payment_start(prescription_id=prescription.pk)
     payment = Payment.objects.get(prescription=prescription)
     stripe_api.payment_intent_confirm(
@@ -213,7 +218,8 @@ def test_support_may_not_open_or_post_to_the_reconciliation_page(stripe_sim, cli
 def test_reconciliation_lists_and_syncs_only_the_users_clinics(stripe_sim, clinic_a, clinic_b, paracetamol):
     stripe_sim.control(drop_next_webhooks=2)
     mine = dropped_webhook_payment(clinic_a, paracetamol)
-    theirs = dropped_webhook_payment(clinic_b, paracetamol)
+    # Another person: the same one in both clinics would be an early re-supply for a pharmacist.
+    theirs = dropped_webhook_payment(clinic_b, paracetamol, nhs_number="4010232137")
     clerk = StaffFactory()
     clerk.user_permissions.add(
         *Permission.objects.filter(
