@@ -88,11 +88,24 @@ def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Respo
 
 
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
-    """Decorate an APIView's `post` so it runs at most once per (clinic, key)."""
+    """Decorate an APIView's `post` so it runs at most once per (clinic, Idempotency-Key)."""
+    return idempotent_on(key_from)(handler)
 
+
+def idempotent_on(
+    key_of: Callable[[Request], str],
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """The same, with the key taken from the request by `key_of` (e.g. a FHIR message's
+    Bundle.identifier, which is what makes a re-sent message the same message)."""
+    return functools.partial(_idempotent, key_of)
+
+
+def _idempotent(
+    key_of: Callable[[Request], str], handler: Callable[..., Response]
+) -> Callable[..., Response]:
     @functools.wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-        key = key_from(request)
+        key = key_of(request)
         clinic = request.user.clinic
         fingerprint = request_fingerprint(request)
         with atomic_keeping_refusals():

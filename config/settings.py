@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    "interop",
+    # The MCP server for agents (manage.py run_mcp_server): an entry point like the API.
+    "agents",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
@@ -183,6 +186,18 @@ CELERY_TASK_ROUTES = {
     "pharmacy.tasks.dispatch_*": {"queue": "dispatch"},
 }
 CELERY_QUEUES_ALL = "default,events,checks,payments,dispatch,webhooks,notifications"
+# On RabbitMQ every task queue is a quorum queue (replicated and durable; Celery then uses
+# per-consumer QoS and RabbitMQ's native delayed delivery for countdowns), and each publish waits
+# for the broker's confirmation. Redis keeps the visibility-timeout options above.
+CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
+if CELERY_BROKER_IS_AMQP:
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    # Native delayed delivery routes through topic exchanges; on a direct one a countdown
+    # would hold a worker until it is due.
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -49,6 +49,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("oauth/token/", TokenView.as_view(), name="oauth-token"),
     path("api/v1/", include(api_v1)),
+    path("fhir/R4/", include("interop.fhir.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),

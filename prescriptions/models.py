@@ -380,3 +380,39 @@ class RepeatSeries(models.Model):
 
     def __str__(self) -> str:
         return f"repeats of prescription #{self.origin_id}"
+
+
+class OffFormularyItem(models.Model):
+    """A product a clinic prescribed that is not on our formulary, kept as it was sent.
+
+    A FHIR message may name any dm+d product; rather than refuse it, the prescription is
+    accepted and held for a pharmacist (the `formulary.not_listed` check names the code and
+    the sender's display text). It cannot be priced or sent to the pharmacy, so a prescription
+    with one can only be rejected, or cancelled by the clinic and prescribed again.
+    """
+
+    prescription = models.ForeignKey(
+        Prescription, on_delete=models.CASCADE, related_name="off_formulary_items"
+    )
+    line = models.PositiveSmallIntegerField(help_text="Its position among the prescription's items (from 1).")
+    code_system = models.CharField(max_length=80)
+    code = models.CharField(max_length=40)
+    display = models.CharField(
+        max_length=200, blank=True, help_text="The product's name, as the clinic sent it."
+    )
+    dose_text = models.CharField(max_length=300)
+    quantity = models.DecimalField(max_digits=9, decimal_places=2)
+    unit = models.CharField(max_length=30)
+    days_supply = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["line"]
+        constraints = [
+            models.UniqueConstraint(fields=["prescription", "line"], name="off_formulary_item_line_unique"),
+            models.CheckConstraint(
+                condition=models.Q(quantity__gt=0), name="off_formulary_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display or self.code} (not on the formulary)"

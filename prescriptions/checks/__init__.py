@@ -104,6 +104,7 @@ def build_context(prescription: Prescription) -> Context:
         observations=list(Observation.objects.filter(patient_id=patient.pk).order_by("-observed_on", "-id")),
         history=history,
         formulary=_formulary(),
+        off_formulary_items=list(prescription.off_formulary_items.all()),
     )
 
 

@@ -17,6 +17,7 @@ from prescriptions.models import (
     AllergyClass,
     InteractionRule,
     Medication,
+    OffFormularyItem,
     Prescriber,
     Prescription,
     PrescriptionItem,
@@ -141,6 +142,8 @@ class Context:
     extra: dict[str, object] = field(default_factory=dict)
     # The patient's allergy records (coded substance, category, criticality, reactions).
     allergy_records: list[Allergy] = field(default_factory=list)
+    # Products the clinic sent that are not on the formulary (FHIR intake holds them).
+    off_formulary_items: list[OffFormularyItem] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)
