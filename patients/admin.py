@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from guardian.admin import GuardedModelAdmin
@@ -32,6 +34,25 @@ class ClinicAdmin(ClinicScopedAdminMixin, GuardedModelAdmin):
     list_filter = ["jurisdiction"]
     search_fields = ["name", "ods_code"]
 
+    # django-guardian sends a refused user back to the index; refuse plainly, as every page does.
+    def _require_change(self, request: HttpRequest) -> None:
+        if not self.has_change_permission(request, None):
+            raise PermissionDenied
+
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: str, user_id: int) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: int
+    ) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
 
 @admin.register(ClinicClient)
 class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
@@ -43,7 +64,9 @@ class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
-    @admin.action(description="Revoke the selected clients now (tokens stop working at once)")
+    @admin.action(
+        description="Revoke the selected clients now (tokens stop working at once)", permissions=["change"]
+    )
     def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
         revoked = sum(
             services.clinic_client_revoke(clinic_client=client, actor=f"staff:{request.user.pk}")

@@ -1,7 +1,8 @@
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-from patients.phi import PhiCharField, PhiDateField, PhiEmailField
+from patients.phi import PhiCharField, PhiDateField, PhiEmailField, PhiTextField
 
 
 class Jurisdiction(models.TextChoices):
@@ -41,6 +42,10 @@ class Clinic(models.Model):
         return self.name
 
 
+def api_scopes_all() -> list[str]:
+    return list(settings.OAUTH2_PROVIDER["SCOPES"])
+
+
 class ClinicClient(models.Model):
     """Ties an OAuth2 client-credentials application to exactly one clinic."""
 
@@ -54,6 +59,14 @@ class ClinicClient(models.Model):
     # Revocation is immediate: the authentication class refuses a revoked client's tokens.
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
+    # The token endpoint mints only these (accounts.authentication.ClinicOAuth2Validator).
+    allowed_scopes = ArrayField(
+        models.CharField(
+            max_length=40, choices=[(scope, scope) for scope in settings.OAUTH2_PROVIDER["SCOPES"]]
+        ),
+        default=api_scopes_all,
+        help_text="Scopes this client may be issued, comma-separated; without the :write ones it is read-only.",
+    )
 
     def __str__(self) -> str:
         return f"{self.application} for {self.clinic}"
@@ -166,7 +179,7 @@ class Allergy(models.Model):
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="allergies")
     substance = models.CharField(max_length=120)
-    reaction = models.CharField(max_length=200, blank=True)
+    reaction = PhiCharField(max_length=200, blank=True)  # free text: encrypted
     code = models.CharField("SNOMED CT substance code", max_length=18, blank=True)
     category = models.CharField(max_length=12, choices=Category.choices, default=Category.ALLERGY)
     criticality = models.CharField(max_length=16, choices=Criticality.choices, blank=True)
@@ -270,7 +283,8 @@ class IdempotencyKey(models.Model):
     path = models.CharField(max_length=200)
     request_hash = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField()
+    # The response as JSON text, encrypted: it holds the patient's identifiers for the TTL.
+    response_body = PhiTextField()
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

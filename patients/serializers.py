@@ -5,7 +5,12 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
+from api.fields import IsoDateField
 from patients.models import Allergy, CurrentMedication, Patient, Sex
+
+# A patient's lists are bounded: one request must not write thousands of rows.
+MAX_ALLERGIES = 50
+MAX_CURRENT_MEDICATIONS = 50
 
 
 def nhs_number_is_valid(value: str) -> bool:
@@ -237,7 +242,7 @@ REGISTRATION_EXAMPLE = {
 class PatientInputSerializer(serializers.Serializer):
     given_name = serializers.CharField(max_length=100)
     family_name = serializers.CharField(max_length=100)
-    birth_date = serializers.DateField()
+    birth_date = IsoDateField()
     sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
     # 12 = ten digits written in the usual 3-3-4 groups; spaces are removed before storing.
     nhs_number = serializers.CharField(max_length=12, required=False, allow_blank=True, default="")
@@ -247,8 +252,10 @@ class PatientInputSerializer(serializers.Serializer):
     postal_code = serializers.CharField(max_length=20, required=False, allow_blank=True, default="")
     email = serializers.EmailField(required=False, allow_blank=True, default="")
     phone = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
-    allergies = AllergySerializer(many=True, required=False, default=list)
-    current_medications = CurrentMedicationSerializer(many=True, required=False, default=list)
+    allergies = AllergySerializer(many=True, required=False, default=list, max_length=MAX_ALLERGIES)
+    current_medications = CurrentMedicationSerializer(
+        many=True, required=False, default=list, max_length=MAX_CURRENT_MEDICATIONS
+    )
     clinical_context = ClinicalContextSerializer(required=False)
 
     def validate_birth_date(self, value):  # type: ignore[no-untyped-def]

@@ -1,3 +1,5 @@
+from datetime import date
+
 from django.db.models import Q, QuerySet
 
 from patients.models import Clinic, Patient
@@ -11,6 +13,20 @@ def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
         .select_related("payment")  # the payment summary
         .prefetch_related("items__medication")
     )
+
+
+def prescriptions_held_and_due(*, today: date, limit: int = 500) -> list[int]:
+    """Paid or NHS-funded prescriptions with no dispatch yet whose start or earliest fill date
+    has come: the ones the saga held and now releases."""
+    candidates = (
+        Prescription.objects.filter(status__in=(Status.PAID, Status.NHS_FUNDED), dispatch__isnull=True)
+        .filter(Q(start_date__isnull=False) | Q(earliest_fill_date__isnull=False))
+        .filter(Q(start_date__isnull=True) | Q(start_date__lte=today))
+        .filter(Q(earliest_fill_date__isnull=True) | Q(earliest_fill_date__lte=today))
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    return list(candidates[:limit])
 
 
 def pharmacist_queue() -> QuerySet[Prescription]:

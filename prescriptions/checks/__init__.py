@@ -27,7 +27,9 @@ from prescriptions.models import (
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     Prescription,
+    StateValidityLimit,
     Status,
 )
 
@@ -40,9 +42,11 @@ FAMILIES = (
     "interactions",
     "duplicate_therapy",
     "dose",
+    "paediatric",
     "eligibility",
     "patient_context",
     "history",
+    "validity",
     "cd_law_gb",
     "cd_law_us",
 )
@@ -70,6 +74,8 @@ def _formulary() -> Formulary:
         allergy_classes=list(AllergyClass.objects.all()),
         class_of_ingredient=class_of_ingredient,
         medications_by_code=by_code,
+        paediatric_rules=list(PaediatricDoseRule.objects.all()),
+        state_limits={(limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.all()},
     )
 
 

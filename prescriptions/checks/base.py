@@ -18,9 +18,11 @@ from prescriptions.models import (
     InteractionRule,
     Medication,
     OffFormularyItem,
+    PaediatricDoseRule,
     Prescriber,
     Prescription,
     PrescriptionItem,
+    StateValidityLimit,
 )
 
 
@@ -37,6 +39,8 @@ class CheckResult:
     message: str
     source: str
     item: int | None = None
+    # What the finding was computed from (age, weight, mg/kg ...), shown on the review screen.
+    facts: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -99,6 +103,9 @@ class Formulary:
     # ingredient -> therapeutic class, and code -> medication, for resolving free-text medicines
     class_of_ingredient: dict[str, str]
     medications_by_code: dict[str, Medication]
+    paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
+    # (state, schedule or "rx") -> the state's limit on filling after issue
+    state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
         reported = {
@@ -140,17 +147,19 @@ class Context:
     history: list[Prescription]
     formulary: Formulary
     extra: dict[str, object] = field(default_factory=dict)
-    # The patient's allergy records (coded substance, category, criticality, reactions).
-    allergy_records: list[Allergy] = field(default_factory=list)
     # Products the clinic sent that are not on the formulary (FHIR intake holds them).
     off_formulary_items: list[OffFormularyItem] = field(default_factory=list)
+    # The patient's allergy records (coded substance, category, criticality, reactions).
+    allergy_records: list[Allergy] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)
 
 
 def start_of_supply(prescription: Prescription) -> date:
-    return prescription.earliest_fill_date or prescription.issued_on
+    """The first day it may be supplied: the later of signing, start and earliest fill dates."""
+    days = [prescription.issued_on, prescription.start_date, prescription.earliest_fill_date]
+    return max(day for day in days if day is not None)
 
 
 def daily_units(item: PrescriptionItem) -> Decimal:
