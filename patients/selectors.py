@@ -30,17 +30,16 @@ def patient_registered_already(
     return Patient.objects.filter(match, clinic=clinic, merged_into__isnull=True).order_by("pk").first()
 
 
-def person_patient_ids(*, patient: Patient) -> list[int]:
+def person_patient_ids(*, patient: Patient) -> QuerySet[Patient, int]:
     """Every record of this person in every clinic: the same NHS number or the same name and
     date of birth (keyed blind indexes, never plaintext), and records merged into or from it.
 
-    Only for pharmacy-side checks running in the system scope: no clinic's API reads this."""
+    Only for pharmacy-side checks running in the system scope: no clinic's API reads this. A lazy
+    queryset, so the caller's query embeds it as a subquery (no extra round trip)."""
     match = _same_person(
         nhs_number_index=patient.nhs_number_index, name_birth_date_index=patient.name_birth_date_index
     )
     merged = Q(pk=patient.pk) | Q(merged_into_id=patient.pk)
     if patient.merged_into_id is not None:
         merged |= Q(pk=patient.merged_into_id) | Q(merged_into_id=patient.merged_into_id)
-    return list(
-        Patient.objects.filter(merged if match is None else merged | match).values_list("pk", flat=True)
-    )
+    return Patient.objects.filter(merged if match is None else merged | match).values_list("pk", flat=True)

@@ -25,7 +25,8 @@ from interop.fhir import validation
 from interop.fhir.outcome import Issue, MessageInvalid
 from interop.models import ReceivedOrder
 from patients.models import Clinic, Patient, Sex
-from patients.phi import nhs_number_index
+from patients.phi import name_birth_date_index, nhs_number_index
+from patients.selectors import patient_registered_already
 from patients.services import patient_create
 from pharmacy.fhir.eps import model as eps
 from pharmacy.fhir.eps.decode import EpsDecodeError, bundle_to_order
@@ -204,10 +205,13 @@ def _patient_details(patient: eps.Patient, bundle: Json, issues: list[Issue]) ->
 
 
 def _patient(clinic: Clinic, details: dict[str, Any], actor: str) -> Patient:
-    existing = (
-        Patient.objects.filter(clinic=clinic, nhs_number_index=nhs_number_index(details["nhs_number"]))
-        .order_by("pk")
-        .first()
+    # The clinic's record of the same person (same NHS number, or same name and date of birth).
+    existing = patient_registered_already(
+        clinic=clinic,
+        nhs_number_index=nhs_number_index(details["nhs_number"]),
+        name_birth_date_index=name_birth_date_index(
+            details["given_name"], details["family_name"], details["birth_date"]
+        ),
     )
     if existing is not None:
         return existing
