@@ -227,6 +227,90 @@ def mcp_client_file(token: str) -> Path:
     return path
 
 
+def eps_order_message(nhs_number: str) -> dict[str, Any]:
+    """A synthetic NHS EPS prescription-order from the demo GB clinic (ODS Y12345, GMC 7000001),
+    written with Scriptline's own EPS encoder, as a clinic's prescribing system would send it."""
+    from decimal import Decimal
+
+    from pharmacy.fhir.eps import model
+    from pharmacy.fhir.eps.encode import order_to_bundle
+    from pharmacy.fhir.eps.mapping import entry_urls
+    from pharmacy.fhir.eps.prescription_id import short_form_id
+
+    message_id = str(uuid.uuid4())
+    phone = model.ContactPoint("0113 496 0000", "work")
+    address = model.Address(("1 Example Street",), "Leeds", "West Yorkshire", "LS2 9JT", "work")
+    order = model.PrescriptionOrder(
+        message_id=message_id,
+        short_form_id=short_form_id(ods_code="Y12345", sequence=random.randrange(16**5)),
+        long_form_id=str(uuid.uuid4()),
+        prescription_type=model.Coding(
+            model.PRESCRIPTION_TYPE_SYSTEM, "0101", "Primary Care Prescriber - Medical Prescriber"
+        ),
+        course_of_therapy=model.CourseOfTherapy.ACUTE,
+        intent=model.Intent.ORDER,
+        category=model.COMMUNITY,
+        dispensing_site_preference=model.Coding(
+            model.DISPENSING_SITE_PREFERENCE_SYSTEM, "P1", "Other (e.g. Community Pharmacy)"
+        ),
+        patient=model.Patient(
+            nhs_number=nhs_number,
+            name=model.HumanName("Demopatient", ("Sam",), use="usual"),
+            gender="unknown",
+            birth_date=__import__("datetime").date(1988, 5, 17),
+            address=model.Address(("9 Example Street",), "Leeds", None, "LS1 1AA", "home"),
+        ),
+        practitioner=model.Practitioner(
+            identifiers=(
+                model.Identifier(model.SDS_USER_ID_SYSTEM, "555000000001"),
+                model.Identifier(model.PROFESSIONAL_CODE_SYSTEMS["GMC"], "7000001"),
+            ),
+            name=model.HumanName("Hartley", ("Ada",), ("Dr",), "usual"),
+        ),
+        role=model.PractitionerRole(
+            identifiers=(model.Identifier(model.SDS_ROLE_PROFILE_ID_SYSTEM, "200000000001"),),
+            job_role=(
+                model.Coding(model.SDS_JOB_ROLE_CODE_SYSTEM, "R8000", "Clinical Practitioner Access Role"),
+            ),
+            telecom=(phone,),
+        ),
+        organisation=model.Organisation("Y12345", "Riverside Neurodevelopmental Clinic", (phone,), address),
+        items=(
+            model.LineItem(
+                item_number=str(uuid.uuid4()),
+                medication=model.Coding(model.SNOMED, "322236009", "Paracetamol 500mg tablets"),
+                quantity=model.Quantity(Decimal(32), "tablet", "428673006"),
+                dosage=(model.Dosage("Take one or two tablets every 4 to 6 hours, up to 8 a day"),),
+                expected_supply_days=4,
+            ),
+        ),
+    )
+    return order_to_bundle(order, urls=entry_urls(message_id))
+
+
+def post_fhir_order(credentials: dict[str, Any]) -> int | None:
+    """One order as an NHS EPS FHIR message to POST /fhir/R4/$process-message."""
+    token = access_token(credentials)
+    message = eps_order_message(test_range_nhs_number())
+    request = urllib.request.Request(
+        f"{BASE_URL}/fhir/R4/$process-message",
+        data=json.dumps(message).encode(),
+        method="POST",
+        headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body = response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        status, body = error.code, json.loads(error.read() or b"{}")
+    if status != 200:
+        print(f"  POST /fhir/R4/$process-message -> {status} {json.dumps(body)[:300]}")
+        return None
+    focus = body["entry"][0]["resource"]["focus"][0]["reference"]
+    print(f"  POST /fhir/R4/$process-message -> {status} (response message, ok; {focus})")
+    return int(focus.split("/")[1].split("-")[0])
+
+
 def watch(ids: list[int], seen: dict[int, str], auth: dict[str, str]) -> None:
     """Print each sample prescription's status as it changes."""
     status, page = call("GET", "/api/v1/prescriptions/", headers=auth)
@@ -354,6 +438,9 @@ def main() -> None:
         mcp_token = access_token(credentials)
         mcp_status = mcp_check(mcp_token)
         mcp_config = mcp_client_file(mcp_token)
+        fhir_id = post_fhir_order(credentials)
+        if fhir_id is not None:
+            ids.append(fhir_id)
         print(f"""
 Scriptline is running.
   Admin         {BASE_URL}/admin/   (password scriptline-demo for every demo user, plus a
@@ -372,6 +459,7 @@ Scriptline is running.
                 (what the patient sees; try it on a phone-sized window)
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
+  FHIR          {BASE_URL}/fhir/R4/$process-message (NHS EPS messages), {BASE_URL}/fhir/R4/MedicationRequest
   Gateway sim   {GATEWAY_URL}/_stats
   Stripe sim    {STRIPE_URL}/_stats   (pays each PaymentIntent after 2 s)
   Credentials   var/demo-credentials.json

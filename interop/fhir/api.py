@@ -8,6 +8,7 @@ included) as /api/v1; every refusal is an OperationOutcome with one issue per pr
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -81,15 +82,16 @@ class FhirJsonParser(BaseParser):
 class AlwaysFhir(BaseContentNegotiation):
     """Answer FHIR JSON whatever the Accept header says (FHIR clients send several forms)."""
 
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
         return next(
             (parser for parser in parsers if request.content_type.startswith(parser.media_type)), None
         )
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:
@@ -168,7 +170,7 @@ class ProcessMessageApi(FhirApiView):
     @idempotent_on(message_key)
     def process(self, request: Request, bundle: dict[str, Any], event: str) -> Response:
         clinic = clinic_of(request)
-        actor = f"client:{request.user.client_id}"
+        actor = f"client:{request.user.client_id}"  # type: ignore[union-attr]
         if event == validation.ORDER:
             prescription_id = intake.order_receive(clinic=clinic, bundle=bundle, actor=actor).pk
         else:

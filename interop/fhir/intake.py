@@ -174,7 +174,7 @@ def _patient_details(patient: eps.Patient, bundle: Json, issues: list[Issue]) ->
     index, _resource = _first_of(bundle, "Patient")
     where = f"Bundle.entry[{index}].resource"
     phone = next((contact.value for contact in patient.telecom if contact.system == "phone"), "")
-    details = {
+    details: dict[str, Any] = {
         "nhs_number": patient.nhs_number,
         "given_name": " ".join(patient.name.given),
         "family_name": patient.name.family,

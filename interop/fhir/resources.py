@@ -33,7 +33,7 @@ REGISTRATION_SYSTEMS = {
     "DEA": "http://terminology.hl7.org/NamingSystem/usdeanumber",
 }
 
-FHIR_STATUS = {
+FHIR_STATUS: dict[str, str] = {
     Status.PAYMENT_FAILED: "on-hold",
     Status.DEAD_LETTERED: "on-hold",
     Status.DELIVERED: "completed",

@@ -554,3 +554,23 @@ def test_intake_runs_the_same_number_of_queries_for_two_items_or_four(clinic, fo
     other = eps_clinic("Second practice", ods_code="A83008")
 
     assert _queries_to_accept(clinic, two_items) == _queries_to_accept(other, four_items)
+
+
+def test_the_demo_order_message_is_accepted_and_approved_by_the_checks(formulary):
+    """`make demo` posts this message (scripts/demo.py) for the demo GB clinic."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "demo", Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
+    )
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    setup = eps_clinic("Riverside Neurodevelopmental Clinic", ods_code="Y12345")
+    PrescriberFactory(clinic=setup.clinic, registration_body="GMC", registration_number="7000001")
+
+    response = post(setup, demo.eps_order_message(demo.test_range_nhs_number()))
+
+    assert response.status_code == 200, response.content
+    prescription = Prescription.objects.get()
+    assert [item.medication.code for item in prescription.items.all()] == ["322236009"]
+    assert prescription_run_checks(prescription_id=prescription.pk) == Status.APPROVED
