@@ -26,7 +26,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 
 from accounts.authentication import (
     BearerRefused,
@@ -132,7 +132,11 @@ def mcp_server_build(*, stdio_token: str | None = None) -> MCPServer[Any]:
         instructions=INSTRUCTIONS,
         version="1",
         token_verifier=ClinicTokenVerifier() if http else None,
-        auth=AuthSettings(issuer_url=settings.PUBLIC_BASE_URL, resource_server_url=None) if http else None,
+        auth=(
+            AuthSettings(issuer_url=AnyHttpUrl(settings.PUBLIC_BASE_URL), resource_server_url=None)
+            if http
+            else None
+        ),
         log_level="WARNING",
     )
 
