@@ -68,6 +68,7 @@ def prescription_get(*, caller: Caller, prescription_id: int) -> schemas.Prescri
     status = plain_status(prescription=prescription, events=events, for_patient=False)
     items = list(prescription.items.all())
     names = {item.pk: str(item.medication) for item in items}
+    off_formulary = list(prescription.off_formulary_items.all())
     return schemas.PrescriptionDetail(
         id=prescription.pk,
         status=Status(prescription.status),
@@ -81,12 +82,25 @@ def prescription_get(*, caller: Caller, prescription_id: int) -> schemas.Prescri
             schemas.Item(
                 medicine=str(item.medication),
                 code=item.medication.code,
+                on_formulary=True,
                 dose=item.dose_text,
                 quantity=f"{item.quantity.normalize():f}",
                 unit=item.unit,
                 days_supply=item.days_supply,
             )
             for item in items
+        ]
+        + [
+            schemas.Item(
+                medicine=item.display or item.code,
+                code=item.code,
+                on_formulary=False,
+                dose=item.dose_text,
+                quantity=f"{item.quantity.normalize():f}",
+                unit=item.unit,
+                days_supply=item.days_supply,
+            )
+            for item in off_formulary
         ],
         findings=[
             schemas.Finding(
@@ -121,7 +135,9 @@ def prescriptions_list(
     if issued_from and issued_to and issued_from > issued_to:
         raise InvalidInput("issued_from must not be after issued_to.", code="invalid", fields=["issued_from"])
     clinic = caller.principal.clinic
-    prescriptions = selectors.prescription_list(clinic=clinic).order_by("-id")
+    prescriptions = (
+        selectors.prescription_list(clinic=clinic).prefetch_related("off_formulary_items").order_by("-id")
+    )
     if patient_id is not None:
         _patient_of_clinic(caller=caller, patient_id=patient_id)
         prescriptions = prescriptions.filter(patient_id=patient_id)
@@ -151,6 +167,7 @@ def patient_timeline(*, caller: Caller, patient_id: int) -> schemas.PatientTimel
     patient = _patient_of_clinic(caller=caller, patient_id=patient_id)
     prescriptions = list(
         selectors.prescription_list(clinic=caller.principal.clinic)
+        .prefetch_related("off_formulary_items")
         .filter(patient_id=patient.pk)
         .order_by("-id")[: TIMELINE_PRESCRIPTIONS + 1]
     )
@@ -242,7 +259,10 @@ def _summaries(
             ).text,
             patient_id=prescription.patient_id,
             issued_on=prescription.issued_on,
-            medicines=[str(item.medication) for item in prescription.items.all()],
+            medicines=[
+                *(str(item.medication) for item in prescription.items.all()),
+                *(str(item) for item in prescription.off_formulary_items.all()),
+            ],
             created_at=prescription.created_at,
         )
         for prescription in prescriptions

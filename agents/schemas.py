@@ -36,8 +36,13 @@ class FormularyPage(BaseModel):
 class Item(BaseModel):
     """One medicine on a prescription."""
 
-    medicine: str = Field(description="Name, strength and form.")
+    medicine: str = Field(
+        description="Name, strength and form; as the clinic sent it when off the formulary."
+    )
     code: str
+    on_formulary: bool = Field(
+        description="False: a product not on the formulary, held for a pharmacist (it cannot be dispensed)."
+    )
     dose: str
     quantity: str
     unit: str

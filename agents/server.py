@@ -26,7 +26,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.authentication import (
     BearerRefused,
@@ -34,6 +37,7 @@ from accounts.authentication import (
     bearer_token_validate,
     clinic_principal_enter,
 )
+from accounts.budgets import budget_spent
 from accounts.tenancy import tenant_scope_leave
 from agents import reads, schemas
 from common.errors import DomainError
@@ -132,7 +136,11 @@ def mcp_server_build(*, stdio_token: str | None = None) -> MCPServer[Any]:
         instructions=INSTRUCTIONS,
         version="1",
         token_verifier=ClinicTokenVerifier() if http else None,
-        auth=AuthSettings(issuer_url=settings.PUBLIC_BASE_URL, resource_server_url=None) if http else None,
+        auth=(
+            AuthSettings(issuer_url=AnyHttpUrl(settings.PUBLIC_BASE_URL), resource_server_url=None)
+            if http
+            else None
+        ),
         log_level="WARNING",
     )
 
@@ -208,6 +216,38 @@ def mcp_server_build(*, stdio_token: str | None = None) -> MCPServer[Any]:
         return await run(ctx, PATIENTS_READ, reads.patient_timeline, patient_id=patient_id)
 
     return server
+
+
+class InvalidTokenBudget:
+    """ASGI middleware: the clinic API's budget for tokens that are not valid, per address
+    (accounts.budgets, INVALID_TOKEN_RATE_LIMIT). An address that presented too many is answered
+    429 until its window ends, whatever it presents: guessing tokens gets nowhere fast."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _bearer(dict(Headers(scope=scope))):
+            await self.app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("unknown",))[0]
+        wait = await sync_to_async(budget_spent)(scope="invalid_token", ident=address, record=False)
+        if wait:
+            await JSONResponse(
+                {"error": "too_many_requests"}, status_code=429, headers={"Retry-After": str(wait)}
+            )(scope, receive, send)
+            return
+        refused = False
+
+        async def watch(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                refused = True
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if refused:
+            await sync_to_async(budget_spent)(scope="invalid_token", ident=address, record=True)
 
 
 def transport_security(host: str) -> TransportSecuritySettings | None:

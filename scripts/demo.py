@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The FHIR order is written with the project's own EPS encoder: import it from the checkout.
+sys.path.insert(0, str(ROOT))
 PYTHON = sys.executable
 WEB_PORT = int(os.environ.get("DEMO_PORT", "8000"))
 GATEWAY_PORT = int(os.environ.get("GATEWAY_SIM_PORT", "8765"))

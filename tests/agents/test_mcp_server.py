@@ -4,6 +4,7 @@ streamable HTTP. Data is committed (transactional tests) so the server process s
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -86,37 +87,41 @@ def spare_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def http_server(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def http_server_process(**environment: str) -> Iterator[str]:
+    """`manage.py run_mcp_server --http PORT` on a spare port; yields the /mcp URL."""
     port = spare_port()
-    with django_db_blocker.unblock():
-        environment = server_environment()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - read on failure, closed below
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run_mcp_server", "--http", str(port)],
         cwd=ROOT,
-        env=environment,
+        env=server_environment(**environment),
         stdout=log,
         stderr=log,
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            if process.poll() is not None:
-                break
             time.sleep(0.2)
     else:
         stop_process(process)
-    if process.poll() is not None:
         log.seek(0)
         raise RuntimeError(f"the MCP server did not start: {log.read().decode()[-2000:]}")
-    yield f"http://127.0.0.1:{port}/mcp"
-    stop_process(process)
-    log.close()
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def http_server(django_db_setup, django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    with django_db_blocker.unblock(), http_server_process() as url:
+        yield url
 
 
 @pytest.fixture
@@ -415,4 +420,35 @@ def test_http_tool_needs_the_scope_its_data_needs(http_server, clinics):  # type
 
     assert error_text(refused) == "The access token lacks the scope prescriptions:read."
     assert allowed.is_error is False
+    assert mcp_rows() == []
+
+
+def test_http_slows_an_address_that_presents_too_many_tokens_that_are_not_valid(clinics):  # type: ignore[no-untyped-def]
+    clinic_a, _ = clinics
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+    with http_server_process(INVALID_TOKEN_RATE_LIMIT="2/minute") as url:
+        statuses = [
+            httpx2.post(
+                url, json=initialize, headers={**headers, "Authorization": f"Bearer guess-{n}"}, timeout=30
+            )
+            for n in range(3)
+        ]
+        valid = httpx2.post(
+            url, json=initialize, headers={**headers, "Authorization": f"Bearer {clinic_a.token}"}, timeout=30
+        )
+
+    assert [response.status_code for response in statuses] == [401, 401, 429]
+    assert valid.status_code == 429
+    assert 1 <= int(valid.headers["retry-after"]) <= 60
     assert mcp_rows() == []

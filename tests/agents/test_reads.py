@@ -12,7 +12,7 @@ from accounts.authentication import BearerRefused
 from agents import reads
 from agents.server import clinic_scoped_read
 from events.models import Event
-from prescriptions.models import Prescription
+from prescriptions.models import OffFormularyItem, Prescription
 from tests.patients.factories import PatientFactory
 from tests.prescriptions.factories import scenario
 
@@ -115,3 +115,28 @@ def test_events_read_in_plain_words_without_their_other_payload():  # type: igno
     assert reads.event_text(transition) == "Received → Rejected; reason: Interaction"
     assert reads.event_text(shipped) == "Shipped; tracking number: SIM1"
     assert reads.event_text(review) == "Pharmacist approved; decision: approved"
+
+
+@pytest.mark.django_db
+def test_a_product_off_the_formulary_is_shown_among_the_items_as_such(clinic_a, formulary):  # type: ignore[no-untyped-def]
+    (prescription,) = make_prescriptions(clinic_a, 1)
+    OffFormularyItem.objects.create(
+        prescription=prescription,
+        line=2,
+        code_system="https://fhir.nhs.uk/Id/dmd-code",
+        code="39720311000001101",
+        display="Made-up cream 1%",
+        dose_text="Apply twice a day",
+        quantity=30,
+        unit="gram",
+        days_supply=15,
+    )
+
+    detail = read_in_scope(clinic_a.token, reads.prescription_get, prescription_id=prescription.pk)
+
+    assert [(item.code, item.on_formulary) for item in detail.items] == [
+        ("322236009", True),
+        ("39720311000001101", False),
+    ]
+    assert detail.items[1].medicine == "Made-up cream 1%"
+    assert detail.items[1].quantity == "30"

@@ -7,11 +7,18 @@ import os
 import sys
 from typing import Any
 
+import uvicorn
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from accounts.authentication import BearerRefused
-from agents.server import MCP_PATH, clinic_principal_for_token, mcp_server_build, transport_security
+from agents.server import (
+    MCP_PATH,
+    InvalidTokenBudget,
+    clinic_principal_for_token,
+    mcp_server_build,
+    transport_security,
+)
 
 TOKEN_VARIABLE = "SCRIPTLINE_MCP_TOKEN"
 
@@ -52,14 +59,12 @@ class Command(BaseCommand):
         mcp_server_build(stdio_token=token).run("stdio")
 
     def _serve_http(self, *, host: str, port: int) -> None:
-        server = mcp_server_build()
-        sys.stderr.write(f"MCP server listening on http://{host}:{port}{MCP_PATH}\n")
-        server.run(
-            "streamable-http",
-            host=host,
-            port=port,
+        app = mcp_server_build().streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
             json_response=True,
             transport_security=transport_security(host),
+            host=host,
         )
+        sys.stderr.write(f"MCP server listening on http://{host}:{port}{MCP_PATH}\n")
+        uvicorn.run(InvalidTokenBudget(app), host=host, port=port, log_level="warning")
