@@ -11,9 +11,11 @@ from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHa
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from accounts.budgets import address_of, budget_spent
 from accounts.tenancy import tenant_scope_enter
 from patients.models import Clinic, ClinicClient
 
@@ -32,6 +34,18 @@ class ClinicPrincipal:
 
 class ClinicOAuth2Authentication(OAuth2Authentication):
     def authenticate(self, request: Request) -> tuple[ClinicPrincipal, Any] | None:
+        """An address that presented too many tokens that are not valid is refused (429) until
+        its window ends, whatever it presents: guessing tokens gets nowhere fast."""
+        presented = request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer ")
+        address = address_of(request)
+        if presented and (wait := budget_spent(scope="invalid_token", ident=address, record=False)):
+            raise Throttled(wait=wait)
+        result = self._clinic_authenticate(request)
+        if presented and result is None:
+            budget_spent(scope="invalid_token", ident=address, record=True)
+        return result
+
+    def _clinic_authenticate(self, request: Request) -> tuple[ClinicPrincipal, Any] | None:
         result = super().authenticate(request)
         if result is None:
             return None
@@ -49,6 +63,9 @@ def clinic_principal_enter(*, token: Any) -> ClinicPrincipal | None:
     does, so it reaches nothing. Shared by the clinic API and the MCP server (agents)."""
     link = ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
     if link is None or link.revoked_at is not None:
+        return None
+    if not set(token.scope.split()) <= set(link.allowed_scopes):
+        # Issued before the client's scopes were narrowed: it stops working at once.
         return None
     principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
     # From here on the database itself shows this clinic's rows only (accounts.tenancy).
@@ -99,3 +116,24 @@ class ClinicOAuth2Validator(OAuth2Validator):
         if not super().authenticate_client(request, *args, **kwargs):
             return False
         return ClinicClient.objects.filter(application=request.client, revoked_at__isnull=True).exists()
+
+    def _allowed_scopes(self, client: Any) -> set[str]:
+        allowed = ClinicClient.objects.filter(application=client).values_list("allowed_scopes", flat=True)
+        return set(allowed.first() or [])
+
+    def validate_scopes(
+        self, client_id: str, scopes: list[str], client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        """A client is issued only scopes it is allowed (a read-only integration stays one)."""
+        if not super().validate_scopes(client_id, scopes, client, request, *args, **kwargs):
+            return False
+        return set(scopes) <= self._allowed_scopes(client)
+
+    def get_default_scopes(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> list[str]:
+        """Asked for no scope, a client gets the defaults it is allowed."""
+        allowed = self._allowed_scopes(request.client)
+        return [
+            scope
+            for scope in super().get_default_scopes(client_id, request, *args, **kwargs)
+            if scope in allowed
+        ]

@@ -81,7 +81,7 @@ def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Respo
             f"({stored.method} {stored.path}); use a new key for a new operation.",
         )
     return Response(
-        stored.response_body,
+        json.loads(stored.response_body),
         status=stored.response_status,
         headers={"Idempotent-Replayed": "true"},
     )
@@ -124,7 +124,7 @@ def _idempotent(
                     path=request.path,
                     request_hash=fingerprint,
                     response_status=response.status_code,
-                    response_body=json.loads(json.dumps(response.data, default=str)),
+                    response_body=json.dumps(response.data, default=str),
                     expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
                 )
             return response

@@ -193,7 +193,7 @@ def event_text(event: Event) -> str:
 
 
 def _status_label(value: object) -> str:
-    return Status(value).label if value in Status.values else "—"
+    return Status(value).label if isinstance(value, str) and value in Status.values else "—"
 
 
 def _patient_of_clinic(*, caller: Caller, patient_id: int) -> Patient:

@@ -1,8 +1,9 @@
 """`make demo`: the whole pipeline on this machine, with synthetic data.
 
 Migrates, loads the formulary and demo data, starts gunicorn, a Celery worker, Celery beat,
-the gateway simulator and the Stripe simulator (auto-confirming payments), posts sample prescriptions through the API with an OAuth2 token,
-prints where to look, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
+the gateway simulator, the Stripe simulator (auto-confirming payments) and the MCP server (streamable
+HTTP), posts sample prescriptions through the API with an OAuth2 token, checks the MCP server with
+the SDK's client, prints where to look and how to connect an MCP client, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ BASE_URL = f"http://127.0.0.1:{WEB_PORT}"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
 STRIPE_PORT = int(os.environ.get("STRIPE_SIM_PORT", "12111"))
 STRIPE_URL = f"http://127.0.0.1:{STRIPE_PORT}"
+MCP_PORT = int(os.environ.get("MCP_PORT", "8001"))
+MCP_URL = f"http://127.0.0.1:{MCP_PORT}/mcp"
 LOG_DIR = ROOT / "var" / "log"
 
 
@@ -176,6 +180,51 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
         f"{', '.join(error['pointer'] for error in problem.get('errors', []))}"
     )
     return ids
+
+
+def wait_for_port(port: int, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{what} did not come up on port {port}; see var/log/")
+
+
+def mcp_check(token: str) -> str:
+    """Connect to the demo's MCP server with the SDK's own client, as an agent would."""
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session_run() -> str:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+            streamable_http_client(MCP_URL, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            tools = [tool.name for tool in (await session.list_tools()).tools]
+            listed = await session.call_tool("prescriptions_list", {"page_size": 1})
+            total = (listed.structured_content or {}).get("total", "?")
+            return f"{len(tools)} tools ({', '.join(tools)}); prescriptions_list sees {total} prescriptions"
+
+    return anyio.run(session_run)
+
+
+def mcp_client_file(token: str) -> Path:
+    """A ready client configuration (Claude Desktop's format) for the stdio server."""
+    path = ROOT / "var" / "mcp-client.json"
+    server = {
+        "command": str(Path(PYTHON).absolute()),
+        "args": [str(ROOT / "manage.py"), "run_mcp_server"],
+        "env": {"SCRIPTLINE_MCP_TOKEN": token},
+    }
+    path.write_text(json.dumps({"mcpServers": {"scriptline": server}}, indent=2) + "\n")
+    return path
 
 
 def eps_order_message(nhs_number: str) -> dict[str, Any]:
@@ -328,6 +377,8 @@ def main() -> None:
             env,
         ),
         start("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
+        # The MCP server for agents, over streamable HTTP (each request brings its bearer token).
+        start("mcp", [PYTHON, "manage.py", "run_mcp_server", "--http", str(MCP_PORT)], env),
         start(
             "gateway",
             [
@@ -384,8 +435,12 @@ def main() -> None:
         wait_for(f"{BASE_URL}/health/", "the web server")
         wait_for(f"{GATEWAY_URL}/health", "the gateway simulator")
         wait_for(f"{STRIPE_URL}/health", "the Stripe simulator")
+        wait_for_port(MCP_PORT, "the MCP server")
         print("Posting sample prescriptions through the API ...")
         ids = post_samples(credentials)
+        mcp_token = access_token(credentials)
+        mcp_status = mcp_check(mcp_token)
+        mcp_config = mcp_client_file(mcp_token)
         fhir_id = post_fhir_order(credentials)
         if fhir_id is not None:
             ids.append(fhir_id)
@@ -411,6 +466,12 @@ Scriptline is running.
   Gateway sim   {GATEWAY_URL}/_stats
   Stripe sim    {STRIPE_URL}/_stats   (pays each PaymentIntent after 2 s)
   Credentials   var/demo-credentials.json
+  MCP server    {MCP_URL}   (streamable HTTP; send "Authorization: Bearer <token>", the token
+                from POST {BASE_URL}/oauth/token/ with the demo credentials)
+                checked just now with the SDK's client: {mcp_status}
+                stdio, for a local agent: SCRIPTLINE_MCP_TOKEN=<token> {os.path.relpath(PYTHON, ROOT)} manage.py run_mcp_server
+                a ready client configuration (Claude Desktop's claude_desktop_config.json format,
+                token valid 10 minutes): {os.path.relpath(mcp_config, ROOT)}; README, "Agents: the MCP server"
 Prescriptions {", ".join(f"#{i}" for i in ids)} move through checks, payment, dispatch and delivery
 over the next ~20 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
 open it, "Pharmacist review"). Press Ctrl-C to stop.""")

@@ -50,6 +50,7 @@ def vhost() -> Iterator[str]:
         _rabbitmqctl("delete_vhost", name)
 
 
+@pytest.mark.timeout(1200)
 def test_the_journey_suite_passes_on_rabbitmq_with_quorum_queues(vhost: str):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/e2e/test_journey.py", "-q", "-p", "no:randomly", "-x"],
