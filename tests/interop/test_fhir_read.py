@@ -49,6 +49,7 @@ def test_a_medication_request_is_read_by_id_with_its_status(clinic, received):
 
     assert response.status_code == 200
     assert response["Content-Type"] == FHIR_JSON
+    assert "no-store" in response["Cache-Control"]
     resource = response.json()
     MedicationRequest.model_validate(resource)
     assert resource["id"] == f"{received.pk}-2"
