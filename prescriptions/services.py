@@ -203,7 +203,7 @@ def prescription_run_checks(*, prescription_id: int) -> str | None:
     """Run the clinical checks on a received prescription; returns the new status."""
     prescription = (
         Prescription.objects.select_related("clinic", "patient", "prescriber")
-        .prefetch_related("items__medication")
+        .prefetch_related("items__medication", "off_formulary_items")
         .filter(pk=prescription_id, status=Status.RECEIVED)
         .first()
     )

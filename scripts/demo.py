@@ -234,6 +234,9 @@ def eps_order_message(nhs_number: str) -> dict[str, Any]:
     written with Scriptline's own EPS encoder, as a clinic's prescribing system would send it."""
     from decimal import Decimal
 
+    # `python scripts/demo.py` puts scripts/ on the path, not the project.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from pharmacy.fhir.eps import model
     from pharmacy.fhir.eps.encode import order_to_bundle
     from pharmacy.fhir.eps.mapping import entry_urls

@@ -123,6 +123,7 @@ def test_the_signed_repeat_order_example_is_accepted_and_answered_with_a_respons
 
     assert response.status_code == 200, response.content
     assert response["Content-Type"] == FHIR_JSON
+    assert "no-store" in response["Cache-Control"]
     message = response.json()
     Bundle.model_validate(message)
     header = message["entry"][0]["resource"]

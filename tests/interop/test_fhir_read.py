@@ -49,6 +49,7 @@ def test_a_medication_request_is_read_by_id_with_its_status(clinic, received):
 
     assert response.status_code == 200
     assert response["Content-Type"] == FHIR_JSON
+    assert "no-store" in response["Cache-Control"]
     resource = response.json()
     MedicationRequest.model_validate(resource)
     assert resource["id"] == f"{received.pk}-2"
@@ -189,3 +190,38 @@ def _another_prescription() -> dict:
         if request["identifier"][0]["value"] != SECOND_ITEM:
             request["identifier"][0]["value"] = str(uuid.uuid4())
     return message
+
+
+def test_row_level_security_hides_another_clinics_prescription_even_without_the_app_filter(
+    clinic, received, monkeypatch
+):
+    """The /fhir/ requests run on the tenant path: drop the app's clinic filter and the
+    database still shows clinic B none of clinic A's rows."""
+    from interop.fhir import api
+
+    unscoped = api._prescriptions
+
+    def every_clinic(_clinic):  # type: ignore[no-untyped-def]
+        return (
+            unscoped(_clinic)
+            .model.objects.select_related("prescriber", "received_order")
+            .prefetch_related("items__medication", "off_formulary_items")
+        )
+
+    monkeypatch.setattr(api, "_prescriptions", every_clinic)
+    elsewhere = eps_clinic("Another practice", ods_code="B12345")
+
+    assert clinic.api.get(f"/fhir/R4/MedicationRequest/{received.pk}-1").status_code == 200
+    assert elsewhere.api.get(f"/fhir/R4/MedicationRequest/{received.pk}-1").status_code == 404
+
+
+def test_a_revoked_clients_token_is_refused_at_once(clinic, received):
+    from patients.models import ClinicClient
+    from patients.services import clinic_client_revoke
+
+    clinic_client_revoke(clinic_client=ClinicClient.objects.get(clinic=clinic.clinic), actor="test")
+
+    response = clinic.api.get(f"/fhir/R4/MedicationRequest/{received.pk}-1")
+
+    assert response.status_code == 401
+    assert issues(response) == [("error", "login", "")]

@@ -516,7 +516,7 @@ def test_the_engine_reads_everything_in_a_constant_number_of_queries(formulary, 
     def load(p):
         return (
             Prescription.objects.select_related("clinic", "patient", "prescriber")
-            .prefetch_related("items__medication")
+            .prefetch_related("items__medication", "off_formulary_items")  # as prescription_run_checks
             .get(pk=p.pk)
         )
 
