@@ -4,6 +4,7 @@ from celery import shared_task
 
 from billing.payments import PaymentUnavailable
 from billing.services import payments
+from events.services import backoff_with_jitter, outbox_task_run
 
 # Transient Stripe failures are retried with backoff; each service counts its attempts in the
 # database and gives up (into a status the admin shows) at STRIPE_MAX_ATTEMPTS.
@@ -18,6 +19,18 @@ RETRY: dict[str, Any] = {
 }
 
 
-@shared_task(**RETRY)
+def refund_backoff_seconds(retries: int) -> float:
+    return backoff_with_jitter(retries=retries, base=2, ceiling=600)
+
+
+@shared_task(name=payments.REFUND_SEND_TASK, time_limit=40, soft_time_limit=30)
 def refund_send(refund_id: int) -> None:
-    payments.refund_send(refund_id=refund_id)
+    # Owed as an OutboxTask row (billing.services.payments.refund_request); a retry is a due
+    # time on that row. The service gives up at STRIPE_MAX_ATTEMPTS into a status staff see.
+    outbox_task_run(
+        task=payments.REFUND_SEND_TASK,
+        args=[refund_id],
+        run=lambda: payments.refund_send(refund_id=refund_id),
+        retry_on=(PaymentUnavailable,),
+        backoff=refund_backoff_seconds,
+    )

@@ -45,6 +45,9 @@ class OutboxMessage(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the reconciler once every consumer has processed the event; until then a
+    # published message whose task the broker lost is sent again (saga.reconciler).
+    settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -52,6 +55,11 @@ class OutboxMessage(models.Model):
                 fields=["id"],
                 name="outbox_unpublished",
                 condition=models.Q(published_at__isnull=True),
+            ),
+            models.Index(
+                fields=["published_at"],
+                name="outbox_unsettled",
+                condition=models.Q(settled_at__isnull=True, published_at__isnull=False),
             ),
         ]
 
@@ -146,3 +154,30 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt on delivery {self.delivery_id}: {self.status_code or self.error[:40]}"
+
+
+class OutboxTask(models.Model):
+    """Work owed to a task (a send to a partner, a delivery, a refund), published when due.
+
+    The outbox for everything that is not an event: written in the same transaction as the row
+    it works on, one row per (task, arguments) while the work is owed. The relay publishes due
+    rows and moves their due time one lease ahead, so a message the broker lost, or a task
+    killed with its worker, is published again when the lease runs out. The task deletes the
+    row when the work is done, or sets its due time to the next retry: a retry waits here, in
+    the database, never as a countdown message held by a worker.
+    """
+
+    task = models.CharField(max_length=120)
+    args = models.JSONField(default=list)
+    key = models.CharField(max_length=255, unique=True, help_text="The task and its arguments.")
+    due_at = models.DateTimeField()
+    publications = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at"], name="outbox_task_due")]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args} due {self.due_at:%H:%M:%S}"

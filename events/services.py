@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +16,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from config.celery import app
-from events.models import Event, OutboxMessage, ProcessedEvent
+from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ def _publish_after_commit() -> None:
     except BrokerError:
         # The broker is down: the rows stay unpublished and the beat relay retries them.
         logger.warning("outbox publish after commit failed; the relay will retry")
+
+
+def outbox_relay_all() -> int:
+    """The beat relay's pass: unpublished events, then the tasks that are due."""
+    return outbox_relay() + outbox_tasks_publish()
 
 
 def outbox_relay(*, batch_size: int = 200) -> int:
@@ -141,3 +149,128 @@ def consume_once(
             return False
         raise
     return True
+
+
+# --- Tasks owed (OutboxTask): published when due, retried by due time -------------------------
+
+
+def outbox_task_key(*, task: str, args: list[Any]) -> str:
+    return f"{task}:{json.dumps(args, separators=(',', ':'))}"
+
+
+def outbox_task_enqueue(*, task: str, args: list[Any], delay_seconds: float = 0) -> OutboxTask:
+    """Owe `task(*args)`, due in `delay_seconds`; call it inside the transaction of the row the
+    task works on, so the work and the promise to do it commit together.
+
+    Owing the same work twice is one row (due at the earlier time). Published after commit
+    (OUTBOX_PUBLISH_ON_COMMIT) when due now, else by the beat relay.
+    """
+    key = outbox_task_key(task=task, args=args)
+    due_at = timezone.now() + timedelta(seconds=delay_seconds)
+    row, created = OutboxTask.objects.get_or_create(
+        key=key, defaults={"task": task, "args": args, "due_at": due_at}
+    )
+    if not created:
+        OutboxTask.objects.filter(pk=row.pk, due_at__gt=due_at).update(due_at=due_at)
+    if settings.OUTBOX_PUBLISH_ON_COMMIT and delay_seconds <= 0:
+        transaction.on_commit(lambda: _task_publish_after_commit(key))
+    return row
+
+
+def _task_publish_after_commit(key: str) -> None:
+    try:
+        outbox_tasks_publish(key=key)
+    except BrokerError:
+        logger.warning("task publish after commit failed; the relay will retry")
+
+
+def outbox_tasks_publish(*, key: str | None = None, batch_size: int = 200) -> int:
+    """Publish the tasks that are due (or only the one under `key`); returns how many.
+
+    Each published row is pushed one lease (OUTBOX_TASK_LEASE_SECONDS, longer than any such
+    task's hard time limit) into the future before commit: a healthy run deletes or
+    reschedules it first, and a lost message or a killed worker's task is published again
+    when the lease ends. Rows are claimed with SKIP LOCKED, so relays may run in parallel.
+    """
+    published = 0
+    lease = timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
+    while True:
+        with transaction.atomic():
+            now = timezone.now()
+            due = OutboxTask.objects.select_for_update(skip_locked=True).filter(due_at__lte=now)
+            if key is not None:
+                due = due.filter(key=key)
+            rows = list(due.order_by("due_at")[:batch_size])
+            if not rows:
+                return published
+            for row in rows:
+                app.send_task(row.task, args=row.args)
+            OutboxTask.objects.filter(pk__in=[row.pk for row in rows]).update(
+                due_at=now + lease, publications=F("publications") + 1
+            )
+            published += len(rows)
+        if len(rows) < batch_size:
+            return published
+
+
+def outbox_task_done(*, task: str, args: list[Any]) -> None:
+    """The work is done (or can never be done): nothing more is owed."""
+    OutboxTask.objects.filter(key=outbox_task_key(task=task, args=args)).delete()
+
+
+def outbox_task_retry(*, task: str, args: list[Any], delay_seconds: float, error: str = "") -> None:
+    """Try again in `delay_seconds`: the beat relay publishes the row when it is due."""
+    OutboxTask.objects.filter(key=outbox_task_key(task=task, args=args)).update(
+        due_at=timezone.now() + timedelta(seconds=delay_seconds),
+        retries=F("retries") + 1,
+        last_error=error[:500],
+    )
+
+
+def outbox_task_retries(*, task: str, args: list[Any]) -> int:
+    """How often the work has been retried so far (for the caller's backoff)."""
+    found = (
+        OutboxTask.objects.filter(key=outbox_task_key(task=task, args=args))
+        .values_list("retries", flat=True)
+        .first()
+    )
+    return found or 0
+
+
+class RetryLater(Exception):
+    """Raised by a service to have its task tried again at a given time (not counted as a
+    failure of the partner: a circuit breaker holding calls back, for instance)."""
+
+    def __init__(self, delay_seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay_seconds:.0f}s")
+        self.delay_seconds = delay_seconds
+
+
+def outbox_task_run(
+    *,
+    task: str,
+    args: list[Any],
+    run: Callable[[], object],
+    retry_on: tuple[type[Exception], ...],
+    backoff: Callable[[int], float],
+) -> str:
+    """Run an owed task's work: done → the row goes; a transient error (`retry_on`) → due again
+    after `backoff(retries so far)`; RetryLater → due at the time it names. Anything else
+    leaves the row to be published again when its lease ends."""
+    try:
+        run()
+    except RetryLater as later:
+        outbox_task_retry(task=task, args=args, delay_seconds=later.delay_seconds, error=str(later))
+        return "later"
+    except retry_on as error:
+        delay = backoff(outbox_task_retries(task=task, args=args))
+        outbox_task_retry(task=task, args=args, delay_seconds=delay, error=str(error))
+        return "retry"
+    outbox_task_done(task=task, args=args)
+    return "done"
+
+
+def backoff_with_jitter(*, retries: int, base: float, ceiling: float) -> float:
+    """Exponential backoff with jitter, capped at `ceiling` seconds."""
+    top = min(ceiling, base * (2 ** min(retries, 30)))
+    return random.uniform(top / 2, top)

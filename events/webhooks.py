@@ -21,9 +21,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import signing
-from config.celery import app
-from events.adapters.http import webhook_post
+from events.adapters.http import webhook_post, webhook_target_refusal
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
+from events.services import outbox_task_enqueue
 from prescriptions.models import Prescription
 from prescriptions.status_link import status_link_url
 
@@ -45,9 +45,9 @@ def signature_header(*, endpoint: ClinicWebhookEndpoint, timestamp: int, body: b
     return signing.signature_header(secrets=secrets_now, body=body, timestamp=timestamp)
 
 
-def _deliver_after_commit(delivery_id: int) -> None:
-    # Published by name: events.tasks imports this module, so this one does not import it.
-    transaction.on_commit(lambda: app.send_task(DELIVER_TASK, args=[delivery_id]))
+def _deliver_owed(delivery_id: int) -> None:
+    # Named, not imported: events.tasks imports this module, so this one does not import it.
+    outbox_task_enqueue(task=DELIVER_TASK, args=[delivery_id])
 
 
 def webhook_endpoint_rotate_secret(*, endpoint_id: int, grace: timedelta | None = None) -> str:
@@ -110,7 +110,7 @@ def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
             },
         )
         if created:
-            _deliver_after_commit(delivery.pk)
+            _deliver_owed(delivery.pk)
     return delivery
 
 
@@ -131,6 +131,9 @@ def webhook_deliver(*, delivery_id: int) -> str:
         SIGNATURE_HEADER: signature_header(endpoint=delivery.endpoint, timestamp=timestamp, body=body),
         "Scriptline-Event-Id": delivery.payload["id"],
     }
+    refusal = webhook_target_refusal(delivery.endpoint.url)
+    if refusal:
+        return _delivery_refuse(delivery_id=delivery_id, reason=refusal)
     result = webhook_post(
         url=delivery.endpoint.url, body=body, headers=headers, timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS
     )
@@ -158,6 +161,18 @@ def webhook_deliver(*, delivery_id: int) -> str:
     raise WebhookRetry(error)
 
 
+def _delivery_refuse(*, delivery_id: int, reason: str) -> str:
+    """A target that must not be called: recorded and failed for good, nothing sent."""
+    error = f"refused: {reason}"[:500]
+    with transaction.atomic():
+        WebhookAttempt.objects.create(delivery_id=delivery_id, status_code=None, duration_ms=0, error=error)
+        WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).update(
+            status=WebhookDelivery.Status.FAILED, attempts=F("attempts") + 1, last_error=error
+        )
+    logger.warning("webhook delivery %s refused: %s", delivery_id, reason)
+    return "refused"
+
+
 def webhook_delivery_resend(*, delivery_id: int, actor: str = "") -> bool:
     """Staff resend: reopen a delivery (delivered or failed) with a fresh retry window."""
     with transaction.atomic():
@@ -169,7 +184,7 @@ def webhook_delivery_resend(*, delivery_id: int, actor: str = "") -> bool:
             )
         )
         if reopened:
-            _deliver_after_commit(delivery_id)
+            _deliver_owed(delivery_id)
     logger.info("webhook delivery %s resent by %s", delivery_id, actor or "unknown")
     return bool(reopened)
 

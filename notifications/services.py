@@ -12,11 +12,15 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from events.models import Event
+from events.services import outbox_task_enqueue
 from notifications.models import Notification
 from notifications.sms import SmsError, sms_backend
 from prescriptions.models import Prescription
 
 logger = logging.getLogger(__name__)
+
+# The task that sends a staff-requested resend (notifications.tasks), owed through the outbox.
+DELIVER_TASK = "notifications.tasks.notification_deliver"
 
 # Which events a patient hears about, and the template (templates/notifications/<kind>.*).
 KINDS = {
@@ -117,8 +121,6 @@ def notification_resend(*, notification_id: int, actor: str) -> Notification:
     The resend is its own row (the original stays as it was) and is sent by a task after
     commit, which claims it first: a redelivered task cannot send it twice.
     """
-    from notifications import tasks
-
     original = Notification.objects.filter(pk=notification_id).first()
     if original is None or original.status not in (Notification.Status.SENT, Notification.Status.FAILED):
         raise NotificationNotResendable(
@@ -135,7 +137,7 @@ def notification_resend(*, notification_id: int, actor: str) -> Notification:
             resend_of=original,
             requested_by=actor[:120],
         )
-        transaction.on_commit(lambda: tasks.notification_deliver.delay(resend.pk))
+        outbox_task_enqueue(task=DELIVER_TASK, args=[resend.pk])
     return resend
 
 

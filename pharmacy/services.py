@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -16,6 +15,8 @@ from django.utils import timezone
 
 from common import signing
 from common.errors import Conflict, InvalidInput, NotFound
+from common.jsonsafe import json_loads_bounded
+from events.services import outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
@@ -27,6 +28,10 @@ from prescriptions.checks.validity import supply_from
 from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
+
+# The tasks that send to the gateway (pharmacy.tasks), owed through the outbox by name.
+DISPATCH_SEND_TASK = "pharmacy.tasks.dispatch_send"
+CANCELLATION_SEND_TASK = "pharmacy.tasks.gateway_cancellation_send"
 
 # Only a paid (private) or NHS-funded prescription is dispatched.
 READY_FOR_DISPATCH = frozenset({Status.PAID, Status.NHS_FUNDED})
@@ -58,9 +63,7 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
 
 
 def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
-    """Create the one dispatch of a paid or NHS-funded prescription and enqueue its send."""
-    from pharmacy import tasks  # tasks import services; import here to keep the cycle lazy
-
+    """Create the one dispatch of a paid or NHS-funded prescription and owe its send."""
     prescription = (
         Prescription.objects.prefetch_related("items__medication")
         .filter(pk=prescription_id, status__in=READY_FOR_DISPATCH)
@@ -85,7 +88,7 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
             )
             return dispatch
         if created:
-            transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch.pk))
+            outbox_task_enqueue(task=DISPATCH_SEND_TASK, args=[dispatch.pk])
     return dispatch
 
 
@@ -244,8 +247,6 @@ def dispatch_dead_letter(
 
 def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
     """Send a dead-lettered dispatch again, with the same idempotency key."""
-    from pharmacy import tasks
-
     with transaction.atomic():
         letter = (
             DeadLetter.objects.select_for_update().filter(pk=dead_letter_id, resolved_at__isnull=True).first()
@@ -259,8 +260,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
         letter.resolution = "replayed" if reopened else "stale"
         letter.save(update_fields=["resolved_at", "resolution"])
         if reopened:
-            dispatch_id = letter.dispatch_id
-            transaction.on_commit(lambda: tasks.dispatch_send.delay(dispatch_id))
+            outbox_task_enqueue(task=DISPATCH_SEND_TASK, args=[letter.dispatch_id])
     logger.info("dead letter %s replayed by %s", dead_letter_id, actor or "unknown")
     return bool(reopened)
 
@@ -291,15 +291,13 @@ def dispatches_stale(*, older_than_seconds: int) -> QuerySet[Dispatch]:
 
 
 def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int]:
-    """Re-enqueue pending dispatches nobody has touched for a while; returns their ids.
+    """Owe the send of pending dispatches nobody has touched for a while; returns their ids.
 
-    The reconciler's safety net for a dispatch_send message the broker lost (a Redis restart
-    without persistence). A second send is harmless: the gateway sees the same idempotency
-    key and the acknowledgement is a guarded update. Marking the rows touched first keeps the
-    next pass from enqueueing them again before this send has had its chance.
+    The reconciler's safety net for a pending dispatch whose owed send is missing (each send
+    is an OutboxTask row, so this finds only rows lost some other way). A second send is
+    harmless: the gateway sees the same idempotency key and the acknowledgement is a guarded
+    update. Marking the rows touched keeps the next pass from owing them again at once.
     """
-    from pharmacy import tasks
-
     with transaction.atomic():
         ids = list(
             dispatches_stale(older_than_seconds=older_than_seconds)
@@ -308,8 +306,8 @@ def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int
             .values_list("pk", flat=True)[:limit]
         )
         Dispatch.objects.filter(pk__in=ids).update(updated_at=timezone.now())
-    for dispatch_id in ids:
-        tasks.dispatch_send.delay(dispatch_id)
+        for dispatch_id in ids:
+            outbox_task_enqueue(task=DISPATCH_SEND_TASK, args=[dispatch_id])
     return ids
 
 
@@ -327,10 +325,13 @@ def signature_check(*, body: bytes, header: str, secret: str, tolerance: int) ->
         raise WebhookRejected("bad Gateway-Signature")
 
 
+EVENT_ID_LENGTH = GatewayWebhookEvent._meta.get_field("event_id").max_length or 80
+
+
 def _parse_event(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        event = json_loads_bounded(body)
+    except ValueError as error:  # also deep nesting, NUL, NaN: never stored, never a 500
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
@@ -338,6 +339,8 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
+    if len(event["id"]) > EVENT_ID_LENGTH or len(str(event["data"].get("order_id", ""))) > EVENT_ID_LENGTH:
+        raise WebhookRejected(f"event id and order id are at most {EVENT_ID_LENGTH} characters")
     return event
 
 
@@ -450,14 +453,12 @@ def gateway_cancellation_request(
 def _gateway_cancellation_open(
     *, dispatch_id: int, reason: str, actor: str = ""
 ) -> tuple[GatewayCancellation, bool]:
-    """The one cancellation of a dispatch, its send enqueued after commit when new."""
-    from pharmacy import tasks
-
+    """The one cancellation of a dispatch, its send owed (in the caller's transaction) when new."""
     cancellation, created = GatewayCancellation.objects.get_or_create(
         dispatch_id=dispatch_id, defaults={"reason": reason[:500], "requested_by": actor[:120]}
     )
     if created:
-        transaction.on_commit(lambda: tasks.gateway_cancellation_send.delay(cancellation.pk))
+        outbox_task_enqueue(task=CANCELLATION_SEND_TASK, args=[cancellation.pk])
     return cancellation, created
 
 

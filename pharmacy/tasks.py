@@ -1,36 +1,43 @@
-import random
-
 from celery import shared_task
 from django.conf import settings
 
+from events.services import backoff_with_jitter, outbox_task_run
 from pharmacy import services
 from pharmacy.gateway import GatewayUnavailable
 
+# Each send's hard time limit stays below OUTBOX_TASK_LEASE_SECONDS (tests/events/test_outbox_tasks.py),
+# so a healthy send is never published a second time while it runs.
+SEND_LIMITS = {"time_limit": 40, "soft_time_limit": 30}
+
 
 def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter, capped (the cap stays well under the broker's
-    visibility timeout, so a waiting retry is never redelivered as a duplicate)."""
-    ceiling = min(
-        settings.GATEWAY_RETRY_BACKOFF_MAX_SECONDS,
-        settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2**retries),
+    """Exponential backoff with jitter, capped at GATEWAY_RETRY_BACKOFF_MAX_SECONDS."""
+    return backoff_with_jitter(
+        retries=retries,
+        base=settings.GATEWAY_RETRY_BACKOFF_SECONDS,
+        ceiling=settings.GATEWAY_RETRY_BACKOFF_MAX_SECONDS,
     )
-    return random.uniform(ceiling / 2, ceiling)
 
 
-@shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)
-def dispatch_send(self, dispatch_id: int) -> None:  # type: ignore[no-untyped-def]
-    try:
-        services.dispatch_send(dispatch_id=dispatch_id)
-    except GatewayUnavailable as error:
-        # The service counts attempts in the database and dead-letters at the limit, so a
-        # retry chain restarted by redelivery or replay still stops at the same bound.
-        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+@shared_task(name=services.DISPATCH_SEND_TASK, **SEND_LIMITS)
+def dispatch_send(dispatch_id: int) -> None:
+    # Owed as an OutboxTask row: a retry is a due time on that row (the service counts attempts
+    # and keeps the retry window in the database), published again by the beat relay.
+    outbox_task_run(
+        task=services.DISPATCH_SEND_TASK,
+        args=[dispatch_id],
+        run=lambda: services.dispatch_send(dispatch_id=dispatch_id),
+        retry_on=(GatewayUnavailable,),
+        backoff=backoff_seconds,
+    )
 
 
-@shared_task(bind=True, max_retries=None, time_limit=60, soft_time_limit=45)
-def gateway_cancellation_send(self, cancellation_id: int) -> None:  # type: ignore[no-untyped-def]
-    try:
-        services.gateway_cancellation_send(cancellation_id=cancellation_id)
-    except GatewayUnavailable as error:
-        # Attempts are counted in the database; the service gives up at GATEWAY_MAX_ATTEMPTS.
-        raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries)) from error
+@shared_task(name=services.CANCELLATION_SEND_TASK, **SEND_LIMITS)
+def gateway_cancellation_send(cancellation_id: int) -> None:
+    outbox_task_run(
+        task=services.CANCELLATION_SEND_TASK,
+        args=[cancellation_id],
+        run=lambda: services.gateway_cancellation_send(cancellation_id=cancellation_id),
+        retry_on=(GatewayUnavailable,),
+        backoff=backoff_seconds,
+    )

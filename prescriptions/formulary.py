@@ -151,17 +151,60 @@ def _interaction_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+CROSS_SENSITIVITY_OUTCOMES = {"block", "needs_pharmacist", "info"}
+REACTION_BUCKETS = ("severe", "mild", "unknown")
+
+
+def _cross_sensitivities(entry: dict[str, Any], where: str, names: set[str]) -> list[dict[str, str]]:
+    rows = []
+    for index, cross in enumerate(entry.get("cross_sensitivities", [])):
+        at = f"{where}.cross_sensitivities[{index}]"
+        missing = [key for key in ("to", *REACTION_BUCKETS, "message", "source") if not cross.get(key)]
+        if missing:
+            raise FormularyError(f"{at}: missing {', '.join(missing)}")
+        if cross["to"].strip().lower() not in names:
+            raise FormularyError(f"{at}: 'to' names no allergy class ({cross['to']!r})")
+        wrong = [key for key in REACTION_BUCKETS if cross[key] not in CROSS_SENSITIVITY_OUTCOMES]
+        if wrong:
+            raise FormularyError(
+                f"{at}: {', '.join(wrong)} must be one of {sorted(CROSS_SENSITIVITY_OUTCOMES)}"
+            )
+        rows.append(
+            {
+                "to": cross["to"].strip().lower(),
+                **{key: cross[key] for key in REACTION_BUCKETS},
+                "message": cross["message"].strip(),
+                "source": cross["source"].strip(),
+            }
+        )
+    return rows
+
+
+def _allergy_codes(entry: dict[str, Any], where: str) -> dict[str, str]:
+    codes = entry.get("codes", {})
+    if not isinstance(codes, dict) or not all(
+        isinstance(code, str) and UNIT_OF_MEASURE_CODE.match(code) and isinstance(name, str)
+        for code, name in codes.items()
+    ):
+        raise FormularyError(f"{where}.codes: must map SNOMED CT codes to names")
+    return {code: name.strip().lower() for code, name in codes.items()}
+
+
 def _allergy_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
+    names = {str(entry.get("name", "")).strip().lower() for entry in entries}
     for index, entry in enumerate(entries):
+        where = f"allergy_classes[{index}]"
         if not entry.get("name") or not entry.get("ingredients") or not entry.get("source"):
-            raise FormularyError(f"allergy_classes[{index}]: name, ingredients and source are required")
+            raise FormularyError(f"{where}: name, ingredients and source are required")
         rows.append(
             {
                 "name": entry["name"].strip().lower(),
                 "aliases": [alias.strip().lower() for alias in entry.get("aliases", [])],
                 "ingredients": [name.strip().lower() for name in entry["ingredients"]],
                 "source": entry["source"],
+                "codes": _allergy_codes(entry, where),
+                "cross_sensitivities": _cross_sensitivities(entry, where, names),
             }
         )
     return rows

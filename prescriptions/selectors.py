@@ -2,7 +2,8 @@ from datetime import date
 
 from django.db.models import Q, QuerySet
 
-from patients.models import Clinic
+from patients.models import Clinic, Patient
+from patients.selectors import person_patient_ids
 from prescriptions.models import LinkKind, Medication, Prescriber, Prescription, PrescriptionItem, Status
 
 
@@ -39,9 +40,11 @@ def pharmacist_queue() -> QuerySet[Prescription]:
 
 
 def controlled_supplies(*, patient_id: int, exclude_id: int | None = None) -> list[PrescriptionItem]:
-    """The patient's previous controlled-drug prescriptions that were not rejected or cancelled."""
+    """The patient's previous controlled-drug prescriptions that were not rejected or cancelled,
+    through any clinic (every record of the same person: the pharmacist's view)."""
+    patient = Patient.objects.get(pk=patient_id)
     items = (
-        PrescriptionItem.objects.filter(prescription__patient_id=patient_id)
+        PrescriptionItem.objects.filter(prescription__patient_id__in=person_patient_ids(patient=patient))
         .exclude(prescription__status__in=[Status.REJECTED, Status.CANCELLED])
         .filter(
             Q(medication__controlled_schedule__gt="")

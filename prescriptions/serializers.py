@@ -6,9 +6,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from api.fields import IsoDateField, IsoDateTimeField
 from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
+from patients.serializers import ClinicalContextSerializer
 from prescriptions.checks.validity import appropriate_date
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
 from prescriptions.status_link import status_link_url
@@ -66,7 +68,7 @@ class DiagnosisInputSerializer(serializers.Serializer):
     code_system = serializers.ChoiceField(choices=DIAGNOSIS_SYSTEMS)
     code = serializers.RegexField(r"^[A-Za-z0-9.]{1,40}$", max_length=40)
     display = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    recorded_on = serializers.DateField()
+    recorded_on = IsoDateField()
 
     def validate_recorded_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -79,6 +81,8 @@ OBSERVATION_RANGES = {
     Observation.Kind.BLOOD_PRESSURE: (Decimal(50), Decimal(300)),
     Observation.Kind.PULSE: (Decimal(20), Decimal(250)),
     Observation.Kind.WEIGHT: (Decimal(1), Decimal(400)),
+    Observation.Kind.EGFR: (Decimal(1), Decimal(200)),
+    Observation.Kind.HEIGHT: (Decimal(30), Decimal(250)),
 }
 
 
@@ -87,13 +91,14 @@ class ObservationInputSerializer(serializers.Serializer):
     value = serializers.DecimalField(
         max_digits=5,
         decimal_places=1,
-        help_text="Blood pressure: systolic, mmHg (e.g. 118). Pulse: beats a minute (e.g. 72). Weight: "
-        "kilograms, one decimal (e.g. 24.5); a child's latest weight sets the mg/kg dose limits.",
+        help_text="Systolic mmHg (blood_pressure), beats a minute (pulse), kg (weight, one decimal, e.g. 24.5; "
+        "a child's latest weight sets the mg/kg dose limits), mL/min/1.73m2 (egfr, e.g. 58) or cm "
+        "(height, e.g. 132.5).",
     )
     diastolic = serializers.DecimalField(
         max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
     )
-    observed_on = serializers.DateField()
+    observed_on = IsoDateField()
 
     def validate_observed_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -131,7 +136,7 @@ class NhsExemptionInputSerializer(serializers.Serializer):
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
-    issued_on = serializers.DateField(
+    issued_on = IsoDateField(
         required=False,
         help_text="The date the prescriber signed it (default today), e.g. 2026-11-30. It cannot be in "
         "the future: to start later, give start_date.",
@@ -141,13 +146,13 @@ class PrescriptionInputSerializer(serializers.Serializer):
     repeats = serializers.IntegerField(
         min_value=0, max_value=12, required=False, default=0, help_text="Repeats (GB) or refills (US)."
     )
-    earliest_fill_date = serializers.DateField(
+    earliest_fill_date = IsoDateField(
         required=False,
         allow_null=True,
         default=None,
         help_text="US: the earliest date a pharmacy may fill it (21 CFR 1306.12(b)), e.g. 2026-12-28.",
     )
-    start_date = serializers.DateField(
+    start_date = IsoDateField(
         required=False,
         allow_null=True,
         default=None,
@@ -158,7 +163,7 @@ class PrescriptionInputSerializer(serializers.Serializer):
     clinical_justification = serializers.CharField(
         max_length=2000, required=False, allow_blank=True, default=""
     )
-    two_factor_signed_at = serializers.DateTimeField(
+    two_factor_signed_at = IsoDateTimeField(
         required=False,
         allow_null=True,
         default=None,
@@ -166,6 +171,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
     )
     diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
     observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
+    clinical_context = ClinicalContextSerializer(
+        required=False,
+        help_text="Updates the patient's clinical context (pregnancy, breastfeeding, hepatic impairment, "
+        "cardiac history) before the checks run; fields left out keep their recorded values.",
+    )
 
     # Who pays; NHS (GB clinics only) may declare a charge exemption.
     funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
@@ -252,6 +262,10 @@ class PrescriptionInputSerializer(serializers.Serializer):
         if patient is None:
             # Same words for "absent" and "another clinic's": existence is not disclosed.
             raise serializers.ValidationError("No such patient.")
+        if patient.merged_into_id is not None:
+            raise serializers.ValidationError(
+                f"This record was merged into patient {patient.merged_into_id}; prescribe for that one."
+            )
         return patient
 
     def validate_prescriber(self, value: int) -> Prescriber:

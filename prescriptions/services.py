@@ -26,6 +26,7 @@ from prescriptions.checks.validity import appropriate_date, supply_from, window_
 from prescriptions.models import (
     Funding,
     LinkKind,
+    OffFormularyItem,
     PharmacistReview,
     Prescriber,
     Prescription,
@@ -134,13 +135,20 @@ def prescription_create(
     two_factor_signed_at: datetime | None = None,
     diagnoses: list[dict[str, Any]] | None = None,
     observations: list[dict[str, Any]] | None = None,
+    clinical_context: dict[str, Any] | None = None,
     actor: str = "",
     funding: str = Funding.PRIVATE,
     nhs_exemption: dict[str, str] | None = None,
     repeat_interval_days: int | None = None,
     titration_of: Prescription | None = None,
     repeat_of: Prescription | None = None,
+    off_formulary_items: list[dict[str, Any]] | None = None,
 ) -> Prescription:
+    """Record a received prescription and its `prescription.received` event.
+
+    `off_formulary_items` (FHIR intake only) are products not on the formulary, each with its
+    `line` among all the items; the checks hold the prescription for a pharmacist over them.
+    """
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
     # A titration step or repeat issue follows an earlier prescription.
@@ -165,9 +173,14 @@ def prescription_create(
         link_kind=LinkKind.TITRATION if titration_of else LinkKind.REPEAT if repeat_of else "",
         repeat_interval_days=repeat_interval_days,
     )
-    patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
+    patient_record_clinical_context(
+        patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
+    )
     PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
+    )
+    OffFormularyItem.objects.bulk_create(
+        OffFormularyItem(prescription=prescription, **item) for item in off_formulary_items or []
     )
     event_record(
         aggregate_type="prescription",
@@ -177,7 +190,8 @@ def prescription_create(
         actor=actor,
         payload={
             "to": Status.RECEIVED,
-            "items": len(items),
+            "items": len(items) + len(off_formulary_items or []),
+            **({"off_formulary_items": len(off_formulary_items)} if off_formulary_items else {}),
             "funding": funding,
             **({"previous": previous.pk, "link_kind": prescription.link_kind} if previous else {}),
         },
@@ -295,6 +309,12 @@ def prescription_review(
         )
     if decision == PharmacistReview.Decision.APPROVED:
         _refuse_approval_outside_supply_window(prescription, timezone.localdate())
+        if prescription.off_formulary_items.exists():
+            raise Conflict(
+                code="off-formulary-item",
+                detail="A product on this prescription is not on the formulary and cannot be "
+                "supplied; reject it with a reason for the clinic.",
+            )
     with transaction.atomic():
         review = PharmacistReview.objects.create(
             prescription_id=prescription_id,

@@ -4,7 +4,11 @@ The outbox relay covers events never published. This covers events that were pub
 whose task never ran (a broker restarted without persistence, a purged queue): a prescription
 that has sat in a state with consumers for longer than RECONCILE_STALE_SECONDS, whose
 entering event some consumer has not processed, has that event sent to that consumer again.
-Consumers run through `consume_once`, so a resend that races a slow original is a no-op.
+Beyond those states, every published event that some consumer has not processed
+RECONCILE_STALE_SECONDS later is sent to that consumer again (a lost notification or clinic
+webhook after `acknowledged`). Consumers run through `consume_once`, so a resend that races a
+slow original is a no-op. Tasks owed for other work (events.OutboxTask: sends to the gateway,
+deliveries, refunds) need no reconciler: the relay publishes them again when their lease ends.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.celery import app
-from events.models import Event, ProcessedEvent
+from events.models import Event, OutboxMessage, ProcessedEvent
 from events.services import outbox_relay
 from pharmacy.services import dispatches_requeue_stale
 from prescriptions.models import Prescription, Status
@@ -70,11 +74,53 @@ def stuck_events_republish(*, older_than_seconds: int, limit: int) -> list[tuple
     return sent
 
 
+def unconsumed_events_republish(
+    *, older_than_seconds: int, limit: int, already_sent: frozenset[tuple[str, int]] = frozenset()
+) -> list[tuple[str, int]]:
+    """Send each event published more than `older_than_seconds` ago to the consumers that have
+    not processed it; an event every consumer has processed is marked settled and not looked
+    at again. This covers every event, wherever its prescription is (a lost notification or
+    clinic-webhook task after `acknowledged`), at a bounded cost per pass."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    unsettled = list(
+        OutboxMessage.objects.filter(settled_at__isnull=True, published_at__lt=cutoff)
+        .order_by("published_at")
+        .values_list("pk", "event_id", "event__type")[:limit]
+    )
+    processed = set(
+        ProcessedEvent.objects.filter(event_id__in=[event_id for _, event_id, _ in unsettled]).values_list(
+            "consumer", "event_id"
+        )
+    )
+    settled, sent = [], []
+    for message_id, event_id, event_type in unsettled:
+        missing = [
+            consumer
+            for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
+            if (consumer, event_id) not in processed
+        ]
+        if not missing:
+            settled.append(message_id)
+        for consumer in missing:
+            if (consumer, event_id) in already_sent:
+                continue
+            app.send_task(consumer, args=[event_id])
+            sent.append((consumer, event_id))
+    OutboxMessage.objects.filter(pk__in=settled).update(settled_at=timezone.now())
+    return sent
+
+
 def stuck_work_reconcile() -> dict[str, int]:
-    """One reconciler pass (a beat task, every minute); returns what it re-enqueued."""
+    """One reconciler pass (a beat task); returns what it re-enqueued."""
     published = outbox_relay()
     republished = stuck_events_republish(
         older_than_seconds=settings.RECONCILE_STALE_SECONDS, limit=settings.RECONCILE_BATCH_SIZE
+    )
+    # What the pass above just re-sent is not sent twice.
+    republished += unconsumed_events_republish(
+        older_than_seconds=settings.RECONCILE_STALE_SECONDS,
+        limit=settings.RECONCILE_BATCH_SIZE,
+        already_sent=frozenset(republished),
     )
     dispatches = dispatches_requeue_stale(
         older_than_seconds=settings.RECONCILE_DISPATCH_STALE_SECONDS, limit=settings.RECONCILE_BATCH_SIZE

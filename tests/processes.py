@@ -1,4 +1,4 @@
-"""Real processes for journey and fault tests: the gateway simulator and a Celery worker."""
+"""Real processes for journey and fault tests: the simulators, Celery workers and beat."""
 
 from __future__ import annotations
 
@@ -150,16 +150,7 @@ def start_worker(
     loglevel: str = "WARNING",
     log_file: Any = None,
 ) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "GATEWAY_URL": gateway_url,
-        "GATEWAY_API_KEY": settings.GATEWAY_API_KEY,
-        "GATEWAY_WEBHOOK_SECRET": settings.GATEWAY_WEBHOOK_SECRET,
-        "OUTBOX_PUBLISH_ON_COMMIT": "true",
-        **(extra_env or {}),
-    }
+    env = _process_env(gateway_url=gateway_url, extra_env=extra_env)
     return subprocess.Popen(
         [
             sys.executable,
@@ -182,6 +173,35 @@ def start_worker(
         ],
         cwd=ROOT,
         env={**env, "LOG_LEVEL": loglevel} if log_file else env,
+        start_new_session=True,
+        text=True,
+        stdout=log_file,
+        stderr=log_file,
+    )
+
+
+def _process_env(*, gateway_url: str, extra_env: dict[str, str] | None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "GATEWAY_URL": gateway_url,
+        "GATEWAY_API_KEY": settings.GATEWAY_API_KEY,
+        "GATEWAY_WEBHOOK_SECRET": settings.GATEWAY_WEBHOOK_SECRET,
+        "OUTBOX_PUBLISH_ON_COMMIT": "true",
+        **(extra_env or {}),
+    }
+
+
+def start_beat(
+    *, gateway_url: str = "", extra_env: dict[str, str] | None = None, log_file: Any = None
+) -> subprocess.Popen[str]:
+    """Celery beat with the project's scheduler (django-celery-beat), as `make demo` runs it."""
+    env = _process_env(gateway_url=gateway_url or settings.GATEWAY_URL, extra_env=extra_env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
+        cwd=ROOT,
+        env={**env, "LOG_LEVEL": "INFO"},
         start_new_session=True,
         text=True,
         stdout=log_file,

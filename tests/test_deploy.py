@@ -36,7 +36,7 @@ def _queues(service: dict[str, Any]) -> set[str]:
 
 
 def test_web_workers_beat_and_migrations_share_one_image_and_one_environment():
-    assert set(SCRIPTLINE) == {"migrate", "web", "worker-saga", "worker-partners", "beat"}
+    assert set(SCRIPTLINE) == {"migrate", "web", "mcp", "worker-saga", "worker-partners", "beat"}
     for name, service in SCRIPTLINE.items():
         assert service["environment"]["SCRIPTLINE_LOCAL"] == "false", name
         assert service["build"]["dockerfile"] == "deploy/Dockerfile", name
@@ -57,6 +57,8 @@ def test_the_worker_groups_together_consume_every_queue_and_each_queue_once():
 
 def test_web_reaches_postgres_through_pgbouncer_in_transaction_pooling_and_workers_directly():
     assert "@pgbouncer:" in SERVICES["web"]["environment"]["DATABASE_URL"]
+    assert "@pgbouncer:" in SERVICES["mcp"]["environment"]["DATABASE_URL"]
+    assert SERVICES["mcp"]["command"][1:5] == ["manage.py", "run_mcp_server", "--http", "8001"]
     assert SERVICES["pgbouncer"]["environment"]["POOL_MODE"] == "transaction"
     for name in ("migrate", "worker-saga", "worker-partners", "beat"):
         assert "@postgres:" in SCRIPTLINE[name]["environment"]["DATABASE_URL"], name

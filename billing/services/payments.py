@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from billing.adapters import stripe as stripe_api
 from billing.models import CancellationRequest, Payment, Refund, StripeEvent
 from billing.payments import Intent, PaymentRejected, PaymentUnavailable, WebhookInvalid
+from events.services import outbox_task_enqueue
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
 
@@ -161,8 +163,7 @@ def payment_record_succeeded(*, payment_id: int, intent_id: str) -> bool:
             actor="stripe",
         )
         if not moved:
-            refund = refund_request(payment_id=payment_id, reason="paid after the prescription was cancelled")
-            transaction.on_commit(lambda: _enqueue_refund_send(refund.pk))
+            refund_request(payment_id=payment_id, reason="paid after the prescription was cancelled")
     return True
 
 
@@ -271,11 +272,17 @@ def stripe_webhook_receive(*, body: bytes, signature_header: str) -> str:
 # --- Refunds and cancellation ------------------------------------------------------------------
 
 
+# The task that sends a refund to Stripe (billing.tasks), owed through the outbox by name.
+REFUND_SEND_TASK = "billing.tasks.refund_send"
+
+
 def refund_request(*, payment_id: int, reason: str) -> Refund:
-    """The one refund of a payment (created once; a second request returns the first)."""
+    """The one refund of a payment (created once; a second request returns the first), its
+    send owed in the same transaction: a refund once requested is sent, whatever the broker
+    loses (the owed task is published, and retried, by the outbox relay)."""
     with transaction.atomic():
         payment = Payment.objects.get(pk=payment_id)
-        refund, _ = Refund.objects.get_or_create(
+        refund, created = Refund.objects.get_or_create(
             payment_id=payment_id,
             defaults={
                 "amount_minor": payment.amount_minor,
@@ -283,13 +290,9 @@ def refund_request(*, payment_id: int, reason: str) -> Refund:
                 "reason": reason[:300],
             },
         )
+        if created:
+            outbox_task_enqueue(task=REFUND_SEND_TASK, args=[refund.pk])
     return refund
-
-
-def _enqueue_refund_send(refund_id: int) -> None:
-    from billing import tasks  # tasks import services
-
-    tasks.refund_send.delay(refund_id)
 
 
 def refund_send(*, refund_id: int) -> str:
@@ -366,7 +369,11 @@ def payment_compensate(*, prescription_id: int) -> str:
         return "nothing-to-compensate"
     if payment.status == Payment.Status.SUCCEEDED or hasattr(payment, "refund"):
         refund = refund_request(payment_id=payment.pk, reason="prescription cancelled")
-        return refund_send(refund_id=refund.pk)
+        try:
+            return refund_send(refund_id=refund.pk)
+        except PaymentUnavailable:
+            # Stripe is unavailable: the owed refund task retries it by its due time.
+            return "refund-owed"
     if payment.status not in OPEN:
         return "nothing-to-compensate"
     if not payment.stripe_payment_intent_id:
@@ -450,11 +457,13 @@ class Mismatch:
     stripes: str
 
 
-def payment_reconcile(*, limit: int = 100) -> list[Mismatch]:
-    """Ask Stripe about every unsettled payment; list those whose state disagrees with ours."""
-    payments = (
-        Payment.objects.filter(status__in=OPEN).exclude(stripe_payment_intent_id="").order_by("id")[:limit]
-    )
+def payment_reconcile(*, limit: int = 100, payment_ids: QuerySet[Any] | None = None) -> list[Mismatch]:
+    """Ask Stripe about every unsettled payment (of `payment_ids`, when given); list those whose
+    state disagrees with ours."""
+    unsettled = Payment.objects.filter(status__in=OPEN).exclude(stripe_payment_intent_id="")
+    if payment_ids is not None:
+        unsettled = unsettled.filter(pk__in=payment_ids)
+    payments = unsettled.order_by("id")[:limit]
     mismatches = []
     for payment in payments:
         intent = stripe_api.payment_intent_retrieve(intent_id=payment.stripe_payment_intent_id)

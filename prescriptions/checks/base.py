@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from patients.models import CurrentMedication, Diagnosis, Observation, Patient
+from patients.models import Allergy, CurrentMedication, Diagnosis, Observation, Patient
 from prescriptions.models import (
     AllergyClass,
     InteractionRule,
     Medication,
+    OffFormularyItem,
     PaediatricDoseRule,
     Prescriber,
     Prescription,
@@ -88,6 +89,10 @@ class ResolvedMedicine:
     concepts: frozenset[str]
     ingredients: frozenset[str]
     therapeutic_class: str
+    # For a medicine the patient reports: when it stopped (None: still taken) and its daily dose.
+    stopped_on: date | None = None
+    daily_dose: Decimal | None = None
+    daily_dose_unit: str = ""
 
 
 @dataclass
@@ -103,6 +108,11 @@ class Formulary:
     state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
+        reported = {
+            "stopped_on": current.stopped_on,
+            "daily_dose": current.daily_dose,
+            "daily_dose_unit": current.daily_dose_unit,
+        }
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None
         if medication is not None:
             return ResolvedMedicine(
@@ -110,6 +120,7 @@ class Formulary:
                 concepts_of(medication),
                 frozenset(medication.ingredients),
                 medication.therapeutic_class,
+                **reported,
             )
         words = set(current.name.lower().replace("-", " ").replace("/", " ").split())
         found = {ingredient for ingredient in self.class_of_ingredient if ingredient in words}
@@ -117,7 +128,7 @@ class Formulary:
             return None
         classes = {self.class_of_ingredient[ingredient] for ingredient in found} - {""}
         concepts = frozenset(found | {f"class:{name}" for name in classes})
-        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""))
+        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""), **reported)
 
 
 @dataclass
@@ -136,6 +147,10 @@ class Context:
     history: list[Prescription]
     formulary: Formulary
     extra: dict[str, object] = field(default_factory=dict)
+    # Products the clinic sent that are not on the formulary (FHIR intake holds them).
+    off_formulary_items: list[OffFormularyItem] = field(default_factory=list)
+    # The patient's allergy records (coded substance, category, criticality, reactions).
+    allergy_records: list[Allergy] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)

@@ -8,11 +8,12 @@ import pytest
 from django.utils import timezone
 
 from events import webhooks
-from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
+from events.models import ClinicWebhookEndpoint, Event, OutboxTask, WebhookAttempt, WebhookDelivery
 from prescriptions import services
 from prescriptions.models import Status
 from prescriptions.status_link import status_link_url
 from tests.events.receiver import receiver_start, signature_valid
+from tests.outbox import owed_tasks
 from tests.prescriptions.factories import scenario
 
 pytestmark = pytest.mark.django_db
@@ -135,14 +136,13 @@ def test_a_delivery_still_failing_after_its_window_is_marked_failed_and_not_retr
     assert len(receiver.received) == 1
 
 
-def test_a_redelivered_event_queues_one_delivery(prescription, endpoint, django_capture_on_commit_callbacks):
+def test_a_redelivered_event_queues_one_delivery(prescription, endpoint):
     event = rejected(prescription)
-    with django_capture_on_commit_callbacks() as callbacks:
-        first = webhooks.webhook_deliveries_create(event_id=event.pk)
-        second = webhooks.webhook_deliveries_create(event_id=event.pk)
+    first = webhooks.webhook_deliveries_create(event_id=event.pk)
+    second = webhooks.webhook_deliveries_create(event_id=event.pk)
     assert first.pk == second.pk
     assert WebhookDelivery.objects.count() == 1
-    assert len(callbacks) == 1
+    assert owed_tasks() == [(webhooks.DELIVER_TASK, [first.pk])]
 
 
 def test_a_clinic_without_an_endpoint_gets_no_delivery(prescription):
@@ -191,19 +191,19 @@ def test_after_rotation_both_secrets_verify_during_the_grace_period_and_only_the
 
 
 def test_the_admin_resend_action_delivers_again_and_leaves_pending_ones_alone(
-    prescription, endpoint, receiver, admin_client, django_capture_on_commit_callbacks
+    prescription, endpoint, receiver, admin_client
 ):
     delivered = webhooks.webhook_deliveries_create(event_id=rejected(prescription).pk)
     webhooks.webhook_deliver(delivery_id=delivered.pk)
     received = Event.objects.get(aggregate_id=prescription.pk, type="prescription.received")
     pending = webhooks.webhook_deliveries_create(event_id=received.pk)
-    with django_capture_on_commit_callbacks() as callbacks:
-        response = admin_client.post(
-            "/admin/events/webhookdelivery/",
-            {"action": "resend", "_selected_action": [delivered.pk, pending.pk]},
-        )
+    OutboxTask.objects.all().delete()
+    response = admin_client.post(
+        "/admin/events/webhookdelivery/",
+        {"action": "resend", "_selected_action": [delivered.pk, pending.pk]},
+    )
     assert response.status_code == 302
-    assert len(callbacks) == 1
+    assert owed_tasks() == [(webhooks.DELIVER_TASK, [delivered.pk])]
     assert WebhookDelivery.objects.get(pk=delivered.pk).status == WebhookDelivery.Status.PENDING
     assert webhooks.webhook_deliver(delivery_id=delivered.pk) == "delivered"
     assert len(receiver.received) == 2

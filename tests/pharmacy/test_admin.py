@@ -7,11 +7,12 @@ import re
 import pytest
 from django.contrib.auth.models import Permission
 
-from events.models import Event
-from pharmacy import tasks as pharmacy_tasks
+from events.models import Event, OutboxTask
 from pharmacy.models import DeadLetter, Dispatch
+from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions import services
 from prescriptions.models import Prescription, Status
+from tests.outbox import owed_tasks
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.prescriptions.factories import PrescriberFactory
 
@@ -132,15 +133,11 @@ def replay(client, letter: DeadLetter, *, follow: bool = False):  # type: ignore
     )
 
 
-def test_replaying_a_dead_letter_reopens_its_dispatch_and_enqueues_a_send(
-    superuser_client, dead_letter, monkeypatch, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
-    enqueued: list[int] = []
-    monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", enqueued.append)
+def test_replaying_a_dead_letter_reopens_its_dispatch_and_enqueues_a_send(superuser_client, dead_letter):  # type: ignore[no-untyped-def]
     key = dead_letter.dispatch.idempotency_key
+    OutboxTask.objects.all().delete()
 
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = replay(superuser_client, dead_letter)
+    response = replay(superuser_client, dead_letter)
 
     assert response.status_code == 302
     dispatch = Dispatch.objects.get()
@@ -150,25 +147,20 @@ def test_replaying_a_dead_letter_reopens_its_dispatch_and_enqueues_a_send(
     dead_letter.refresh_from_db()
     assert dead_letter.resolution == "replayed"
     assert dead_letter.resolved_at is not None
-    assert len(callbacks) == 1
-    callbacks[0]()
-    assert enqueued == [dispatch.pk]
+    assert owed_tasks() == [(DISPATCH_SEND_TASK, [dispatch.pk])]
 
 
-def test_replaying_the_same_dead_letter_twice_does_nothing_the_second_time(
-    superuser_client, dead_letter, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
-    with django_capture_on_commit_callbacks(execute=False):
-        replay(superuser_client, dead_letter, follow=True)
+def test_replaying_the_same_dead_letter_twice_does_nothing_the_second_time(superuser_client, dead_letter):  # type: ignore[no-untyped-def]
+    replay(superuser_client, dead_letter, follow=True)
     dead_letter.refresh_from_db()
     resolved_at = dead_letter.resolved_at
     Dispatch.objects.update(attempts=3)  # the reopened dispatch has been tried again since
+    OutboxTask.objects.all().delete()  # and its send ran
 
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = replay(superuser_client, dead_letter, follow=True)
+    response = replay(superuser_client, dead_letter, follow=True)
 
     assert response.status_code == 200
-    assert callbacks == []
+    assert owed_tasks() == []
     dispatch = Dispatch.objects.get()
     assert dispatch.status == Dispatch.Status.PENDING
     assert dispatch.attempts == 3

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from events.models import OutboxTask
 from patients.models import Clinic
 from pharmacy import services
 from pharmacy.fhir.eps.prescription_id import short_form_id_is_valid
@@ -14,23 +15,22 @@ from pharmacy.models import DeadLetter, Dispatch
 from pharmacy.tasks import backoff_seconds
 from prescriptions.models import Prescription, Status
 from sandbox import eps_rules
+from tests.outbox import owed_tasks
 from tests.pharmacy.factories import approved_prescription, force_status
 
 pytestmark = pytest.mark.django_db
 
 
-def create_dispatch(prescription: Prescription, capture) -> Dispatch:  # type: ignore[no-untyped-def]
-    with capture(execute=False) as callbacks:
-        dispatch = services.dispatch_create(prescription_id=prescription.pk)
-    assert len(callbacks) == 1  # the send is enqueued only after commit
+def create_dispatch(prescription: Prescription) -> Dispatch:
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    # The send is owed in the dispatch's own transaction, published by the relay.
+    assert owed_tasks() == [(services.DISPATCH_SEND_TASK, [dispatch.pk])]
     return dispatch
 
 
-def test_an_approved_prescription_is_sent_once_and_acknowledged(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_an_approved_prescription_is_sent_once_and_acknowledged(gateway, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "not-pending"
@@ -45,25 +45,20 @@ def test_an_approved_prescription_is_sent_once_and_acknowledged(
     assert stats["orders_by_key"] == {str(dispatch.idempotency_key): dispatch.gateway_order_id}
 
 
-def test_creating_the_dispatch_twice_keeps_one_dispatch_and_one_send(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_creating_the_dispatch_twice_keeps_one_dispatch_and_one_send(gateway, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    first = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    first = create_dispatch(prescription)
 
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        second = services.dispatch_create(prescription_id=prescription.pk)
+    second = services.dispatch_create(prescription_id=prescription.pk)
 
     assert second.pk == first.pk
-    assert callbacks == []
+    assert owed_tasks() == [(services.DISPATCH_SEND_TASK, [first.pk])]
     assert Dispatch.objects.filter(prescription=prescription).count() == 1
 
 
-def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(gateway, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
     # An earlier attempt reached the gateway but its answer was lost (timeout, killed worker):
     from pharmacy.adapters.http import gateway_from_settings
 
@@ -79,10 +74,10 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(
 
 
 def test_gateway_errors_are_retried_then_dead_lettered_then_replayed_exactly_once(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+    gateway, clinic_a, paracetamol
 ):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
     gateway.control(error_rate=1)
 
     for _ in range(2):
@@ -100,9 +95,9 @@ def test_gateway_errors_are_retried_then_dead_lettered_then_replayed_exactly_onc
     assert gateway.stats()["orders"] == 0
 
     gateway.control(error_rate=0)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert services.dead_letter_replay(dead_letter_id=letter.pk) is True
-    assert len(callbacks) == 1
+    OutboxTask.objects.all().delete()  # the sends ran
+    assert services.dead_letter_replay(dead_letter_id=letter.pk) is True
+    assert owed_tasks() == [(services.DISPATCH_SEND_TASK, [dispatch.pk])]
     assert services.dead_letter_replay(dead_letter_id=letter.pk) is False
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
 
@@ -111,11 +106,11 @@ def test_gateway_errors_are_retried_then_dead_lettered_then_replayed_exactly_onc
 
 
 def test_a_gateway_that_refuses_the_order_dead_letters_it_without_retrying(
-    gateway, clinic_a, paracetamol, settings, django_capture_on_commit_callbacks
+    gateway, clinic_a, paracetamol, settings
 ):  # type: ignore[no-untyped-def]
     settings.GATEWAY_API_KEY = "wrong-key"
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "dead-lettered"
 
@@ -125,12 +120,10 @@ def test_a_gateway_that_refuses_the_order_dead_letters_it_without_retrying(
     assert gateway.stats()["orders"] == 0
 
 
-def test_an_unreachable_gateway_is_a_retryable_error(
-    clinic_a, paracetamol, settings, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_an_unreachable_gateway_is_a_retryable_error(clinic_a, paracetamol, settings):  # type: ignore[no-untyped-def]
     settings.GATEWAY_URL = "http://127.0.0.1:9"  # discard port: nothing listens
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
 
     with pytest.raises(GatewayUnavailable):
         services.dispatch_send(dispatch_id=dispatch.pk)
@@ -141,28 +134,25 @@ def test_an_unreachable_gateway_is_a_retryable_error(
 
 
 def test_a_controlled_drug_without_pharmacist_approval_never_reaches_the_gateway(
-    gateway, clinic_a, methylphenidate, django_capture_on_commit_callbacks
+    gateway, clinic_a, methylphenidate
 ):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, methylphenidate)
     assert prescription.status == Status.AWAITING_PHARMACIST
     force_status(prescription, Status.PAID)  # a bug skipping the pharmacist (then paid)
 
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
     # and even if a send were enqueued for it by hand:
     Dispatch.objects.filter(pk=dispatch.pk).update(status=Dispatch.Status.PENDING)
     outcome = services.dispatch_send(dispatch_id=dispatch.pk)
 
-    assert callbacks == []
+    assert owed_tasks() == []
     assert outcome == "refused"
     assert gateway.stats()["requests"] == 0
 
 
-def test_a_cancelled_prescription_is_not_sent(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_a_cancelled_prescription_is_not_sent(gateway, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
     from prescriptions.services import prescription_cancel
 
     prescription_cancel(clinic=clinic_a.clinic, prescription_id=prescription.pk, reason="stopped")
@@ -187,7 +177,7 @@ def test_backoff_grows_exponentially_with_jitter_and_stays_under_the_cap(retries
 
 
 def test_a_gb_message_the_gateway_refuses_under_eps_rules_is_dead_lettered_at_once_with_its_outcome(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+    gateway, clinic_a, paracetamol
 ):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
     # The record changed after its checks: an NHS number whose check digit is wrong, which the
@@ -195,7 +185,7 @@ def test_a_gb_message_the_gateway_refuses_under_eps_rules_is_dead_lettered_at_on
     patient = prescription.patient
     patient.nhs_number = "9434765918"
     patient.save(update_fields=["nhs_number"])
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
 
     outcome = services.dispatch_send(dispatch_id=dispatch.pk)
 
@@ -229,10 +219,10 @@ def test_a_gb_message_the_gateway_refuses_under_eps_rules_is_dead_lettered_at_on
 
 
 def test_a_gb_dispatch_fixes_its_eps_prescription_id_once_and_every_send_carries_it(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
+    gateway, clinic_a, paracetamol
 ):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
     gateway.control(error_rate=1)
 
     with pytest.raises(GatewayUnavailable):
@@ -253,12 +243,10 @@ def test_a_gb_dispatch_fixes_its_eps_prescription_id_once_and_every_send_carries
     assert eps_rules.check_message(received) == []
 
 
-def test_a_gb_clinic_without_an_ods_code_is_dead_lettered_before_sending(
-    gateway, clinic_a, paracetamol, django_capture_on_commit_callbacks
-):  # type: ignore[no-untyped-def]
+def test_a_gb_clinic_without_an_ods_code_is_dead_lettered_before_sending(gateway, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
     Clinic.objects.filter(pk=clinic_a.clinic.pk).update(ods_code="")
-    dispatch = create_dispatch(prescription, django_capture_on_commit_callbacks)
+    dispatch = create_dispatch(prescription)
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "dead-lettered"
 

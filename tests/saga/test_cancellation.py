@@ -13,15 +13,17 @@ from django.test import Client
 from billing.models import CancellationRequest, Refund
 from billing.services import payments
 from common.signing import signature_header
-from events.models import Event
+from events.models import Event, OutboxTask
 from pharmacy import services as pharmacy
 from pharmacy.gateway import GatewayUnavailable, OrderAlreadyDispensed
 from pharmacy.models import Dispatch, GatewayCancellation
+from pharmacy.services import CANCELLATION_SEND_TASK
 from prescriptions.models import Prescription, Status
 from saga import cancellation
 from saga import tasks as saga_tasks
 from tests.billing.factories import event_types
 from tests.billing.test_refunds import paid_prescription
+from tests.outbox import owed_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -59,14 +61,14 @@ def test_cancelling_an_acknowledged_order_cancels_it_at_the_gateway_then_refunds
 ):
     prescription_id = acknowledged.prescription_id
     # when the clinic cancels (twice)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         first = cancel(clinic_a, prescription_id)
         again = cancel(clinic_a, prescription_id)
     # then the cancellation is accepted, pending at the gateway, sent once
     assert (first.status_code, again.status_code) == (202, 202)
     assert first.json()["status"] == Status.ACKNOWLEDGED
     cancellation = GatewayCancellation.objects.get()
-    assert len(callbacks) == 1
+    assert owed_tasks(CANCELLATION_SEND_TASK) == [(CANCELLATION_SEND_TASK, [cancellation.pk])]
     assert not CancellationRequest.objects.exists()
     # when the task runs (and is redelivered)
     assert pharmacy.gateway_cancellation_send(cancellation_id=cancellation.pk) == "cancelled"
@@ -213,7 +215,7 @@ def test_cancelling_before_dispatch_still_cancels_directly_without_the_gateway(
 def test_staff_cancel_an_acknowledged_order_from_the_admin_through_the_same_compensation(
     acknowledged, admin_client, django_capture_on_commit_callbacks
 ):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         response = admin_client.post(
             "/admin/prescriptions/prescription/",
             {"action": "cancel_with_compensation", "_selected_action": [acknowledged.prescription_id]},
@@ -225,7 +227,7 @@ def test_staff_cancel_an_acknowledged_order_from_the_admin_through_the_same_comp
         "Cancelled by staff",
         f"user:{admin_client.session['_auth_user_id']}",
     )
-    assert len(callbacks) == 1
+    assert owed_tasks(CANCELLATION_SEND_TASK) == [(CANCELLATION_SEND_TASK, [cancellation.pk])]
     assert Prescription.objects.get(pk=acknowledged.prescription_id).status == Status.ACKNOWLEDGED
 
 
@@ -257,7 +259,7 @@ def test_an_order_acknowledged_after_its_prescription_was_cancelled_is_cancelled
         dispatch = pharmacy.dispatch_create(prescription_id=payment.prescription_id)
     assert cancel(clinic_a, payment.prescription_id).status_code == 200
     # when the gateway's acknowledgement lands afterwards
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         assert pharmacy.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_in_flight")
     # then the unwanted order is cancelled there, and the prescription stays cancelled
     cancellation = GatewayCancellation.objects.get()
@@ -265,7 +267,7 @@ def test_an_order_acknowledged_after_its_prescription_was_cancelled_is_cancelled
         dispatch.pk,
         "Cancelled while the order was in flight",
     )
-    assert len(callbacks) == 1
+    assert owed_tasks(CANCELLATION_SEND_TASK) == [(CANCELLATION_SEND_TASK, [cancellation.pk])]
     assert Prescription.objects.get(pk=payment.prescription_id).status == Status.CANCELLED
 
 
@@ -296,14 +298,15 @@ def test_a_repeated_request_racing_the_confirmation_returns_the_first_cancellati
             prescription_id=acknowledged.prescription_id, reason="x"
         )
     pharmacy.gateway_cancellation_send(cancellation_id=first.pk)
+    OutboxTask.objects.all().delete()  # the owed send ran
     # when the second request arrives
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         second = pharmacy.gateway_cancellation_request(
             prescription_id=acknowledged.prescription_id, reason="x"
         )
     # then it is the first one, and nothing new is sent
     assert second.pk == first.pk
-    assert callbacks == []
+    assert owed_tasks() == []
     assert event_types(acknowledged.prescription).count("prescription.cancellation_requested") == 1
 
 

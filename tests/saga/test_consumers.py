@@ -7,11 +7,12 @@ import pytest
 from billing import services as billing_services
 from events.models import Event, ProcessedEvent
 from events.services import consume_once
-from pharmacy import tasks as pharmacy_tasks
 from pharmacy.models import Dispatch
+from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions.models import Prescription
 from saga import tasks as saga_tasks
 from tests.events.test_outbox import prescriptions_created
+from tests.outbox import owed_tasks
 from tests.pharmacy.factories import approved_prescription
 
 pytestmark = pytest.mark.django_db
@@ -37,20 +38,15 @@ def test_the_check_consumer_delivered_twice_runs_the_checks_once(formulary):
     assert ProcessedEvent.objects.filter(consumer="prescriptions.tasks.prescription_check").count() == 1
 
 
-def test_the_dispatch_consumer_delivered_twice_creates_one_dispatch_and_one_send(
-    clinic_a, paracetamol, monkeypatch, django_capture_on_commit_callbacks
-):
+def test_the_dispatch_consumer_delivered_twice_creates_one_dispatch_and_one_send(clinic_a, paracetamol):
     prescription = approved_prescription(clinic_a, paracetamol)
     paid = Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid")
-    sends: list[int] = []
-    monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", sends.append)
 
-    with django_capture_on_commit_callbacks(execute=True):
-        saga_tasks.dispatch_on_approved(paid.pk)
-        saga_tasks.dispatch_on_approved(paid.pk)
+    saga_tasks.dispatch_on_approved(paid.pk)
+    saga_tasks.dispatch_on_approved(paid.pk)
 
     dispatch = Dispatch.objects.get(prescription=prescription)
-    assert sends == [dispatch.pk]
+    assert owed_tasks() == [(DISPATCH_SEND_TASK, [dispatch.pk])]
     assert ProcessedEvent.objects.filter(consumer="pharmacy.tasks.dispatch_on_approved").count() == 1
 
 

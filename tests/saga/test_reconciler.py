@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from config.celery import app
 from events.models import Event, OutboxMessage, ProcessedEvent
-from pharmacy import tasks as pharmacy_tasks
+from events.services import event_record
 from pharmacy.models import Dispatch
+from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions.models import Prescription
 from saga import reconciler
 from tests.events.test_outbox import prescriptions_created
+from tests.outbox import owed_tasks
 from tests.pharmacy.factories import approved_prescription
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("core_consumers_only")]
@@ -91,15 +94,13 @@ def test_a_pending_dispatch_untouched_past_the_limit_is_sent_again_once(
     )
     age(prescription, 600)
     Dispatch.objects.filter(pk=dispatch.pk).update(updated_at=timezone.now() - timedelta(seconds=121))
-    sends: list[int] = []
-    monkeypatch.setattr(pharmacy_tasks.dispatch_send, "delay", sends.append)
 
     # When the reconciler runs twice in a row
     first = reconciler.stuck_work_reconcile()
     second = reconciler.stuck_work_reconcile()
 
-    # Then the send is enqueued once (the first pass marks the row touched) and nothing else
-    assert sends == [dispatch.pk]
+    # Then the send is owed once (the first pass marks the row touched) and nothing else
+    assert owed_tasks() == [(DISPATCH_SEND_TASK, [dispatch.pk])]
     assert first == {"outbox": 0, "events": 0, "dispatches": 1}
     assert second == {"outbox": 0, "events": 0, "dispatches": 0}
     assert sent == []
@@ -123,3 +124,32 @@ def test_the_reconciler_runs_every_minute_from_beat(settings):
     from saga import tasks
 
     assert tasks.stuck_work_reconcile.name == "events.tasks.stuck_work_reconcile"
+
+
+def test_an_event_past_the_waiting_states_whose_consumer_never_ran_is_sent_again_once_settled_never(
+    sent, settings
+):
+    # Given two shipped-like events published long ago (states no consumer moves on from):
+    # one consumer processed the first; the broker lost the second's message
+    settings.EVENT_CONSUMERS = {"prescription.shipped": ["notifications.tasks.notification_on_event"]}
+    first, second = prescriptions_created(2)
+    events = []
+    for prescription in (first, second):
+        with transaction.atomic():
+            events.append(
+                event_record(
+                    aggregate_type="prescription", aggregate_id=prescription.pk, type="prescription.shipped"
+                )
+            )
+    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(seconds=61))
+    ProcessedEvent.objects.create(consumer="notifications.tasks.notification_on_event", event=events[0])
+
+    # When the reconciler runs twice, the consumer having processed the resend in between
+    report = reconciler.stuck_work_reconcile()
+    ProcessedEvent.objects.create(consumer="notifications.tasks.notification_on_event", event=events[1])
+    again = reconciler.stuck_work_reconcile()
+
+    # Then only the lost one was sent again, and both events are settled (not looked at again)
+    assert sent == [("notifications.tasks.notification_on_event", [events[1].pk])]
+    assert (report["events"], again["events"]) == (1, 0)
+    assert OutboxMessage.objects.filter(event__in=events, settled_at__isnull=True).count() == 0

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.models import PatientAccess
 from billing.models import CancellationRequest
+from events import webhooks
 from events.models import ClinicWebhookEndpoint, Event, WebhookDelivery
 from notifications import services as notifications
 from notifications.models import Notification
@@ -20,6 +21,7 @@ from prescriptions.models import Prescription, Status
 from support import enquiries, roles
 from support.models import Enquiry, EnquiryNote, SupportAction
 from support.services import staff_assign_clinic
+from tests.outbox import owed_tasks
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.support.factories import (
     EnquiryFactory,
@@ -288,9 +290,7 @@ def test_finding_a_patient_by_tracking_number_or_nhs_number(formulary):
 # --- Actions ------------------------------------------------------------------------------------
 
 
-def test_resending_a_notification_queues_a_new_one_and_records_the_reason(
-    formulary, django_capture_on_commit_callbacks
-):
+def test_resending_a_notification_queues_a_new_one_and_records_the_reason(formulary):
     prescription = shipped_prescription()
     patient = prescription.patient
     enquiry = EnquiryFactory(patient=patient, prescription=prescription)
@@ -298,21 +298,20 @@ def test_resending_a_notification_queues_a_new_one_and_records_the_reason(
     client = checked_client(user, patient)
     original = Notification.objects.get()
 
-    with django_capture_on_commit_callbacks() as callbacks:
-        response = client.post(
-            action_url(patient.pk),
-            {
-                "action": "resend_notification",
-                "target": original.pk,
-                "enquiry": enquiry.pk,
-                "reason": "Patient deleted the email",
-            },
-        )
+    response = client.post(
+        action_url(patient.pk),
+        {
+            "action": "resend_notification",
+            "target": original.pk,
+            "enquiry": enquiry.pk,
+            "reason": "Patient deleted the email",
+        },
+    )
 
     resend = Notification.objects.exclude(pk=original.pk).get()
     action = SupportAction.objects.get(kind="resend_notification")
     assert response.status_code == 302
-    assert len(callbacks) == 1
+    assert owed_tasks(notifications.DELIVER_TASK) == [(notifications.DELIVER_TASK, [resend.pk])]
     assert (resend.status, resend.resend_of_id, resend.kind, resend.requested_by) == (
         "queued",
         original.pk,
@@ -397,7 +396,7 @@ def test_a_notification_still_sending_cannot_be_resent(formulary):
     assert Notification.objects.count() == 1
 
 
-def test_resending_the_clinic_webhook_reopens_the_delivery(formulary, django_capture_on_commit_callbacks):
+def test_resending_the_clinic_webhook_reopens_the_delivery(formulary):
     prescription = shipped_prescription()
     endpoint = ClinicWebhookEndpoint.objects.create(
         clinic=prescription.clinic, url="https://clinic.example/h", secret="s"
@@ -409,14 +408,14 @@ def test_resending_the_clinic_webhook_reopens_the_delivery(formulary, django_cap
     )  # fmt: skip
     client = checked_client(support_for(prescription.clinic), prescription.patient)
 
-    with django_capture_on_commit_callbacks() as callbacks:
-        client.post(
-            action_url(prescription.patient_id),
-            {"action": "resend_webhook", "target": delivery.pk, "reason": "Clinic missed the shipped update"},
-        )
+    client.post(
+        action_url(prescription.patient_id),
+        {"action": "resend_webhook", "target": delivery.pk, "reason": "Clinic missed the shipped update"},
+    )
 
     delivery.refresh_from_db()
-    assert (delivery.status, len(callbacks)) == ("pending", 1)
+    assert delivery.status == "pending"
+    assert owed_tasks(webhooks.DELIVER_TASK) == [(webhooks.DELIVER_TASK, [delivery.pk])]
     assert SupportAction.objects.get(kind="resend_webhook").outcome == f"delivery #{delivery.pk} resent"
 
 

@@ -11,10 +11,12 @@ from django.utils import timezone
 
 from events.models import ClinicWebhookEndpoint, Event, WebhookDelivery
 from pharmacy.models import DeadLetter, Dispatch
+from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions.models import Prescription, Status
 from support import dashboard, roles
 from support.models import Enquiry
 from support.services import staff_assign_clinic
+from tests.outbox import owed_tasks
 from tests.patients.factories import ClinicFactory
 from tests.support.factories import (
     EnquiryFactory,
@@ -280,18 +282,18 @@ def test_the_tiles_fragment_is_what_the_page_refreshes_in_place(formulary):
     assert 'data-tile="dead_letters"' in body
 
 
-def test_an_operator_replays_a_dead_letter_from_the_dashboard(formulary, django_capture_on_commit_callbacks):
+def test_an_operator_replays_a_dead_letter_from_the_dashboard(formulary):
     prescription, letter = dead_lettered_prescription()
     user = StaffFactory(role=roles.OPERATOR)
 
-    with django_capture_on_commit_callbacks() as callbacks:
-        response = logged_in(user).post(f"/admin/dashboard/dead-letters/{letter.pk}/replay/")
+    response = logged_in(user).post(f"/admin/dashboard/dead-letters/{letter.pk}/replay/")
 
     letter.refresh_from_db()
     assert response.status_code == 302
     assert (letter.resolution, letter.resolved_at is not None) == ("replayed", True)
-    assert Dispatch.objects.get(prescription=prescription).status == Dispatch.Status.PENDING
-    assert len(callbacks) == 1
+    dispatch = Dispatch.objects.get(prescription=prescription)
+    assert dispatch.status == Dispatch.Status.PENDING
+    assert owed_tasks(DISPATCH_SEND_TASK) == [(DISPATCH_SEND_TASK, [dispatch.pk])]
 
 
 @pytest.mark.parametrize("role", [roles.SUPPORT, roles.FINANCE, roles.PHARMACIST])

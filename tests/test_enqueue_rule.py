@@ -1,0 +1,74 @@
+"""Every enqueue of work goes through the outbox: only the relay (events/services.py, which
+publishes events and owed tasks) and the reconciler (saga/reconciler.py) talk to the broker.
+A direct `.delay()` elsewhere is a message the broker can lose with nothing to send it again."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT_PACKAGES = (
+    "accounts",
+    "api",
+    "audit",
+    "billing",
+    "common",
+    "config",
+    "events",
+    "notifications",
+    "patients",
+    "pharmacy",
+    "prescriptions",
+    "saga",
+    "support",
+)
+PUBLISHING = frozenset({"delay", "apply_async", "send_task", "retry"})
+MAY_PUBLISH = frozenset({"events/services.py", "saga/reconciler.py"})
+
+
+def publishing_calls(source: str) -> list[tuple[int, str]]:
+    """(line, method) of every `<anything>.delay(...)`, `.apply_async`, `.send_task`, `.retry`."""
+    return [
+        (node.lineno, node.func.attr)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in PUBLISHING
+    ]
+
+
+def product_modules() -> list[Path]:
+    return [
+        path
+        for package in PRODUCT_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "migrations" not in path.parts
+    ]
+
+
+def test_only_the_relay_and_the_reconciler_publish_to_the_broker():
+    found = {
+        str(path.relative_to(ROOT)): calls
+        for path in product_modules()
+        if (calls := publishing_calls(path.read_text()))
+    }
+
+    assert {path: calls for path, calls in found.items() if path not in MAY_PUBLISH} == {}
+    # The scan sees the two places that do publish (it would miss nothing it should catch).
+    assert set(found) == MAY_PUBLISH
+    assert len(product_modules()) > 100
+
+
+def test_the_scan_catches_each_way_of_publishing():
+    source = "\n".join(
+        [
+            "tasks.dispatch_send.delay(1)",
+            "refund_send.apply_async(args=[1], countdown=5)",
+            "app.send_task('x', args=[1])",
+            "raise self.retry(exc=error, countdown=3)",
+            "outbox_task_enqueue(task='x', args=[1])",
+        ]
+    )
+
+    assert publishing_calls(source) == [(1, "delay"), (2, "apply_async"), (3, "send_task"), (4, "retry")]
