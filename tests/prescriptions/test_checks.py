@@ -148,6 +148,28 @@ def test_the_maximum_daily_dose_comes_from_the_dose_and_quantity(formulary, item
     assert {k: v for k, v in found.items() if k.startswith("dose")} == expected
 
 
+def test_a_dose_over_the_maximum_says_by_how_much_and_shows_its_working(formulary):
+    """Source: BNF maximum adult daily dose (paracetamol 4 g a day)."""
+    prescription = scenario(item={"quantity": 120, "quantity_words": "", "days_supply": 10})
+    checked(prescription)
+
+    finding = next(
+        r
+        for r in Prescription.objects.get(pk=prescription.pk).check_results
+        if r["code"] == "dose.above_maximum"
+    )
+
+    assert finding["message"] == (
+        "6000 mg of Paracetamol a day is more than the maximum of 4000 mg a day, by 2000 mg. "
+        "Check the dose with the prescriber."
+    )
+    assert finding["facts"] == {
+        "daily dose": "6000 mg",
+        "from": "12 tablets a day (120 tablets over 10 days)",
+        "maximum": "4000 mg a day (adult)",
+    }
+
+
 @pytest.mark.parametrize(
     ("item", "expected"),
     [
