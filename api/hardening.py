@@ -40,8 +40,9 @@ class RejectNullCharactersMiddleware:
 
 
 # Responses that carry patient data (or may, such as an error echoing a field): never stored by
-# a browser, proxy or client cache. The clinic API, the patient status link, the token endpoint.
-NO_STORE_PREFIXES = ("/api/v1/", "/track/", "/oauth/")
+# a browser, proxy or client cache. The clinic API (REST and FHIR), the patient status link,
+# the token endpoint.
+NO_STORE_PREFIXES = ("/api/v1/", "/fhir/", "/track/", "/oauth/")
 
 
 class NoStoreMiddleware:

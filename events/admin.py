@@ -59,6 +59,8 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
 
 
 class ClinicWebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
     class Meta:
         model = ClinicWebhookEndpoint
         fields = ["clinic", "url", "is_active"]

@@ -91,13 +91,13 @@ class AllergySerializer(serializers.ModelSerializer):
 
 
 class CurrentMedicationSerializer(serializers.ModelSerializer):
-    started_on = serializers.DateField(
+    started_on = IsoDateField(
         required=False,
         allow_null=True,
         default=None,
         help_text="When the patient started it (ISO date), e.g. 2026-01-15.",
     )
-    stopped_on = serializers.DateField(
+    stopped_on = IsoDateField(
         required=False,
         allow_null=True,
         default=None,
@@ -180,7 +180,7 @@ class ClinicalContextSerializer(serializers.Serializer):
         max_length=len(Patient.CardiacHistory.choices),
         help_text="The NICE NG87 cardiac findings that apply, e.g. ['congenital_heart_disease']; [] for none.",
     )
-    cardiology_review_on = serializers.DateField(
+    cardiology_review_on = IsoDateField(
         required=False,
         allow_null=True,
         help_text="When a cardiology opinion (with ECG) was obtained (ISO date), e.g. 2026-10-01.",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.fernet import Fernet
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,8 @@ def test_the_compose_environment_passes_check_deploy_in_production_mode():
         GATEWAY_URL="https://gateway.example.com",
         PUBLIC_BASE_URL="https://scriptline.example.com",
         EMAIL_HOST="smtp.example.com",
+        # Fernet keys, newest first (a rotation in progress).
+        PHI_ENCRYPTION_KEYS=f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
     )
     environment = {
         name: _interpolated(str(value), values) for name, value in SERVICES["web"]["environment"].items()

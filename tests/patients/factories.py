@@ -25,6 +25,21 @@ class ClinicFactory(factory.django.DjangoModelFactory):
     managing_organisation_name = "NHS West Yorkshire Integrated Care Board"
 
 
+def test_range_nhs_number(n: int) -> str:
+    """The n-th valid NHS number in the 999 range reserved for testing (Modulus 11 check digit).
+
+    Every factory patient gets its own: one shared number would make them all one person to the
+    pharmacy's cross-clinic history checks.
+    """
+    candidate = n
+    while True:
+        digits = f"999{candidate % 1_000_000:06d}"
+        check = 11 - sum(int(d) * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
+        if check != 10:
+            return digits + str(0 if check == 11 else check)
+        candidate += 1_000_000 // 7 + 1
+
+
 class PatientFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Patient
@@ -32,9 +47,9 @@ class PatientFactory(factory.django.DjangoModelFactory):
     clinic = factory.SubFactory(ClinicFactory)
     given_name = factory.Faker("first_name")
     family_name = factory.Faker("last_name")
-    birth_date = datetime.date(1991, 3, 14)
+    birth_date = factory.Sequence(lambda n: datetime.date(1991, 3, 14) - datetime.timedelta(days=n % 9000))
     sex = "female"
-    nhs_number = "9434765919"
+    nhs_number = factory.Sequence(test_range_nhs_number)
     address_line = "1 Synthetic Street"
     city = "Leeds"
     postal_code = "LS1 1AA"

@@ -153,6 +153,10 @@ def test_records_of_two_clinics_are_never_merged(admin_client, clinic_a, clinic_
     assert Patient.objects.filter(merged_into__isnull=False).count() == 0
 
 
+# One person as two clinics registered them (factory patients are otherwise all different people).
+SAME_PERSON = {"birth_date": datetime.date(1991, 3, 14), "nhs_number": "9434765919"}
+
+
 def _supplied_by(clinic, patient, days_ago: int, code: str = METHYLPHENIDATE_10, **item):  # type: ignore[no-untyped-def]
     prescription = scenario(
         code=code,
@@ -179,10 +183,13 @@ def test_early_resupply_sees_a_supply_to_the_same_person_through_another_clinic(
     formulary, clinic_a, clinic_b, same_person, expected
 ):
     """Source: Scriptline dispensing policy (guidance): 75% of the previous supply's days, every supply."""
-    elsewhere = PatientFactory(clinic=clinic_a.clinic, given_name="Ada", family_name="Lovelace")
+    elsewhere = PatientFactory(
+        clinic=clinic_a.clinic, given_name="Ada", family_name="Lovelace", **SAME_PERSON
+    )
     _supplied_by(clinic_a.clinic, elsewhere, days_ago=10)
     here = PatientFactory(
-        clinic=clinic_b.clinic, **{"given_name": "Ada", "family_name": "Lovelace", **same_person}
+        clinic=clinic_b.clinic,
+        **{"given_name": "Ada", "family_name": "Lovelace", **SAME_PERSON, **same_person},
     )
     prescription = scenario(
         code=METHYLPHENIDATE_10, clinic=clinic_b.clinic, patient_object=here, item=CD_ITEM, **adhd_context()
@@ -195,9 +202,11 @@ def test_early_resupply_sees_a_supply_to_the_same_person_through_another_clinic(
 
 def test_duplicate_therapy_sees_a_running_supply_through_another_clinic(formulary, clinic_a, clinic_b):
     """Source: Scriptline policy; BNF guidance on therapeutic duplication."""
-    elsewhere = PatientFactory(clinic=clinic_a.clinic, given_name="Ada", family_name="Lovelace")
+    elsewhere = PatientFactory(
+        clinic=clinic_a.clinic, given_name="Ada", family_name="Lovelace", **SAME_PERSON
+    )
     _supplied_by(clinic_a.clinic, elsewhere, days_ago=5, code="324925007")  # dexamfetamine 5mg
-    here = PatientFactory(clinic=clinic_b.clinic, given_name="Ada", family_name="Lovelace")
+    here = PatientFactory(clinic=clinic_b.clinic, given_name="Ada", family_name="Lovelace", **SAME_PERSON)
     prescription = scenario(
         code=METHYLPHENIDATE_10, clinic=clinic_b.clinic, patient_object=here, item=CD_ITEM, **adhd_context()
     )
@@ -213,9 +222,11 @@ def test_duplicate_therapy_sees_a_running_supply_through_another_clinic(formular
 
 
 def test_the_person_is_matched_on_blind_indexes_never_on_plaintext(formulary, clinic_a, clinic_b):
-    elsewhere = PatientFactory(clinic=clinic_a.clinic, given_name="Ada", family_name="Quixotica")
+    elsewhere = PatientFactory(
+        clinic=clinic_a.clinic, given_name="Ada", family_name="Quixotica", **SAME_PERSON
+    )
     _supplied_by(clinic_a.clinic, elsewhere, days_ago=10)
-    here = PatientFactory(clinic=clinic_b.clinic, given_name="Ada", family_name="Quixotica")
+    here = PatientFactory(clinic=clinic_b.clinic, given_name="Ada", family_name="Quixotica", **SAME_PERSON)
     prescription = scenario(
         code=METHYLPHENIDATE_10, clinic=clinic_b.clinic, patient_object=here, item=CD_ITEM
     )

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from patients.models import Allergy, CurrentMedication
+from patients.serializers import nhs_number_is_valid as valid_nhs_number
 from prescriptions import checks
 from prescriptions.models import FormularyRelease, Prescription, Status
 from tests.patients.factories import ClinicFactory, PatientFactory
@@ -561,4 +562,6 @@ def test_clinic_and_patient_fixtures_are_unaffected(formulary):
     # A sanity check that the GB defaults used above are themselves lawful and valid.
     clinic = ClinicFactory()
     assert PrescriberFactory(clinic=clinic).controlled_drugs_authorised is True
-    assert PatientFactory(clinic=clinic).nhs_number == "9434765919"
+    first, second = PatientFactory(clinic=clinic), PatientFactory(clinic=clinic)
+    assert first.nhs_number != second.nhs_number
+    assert all(valid_nhs_number(patient.nhs_number) for patient in (first, second))

@@ -83,6 +83,27 @@ def test_every_api_post_refuses_a_hostile_body_with_a_4xx_problem(clinic_a, pres
     assert (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count()) == before
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "application/json"])
+@pytest.mark.parametrize("name", sorted(RAW_BODIES))
+def test_the_token_endpoint_refuses_a_hostile_body_with_a_4xx(client, name, content_type):
+    response = client.generic("POST", "/oauth/token/", RAW_BODIES[name], content_type=content_type)
+
+    assert 400 <= response.status_code < 500, response.status_code
+
+
+@pytest.mark.parametrize("name", sorted(RAW_BODIES))
+def test_the_fhir_message_endpoint_refuses_a_hostile_body_with_a_4xx(clinic_a, name):
+    before = (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count())
+
+    response = clinic_a.api.generic(
+        "POST", "/fhir/R4/$process-message", RAW_BODIES[name], content_type="application/fhir+json"
+    )
+
+    assert 400 <= response.status_code < 500, response.status_code
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert (Patient.objects.count(), IdempotencyKey.objects.count(), Event.objects.count()) == before
+
+
 @pytest.mark.parametrize("name", sorted(RAW_BODIES))
 @pytest.mark.parametrize(
     ("path", "header", "secret"),
@@ -220,6 +241,16 @@ def test_a_date_that_is_not_a_plain_iso_calendar_date_in_range_is_refused(clinic
     assert response.status_code == 400
     assert [error["pointer"] for error in response.json()["errors"]] == ["#/birth_date"]
     assert Patient.objects.count() == 0
+
+
+@pytest.mark.parametrize("started_on", ["1983-W28", "１９８３-０７-１１", "0001-01-01"])
+def test_a_medicine_start_date_is_a_strict_calendar_date_too(clinic_a, started_on):
+    body = _patient(current_medications=[{"name": "Sertraline 50mg tablets", "started_on": started_on}])
+
+    response = clinic_a.api.post("/api/v1/patients/", body, format="json", HTTP_IDEMPOTENCY_KEY="d")
+
+    assert response.status_code == 400
+    assert [error["pointer"] for error in response.json()["errors"]] == ["#/current_medications/0/started_on"]
 
 
 def test_a_plain_calendar_date_is_accepted(clinic_a):

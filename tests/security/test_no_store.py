@@ -57,6 +57,21 @@ def test_every_documented_operation_answers_no_store_on_success_and_on_error(cli
     assert ("post", "/api/v1/prescriptions/") in seen
 
 
+def test_fhir_answers_are_no_store(clinic_a):
+    search = clinic_a.api.get(
+        "/fhir/R4/MedicationRequest?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919"
+    )
+    refused = clinic_a.api.generic(
+        "POST", "/fhir/R4/$process-message", b"{}", content_type="application/fhir+json"
+    )
+    unknown = clinic_a.api.get("/fhir/R4/Patient/1")
+
+    assert search.status_code < 500
+    assert 400 <= refused.status_code < 500
+    for response in (search, refused, unknown):
+        _assert_no_store(response)
+
+
 def test_the_patient_status_page_is_no_store(client, clinic_a, paracetamol):
     patient = PatientFactory(clinic=clinic_a.clinic)
     body = prescription_body(patient.pk, clinic_a.prescriber.pk, paracetamol)
