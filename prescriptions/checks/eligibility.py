@@ -14,9 +14,19 @@ SOURCE = "NICE guideline NG87 (ADHD: diagnosis and management), sections 1.5-1.8
 SOURCE_LICENCE = "Summaries of Product Characteristics: licensed from age 6"
 
 ADHD_MEDICINES = frozenset(
-    {"methylphenidate", "lisdexamfetamine", "dexamfetamine", "atomoxetine", "guanfacine"}
+    {
+        "methylphenidate",
+        "dexmethylphenidate",
+        "lisdexamfetamine",
+        "dexamfetamine",
+        "amfetamine",
+        "atomoxetine",
+        "guanfacine",
+    }
 )
-STIMULANTS = frozenset({"methylphenidate", "lisdexamfetamine", "dexamfetamine"})
+STIMULANTS = frozenset(
+    {"methylphenidate", "dexmethylphenidate", "lisdexamfetamine", "dexamfetamine", "amfetamine"}
+)
 # SNOMED CT "Attention deficit hyperactivity disorder" and its common children; ICD-10 F90.x.
 ADHD_SNOMED_CODES = frozenset({"406506008", "192127007", "7461003", "31177006", "1855002"})
 ADHD_ICD10_PREFIX = "F90"

@@ -210,9 +210,14 @@ def test_medication_search_finds_by_name_and_by_code(clinic_a, paracetamol, meth
     by_name = clinic_a.api.get("/api/v1/medications/?search=Methylphenidate").json()
     by_code = clinic_a.api.get("/api/v1/medications/?search=322236009").json()
 
-    # The formulary holds five GB and five US methylphenidate products.
-    assert {m["name"] for m in by_name["results"]} == {"Methylphenidate"}
-    assert len(by_name["results"]) == 10
+    # Every GB and US methylphenidate (and dexmethylphenidate) product, in one page.
+    names = {m["name"] for m in by_name["results"]}
+    assert all("methylphenidate" in name.lower() for name in names)
+    assert {
+        "Methylphenidate 18mg modified-release tablets",
+        "Methylphenidate hydrochloride 10 MG Oral Tablet",
+    } <= names
+    assert len(by_name["results"]) == by_name["count"] == 42
     assert {m["controlled_schedule"] for m in by_name["results"]} == {"2", "II"}
     assert [m["code"] for m in by_code["results"]] == ["322236009"]
     assert by_code["results"][0]["ingredients"] == ["paracetamol"]

@@ -23,7 +23,13 @@ def test_the_file_names_its_sources_and_says_it_is_for_demonstration():
     assert any("RxNorm" in source for source in data["sources"])
     assert "must be verified against dm+d, RxNorm, the BNF" in data["description"]
     adhd = {m["ingredients"][0] for m in data["medications"] if m["therapeutic_class"] == "cns_stimulant"}
-    assert adhd == {"methylphenidate", "lisdexamfetamine", "dexamfetamine"}
+    assert adhd == {
+        "methylphenidate",
+        "dexmethylphenidate",
+        "amfetamine",
+        "lisdexamfetamine",
+        "dexamfetamine",
+    }
     assert len(data["medications"]) >= 40
 
 
@@ -33,8 +39,8 @@ def test_loading_twice_creates_then_changes_nothing():
 
     second = formulary_load(path=FORMULARY_FILE)
 
-    assert first["medications"]["created"] == counts[0] == 94
-    assert second["medications"] == {"created": 0, "updated": 0, "unchanged": 94, "deactivated": 0}
+    assert first["medications"]["created"] == counts[0] == 179
+    assert second["medications"] == {"created": 0, "updated": 0, "unchanged": 179, "deactivated": 0}
     assert second["interactions"] == {"created": 0, "updated": 0, "unchanged": counts[1], "removed": 0}
     assert (
         Medication.objects.count(),
@@ -55,7 +61,7 @@ def test_a_changed_entry_is_updated_and_a_dropped_one_deactivated(tmp_path):
 
     report = formulary_load(path=path)
 
-    assert report["medications"] == {"created": 0, "updated": 1, "unchanged": 92, "deactivated": 1}
+    assert report["medications"] == {"created": 0, "updated": 1, "unchanged": 177, "deactivated": 1}
     assert report["interactions"]["removed"] == 1
     assert Medication.objects.get(code=data["medications"][0]["code"]).max_daily_dose == 3000
     assert Medication.objects.get(code=dropped["code"]).is_active is False
@@ -98,8 +104,8 @@ def test_the_command_shows_progress_and_reports_what_changed():
     call_command("load_formulary", str(FORMULARY_FILE), stdout=out)
 
     lines = out.getvalue().splitlines()
-    assert lines[1] == "  medications: 94 created, 0 updated, 0 unchanged, 0 deactivated"
-    assert lines[-1] == "formulary 2026.11-3: 94 added, 0 updated, 0 unchanged, 0 deactivated"
+    assert lines[1] == "  medications: 179 created, 0 updated, 0 unchanged, 0 deactivated"
+    assert lines[-1] == "formulary 2026.11-3: 179 added, 0 updated, 0 unchanged, 0 deactivated"
 
 
 def test_the_command_reports_a_missing_file_as_an_error(tmp_path):
@@ -121,5 +127,5 @@ def test_every_gb_product_carries_the_dmd_unit_of_measure_of_its_unit():
     )
 
     # dm+d units of measure as the EPS API's examples code them.
-    assert units == {("tablet", "428673006"), ("capsule", "428641000")}
+    assert units == {("tablet", "428673006"), ("capsule", "428641000"), ("ml", "258773002")}
     assert us_units == {("",)}

@@ -34,7 +34,7 @@ TODAY = datetime.date.today()
 ATOMOXETINE_18, ATOMOXETINE_40 = "39111911000001103", "39112111000001107"
 PARACETAMOL, IBUPROFEN, CETIRIZINE = "322236009", "329652003", "324611001"
 CODEINE, DIAZEPAM, GUANFACINE_2 = "322280009", "321226002", "24441511000001100"
-METHYLPHENIDATE_10, US_ATOMOXETINE_40 = "324907005", "349593"
+METHYLPHENIDATE_10, US_ATOMOXETINE_40 = "324907005", "349594"
 
 
 def born(years: int, months: int = 0) -> datetime.date:
@@ -400,3 +400,23 @@ def test_a_bad_weight_is_refused_with_a_pointer_and_nothing_is_stored(clinic_a, 
     assert {"#/observations/0/value", "#/items/0/units_per_dose"} <= pointers
     assert not Prescription.objects.exists()
     assert not Observation.objects.filter(patient=child).exists()
+
+
+@pytest.mark.django_db
+def test_the_review_screen_shows_the_facts_of_a_childs_dose_finding(formulary):
+    from tests.prescriptions.test_admin import review_url
+    from tests.support.factories import StaffClient, pharmacist_create
+
+    prescription = child_prescription(ATOMOXETINE_40, 8, 22.2, per_day=2)
+    services.prescription_run_checks(prescription_id=prescription.pk)
+    client = StaffClient()
+    client.force_login(pharmacist_create())
+
+    body = client.get(review_url(prescription)).content.decode()
+
+    row = body[body.index('data-check="paediatric.daily_per_kg_above_maximum"') :]
+    row = row[: row.index("</tr>")]
+    assert "3.6 mg/kg/day, maximum 1.8 for this child" in row
+    assert "<dd>8 years</dd>" in row
+    assert "<dd>3.6 mg/kg/day</dd>" in row
+    assert "22.2 kg, measured" in row
