@@ -48,7 +48,7 @@ def start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Pope
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
 
 
-def wait_for(url: str, what: str, seconds: float = 30) -> None:
+def wait_for(url: str, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -184,7 +184,7 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
     return ids
 
 
-def wait_for_port(port: int, what: str, seconds: float = 30) -> None:
+def wait_for_port(port: int, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
