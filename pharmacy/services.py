@@ -15,7 +15,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from common import signing
-from common.errors import Conflict, InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from events.services import outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
@@ -47,13 +47,6 @@ class WebhookRejected(InvalidInput):
 class WebhookForUnknownOrder(NotFound):
     def __init__(self) -> None:
         super().__init__("unknown order", code="webhook-rejected")
-
-
-class WebhookAheadOfAcknowledgement(Conflict):
-    """The gateway is ahead of us: our record of its acknowledgement has not landed yet."""
-
-    def __init__(self) -> None:
-        super().__init__("order not yet acknowledged here; retry", code="webhook-rejected")
 
 
 def _controlled_without_approval(prescription: Prescription) -> bool:
@@ -353,16 +346,20 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     )
     if dispatch is None:
         raise WebhookForUnknownOrder()
-    if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
-        raise WebhookAheadOfAcknowledgement()
+    order_id = str(data.get("order_id", ""))[:80]
+    if dispatch.status == Dispatch.Status.PENDING and not order_id:
+        raise WebhookRejected("event for an order we have not recorded carries no order_id")
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"],
-                type=event["type"],
-                order_id=str(data.get("order_id", "")),
-                payload=event,
+                event_id=event["id"], type=event["type"], order_id=order_id, payload=event
             )
+            if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
+                # The gateway is ahead of us (the worker sending the order died between the
+                # gateway's answer and our commit, say): its signed event proves the order
+                # exists under our idempotency key, so record the acknowledgement, then apply.
+                # Refusing it would lose it for good once the gateway stops retrying.
+                dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id=order_id)
             applied = _apply(dispatch, event["type"], data)
             if applied:
                 GatewayWebhookEvent.objects.filter(pk=stored.pk).update(applied=True)
