@@ -20,8 +20,15 @@ from events.services import outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
-from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, OrderAlreadyDispensed
-from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent
+from pharmacy.gateway import (
+    Gateway,
+    GatewayRejected,
+    GatewayUnavailable,
+    OrderAlreadyDispensed,
+    OrderStatus,
+    OrderUnknown,
+)
+from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent, OrderAlert
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
@@ -509,3 +516,123 @@ def _cancellation_end(cancellation: GatewayCancellation, status: str, error: str
                 actor="gateway",
             )
     logger.warning("gateway cancellation %s ended %s", cancellation.pk, status)
+
+
+# --- Asking the gateway about orders that went quiet ----------------------------------------------
+
+# Where an order may still move at the gateway, in order, and the event that announces each step.
+WITH_THE_PHARMACY = (Status.ACKNOWLEDGED, Status.DISPENSED, Status.SHIPPED)
+STEPS = (
+    (Status.DISPENSED, "order.dispensed"),
+    (Status.SHIPPED, "order.shipped"),
+    (Status.DELIVERED, "order.delivered"),
+)
+STEP_RANK = {Status.ACKNOWLEDGED: 0, Status.DISPENSED: 1, Status.SHIPPED: 2, Status.DELIVERED: 3}
+
+
+def dispatches_quiet(*, older_than_seconds: int, checked_before_seconds: int) -> QuerySet[Dispatch]:
+    """Acknowledged orders whose prescription has not moved for `older_than_seconds`, not asked
+    about in the last `checked_before_seconds`."""
+    now = timezone.now()
+    return (
+        Dispatch.objects.filter(
+            status=Dispatch.Status.ACKNOWLEDGED,
+            prescription__status__in=WITH_THE_PHARMACY,
+            prescription__updated_at__lt=now - timedelta(seconds=older_than_seconds),
+        )
+        .exclude(status_checked_at__gte=now - timedelta(seconds=checked_before_seconds))
+        .exclude(gateway_order_id="")
+    )
+
+
+def orders_poll_stale(*, gateway: Gateway | None = None, limit: int = 100) -> dict[str, int]:
+    """Ask the gateway where each quiet order is (webhooks lost, a partner restarted) and apply
+    its answer; raise an OrderAlert to the operators for one that stays quiet past
+    ORDER_ESCALATE_AFTER_SECONDS, or that we cannot ask about or make sense of. A beat task."""
+    quiet = list(
+        dispatches_quiet(
+            older_than_seconds=settings.ORDER_POLL_AFTER_SECONDS,
+            checked_before_seconds=settings.ORDER_POLL_INTERVAL_SECONDS,
+        )
+        .select_related("prescription")
+        .order_by("status_checked_at", "id")[:limit]
+    )
+    Dispatch.objects.filter(pk__in=[dispatch.pk for dispatch in quiet]).update(
+        status_checked_at=timezone.now()
+    )
+    report = {"polled": len(quiet), "advanced": 0, "alerted": 0}
+    client = gateway or gateway_from_settings()
+    for dispatch in quiet:
+        outcome = _order_poll(dispatch, client)
+        report[outcome] = report.get(outcome, 0) + 1
+    if report["advanced"] or report["alerted"]:
+        logger.warning("orders polled at the gateway: %s", report)
+    return report
+
+
+def _order_poll(dispatch: Dispatch, gateway: Gateway) -> str:
+    prescription = dispatch.prescription
+    try:
+        answer = gateway.order_status(order_id=dispatch.gateway_order_id)
+    except OrderUnknown:
+        return _order_alert(dispatch, "The gateway has no such order.", "unknown")
+    except GatewayRejected as error:
+        return _order_alert(dispatch, f"The gateway refused the status request: {error}", "")
+    except GatewayUnavailable as error:
+        if _quiet_too_long(prescription):
+            return _order_alert(dispatch, f"No progress, and the gateway cannot be asked: {error}", "")
+        return "unanswered"
+    if _order_status_apply(dispatch, answer):
+        return "advanced"
+    if answer.status in STEP_RANK and not _quiet_too_long(prescription):
+        return "unchanged"
+    reason = {
+        "cancelled": "The gateway cancelled an order we did not ask it to cancel.",
+    }.get(answer.status, f"No progress at the gateway (it says {answer.status[:20]}).")
+    if answer.status == "cancelled" and GatewayCancellation.objects.filter(dispatch=dispatch).exists():
+        return "unchanged"  # our own cancellation: its send records it
+    return _order_alert(dispatch, reason, answer.status)
+
+
+def _quiet_too_long(prescription: Prescription) -> bool:
+    return timezone.now() - prescription.updated_at > timedelta(seconds=settings.ORDER_ESCALATE_AFTER_SECONDS)
+
+
+def _order_status_apply(dispatch: Dispatch, answer: OrderStatus) -> bool:
+    """Walk the prescription on to where the gateway says the order is, one step (one event,
+    one notification) at a time; True if it moved."""
+    prescription_id = dispatch.prescription_id
+    if answer.status == "rejected":
+        return prescriptions.prescription_record_rejected_by_pharmacy(
+            prescription_id=prescription_id, reason="Rejected by the pharmacy (reported when asked)."
+        )
+    target = STEP_RANK.get(answer.status)
+    current = STEP_RANK.get(dispatch.prescription.status)
+    if target is None or current is None or target <= current:
+        return False
+    moved = False
+    for status, event_type in STEPS[current:target]:
+        tracking = answer.tracking_number[:60] if status == Status.SHIPPED else ""
+        moved |= prescriptions.prescription_record_progress(
+            prescription_id=prescription_id, gateway_event_type=event_type, tracking_number=tracking
+        )
+    return moved
+
+
+def _order_alert(dispatch: Dispatch, reason: str, gateway_status: str) -> str:
+    """Open the dispatch's alert for the operators (at most one open at a time)."""
+    try:
+        with transaction.atomic():
+            OrderAlert.objects.create(
+                dispatch=dispatch, reason=reason[:300], gateway_status=gateway_status[:20]
+            )
+    except IntegrityError:
+        return "already-alerted"
+    logger.warning("order of dispatch %s raised to the operators: %s", dispatch.pk, reason[:120])
+    return "alerted"
+
+
+def order_alert_resolve(*, alert_id: int) -> bool:
+    return bool(
+        OrderAlert.objects.filter(pk=alert_id, resolved_at__isnull=True).update(resolved_at=timezone.now())
+    )
