@@ -322,7 +322,15 @@ GATEWAY_URL = env.str("GATEWAY_URL", default="http://127.0.0.1:8765")
 GATEWAY_API_KEY = env.str("GATEWAY_API_KEY", default="sim-gateway-key")
 GATEWAY_WEBHOOK_SECRET = env.str("GATEWAY_WEBHOOK_SECRET", default="sim-webhook-secret")
 GATEWAY_TIMEOUT_SECONDS = env.float("GATEWAY_TIMEOUT_SECONDS", default=10.0)
-GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=8)
+# Transient failures (5xx, 429, timeouts) are retried for GATEWAY_RETRY_WINDOW_SECONDS, then
+# dead-lettered; GATEWAY_MAX_ATTEMPTS > 0 also caps the attempts (0: the window alone decides).
+GATEWAY_RETRY_WINDOW_SECONDS = env.int("GATEWAY_RETRY_WINDOW_SECONDS", default=24 * 3600)
+GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=0)
+# The gateway's circuit breaker: this many transient failures in a row open it for
+# GATEWAY_CIRCUIT_OPEN_SECONDS, doubling each time it opens again up to the maximum.
+GATEWAY_CIRCUIT_FAILURES = env.int("GATEWAY_CIRCUIT_FAILURES", default=5)
+GATEWAY_CIRCUIT_OPEN_SECONDS = env.float("GATEWAY_CIRCUIT_OPEN_SECONDS", default=30.0)
+GATEWAY_CIRCUIT_OPEN_MAX_SECONDS = env.float("GATEWAY_CIRCUIT_OPEN_MAX_SECONDS", default=600.0)
 GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=2.0)
 GATEWAY_RETRY_BACKOFF_MAX_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_MAX_SECONDS", default=600.0)
 # An acknowledged, dispensed or shipped order that has not moved for ORDER_POLL_AFTER_SECONDS

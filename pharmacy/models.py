@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 from prescriptions.models import Prescription
 
@@ -29,6 +30,9 @@ class Dispatch(models.Model):
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     # When we last asked the gateway where the order is (orders_poll_stale).
     status_checked_at = models.DateTimeField(null=True, blank=True)
+    # Transient failures are retried until GATEWAY_RETRY_WINDOW_SECONDS after this (creation,
+    # or an operator's replay).
+    window_started_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         verbose_name_plural = "dispatches"
@@ -123,3 +127,19 @@ class OrderAlert(models.Model):
 
     def __str__(self) -> str:
         return f"Order alert #{self.pk} ({self.dispatch})"
+
+
+class PartnerCircuit(models.Model):
+    """A circuit breaker per partner: after GATEWAY_CIRCUIT_FAILURES transient failures in a row
+    the partner is left alone until `open_until` (a longer pause each time it opens again), so
+    an outage delays work without spending its retry window or hammering the partner; the
+    first success closes it."""
+
+    partner = models.CharField(max_length=40, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    times_opened = models.PositiveIntegerField(default=0)
+    open_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"circuit of {self.partner}"

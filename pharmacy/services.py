@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from common import signing
 from common.errors import InvalidInput, NotFound
-from events.services import outbox_task_enqueue
+from events.services import RetryLater, outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
@@ -28,7 +29,14 @@ from pharmacy.gateway import (
     OrderStatus,
     OrderUnknown,
 )
-from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent, OrderAlert
+from pharmacy.models import (
+    DeadLetter,
+    Dispatch,
+    GatewayCancellation,
+    GatewayWebhookEvent,
+    OrderAlert,
+    PartnerCircuit,
+)
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
@@ -119,6 +127,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
         return "dead-lettered"
+    circuit_check(partner=GATEWAY_PARTNER)
     # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
     Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
     try:
@@ -126,15 +135,18 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
         )
     except GatewayRejected as error:
+        circuit_record_success(partner=GATEWAY_PARTNER)  # it answered
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
+        circuit_record_failure(partner=GATEWAY_PARTNER)
         attempts = Dispatch.objects.filter(pk=dispatch_id).values_list("attempts", flat=True)[0]
         Dispatch.objects.filter(pk=dispatch_id).update(last_error=str(error)[:1000])
-        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+        if _retries_spent(attempts=attempts, window_started_at=dispatch.window_started_at):
             dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
             return "dead-lettered"
         raise
+    circuit_record_success(partner=GATEWAY_PARTNER)
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
     logger.info("dispatch %s acknowledged by the gateway", dispatch_id)
     return "acknowledged"
@@ -251,7 +263,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
             return False
         reopened = Dispatch.objects.filter(
             pk=letter.dispatch_id, status=Dispatch.Status.DEAD_LETTERED
-        ).update(status=Dispatch.Status.PENDING, attempts=0)
+        ).update(status=Dispatch.Status.PENDING, attempts=0, window_started_at=timezone.now())
         letter.resolved_at = timezone.now()
         letter.resolution = "replayed" if reopened else "stale"
         letter.save(update_fields=["resolved_at", "resolution"])
@@ -466,6 +478,7 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
     )
     if cancellation is None:
         return "not-pending"
+    circuit_check(partner=GATEWAY_PARTNER)
     GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
     try:
         (gateway or gateway_from_settings()).order_cancel(
@@ -478,12 +491,14 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
         _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
         return "failed"
     except GatewayUnavailable as error:
+        circuit_record_failure(partner=GATEWAY_PARTNER)
         attempts = GatewayCancellation.objects.values_list("attempts", flat=True).get(pk=cancellation_id)
         GatewayCancellation.objects.filter(pk=cancellation_id).update(last_error=str(error)[:500])
-        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+        if _retries_spent(attempts=attempts, window_started_at=cancellation.created_at):
             _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
             return "failed"
         raise
+    circuit_record_success(partner=GATEWAY_PARTNER)
     with transaction.atomic():
         done = GatewayCancellation.objects.filter(
             pk=cancellation_id, status=GatewayCancellation.Status.PENDING
@@ -635,4 +650,53 @@ def _order_alert(dispatch: Dispatch, reason: str, gateway_status: str) -> str:
 def order_alert_resolve(*, alert_id: int) -> bool:
     return bool(
         OrderAlert.objects.filter(pk=alert_id, resolved_at__isnull=True).update(resolved_at=timezone.now())
+    )
+
+
+# --- Retry budget and the partner's circuit breaker ------------------------------------------------
+
+GATEWAY_PARTNER = "gateway"
+
+
+def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:
+    """A transient failure ends the retries once the retry window has passed (or, when
+    GATEWAY_MAX_ATTEMPTS is set above 0, once that many attempts were made)."""
+    window = timedelta(seconds=settings.GATEWAY_RETRY_WINDOW_SECONDS)
+    capped = settings.GATEWAY_MAX_ATTEMPTS > 0 and attempts >= settings.GATEWAY_MAX_ATTEMPTS
+    return capped or timezone.now() - window_started_at >= window
+
+
+def circuit_check(*, partner: str) -> None:
+    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted."""
+    open_until = (
+        PartnerCircuit.objects.filter(partner=partner, open_until__gt=timezone.now())
+        .values_list("open_until", flat=True)
+        .first()
+    )
+    if open_until is not None:
+        # Spread the waiting sends over a few seconds so they do not all probe at once.
+        wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
+        raise RetryLater(wait, f"{partner} circuit open")
+
+
+def circuit_record_failure(*, partner: str) -> None:
+    with transaction.atomic():
+        circuit, _ = PartnerCircuit.objects.select_for_update().get_or_create(partner=partner)
+        circuit.failures += 1
+        if circuit.failures >= settings.GATEWAY_CIRCUIT_FAILURES and not (
+            circuit.open_until and circuit.open_until > timezone.now()
+        ):
+            pause = min(
+                settings.GATEWAY_CIRCUIT_OPEN_MAX_SECONDS,
+                settings.GATEWAY_CIRCUIT_OPEN_SECONDS * (2 ** min(circuit.times_opened, 20)),
+            )
+            circuit.open_until = timezone.now() + timedelta(seconds=pause)
+            circuit.times_opened += 1
+            logger.warning("%s circuit opened for %.0fs after %s failures", partner, pause, circuit.failures)
+        circuit.save()
+
+
+def circuit_record_success(*, partner: str) -> None:
+    PartnerCircuit.objects.filter(partner=partner).exclude(failures=0, times_opened=0).update(
+        failures=0, times_opened=0, open_until=None
     )
