@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # (nothing connects to them).
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
 
-.PHONY: install browser-deps bench-deps demo test test-fast test-browser bench bench-load lint migrate stop clean
+.PHONY: install browser-deps test-deps bench-deps demo test test-fast test-browser bench bench-load lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ browser-deps:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@test -x $(CHROMIUM) || { echo "Chromium is missing: apt-get install chromium"; exit 1; }
 
+# Everything the suite starts besides Python: Chromium, and PgBouncer (tests/test_pgbouncer.py).
+test-deps: browser-deps
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer; }
+
 # The test suite uses its own Redis database number so it never consumes a running demo's tasks.
-test: install browser-deps
+test: install test-deps
 	EMBEDDED_REDIS_DB=$${EMBEDDED_REDIS_DB:-1} $(BIN)/python -m pytest
 
 test-fast: install

@@ -9,9 +9,13 @@ from typing import Any
 from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasResourceScope
 from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OAuthRequest
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from accounts.budgets import address_of, budget_spent
 from accounts.tenancy import tenant_scope_enter
 from patients.models import Clinic, ClinicClient
 
@@ -30,25 +34,66 @@ class ClinicPrincipal:
 
 class ClinicOAuth2Authentication(OAuth2Authentication):
     def authenticate(self, request: Request) -> tuple[ClinicPrincipal, Any] | None:
+        """An address that presented too many tokens that are not valid is refused (429) until
+        its window ends, whatever it presents: guessing tokens gets nowhere fast."""
+        presented = request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer ")
+        address = address_of(request)
+        if presented and (wait := budget_spent(scope="invalid_token", ident=address, record=False)):
+            raise Throttled(wait=wait)
+        result = self._clinic_authenticate(request)
+        if presented and result is None:
+            budget_spent(scope="invalid_token", ident=address, record=True)
+        return result
+
+    def _clinic_authenticate(self, request: Request) -> tuple[ClinicPrincipal, Any] | None:
         result = super().authenticate(request)
         if result is None:
             return None
         _user, token = result
-        link = (
-            ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
-        )
-        if link is None or link.revoked_at is not None:
-            # A valid token from an application that serves no clinic (or no longer does)
-            # reaches nothing.
+        principal = clinic_principal_enter(token=token)
+        if principal is None:
             request.oauth2_error = {"error": "invalid_token"}
             return None
-        principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
-        # From here on the database itself shows this clinic's rows only (accounts.tenancy).
-        tenant_scope_enter(clinic_id=link.clinic_id)
-        now = timezone.now()
-        if link.last_used_at is None or now - link.last_used_at > LAST_USED_RESOLUTION:
-            ClinicClient.objects.filter(pk=link.pk).update(last_used_at=now)
         return principal, token
+
+
+def clinic_principal_enter(*, token: Any) -> ClinicPrincipal | None:
+    """The clinic a validated access token acts for, with the current transaction narrowed to
+    it (accounts.tenancy); None when the token's application serves no clinic, or no longer
+    does, so it reaches nothing. Shared by the clinic API and the MCP server (agents)."""
+    link = ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
+    if link is None or link.revoked_at is not None:
+        return None
+    if not set(token.scope.split()) <= set(link.allowed_scopes):
+        # Issued before the client's scopes were narrowed: it stops working at once.
+        return None
+    principal = ClinicPrincipal(clinic=link.clinic, client_id=token.application.client_id)
+    # From here on the database itself shows this clinic's rows only (accounts.tenancy).
+    tenant_scope_enter(clinic_id=link.clinic_id)
+    now = timezone.now()
+    if link.last_used_at is None or now - link.last_used_at > LAST_USED_RESOLUTION:
+        ClinicClient.objects.filter(pk=link.pk).update(last_used_at=now)
+    return principal
+
+
+class BearerRefused(Exception):
+    """A bearer token presented outside DRF was refused; the message says why, in words that
+    are safe to show the caller (they never say whether a token exists)."""
+
+
+def bearer_token_validate(*, token: str, scopes: list[str], uri: str) -> Any:
+    """django-oauth-toolkit's own check of a bearer token (known, unexpired, unrevoked, for a
+    usable application), for callers that are not DRF views: the MCP server. Returns the
+    AccessToken; raises BearerRefused when it is not valid or lacks one of `scopes`."""
+    validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS()
+    request = OAuthRequest(uri)
+    if not token or not validator.validate_bearer_token(token, [], request):
+        raise BearerRefused("The access token is not valid (unknown, expired or revoked).")
+    access_token = request.access_token
+    missing = [scope for scope in scopes if not access_token.allow_scopes([scope])]
+    if missing:
+        raise BearerRefused(f"The access token lacks the scope {' '.join(missing)}.")
+    return access_token
 
 
 class IsClinicClient(BasePermission):
@@ -71,3 +116,24 @@ class ClinicOAuth2Validator(OAuth2Validator):
         if not super().authenticate_client(request, *args, **kwargs):
             return False
         return ClinicClient.objects.filter(application=request.client, revoked_at__isnull=True).exists()
+
+    def _allowed_scopes(self, client: Any) -> set[str]:
+        allowed = ClinicClient.objects.filter(application=client).values_list("allowed_scopes", flat=True)
+        return set(allowed.first() or [])
+
+    def validate_scopes(
+        self, client_id: str, scopes: list[str], client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        """A client is issued only scopes it is allowed (a read-only integration stays one)."""
+        if not super().validate_scopes(client_id, scopes, client, request, *args, **kwargs):
+            return False
+        return set(scopes) <= self._allowed_scopes(client)
+
+    def get_default_scopes(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> list[str]:
+        """Asked for no scope, a client gets the defaults it is allowed."""
+        allowed = self._allowed_scopes(request.client)
+        return [
+            scope
+            for scope in super().get_default_scopes(client_id, request, *args, **kwargs)
+            if scope in allowed
+        ]

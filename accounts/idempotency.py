@@ -81,18 +81,31 @@ def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Respo
             f"({stored.method} {stored.path}); use a new key for a new operation.",
         )
     return Response(
-        stored.response_body,
+        json.loads(stored.response_body),
         status=stored.response_status,
         headers={"Idempotent-Replayed": "true"},
     )
 
 
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
-    """Decorate an APIView's `post` so it runs at most once per (clinic, key)."""
+    """Decorate an APIView's `post` so it runs at most once per (clinic, Idempotency-Key)."""
+    return idempotent_on(key_from)(handler)
 
+
+def idempotent_on(
+    key_of: Callable[[Request], str],
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """The same, with the key taken from the request by `key_of` (e.g. a FHIR message's
+    Bundle.identifier, which is what makes a re-sent message the same message)."""
+    return functools.partial(_idempotent, key_of)
+
+
+def _idempotent(
+    key_of: Callable[[Request], str], handler: Callable[..., Response]
+) -> Callable[..., Response]:
     @functools.wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-        key = key_from(request)
+        key = key_of(request)
         clinic = request.user.clinic
         fingerprint = request_fingerprint(request)
         with atomic_keeping_refusals():
@@ -111,7 +124,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
                     path=request.path,
                     request_hash=fingerprint,
                     response_status=response.status_code,
-                    response_body=json.loads(json.dumps(response.data, default=str)),
+                    response_body=json.dumps(response.data, default=str),
                     expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
                 )
             return response

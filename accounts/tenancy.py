@@ -2,7 +2,7 @@
 
 Two paths, both explicit:
 
-- Tenant path (the clinic API). Every /api/v1/ request runs in one transaction
+- Tenant path (the clinic API). Every /api/v1/ and /fhir/ request runs in one transaction
   (TenantTransactionMiddleware); once the caller is authenticated, `tenant_scope_enter`
   switches that transaction to the role `scriptline_tenant` (no superuser, no BYPASSRLS,
   owns nothing) and sets `app.clinic_id`. The role's policies (patients migration 0004)
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 TENANT_ROLE = "scriptline_tenant"
 SYSTEM_SCOPE = "*"
 API_PREFIX = "/api/v1/"
+# The clinic-facing prefixes that run on the tenant path: the REST API and FHIR.
+TENANT_PREFIXES = (API_PREFIX, "/fhir/")
 
 _system_scope_logged = False
 
@@ -78,7 +80,7 @@ class TenantTransactionMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith(API_PREFIX):
+        if not request.path.startswith(TENANT_PREFIXES):
             return self.get_response(request)
         with transaction.atomic():
             response = self.get_response(request)

@@ -18,6 +18,15 @@ PROBLEM_SCHEMA = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "existing_patient": {
+            "type": "string",
+            "description": "patient-already-registered (409): the clinic's existing record of the patient, "
+            "e.g. /api/v1/patients/42/.",
+        },
+        "existing_patient_id": {
+            "type": "integer",
+            "description": "patient-already-registered (409): the existing record's id, e.g. 42.",
+        },
         "errors": {
             "type": "array",
             "items": {

@@ -84,6 +84,7 @@ def problem_body(
 
 def domain_error_body(error: DomainError, *, instance: str) -> dict[str, Any]:
     body = problem_body(status_code=status_of(error), slug=error.code, detail=error.detail, instance=instance)
+    body.update({key: value for key, value in error.extensions.items() if key not in body})
     if error.fields:
         body["errors"] = [{"pointer": f"#/{field}", "detail": error.detail} for field in error.fields]
     return body

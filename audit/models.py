@@ -5,7 +5,8 @@ from patients.models import Clinic, Patient
 
 
 class PatientAccess(models.Model):
-    """One read of a patient's record: an admin page, or an API list or detail response.
+    """One read of a patient's record: an admin page, an API list or detail response, or an
+    agent's tool call on the MCP server.
 
     Append-only in the database (audit migration 0002): a trigger refuses UPDATE and DELETE.
     """
@@ -13,6 +14,7 @@ class PatientAccess(models.Model):
     class Channel(models.TextChoices):
         ADMIN = "admin", "Back office"
         API = "api", "Clinic API"
+        MCP = "mcp", "MCP server (agents)"
 
     class Action(models.TextChoices):
         LIST = "list", "Listed"

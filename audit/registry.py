@@ -1,8 +1,9 @@
 """Which models django-auditlog tracks: every model holding patient, prescription or permission data.
 
-Patient identifiers are encrypted at rest, and the audit log must not become a plaintext copy:
-their changes are recorded as "[redacted]" (that the field changed, never its value), and the
-blind-index columns are left out entirely.
+Patient identifiers and free text (notes, reasons, reactions) are encrypted at rest, and the
+audit log must not become a plaintext copy: every encrypted field's changes are recorded as
+"[redacted]" (that the field changed, never its value), and the blind-index columns are left
+out entirely.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from auditlog.registry import auditlog
 from django.contrib.auth.models import Group, User
 
-from patients.phi import INDEX_FIELDS, PHI_FIELDS
+from patients.phi import INDEX_FIELDS, PHI_FIELDS, encrypted_field_names
 
 REDACTED = "[redacted]"
 
@@ -49,10 +50,16 @@ def audit_register() -> None:
         PrescriptionItem,
     )
 
-    auditlog.register(Patient, mask_fields=PATIENT_PHI_FIELDS, exclude_fields=PATIENT_BLIND_INDEXES)
+    auditlog.register(
+        Patient,
+        mask_fields=sorted({*PATIENT_PHI_FIELDS, *encrypted_field_names(Patient)}),
+        exclude_fields=PATIENT_BLIND_INDEXES,
+    )
     for model in (Allergy, CurrentMedication, Clinic, Prescriber, Prescription, PrescriptionItem):
-        auditlog.register(model, exclude_fields=reverse_one_to_ones(model))
-    auditlog.register(PharmacistReview)
+        auditlog.register(
+            model, mask_fields=encrypted_field_names(model), exclude_fields=reverse_one_to_ones(model)
+        )
+    auditlog.register(PharmacistReview, mask_fields=encrypted_field_names(PharmacistReview))
     # Permission data: accounts, roles, clinic assignments, API clients, second factors.
     auditlog.register(
         User, exclude_fields=["password", "last_login"], m2m_fields={"groups", "user_permissions"}

@@ -23,11 +23,17 @@ def patient_access_record(
     patients: Iterable[Patient],
     channel: str,
     action: str,
-    request: HttpRequest,
+    request: HttpRequest | None,
     staff_user: AbstractBaseUser | None = None,
     client_id: str = "",
+    remote_addr: str | None = None,
+    request_id: str = "",
 ) -> int:
-    """Append one access row per patient shown; returns how many were written."""
+    """Append one access row per patient shown; returns how many were written. Callers that
+    are not Django views (the MCP server) pass request=None and the address and id themselves."""
+    if request is not None:
+        remote_addr = remote_address(request)
+        request_id = request_id_current() or ""
     rows = [
         PatientAccess(
             patient_id=patient.pk,
@@ -36,8 +42,8 @@ def patient_access_record(
             action=action,
             staff_user=staff_user,
             client_id=client_id,
-            remote_addr=remote_address(request),
-            request_id=request_id_current() or "",
+            remote_addr=remote_addr,
+            request_id=request_id,
         )
         for patient in patients
     ]

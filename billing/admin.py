@@ -7,6 +7,7 @@ from datetime import date
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -24,6 +25,7 @@ from billing.models import (
 )
 from billing.payments import PaymentError
 from billing.services import nhs, payments
+from support.scoping import ClinicScopedAdminMixin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -35,7 +37,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
     list_display = ["id", "prescription", "clinic", "status", "amount_minor", "currency", "created_at"]
     list_filter = ["status", "clinic", "currency"]
     date_hierarchy = "created_at"
@@ -48,7 +50,9 @@ class PaymentAdmin(ReadOnlyAdmin):
     actions = ["sync_from_stripe"]
     change_list_template = "admin/billing/payment/change_list.html"
 
-    @admin.action(description="Sync from Stripe (apply Stripe's state, as a lost webhook would)")
+    @admin.action(
+        description="Sync from Stripe (apply Stripe's state, as a lost webhook would)", permissions=["change"]
+    )
     def sync_from_stripe(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
         for payment in queryset.exclude(stripe_payment_intent_id=""):
             try:
@@ -63,17 +67,26 @@ class PaymentAdmin(ReadOnlyAdmin):
         return [path("reconciliation/", view, name="billing_payment_reconciliation"), *super().get_urls()]
 
     def reconciliation_view(self, request: HttpRequest) -> HttpResponse:
-        """Unsettled payments whose state disagrees with Stripe's (POST syncs one)."""
+        """Unsettled payments of the user's clinics whose state disagrees with Stripe's (POST
+        syncs one): the same permission as the sync action."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        # Only payments this user's admin would list (their clinics) are asked about or synced.
+        in_scope = self.get_queryset(request)
         if request.method == "POST" and request.POST.get("payment_id", "").isdigit():
+            payment_id = int(request.POST["payment_id"])
+            if not in_scope.filter(pk=payment_id).exists():
+                self.message_user(request, f"Could not sync: no payment #{payment_id}.", messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:billing_payment_reconciliation"))
             try:
-                outcome = payments.payment_sync(payment_id=int(request.POST["payment_id"]))
-            except (PaymentError, Payment.DoesNotExist) as error:
+                outcome = payments.payment_sync(payment_id=payment_id)
+            except PaymentError as error:
                 self.message_user(request, f"Could not sync: {error}", messages.ERROR)
             else:
                 self.message_user(request, f"Synced: {outcome}.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:billing_payment_reconciliation"))
         try:
-            mismatches = payments.payment_reconcile()
+            mismatches = payments.payment_reconcile(payment_ids=in_scope.values("pk"))
             error = ""
         except PaymentError as failure:
             mismatches, error = [], f"Stripe could not be asked: {failure}"
@@ -98,7 +111,7 @@ class RefundAdmin(ReadOnlyAdmin):
     readonly_fields = [field.name for field in Refund._meta.fields]
     actions = ["retry"]
 
-    @admin.action(description="Send again (same idempotency key)")
+    @admin.action(description="Send again (same idempotency key)", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
         for refund in queryset.filter(status=Refund.Status.PENDING):
             try:
@@ -139,7 +152,7 @@ class CancellationRequestAdmin(ReadOnlyAdmin):
     def needs_refund(self, obj: CancellationRequest) -> bool:
         return obj.needs_refund
 
-    @admin.action(description="Mark resolved (handled by hand)")
+    @admin.action(description="Mark resolved (handled by hand)", permissions=["change"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[CancellationRequest]) -> None:
         resolved = sum(
             payments.cancellation_request_resolve(
@@ -264,18 +277,18 @@ class ClaimBatchAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/billing/claimbatch/build.html", context)
 
-    @admin.action(description="Rebuild (add items dispensed and not yet claimed)")
+    @admin.action(description="Rebuild (add items dispensed and not yet claimed)", permissions=["change"])
     def rebuild(self, request: HttpRequest, queryset: QuerySet[ClaimBatch]) -> None:
         for batch in queryset:
             nhs.claim_batch_build(month=batch.month)
         self.message_user(request, f"Rebuilt {queryset.count()} batch(es).")
 
-    @admin.action(description="Mark submitted (freeze)")
+    @admin.action(description="Mark submitted (freeze)", permissions=["change"])
     def submit(self, request: HttpRequest, queryset: QuerySet[ClaimBatch]) -> None:
         submitted = sum(nhs.claim_batch_submit(batch_id=batch.pk) for batch in queryset)
         self.message_user(request, f"Submitted {submitted} batch(es).")
 
-    @admin.action(description="Export CSV (one batch)")
+    @admin.action(description="Export CSV (one batch)", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[ClaimBatch]) -> HttpResponse | None:
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one batch to export.", messages.WARNING)

@@ -27,13 +27,21 @@ class DomainError(Exception):
     """A request the domain refuses. Subclass by kind; never raise this class itself."""
 
     def __init__(
-        self, detail: str, *, code: str, fields: Iterable[str] = (), keeps_changes: bool = False
+        self,
+        detail: str,
+        *,
+        code: str,
+        fields: Iterable[str] = (),
+        keeps_changes: bool = False,
+        extensions: dict[str, object] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.code = code
         self.fields = tuple(fields)
         self.keeps_changes = keeps_changes
+        # Extra members of the problem (RFC 9457 section 3.2), e.g. a link to what it conflicts with.
+        self.extensions = dict(extensions or {})
 
 
 class InvalidInput(DomainError):

@@ -1,8 +1,10 @@
 """Structured JSON logs with a request id, and a redaction layer for patient identifiers.
 
 Every log line (ours through structlog, and every library's through the stdlib handler)
-passes `redact_phi` before it is rendered: values under identifier-like keys are replaced,
-and NHS numbers, email addresses and phone numbers are masked wherever they appear. The
+passes `redact_phi` before it is rendered, field by field: values under identifier-like keys
+are replaced; correlation fields (request id, task id and name, duration, status code) are
+never touched; a path or the `request` keeps its route and loses its query string; free text
+has query strings, NHS numbers, email addresses and phone numbers masked. The
 request id comes from `X-Request-ID` (or is made up), is echoed in the response, and travels
 to Celery tasks as a message header, so one id follows a prescription from web to workers.
 """
@@ -39,40 +41,111 @@ PHI_KEYS = frozenset(
         "telecom",
     }
 )
+# Correlation fields: never redacted, so one request or task can be followed across lines.
+# Identifiers by construction (ids, names of code, numbers), they cannot carry patient data;
+# a path keeps its route and loses its query string, where search terms travel.
+CORRELATION_FIELDS = frozenset(
+    {
+        "request_id",
+        "task_id",
+        "task",
+        "task_name",
+        "duration",
+        "duration_ms",
+        "runtime",
+        "status_code",
+        "method",
+        "logger",
+        "level",
+        "timestamp",
+    }
+)
+# Celery's worker lines carry the task as `data: {"id", "name", "runtime", "hostname"}`.
+_CELERY_DATA_FIELDS = {"id": "task_id", "name": "task_name", "runtime": "runtime", "hostname": "task"}
+# Identifier-shaped runs of digits, never inside a longer token (a request id, a uuid, a
+# duration such as 0.0123456789s), so correlation values elsewhere in a message survive.
+_NOT_IN_TOKEN = r"(?<![\w.\-/])"
+_TOKEN_END = r"(?![\w\-/])(?!\.\d)"
 _PATTERNS = [
     re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"),  # email
-    re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)"),  # NHS number (3-3-4) and similar
-    re.compile(r"\+?\d[\d ()-]{8,}\d"),  # phone numbers
-    re.compile(r"(?<!\d)(19|20)\d\d-\d\d-\d\d(?![\d:T])"),  # bare dates (birth dates)
+    re.compile(_NOT_IN_TOKEN + r"\d{3}[ -]?\d{3}[ -]?\d{4}" + _TOKEN_END),  # NHS number (3-3-4)
+    re.compile(_NOT_IN_TOKEN + r"\+?\d[\d ()-]{8,}\d" + _TOKEN_END),  # phone numbers
+    re.compile(r"(?<![\w-])(19|20)\d\d-\d\d-\d\d(?![\d:T])"),  # bare dates (birth dates)
 ]
+# A query string in a URL or path: search terms (`?search=Smith`, "Family-name YYYY-MM-DD").
+_QUERY_STRING = re.compile(r"\?[^\s\"'<>]*")
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+# Task ids (uuids) and request ids (32 hex digits) inside a message are left whole.
+_CORRELATION_TOKEN = re.compile(
+    r"(?<![\w-])(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[0-9a-f]{32})(?![\w-])"
+)
+
+
 def redact_text(text: str) -> str:
+    """Free text (a message, an error): query strings and identifier-shaped values masked."""
+    text = _QUERY_STRING.sub("?" + REDACTED, text)
+    pieces, start = [], 0
+    for token in _CORRELATION_TOKEN.finditer(text):
+        pieces += [_mask(text[start : token.start()]), token.group()]
+        start = token.end()
+    return "".join([*pieces, _mask(text[start:])])
+
+
+def _mask(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text
 
 
+def path_without_query(path: str) -> str:
+    return path.split("?", 1)[0]
+
+
+def _request_summary(request: Any) -> str:
+    """`request` (Django's log records carry the HttpRequest): method and path, no query."""
+    method = getattr(request, "method", None)
+    path = getattr(request, "path", None)
+    if isinstance(method, str) and isinstance(path, str):
+        return redact_text(f"{method} {path}")
+    return redact_text(str(request))
+
+
 def _redact(value: Any, key: str = "") -> Any:
+    if key.startswith("_"):
+        return value  # structlog's own bookkeeping (`_record`), removed before rendering
+    if key in CORRELATION_FIELDS and isinstance(value, str | int | float | None):
+        return value
+    if key == "path" and isinstance(value, str):
+        return path_without_query(value)
+    if key == "request":
+        return value if value is None else _request_summary(value)
     if key.lower() in PHI_KEYS and value not in (None, ""):
         return REDACTED
+    if key == "data" and isinstance(value, dict) and {"id", "name"} <= set(value):
+        return {k: v if k in _CELERY_DATA_FIELDS else _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(item) for item in value]
-    return value
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    # Anything else would be rendered by repr(): redact that text rather than trust it.
+    return redact_text(repr(value))
 
 
 def redact_phi(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: no patient identifier survives into the rendered line."""
-    return {
-        key: _redact(value, key) if key not in {"timestamp", "level"} else value
-        for key, value in event_dict.items()
-    }
+    """structlog processor: no patient identifier survives into the rendered line, and the
+    correlation fields come out exactly as they went in."""
+    request_id = getattr(event_dict.get("request"), "request_id", None)
+    if request_id and "request_id" not in event_dict:
+        # django.request logs a 4xx/5xx after the middleware has unbound the request id.
+        event_dict = {**event_dict, "request_id": request_id}
+    return {key: _redact(value, key) for key, value in event_dict.items()}
 
 
 SHARED_PROCESSORS: list[Any] = [
@@ -140,6 +213,7 @@ class RequestIdMiddleware:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        request.request_id = request_id  # type: ignore[attr-defined]
         try:
             response = self.get_response(request)
         finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from common import logs
 from saga import journey
@@ -22,26 +23,62 @@ env = environ.Env()
 env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-# Local development and tests; SCRIPTLINE_LOCAL=false (production) makes every secret mandatory
-# and turns on HTTPS-only cookies, redirects and HSTS.
+# Local development and tests; SCRIPTLINE_LOCAL=false (production) makes every secret and
+# server mandatory and turns on HTTPS-only cookies, redirects and HSTS.
 _LOCAL = DEBUG or env.bool("SCRIPTLINE_LOCAL", default=True)
-if _LOCAL:
-    SECRET_KEY = env.str("SECRET_KEY", default="local-insecure-key-do-not-use-in-production")
-else:
-    SECRET_KEY = env.str("SECRET_KEY")
-# --- Patient data at rest (patients.phi) ---------------------------------------------------------
-# Fernet keys for PHI are derived from SECRET_KEY and each salt here: the first encrypts, all
-# decrypt. Rotate: put a new salt first, run `manage.py rotate_keys`, then drop the old one.
-# BLIND_INDEX_KEY keys the HMACs used for exact-match search (rotate_keys recomputes them).
-if _LOCAL:
-    SALT_KEY = env.list("PHI_SALT_KEYS", default=["local-phi-salt-do-not-use-in-production"])
-    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY", default="local-blind-index-key-do-not-use-in-production")
-else:
-    SALT_KEY = env.list("PHI_SALT_KEYS")
-    BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY")
-SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+# --- Fail closed: outside local mode every secret and server comes from the environment ------
+# Each value's local default (the simulators, the embedded servers, public throw-away keys)
+# exists only in local mode. Outside it, startup stops with one error naming every variable
+# that is missing, so a deployment is never half-configured on a repository's public values.
+# An empty DATABASE_URL / CELERY_BROKER_URL means "start the embedded server" (local only).
+_LOCAL_DEFAULTS = {
+    "SECRET_KEY": "local-insecure-key-do-not-use-in-production",
+    "ALLOWED_HOSTS": "localhost,127.0.0.1,[::1],testserver",
+    "DATABASE_URL": "",
+    "CELERY_BROKER_URL": "",
+    "CACHE_URL": "locmemcache://",
+    # A Fernet key (Fernet.generate_key()), public: local data only.
+    "PHI_ENCRYPTION_KEYS": "bG9jYWwtcGhpLWtleS1kby1ub3QtdXNlLWluLXByb2Q=",
+    "BLIND_INDEX_KEY": "local-blind-index-key-do-not-use-in-production",
+    "GATEWAY_URL": "http://127.0.0.1:8765",
+    "GATEWAY_API_KEY": "sim-gateway-key",
+    "GATEWAY_WEBHOOK_SECRET": "sim-webhook-secret",
+    "STRIPE_API_BASE": "http://127.0.0.1:12111",
+    "STRIPE_SECRET_KEY": "sk_test_scriptline_simulator",
+    "STRIPE_WEBHOOK_SECRET": "whsec_scriptline_simulator",
+    "METRICS_TOKEN": "local-metrics-token-do-not-use-in-production",
+    "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+}
+# The repository's public values: refused outside local mode even when set explicitly
+# (config/checks.py reports them under `check --deploy`).
+PUBLIC_LOCAL_VALUES = {name: value for name, value in _LOCAL_DEFAULTS.items() if value}
+_MISSING = [name for name in _LOCAL_DEFAULTS if not _LOCAL and not env.str(name, default="").strip()]
+if _MISSING:
+    raise ImproperlyConfigured(
+        "SCRIPTLINE_LOCAL is false, so these environment variables must be set (see .env.example): "
+        + ", ".join(_MISSING)
+    )
+
+
+def _deployment(name: str) -> str:
+    return env.str(name, default=_LOCAL_DEFAULTS[name] if _LOCAL else "").strip()
+
+
+SECRET_KEY = _deployment("SECRET_KEY")
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# --- Patient data at rest (patients.phi) ---------------------------------------------------------
+# PHI_ENCRYPTION_KEYS: Fernet keys, newest first, independent of SECRET_KEY (which can then
+# rotate routinely without touching patient data). The first encrypts, every one decrypts.
+# Rotate: put a new key first, run `manage.py rotate_keys`, then drop the old one.
+# PHI_SALT_KEYS (optional): the former keys derived from SECRET_KEY and these salts, kept for
+# decryption only until `rotate_keys` has re-encrypted everything under PHI_ENCRYPTION_KEYS.
+# BLIND_INDEX_KEY keys the HMACs used for exact-match search (rotate_keys recomputes them).
+PHI_ENCRYPTION_KEYS = [key.strip() for key in _deployment("PHI_ENCRYPTION_KEYS").split(",") if key.strip()]
+SALT_KEY = env.list("PHI_SALT_KEYS", default=["local-phi-salt-do-not-use-in-production"] if _LOCAL else [])
+BLIND_INDEX_KEY = _deployment("BLIND_INDEX_KEY")
+
+ALLOWED_HOSTS = [host.strip() for host in _deployment("ALLOWED_HOSTS").split(",") if host.strip()]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -72,13 +109,20 @@ INSTALLED_APPS = [
     "notifications",
     "support",
     "saga",
+    "interop",
+    # The MCP server for agents (manage.py run_mcp_server): an entry point like the API.
+    "agents",
     # Development and test stand-ins for the partners (manage.py run_*_simulator); nothing
     # in the product imports it.
     "sandbox",
+    # Project-wide `check --deploy` checks (config/checks.py).
+    "config.apps.DeployChecksConfig",
 ]
 
 MIDDLEWARE = [
     "common.logs.RequestIdMiddleware",
+    # Patient data is never cached: Cache-Control: no-store on the API and the status link.
+    "api.hardening.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,7 +165,8 @@ TEMPLATES = [
 
 
 def _database_from_environment() -> dict[str, Any]:
-    if env.str("DATABASE_URL", default=""):
+    # Outside local mode DATABASE_URL is mandatory (checked above): never the embedded server.
+    if env.str("DATABASE_URL", default="") or not _LOCAL:
         return env.db_url("DATABASE_URL")
     from config import embedded
 
@@ -144,7 +189,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Celery ----------------------------------------------------------------------------------
-if env.str("CELERY_BROKER_URL", default=""):
+if env.str("CELERY_BROKER_URL", default="") or not _LOCAL:
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 else:
     from config import embedded
@@ -190,6 +235,10 @@ CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps"
 if CELERY_BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    # Native delayed delivery routes through topic exchanges; on a direct one a countdown
+    # would hold a worker until it is due.
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
@@ -207,6 +256,11 @@ CELERY_BEAT_SCHEDULE = {
     "orders-poll-stale": {
         "task": "pharmacy.tasks.orders_poll_stale",
         "schedule": env.float("ORDER_POLL_BEAT_SECONDS", default=300.0),
+    },
+    # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
+    "held-prescriptions-release": {
+        "task": "pharmacy.tasks.held_prescriptions_release",
+        "schedule": env.float("HELD_RELEASE_BEAT_SECONDS", default=900.0),
     },
     # Repeats: issue the repeat prescriptions that are due.
     "repeat-series-issue-due": {
@@ -238,16 +292,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Per machine client (accounts.throttling.ClientRateThrottle): 429 with Retry-After.
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ClientRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"client": env.str("API_RATE_LIMIT", default="1200/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "client": env.str("API_RATE_LIMIT", default="1200/minute"),
+        # Per address (accounts.budgets): token requests, and requests with a token not valid.
+        "token": env.str("TOKEN_RATE_LIMIT", default="60/minute"),
+        "invalid_token": env.str("INVALID_TOKEN_RATE_LIMIT", default="30/minute"),
+    },
 }
-# The throttle counts live in the cache: use a shared one (Redis) when running several processes.
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# The throttle counts live in the cache: shared (Redis) outside local mode, so a rate limit is
+# not multiplied by the number of processes (config/checks.py refuses a per-process cache).
+CACHES = {"default": env.cache_url_config(_deployment("CACHE_URL"))}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Scriptline API",
     "DESCRIPTION": (
@@ -292,11 +352,11 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # Tokens are stored as their SHA-256 only (RFC 9700 §4): a copy of the table authenticates
+    # nothing. Requests are looked up by that checksum.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
-# Stored tokens are not yet hashed (oauth2_provider.W006): they live 10 minutes, and hashing
-# is a follow-up that needs the test token factory to hash too.
-SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W006"]
 
 # --- Hardening: HTTPS, cookies, sessions, headers --------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not _LOCAL)
@@ -318,9 +378,9 @@ ADMIN_CONTENT_SECURITY_POLICY = (
 )
 
 # --- Pharmacy gateway --------------------------------------------------------------------------
-GATEWAY_URL = env.str("GATEWAY_URL", default="http://127.0.0.1:8765")
-GATEWAY_API_KEY = env.str("GATEWAY_API_KEY", default="sim-gateway-key")
-GATEWAY_WEBHOOK_SECRET = env.str("GATEWAY_WEBHOOK_SECRET", default="sim-webhook-secret")
+GATEWAY_URL = _deployment("GATEWAY_URL")
+GATEWAY_API_KEY = _deployment("GATEWAY_API_KEY")
+GATEWAY_WEBHOOK_SECRET = _deployment("GATEWAY_WEBHOOK_SECRET")
 GATEWAY_TIMEOUT_SECONDS = env.float("GATEWAY_TIMEOUT_SECONDS", default=10.0)
 # Transient failures (5xx, 429, timeouts) are retried for GATEWAY_RETRY_WINDOW_SECONDS, then
 # dead-lettered; GATEWAY_MAX_ATTEMPTS > 0 also caps the attempts (0: the window alone decides).
@@ -345,9 +405,9 @@ PHARMACY_ODS_CODE = env.str("PHARMACY_ODS_CODE", default="FSC01")
 # --- Billing: Stripe and NHS charges -------------------------------------------------
 # The default API base is the local Stripe simulator (manage.py run_stripe_simulator); set
 # STRIPE_API_BASE=https://api.stripe.com with a real secret key in production.
-STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:12111")
-STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_scriptline_simulator")
-STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_scriptline_simulator")
+STRIPE_API_BASE = _deployment("STRIPE_API_BASE")
+STRIPE_SECRET_KEY = _deployment("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = _deployment("STRIPE_WEBHOOK_SECRET")
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
 STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
@@ -361,6 +421,10 @@ CLINIC_WEBHOOK_BACKOFF_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_SECONDS", def
 # Within the 600 s retry-countdown bound the visibility timeout is sized for (README, Celery).
 CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("CLINIC_WEBHOOK_BACKOFF_MAX_SECONDS", default=600.0)
 CLINIC_WEBHOOK_SECRET_GRACE_SECONDS = env.int("CLINIC_WEBHOOK_SECRET_GRACE_SECONDS", default=24 * 3600)
+# Outside local mode a clinic's webhook URL is https and resolves to public addresses only
+# (events.adapters.http.webhook_target_refusal); local receivers listen on 127.0.0.1.
+CLINIC_WEBHOOK_REQUIRE_HTTPS = not _LOCAL
+CLINIC_WEBHOOK_ALLOW_PRIVATE_TARGETS = _LOCAL
 
 # --- Patient notifications: email through EMAIL_BACKEND, SMS through SMS_BACKEND ---------------
 # SMS_BACKEND is a dotted path to a notifications.sms.SmsBackend; the console default logs only
@@ -383,12 +447,15 @@ AUTHENTICATION_BACKENDS = [
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; anonymous users get nothing
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
-# Either one locks: an address guessing many accounts, or one account guessed from many addresses.
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# A username from one address locks: a guesser cannot lock a colleague out from the same office
+# (nor by naming them from elsewhere), and one user's success resets only their own count.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Scriptline")
+# A TOTP key is shown once, at enrolment; the back office never shows it (support.admin).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Audit (django-auditlog): the request id is the correlation id; PHI values are never stored.
 AUDITLOG_CID_GETTER = "common.logs.request_id_current"
 AUDITLOG_MASK_CALLABLE = "audit.registry.redacted"
@@ -454,12 +521,8 @@ DASHBOARD_THRESHOLDS = _number_table(
 )
 DASHBOARD_REFRESH_SECONDS = env.int("DASHBOARD_REFRESH_SECONDS", default=15)
 # GET /metrics (Prometheus) answers only `Authorization: Bearer <METRICS_TOKEN>`.
-if _LOCAL:
-    METRICS_TOKEN = env.str("METRICS_TOKEN", default="local-metrics-token-do-not-use-in-production")
-    PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
-else:
-    METRICS_TOKEN = env.str("METRICS_TOKEN")
-    PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL")
+METRICS_TOKEN = _deployment("METRICS_TOKEN")
+PUBLIC_BASE_URL = _deployment("PUBLIC_BASE_URL")
 # The patient status link (/track/<token>/): signed with SECRET_KEY and this salt, valid for
 # STATUS_LINK_MAX_AGE_DAYS after the prescription was created, and rate-limited per address.
 STATUS_LINK_SALT = env.str("STATUS_LINK_SALT", default="scriptline.status-link")

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from oauth2_provider.views import TokenView
 
+from accounts.views import ThrottledTokenView
 from billing.views import stripe_webhook
 from patients.api import PatientDetailApi, PatientListCreateApi
 from pharmacy.views import gateway_webhook
@@ -47,8 +47,9 @@ api_v1 = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("oauth/token/", TokenView.as_view(), name="oauth-token"),
+    path("oauth/token/", ThrottledTokenView.as_view(), name="oauth-token"),
     path("api/v1/", include(api_v1)),
+    path("fhir/R4/", include("interop.fhir.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),

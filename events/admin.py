@@ -1,8 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from events import webhooks
+from events.adapters.http import webhook_target_refusal
 from events.models import (
     ClinicWebhookEndpoint,
     Event,
@@ -56,8 +58,24 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
 # --- Outbound clinic webhooks ---------------------------------------------------------------------
 
 
+class ClinicWebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = ClinicWebhookEndpoint
+        fields = ["clinic", "url", "is_active"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        refusal = webhook_target_refusal(url)
+        if refusal:
+            raise forms.ValidationError(f"This webhook URL cannot be used: {refusal}.")
+        return url
+
+
 @admin.register(ClinicWebhookEndpoint)
 class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    form = ClinicWebhookEndpointForm
     list_display = ["id", "clinic", "url", "is_active", "rotated_at", "previous_secret_expires_at"]
     list_filter = ["is_active"]
     list_select_related = ["clinic"]
@@ -73,7 +91,10 @@ class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             obj.secret = webhooks.secrets.token_urlsafe(32)
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Rotate the signing secret (the old one stays valid for the grace period)")
+    @admin.action(
+        description="Rotate the signing secret (the old one stays valid for the grace period)",
+        permissions=["change"],
+    )
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[ClinicWebhookEndpoint]) -> None:
         for endpoint in queryset:
             secret = webhooks.webhook_endpoint_rotate_secret(endpoint_id=endpoint.pk)
@@ -116,7 +137,10 @@ class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
 
-    @admin.action(description="Resend: deliver again, with a fresh 24-hour retry window")
+    # Operators resend from here; support resends one clinic's webhook from the patient page.
+    @admin.action(
+        description="Resend: deliver again, with a fresh 24-hour retry window", permissions=["change"]
+    )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         resent = sum(
             webhooks.webhook_delivery_resend(delivery_id=delivery.pk, actor=f"user:{request.user.pk}")

@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import signing
-from events.adapters.http import webhook_post
+from events.adapters.http import webhook_post, webhook_target_refusal
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from events.services import outbox_task_enqueue
 from prescriptions.models import Prescription
@@ -131,6 +131,9 @@ def webhook_deliver(*, delivery_id: int) -> str:
         SIGNATURE_HEADER: signature_header(endpoint=delivery.endpoint, timestamp=timestamp, body=body),
         "Scriptline-Event-Id": delivery.payload["id"],
     }
+    refusal = webhook_target_refusal(delivery.endpoint.url)
+    if refusal:
+        return _delivery_refuse(delivery_id=delivery_id, reason=refusal)
     result = webhook_post(
         url=delivery.endpoint.url, body=body, headers=headers, timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS
     )
@@ -156,6 +159,18 @@ def webhook_deliver(*, delivery_id: int) -> str:
             logger.warning("webhook delivery %s failed for good after its retry window", delivery_id)
             return "failed"
     raise WebhookRetry(error)
+
+
+def _delivery_refuse(*, delivery_id: int, reason: str) -> str:
+    """A target that must not be called: recorded and failed for good, nothing sent."""
+    error = f"refused: {reason}"[:500]
+    with transaction.atomic():
+        WebhookAttempt.objects.create(delivery_id=delivery_id, status_code=None, duration_ms=0, error=error)
+        WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).update(
+            status=WebhookDelivery.Status.FAILED, attempts=F("attempts") + 1, last_error=error
+        )
+    logger.warning("webhook delivery %s refused: %s", delivery_id, reason)
+    return "refused"
 
 
 def webhook_delivery_resend(*, delivery_id: int, actor: str = "") -> bool:

@@ -1,11 +1,14 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from guardian.admin import GuardedModelAdmin
 
 from audit.models import PatientAccess
 from audit.services import patient_access_record
+from common.errors import DomainError
 from patients import phi, services
 from patients.models import (
     Allergy,
@@ -31,6 +34,25 @@ class ClinicAdmin(ClinicScopedAdminMixin, GuardedModelAdmin):
     list_filter = ["jurisdiction"]
     search_fields = ["name", "ods_code"]
 
+    # django-guardian sends a refused user back to the index; refuse plainly, as every page does.
+    def _require_change(self, request: HttpRequest) -> None:
+        if not self.has_change_permission(request, None):
+            raise PermissionDenied
+
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: str, user_id: int) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: int
+    ) -> HttpResponse:
+        self._require_change(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
 
 @admin.register(ClinicClient)
 class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
@@ -42,7 +64,9 @@ class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
-    @admin.action(description="Revoke the selected clients now (tokens stop working at once)")
+    @admin.action(
+        description="Revoke the selected clients now (tokens stop working at once)", permissions=["change"]
+    )
     def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
         revoked = sum(
             services.clinic_client_revoke(clinic_client=client, actor=f"staff:{request.user.pk}")
@@ -81,9 +105,25 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["=id"]
     search_help_text = 'Exact: patient id, NHS number, email, phone, or "Family-name YYYY-MM-DD".'
     sortable_by = ["id", "clinic", "created_at"]
-    readonly_fields = ["created_at", "access_history"]
+    readonly_fields = ["created_at", "merged_into", "access_history"]
     inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
     show_full_result_count = False
+    actions = ["merge_into_oldest"]
+
+    @admin.action(description="Merge the selected records of one person into the oldest of them")
+    def merge_into_oldest(self, request, queryset):  # type: ignore[no-untyped-def]
+        records = sorted(queryset, key=lambda patient: patient.pk)
+        if len(records) < 2:
+            self.message_user(request, "Select at least two records of the same person.", messages.ERROR)
+            return
+        try:
+            merged = services.patient_merge(
+                keep=records[0], duplicates=records[1:], actor=f"staff:{request.user.pk}"
+            )
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return
+        self.message_user(request, f"Merged {merged} record(s) into {records[0]}.")
 
     # Every page that shows a patient's identifiers is an access, recorded before it renders.
     def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]

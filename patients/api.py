@@ -1,3 +1,4 @@
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -43,16 +44,23 @@ class PatientListCreateApi(generics.ListAPIView):
         request=PatientInputSerializer,
         responses={201: PatientSerializer},
         parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        description="Registers a patient. The same person registered twice in one clinic (the same NHS "
+        "number, or the same given name, family name and date of birth) is refused with 409 and a link "
+        "to the existing record in `existing_patient`.",
     )
     @idempotent
     def post(self, request: Request) -> Response:
         serializer = PatientInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        patient = services.patient_create(
-            clinic=clinic_of(request),
-            actor=f"client:{request.user.client_id}",
-            **serializer.validated_data,
-        )
+        try:
+            patient = services.patient_create(
+                clinic=clinic_of(request),
+                actor=f"client:{request.user.client_id}",
+                **serializer.validated_data,
+            )
+        except services.PatientAlreadyRegistered as error:
+            error.extensions["existing_patient"] = reverse("patient-detail", kwargs={"pk": error.existing_id})
+            raise
         patient = selectors.patient_list(clinic=clinic_of(request)).get(pk=patient.pk)
         return Response(PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
 

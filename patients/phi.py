@@ -1,26 +1,57 @@
 """Patient identifiers at rest: Fernet-encrypted fields and keyed blind indexes.
 
-Encryption is django-fernet-encrypted-fields (Fernet keys derived from SECRET_KEY and each
-of settings.SALT_KEY; the first salt encrypts, every salt decrypts, so rotation is: put a
-new salt first, run `manage.py rotate_keys`, then drop the old salt). Exact-match search
+Encryption is django-fernet-encrypted-fields with the Fernet keys of
+settings.PHI_ENCRYPTION_KEYS, independent of SECRET_KEY: the first key encrypts, every key
+decrypts, so rotation is: put a new key first, run `manage.py rotate_keys`, then drop the old
+one. Keys the library used to derive from SECRET_KEY and settings.SALT_KEY still decrypt
+(never encrypt), until rotate_keys has re-encrypted the rows written under them. Exact-match search
 uses an HMAC-SHA256 of the normalised value under settings.BLIND_INDEX_KEY, so the database
 can find a patient by NHS number without ever holding the number in plaintext.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from datetime import date
 from typing import Any
 
+from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
 from encrypted_fields.fields import (
     EncryptedCharField,
     EncryptedDateField,
     EncryptedEmailField,
+    EncryptedFieldMixin,
     EncryptedTextField,
 )
+
+
+def fernet() -> MultiFernet:
+    """The PHI keys as one MultiFernet: the first PHI_ENCRYPTION_KEYS entry encrypts."""
+    secrets = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", []))
+    return _fernet(tuple(settings.PHI_ENCRYPTION_KEYS), tuple(settings.SALT_KEY), secrets)
+
+
+@functools.lru_cache(maxsize=8)
+def _fernet(keys: tuple[str, ...], salts: tuple[str, ...], secrets: tuple[str, ...]) -> MultiFernet:
+    """Cached per key set (the legacy derivation is 100,000 PBKDF2 rounds a key)."""
+    if not keys:
+        raise ValueError("PHI_ENCRYPTION_KEYS is empty: patient data cannot be encrypted.")
+    current = [Fernet(key) for key in keys]
+    # The library's own derivation from SECRET_KEY(s) and the salts, to read rows written
+    # before PHI_ENCRYPTION_KEYS existed; it reads the same settings this cache is keyed on.
+    legacy = EncryptedFieldMixin.keys.func(None) if salts else []  # type: ignore[attr-defined]
+    return MultiFernet(current + [Fernet(key) for key in legacy])
+
+
+class _IndependentKeys:
+    """Encrypt with PHI_ENCRYPTION_KEYS, not the library's keys derived from SECRET_KEY."""
+
+    @property
+    def f(self) -> MultiFernet:
+        return fernet()
 
 
 class _BlankStaysBlank:
@@ -32,20 +63,28 @@ class _BlankStaysBlank:
         return super().get_prep_value(value)  # type: ignore[misc]
 
 
-class PhiCharField(_BlankStaysBlank, EncryptedCharField):
+class PhiCharField(_IndependentKeys, _BlankStaysBlank, EncryptedCharField):
     pass
 
 
-class PhiEmailField(_BlankStaysBlank, EncryptedEmailField):
+class PhiEmailField(_IndependentKeys, _BlankStaysBlank, EncryptedEmailField):
     pass
 
 
-class PhiDateField(EncryptedDateField):
+class PhiDateField(_IndependentKeys, EncryptedDateField):
     pass
 
 
-class PhiTextField(_BlankStaysBlank, EncryptedTextField):
+class PhiTextField(_IndependentKeys, _BlankStaysBlank, EncryptedTextField):
     """Free text that may name a patient or their health (support notes, reasons)."""
+
+
+ENCRYPTED_FIELD_CLASSES = (PhiCharField, PhiEmailField, PhiDateField, PhiTextField)
+
+
+def encrypted_field_names(model: type) -> list[str]:
+    """The model's encrypted fields: what an audit log or an export must never copy in clear."""
+    return [field.name for field in model._meta.fields if isinstance(field, ENCRYPTED_FIELD_CLASSES)]  # type: ignore[attr-defined]
 
 
 PHI_FIELDS = (
@@ -60,7 +99,13 @@ PHI_FIELDS = (
     "email",
     "phone",
 )
-INDEX_FIELDS = ("nhs_number_index", "email_index", "phone_index", "family_name_birth_date_index")
+INDEX_FIELDS = (
+    "nhs_number_index",
+    "email_index",
+    "phone_index",
+    "family_name_birth_date_index",
+    "name_birth_date_index",
+)
 
 
 def _digest(kind: str, normalised: str) -> str:
@@ -90,8 +135,24 @@ def family_name_birth_date_index(family_name: str, birth_date: date | None) -> s
     return _digest("family_name_birth_date", f"{name}|{birth_date.isoformat()}")
 
 
+def name_birth_date_index(given_name: str, family_name: str, birth_date: date | None) -> str:
+    """Given name, family name and date of birth: how the same person is recognised without an
+    NHS number (twins share a family name and a birthday, not usually a given name)."""
+    given = " ".join(given_name.casefold().split())
+    family = " ".join(family_name.casefold().split())
+    if not given or not family or birth_date is None:
+        return ""
+    return _digest("name_birth_date", f"{given}|{family}|{birth_date.isoformat()}")
+
+
 def blind_indexes(
-    *, nhs_number: str, email: str, phone: str, family_name: str, birth_date: date | None
+    *,
+    nhs_number: str,
+    email: str,
+    phone: str,
+    family_name: str,
+    birth_date: date | None,
+    given_name: str = "",
 ) -> dict[str, str]:
     """The blind-index column values for a patient's identifiers."""
     return {
@@ -99,6 +160,7 @@ def blind_indexes(
         "email_index": email_index(email),
         "phone_index": phone_index(phone),
         "family_name_birth_date_index": family_name_birth_date_index(family_name, birth_date),
+        "name_birth_date_index": name_birth_date_index(given_name, family_name, birth_date),
     }
 
 

@@ -55,7 +55,10 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Replay: send again with the same idempotency key")
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("prescriptions.cancel_prescription")
+
+    @admin.action(description="Replay: send again with the same idempotency key", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         replayed = sum(
             services.dead_letter_replay(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}")
@@ -68,7 +71,9 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                 request, f"{skipped} were already resolved and were left alone.", messages.WARNING
             )
 
-    @admin.action(description="Cancel the prescription, with compensation (refund as needed)")
+    @admin.action(
+        description="Cancel the prescription, with compensation (refund as needed)", permissions=["cancel"]
+    )
     def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         for letter in queryset.filter(resolved_at__isnull=True):
             try:

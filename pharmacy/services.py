@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from common import signing
 from common.errors import InvalidInput, NotFound
+from common.jsonsafe import json_loads_bounded
 from events.services import RetryLater, outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
@@ -39,6 +39,7 @@ from pharmacy.models import (
 )
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
+from prescriptions.checks.validity import supply_from
 from prescriptions.models import Prescription, Status
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
     return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
 
 
-def dispatch_create(*, prescription_id: int) -> Dispatch | None:
+def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
     """Create the one dispatch of a paid or NHS-funded prescription and owe its send."""
     prescription = (
         Prescription.objects.prefetch_related("items__medication")
@@ -77,6 +78,9 @@ def dispatch_create(*, prescription_id: int) -> Dispatch | None:
         .first()
     )
     if prescription is None:
+        return None
+    if supply_from(prescription) > (today or timezone.localdate()):
+        # Not before its start (or earliest fill) date: the saga holds it and releases it then.
         return None
     with transaction.atomic():
         dispatch, created = Dispatch.objects.get_or_create(prescription_id=prescription_id)
@@ -333,10 +337,13 @@ def signature_check(*, body: bytes, header: str, secret: str, tolerance: int) ->
         raise WebhookRejected("bad Gateway-Signature")
 
 
+EVENT_ID_LENGTH = GatewayWebhookEvent._meta.get_field("event_id").max_length or 80
+
+
 def _parse_event(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        event = json_loads_bounded(body)
+    except ValueError as error:  # also deep nesting, NUL, NaN: never stored, never a 500
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
@@ -344,6 +351,8 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
+    if len(event["id"]) > EVENT_ID_LENGTH or len(str(event["data"].get("order_id", ""))) > EVENT_ID_LENGTH:
+        raise WebhookRejected(f"event id and order id are at most {EVENT_ID_LENGTH} characters")
     return event
 
 

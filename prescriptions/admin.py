@@ -23,6 +23,7 @@ from prescriptions.models import (
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     PharmacistProfile,
     PharmacistQueue,
     PharmacistReview,
@@ -72,6 +73,31 @@ class AllergyClassAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+@admin.register(PaediatricDoseRule)
+class PaediatricDoseRuleAdmin(admin.ModelAdmin):
+    """Children's dose limits, loaded from the formulary file (read here, changed there)."""
+
+    list_display = [
+        "name",
+        "ingredient",
+        "min_age_months",
+        "max_age_months",
+        "min_weight_kg",
+        "max_weight_kg",
+        "max_dose",
+        "max_daily",
+        "max_daily_per_kg",
+        "weight_required",
+        "contraindicated",
+    ]
+    list_filter = ["weight_required", "contraindicated", "ingredient"]
+    search_fields = ["name", "ingredient"]
+    readonly_fields = [field.name for field in PaediatricDoseRule._meta.fields]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # loaded by manage.py load_formulary
+
+
 @admin.register(FormularyRelease)
 class FormularyReleaseAdmin(admin.ModelAdmin):
     list_display = ["version", "loaded_at"]
@@ -118,6 +144,7 @@ class ItemInline(admin.TabularInline):
         "unit",
         "days_supply",
         "units_per_day",
+        "units_per_dose",
     ]
     can_delete = False
 
@@ -178,10 +205,17 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     inlines = [ItemInline, ReviewInline]
     show_full_result_count = False
     change_form_template = "admin/prescriptions/prescription/change_form.html"
-    # Staff cancel with compensation (gateway cancellation, refund).
+    # Pharmacists cancel with compensation (gateway cancellation, refund); support asks for a
+    # cancellation from the patient page, with a reason, within their clinics.
     actions = ["cancel_with_compensation"]
 
-    @admin.action(description="Cancel, with compensation (gateway cancellation and refund as needed)")
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("prescriptions.cancel_prescription")
+
+    @admin.action(
+        description="Cancel, with compensation (gateway cancellation and refund as needed)",
+        permissions=["cancel"],
+    )
     def cancel_with_compensation(self, request: HttpRequest, queryset: QuerySet[Prescription]) -> None:
         for prescription in queryset:
             try:
@@ -431,14 +465,14 @@ class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                 request, f"{skipped} could not be {verb.lower()} from their status.", messages.WARNING
             )
 
-    @admin.action(description="Pause: issue no repeats until resumed")
+    @admin.action(description="Pause: issue no repeats until resumed", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
         self._apply(request, queryset, repeats.repeat_series_pause, "Paused")
 
-    @admin.action(description="Resume a paused series")
+    @admin.action(description="Resume a paused series", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
         self._apply(request, queryset, repeats.repeat_series_resume, "Resumed")
 
-    @admin.action(description="Stop: issue no more repeats, for good")
+    @admin.action(description="Stop: issue no more repeats, for good", permissions=["change"])
     def stop(self, request: HttpRequest, queryset: QuerySet[RepeatSeries]) -> None:
         self._apply(request, queryset, repeats.repeat_series_stop, "Stopped")

@@ -18,7 +18,14 @@ from typing import Any
 
 from django.db import transaction
 
-from prescriptions.models import AllergyClass, FormularyRelease, InteractionRule, Medication
+from prescriptions.models import (
+    AllergyClass,
+    FormularyRelease,
+    InteractionRule,
+    Medication,
+    PaediatricDoseRule,
+    StateValidityLimit,
+)
 
 JURISDICTION_OF_SYSTEM = {
     "http://snomed.info/sct": "GB",
@@ -144,19 +151,133 @@ def _interaction_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+CROSS_SENSITIVITY_OUTCOMES = {"block", "needs_pharmacist", "info"}
+REACTION_BUCKETS = ("severe", "mild", "unknown")
+
+
+def _cross_sensitivities(entry: dict[str, Any], where: str, names: set[str]) -> list[dict[str, str]]:
+    rows = []
+    for index, cross in enumerate(entry.get("cross_sensitivities", [])):
+        at = f"{where}.cross_sensitivities[{index}]"
+        missing = [key for key in ("to", *REACTION_BUCKETS, "message", "source") if not cross.get(key)]
+        if missing:
+            raise FormularyError(f"{at}: missing {', '.join(missing)}")
+        if cross["to"].strip().lower() not in names:
+            raise FormularyError(f"{at}: 'to' names no allergy class ({cross['to']!r})")
+        wrong = [key for key in REACTION_BUCKETS if cross[key] not in CROSS_SENSITIVITY_OUTCOMES]
+        if wrong:
+            raise FormularyError(
+                f"{at}: {', '.join(wrong)} must be one of {sorted(CROSS_SENSITIVITY_OUTCOMES)}"
+            )
+        rows.append(
+            {
+                "to": cross["to"].strip().lower(),
+                **{key: cross[key] for key in REACTION_BUCKETS},
+                "message": cross["message"].strip(),
+                "source": cross["source"].strip(),
+            }
+        )
+    return rows
+
+
+def _allergy_codes(entry: dict[str, Any], where: str) -> dict[str, str]:
+    codes = entry.get("codes", {})
+    if not isinstance(codes, dict) or not all(
+        isinstance(code, str) and UNIT_OF_MEASURE_CODE.match(code) and isinstance(name, str)
+        for code, name in codes.items()
+    ):
+        raise FormularyError(f"{where}.codes: must map SNOMED CT codes to names")
+    return {code: name.strip().lower() for code, name in codes.items()}
+
+
 def _allergy_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
+    names = {str(entry.get("name", "")).strip().lower() for entry in entries}
     for index, entry in enumerate(entries):
+        where = f"allergy_classes[{index}]"
         if not entry.get("name") or not entry.get("ingredients") or not entry.get("source"):
-            raise FormularyError(f"allergy_classes[{index}]: name, ingredients and source are required")
+            raise FormularyError(f"{where}: name, ingredients and source are required")
         rows.append(
             {
                 "name": entry["name"].strip().lower(),
                 "aliases": [alias.strip().lower() for alias in entry.get("aliases", [])],
                 "ingredients": [name.strip().lower() for name in entry["ingredients"]],
                 "source": entry["source"],
+                "codes": _allergy_codes(entry, where),
+                "cross_sensitivities": _cross_sensitivities(entry, where, names),
             }
         )
+    return rows
+
+
+PAEDIATRIC_LIMITS = ("max_dose", "max_daily", "max_dose_per_kg", "max_daily_per_kg")
+ADULT_AGE_MONTHS = 216
+
+
+def _paediatric_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Children's dose limits: every rule names its source, an age band under 18 and at least
+    one limit (or says the medicine is contraindicated in that band)."""
+    rows: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        where = f"paediatric_doses[{index}]"
+        if any(row["name"] == str(entry.get("name", "")).strip() for row in rows):
+            raise FormularyError(f"{where}: duplicate name {entry['name']!r}")
+        missing = [
+            key
+            for key in ("name", "ingredient", "min_age_months", "max_age_months", "dose_unit", "source")
+            if entry.get(key) in (None, "")
+        ]
+        if missing:
+            raise FormularyError(f"{where}: missing {', '.join(missing)}")
+        low, high = entry["min_age_months"], entry["max_age_months"]
+        if not (isinstance(low, int) and isinstance(high, int) and 0 <= low < high <= ADULT_AGE_MONTHS):
+            raise FormularyError(f"{where}: the age band must be whole months, 0 <= min < max <= 216")
+        row: dict[str, Any] = {
+            "name": entry["name"].strip(),
+            "ingredient": entry["ingredient"].strip().lower(),
+            "forms": [form.strip() for form in entry.get("forms", [])],
+            "jurisdictions": list(entry.get("jurisdictions") or ["GB", "US"]),
+            "indication": entry.get("indication", ""),
+            "indication_codes": [code.strip().upper() for code in entry.get("indication_codes", [])],
+            "min_age_months": low,
+            "max_age_months": high,
+            "dose_unit": entry["dose_unit"],
+            "weight_required": bool(entry.get("weight_required")),
+            "contraindicated": bool(entry.get("contraindicated")),
+            "note": entry.get("note", ""),
+            "source": entry["source"],
+        }
+        for key in (*PAEDIATRIC_LIMITS, "min_weight_kg", "max_weight_kg"):
+            value = _decimal(entry.get(key), f"{where}.{key}")
+            if value is not None and value <= 0:
+                raise FormularyError(f"{where}.{key}: must be positive")
+            row[key] = value
+        if not row["contraindicated"] and all(row[key] is None for key in PAEDIATRIC_LIMITS):
+            raise FormularyError(f"{where}: give at least one limit or mark it contraindicated")
+        if set(row["jurisdictions"]) - set(JURISDICTION_OF_SYSTEM.values()):
+            raise FormularyError(f"{where}: jurisdictions must be GB and/or US")
+        rows.append(row)
+    return rows
+
+
+US_SCHEDULES = frozenset({"II", "III", "IV", "V", "rx"})
+
+
+def _state_limit_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """US state limits on filling after issue, each with the law it comes from."""
+    rows = []
+    for index, entry in enumerate(entries):
+        where = f"state_validity[{index}]"
+        state, schedule, days = entry.get("state", ""), entry.get("schedule", ""), entry.get("days")
+        if not (isinstance(state, str) and len(state) == 2 and state.isalpha() and state.isupper()):
+            raise FormularyError(f"{where}: state must be a two-letter code such as TX")
+        if schedule not in US_SCHEDULES:
+            raise FormularyError(f"{where}: schedule must be one of {sorted(US_SCHEDULES)}")
+        if not isinstance(days, int) or not 1 <= days <= 730:
+            raise FormularyError(f"{where}: days must be a whole number from 1 to 730")
+        if not entry.get("source"):
+            raise FormularyError(f"{where}: missing source")
+        rows.append({"state": state, "schedule": schedule, "days": days, "source": entry["source"]})
     return rows
 
 
@@ -176,6 +297,8 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
         raise FormularyError("the file must name its version and its sources")
     interactions = _interaction_rows(data.get("interactions", []))
     allergy_classes = _allergy_rows(data.get("allergy_classes", []))
+    paediatric_doses = _paediatric_rows(data.get("paediatric_doses", []))
+    state_limits = _state_limit_rows(data.get("state_validity", []))
     with transaction.atomic():
         report = {
             "version": data["version"],
@@ -185,6 +308,12 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
             ),
             "allergy_classes": _sync_rows(
                 AllergyClass, ("name",), allergy_classes, "allergy classes", progress
+            ),
+            "paediatric_doses": _sync_rows(
+                PaediatricDoseRule, ("name",), paediatric_doses, "paediatric doses", progress
+            ),
+            "state_validity": _sync_rows(
+                StateValidityLimit, ("state", "schedule"), state_limits, "state validity limits", progress
             ),
         }
         FormularyRelease.objects.create(version=data["version"], summary=report)

@@ -3,6 +3,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from patients.models import Clinic, Patient
+from patients.phi import PhiCharField, PhiTextField
 
 
 class RegistrationBody(models.TextChoices):
@@ -138,12 +139,21 @@ class InteractionRule(models.Model):
 
 
 class AllergyClass(models.Model):
-    """Ingredients that cross-react: an allergy to one (or to the class) flags them all."""
+    """Ingredients that cross-react: an allergy to one (or to the class) flags them all.
+
+    `codes` maps SNOMED CT substance codes to the class or ingredient they name, so a coded
+    allergy is recognised whatever its text. `cross_sensitivities` lists the other classes an
+    allergy to this one may cross-react with, each with the outcome by the recorded reaction:
+    {"to": class name, "severe": severity, "mild": severity, "unknown": severity,
+    "message": what to check, "source": the guidance}.
+    """
 
     name = models.CharField(max_length=80, unique=True)
     aliases = ArrayField(models.CharField(max_length=80), default=list, blank=True)
     ingredients = ArrayField(models.CharField(max_length=80), default=list)
     source = models.CharField(max_length=300)
+    codes = models.JSONField(default=dict, blank=True)
+    cross_sensitivities = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -151,6 +161,71 @@ class AllergyClass(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PaediatricDoseRule(models.Model):
+    """A children's dose limit for one ingredient, age band and (optionally) weight band and
+    indication, BNF for Children style; loaded from the formulary file with its source.
+
+    Every limit given applies and the lowest governs: a fixed maximum per dose or per day (in
+    the medication's strength unit), a maximum per kilogram of body weight per dose or per day,
+    and an absolute cap. `weight_required` says the medicine is dosed by weight, so a child
+    with no recent weight goes to a pharmacist.
+    """
+
+    name = models.CharField(max_length=80, unique=True)
+    ingredient = models.CharField(max_length=80)
+    forms = ArrayField(
+        models.CharField(max_length=60), default=list, blank=True, help_text="Product forms; empty: all."
+    )
+    jurisdictions = ArrayField(models.CharField(max_length=2), default=list)
+    indication = models.CharField(max_length=120, blank=True)
+    indication_codes = ArrayField(
+        models.CharField(max_length=40),
+        default=list,
+        blank=True,
+        help_text="ICD-10 prefixes or SNOMED CT codes; empty: any indication.",
+    )
+    min_age_months = models.PositiveSmallIntegerField()
+    max_age_months = models.PositiveSmallIntegerField(help_text="Exclusive: 216 is under 18.")
+    min_weight_kg = models.DecimalField(max_digits=5, decimal_places=1, null=True, blank=True)
+    max_weight_kg = models.DecimalField(
+        max_digits=5, decimal_places=1, null=True, blank=True, help_text="Exclusive."
+    )
+    dose_unit = models.CharField(max_length=20, help_text="The unit of the limits, e.g. mg.")
+    max_dose = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    max_daily = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    max_dose_per_kg = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    max_daily_per_kg = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    weight_required = models.BooleanField(default=False)
+    contraindicated = models.BooleanField(
+        default=False, help_text="Must not be given in this age band: the prescription is refused."
+    )
+    note = models.CharField(max_length=500, blank=True)
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["ingredient", "min_age_months", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StateValidityLimit(models.Model):
+    """A US state's limit on how long after issue a prescription may be filled, by schedule
+    ("II".."V", or "rx" for a non-controlled medicine), loaded from the formulary file."""
+
+    state = models.CharField(max_length=2)
+    schedule = models.CharField(max_length=5)
+    days = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["state", "schedule"]
+        constraints = [models.UniqueConstraint(fields=["state", "schedule"], name="state_validity_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.state} {self.schedule}: {self.days} days"
 
 
 class FormularyRelease(models.Model):
@@ -208,21 +283,28 @@ class Prescription(models.Model):
     prescriber = models.ForeignKey(Prescriber, on_delete=models.PROTECT, related_name="prescriptions")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.RECEIVED)
     issued_on = models.DateField()
-    note = models.CharField(max_length=500, blank=True)
+    # Free text a clinic or pharmacist writes may name the patient or their health: encrypted.
+    note = PhiCharField(max_length=500, blank=True)
     check_results = models.JSONField(default=list, blank=True)
     # Prescribing details the controlled-drug rules read.
     repeats = models.PositiveSmallIntegerField(default=0, help_text="Repeats (GB) or refills (US).")
     earliest_fill_date = models.DateField(null=True, blank=True)
-    clinical_justification = models.TextField(blank=True)
+    # issued_on is the date the prescriber signed it; a later start date makes the
+    # "appropriate date" (Human Medicines Regulations 2012, regulation 217(7)) from which the
+    # validity runs and before which nothing is supplied.
+    start_date = models.DateField(
+        null=True, blank=True, help_text="Not to be supplied before this date (the prescriber's start date)."
+    )
+    clinical_justification = PhiTextField(blank=True)
     two_factor_signed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the prescriber signed with two factors (21 CFR 1311)."
     )
-    status_reason = models.CharField(max_length=500, blank=True)
+    status_reason = PhiCharField(max_length=500, blank=True)
     tracking_number = models.CharField(max_length=60, blank=True)
     # Who pays, and for NHS the exemption the clinic declared.
     funding = models.CharField(max_length=10, choices=Funding.choices, default=Funding.PRIVATE)
     nhs_exemption_category = models.CharField(max_length=40, blank=True)
-    nhs_exemption_evidence = models.CharField(max_length=200, blank=True)
+    nhs_exemption_evidence = PhiCharField(max_length=200, blank=True)
     # A repeat issue or a titration step links to the one it follows;
     # repeats are issued every repeat_interval_days (default: the longest item's days' supply).
     previous = models.ForeignKey(
@@ -258,6 +340,9 @@ class Prescription(models.Model):
                 name="one_repeat_issue_per_prescription",
             ),
         ]
+        # A staff cancellation with compensation (gateway cancellation, refund) is a clinical
+        # decision: the back office offers it to pharmacists only (support/roles.py).
+        permissions = [("cancel_prescription", "Can cancel a prescription, with compensation")]
 
     def __str__(self) -> str:
         return f"Prescription #{self.pk}"
@@ -274,6 +359,9 @@ class PrescriptionItem(models.Model):
     days_supply = models.PositiveIntegerField()
     quantity_words = models.CharField(max_length=200, blank=True, help_text="e.g. twenty eight")
     units_per_day = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
+    units_per_dose = models.DecimalField(
+        max_digits=7, decimal_places=2, null=True, blank=True, help_text="Dose units each time it is taken."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -296,7 +384,7 @@ class PharmacistReview(models.Model):
     prescription = models.ForeignKey(Prescription, on_delete=models.PROTECT, related_name="reviews")
     pharmacist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     decision = models.CharField(max_length=10, choices=Decision.choices)
-    reason = models.TextField()
+    reason = PhiTextField()
     decided_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -371,3 +459,39 @@ class RepeatSeries(models.Model):
 
     def __str__(self) -> str:
         return f"repeats of prescription #{self.origin_id}"
+
+
+class OffFormularyItem(models.Model):
+    """A product a clinic prescribed that is not on our formulary, kept as it was sent.
+
+    A FHIR message may name any dm+d product; rather than refuse it, the prescription is
+    accepted and held for a pharmacist (the `formulary.not_listed` check names the code and
+    the sender's display text). It cannot be priced or sent to the pharmacy, so a prescription
+    with one can only be rejected, or cancelled by the clinic and prescribed again.
+    """
+
+    prescription = models.ForeignKey(
+        Prescription, on_delete=models.CASCADE, related_name="off_formulary_items"
+    )
+    line = models.PositiveSmallIntegerField(help_text="Its position among the prescription's items (from 1).")
+    code_system = models.CharField(max_length=80)
+    code = models.CharField(max_length=40)
+    display = models.CharField(
+        max_length=200, blank=True, help_text="The product's name, as the clinic sent it."
+    )
+    dose_text = models.CharField(max_length=300)
+    quantity = models.DecimalField(max_digits=9, decimal_places=2)
+    unit = models.CharField(max_length=30)
+    days_supply = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["line"]
+        constraints = [
+            models.UniqueConstraint(fields=["prescription", "line"], name="off_formulary_item_line_unique"),
+            models.CheckConstraint(
+                condition=models.Q(quantity__gt=0), name="off_formulary_quantity_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display or self.code} (not on the formulary)"

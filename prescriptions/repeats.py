@@ -84,6 +84,7 @@ def _issue(series: RepeatSeries, today: date) -> int | None:
             "days_supply": item.days_supply,
             "quantity_words": item.quantity_words,
             "units_per_day": item.units_per_day,
+            "units_per_dose": item.units_per_dose,
         }
         for item in latest.items.select_related("medication")
     ]

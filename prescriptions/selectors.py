@@ -1,6 +1,9 @@
+from datetime import date
+
 from django.db.models import Q, QuerySet
 
-from patients.models import Clinic
+from patients.models import Clinic, Patient
+from patients.selectors import person_patient_ids
 from prescriptions.models import LinkKind, Medication, Prescriber, Prescription, PrescriptionItem, Status
 
 
@@ -10,6 +13,20 @@ def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
         .select_related("payment")  # the payment summary
         .prefetch_related("items__medication")
     )
+
+
+def prescriptions_held_and_due(*, today: date, limit: int = 500) -> list[int]:
+    """Paid or NHS-funded prescriptions with no dispatch yet whose start or earliest fill date
+    has come: the ones the saga held and now releases."""
+    candidates = (
+        Prescription.objects.filter(status__in=(Status.PAID, Status.NHS_FUNDED), dispatch__isnull=True)
+        .filter(Q(start_date__isnull=False) | Q(earliest_fill_date__isnull=False))
+        .filter(Q(start_date__isnull=True) | Q(start_date__lte=today))
+        .filter(Q(earliest_fill_date__isnull=True) | Q(earliest_fill_date__lte=today))
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    return list(candidates[:limit])
 
 
 def pharmacist_queue() -> QuerySet[Prescription]:
@@ -23,9 +40,11 @@ def pharmacist_queue() -> QuerySet[Prescription]:
 
 
 def controlled_supplies(*, patient_id: int, exclude_id: int | None = None) -> list[PrescriptionItem]:
-    """The patient's previous controlled-drug prescriptions that were not rejected or cancelled."""
+    """The patient's previous controlled-drug prescriptions that were not rejected or cancelled,
+    through any clinic (every record of the same person: the pharmacist's view)."""
+    patient = Patient.objects.get(pk=patient_id)
     items = (
-        PrescriptionItem.objects.filter(prescription__patient_id=patient_id)
+        PrescriptionItem.objects.filter(prescription__patient_id__in=person_patient_ids(patient=patient))
         .exclude(prescription__status__in=[Status.REJECTED, Status.CANCELLED])
         .filter(
             Q(medication__controlled_schedule__gt="")

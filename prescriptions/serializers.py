@@ -6,9 +6,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from api.fields import IsoDateField, IsoDateTimeField
 from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
+from patients.serializers import ClinicalContextSerializer
+from prescriptions.checks.validity import appropriate_date
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
 from prescriptions.status_link import status_link_url
 
@@ -45,6 +48,17 @@ class ItemInputSerializer(serializers.Serializer):
         default=None,
         help_text="The dose as dose units a day (e.g. 2 for one tablet twice a day), for the dose checks.",
     )
+    units_per_dose = serializers.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        max_value=Decimal(1000),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Dose units taken each time, in the item's unit (e.g. 1 for one tablet, 7.5 for 7.5 ml of "
+        "a liquid), for the children's per-dose limits; if absent, the leading number of dose_text is used.",
+    )
 
 
 DIAGNOSIS_SYSTEMS = ["http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10"]
@@ -54,7 +68,7 @@ class DiagnosisInputSerializer(serializers.Serializer):
     code_system = serializers.ChoiceField(choices=DIAGNOSIS_SYSTEMS)
     code = serializers.RegexField(r"^[A-Za-z0-9.]{1,40}$", max_length=40)
     display = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    recorded_on = serializers.DateField()
+    recorded_on = IsoDateField()
 
     def validate_recorded_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -67,18 +81,24 @@ OBSERVATION_RANGES = {
     Observation.Kind.BLOOD_PRESSURE: (Decimal(50), Decimal(300)),
     Observation.Kind.PULSE: (Decimal(20), Decimal(250)),
     Observation.Kind.WEIGHT: (Decimal(1), Decimal(400)),
+    Observation.Kind.EGFR: (Decimal(1), Decimal(200)),
+    Observation.Kind.HEIGHT: (Decimal(30), Decimal(250)),
 }
 
 
 class ObservationInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Observation.Kind.choices)
     value = serializers.DecimalField(
-        max_digits=5, decimal_places=1, help_text="Systolic mmHg, beats a minute or kg."
+        max_digits=5,
+        decimal_places=1,
+        help_text="Systolic mmHg (blood_pressure), beats a minute (pulse), kg (weight, one decimal, e.g. 24.5; "
+        "a child's latest weight sets the mg/kg dose limits), mL/min/1.73m2 (egfr, e.g. 58) or cm "
+        "(height, e.g. 132.5).",
     )
     diastolic = serializers.DecimalField(
         max_digits=5, decimal_places=1, required=False, allow_null=True, default=None
     )
-    observed_on = serializers.DateField()
+    observed_on = IsoDateField()
 
     def validate_observed_on(self, value):  # type: ignore[no-untyped-def]
         if value > timezone.localdate():
@@ -116,17 +136,34 @@ class NhsExemptionInputSerializer(serializers.Serializer):
 class PrescriptionInputSerializer(serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
-    issued_on = serializers.DateField(required=False, help_text="The prescribing date (default today).")
+    issued_on = IsoDateField(
+        required=False,
+        help_text="The date the prescriber signed it (default today), e.g. 2026-11-30. It cannot be in "
+        "the future: to start later, give start_date.",
+    )
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
     repeats = serializers.IntegerField(
         min_value=0, max_value=12, required=False, default=0, help_text="Repeats (GB) or refills (US)."
     )
-    earliest_fill_date = serializers.DateField(required=False, allow_null=True, default=None)
+    earliest_fill_date = IsoDateField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="US: the earliest date a pharmacy may fill it (21 CFR 1306.12(b)), e.g. 2026-12-28.",
+    )
+    start_date = IsoDateField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Not to be supplied before this date, e.g. 2026-12-07: on or after issued_on and within "
+        "180 days of it. In GB the later of issued_on and start_date is the appropriate date from which "
+        "the prescription's validity runs. The prescription is held and sent to the pharmacy on that day.",
+    )
     clinical_justification = serializers.CharField(
         max_length=2000, required=False, allow_blank=True, default=""
     )
-    two_factor_signed_at = serializers.DateTimeField(
+    two_factor_signed_at = IsoDateTimeField(
         required=False,
         allow_null=True,
         default=None,
@@ -134,6 +171,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
     )
     diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
     observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
+    clinical_context = ClinicalContextSerializer(
+        required=False,
+        help_text="Updates the patient's clinical context (pregnancy, breastfeeding, hepatic impairment, "
+        "cardiac history) before the checks run; fields left out keep their recorded values.",
+    )
 
     # Who pays; NHS (GB clinics only) may declare a charge exemption.
     funding = serializers.ChoiceField(choices=Funding.choices, required=False, default=Funding.PRIVATE)
@@ -161,7 +203,12 @@ class PrescriptionInputSerializer(serializers.Serializer):
         return previous
 
     def validate_issued_on(self, value):  # type: ignore[no-untyped-def]
-        if abs((value - timezone.localdate()).days) > 366:
+        if value > timezone.localdate():
+            raise serializers.ValidationError(
+                "A prescription is dated the day it is signed and cannot be dated in the future; "
+                "give a start_date to start it later."
+            )
+        if (timezone.localdate() - value).days > 366:
             raise serializers.ValidationError("Must be within a year of today.")
         return value
 
@@ -177,6 +224,11 @@ class PrescriptionInputSerializer(serializers.Serializer):
         if earliest is not None and not issued <= earliest <= issued + timedelta(days=180):
             errors["earliest_fill_date"] = [
                 "Must be on or after the prescribing date and within 180 days of it."
+            ]
+        start = data.get("start_date")
+        if start is not None and not issued <= start <= issued + timedelta(days=180):
+            errors["start_date"] = [
+                "Must be on or after the signing date (issued_on) and within 180 days of it."
             ]
         if data["funding"] == Funding.NHS and self.clinic.jurisdiction != Jurisdiction.GB:
             errors["funding"] = ["NHS funding is only available to clinics in Great Britain."]
@@ -210,6 +262,10 @@ class PrescriptionInputSerializer(serializers.Serializer):
         if patient is None:
             # Same words for "absent" and "another clinic's": existence is not disclosed.
             raise serializers.ValidationError("No such patient.")
+        if patient.merged_into_id is not None:
+            raise serializers.ValidationError(
+                f"This record was merged into patient {patient.merged_into_id}; prescribe for that one."
+            )
         return patient
 
     def validate_prescriber(self, value: int) -> Prescriber:
@@ -279,6 +335,7 @@ class ItemSerializer(serializers.ModelSerializer):
             "unit",
             "days_supply",
             "units_per_day",
+            "units_per_dose",
         ]
         read_only_fields = fields
 
@@ -289,6 +346,12 @@ class CheckResultSerializer(serializers.Serializer):
     message = serializers.CharField()
     source = serializers.CharField()
     item = serializers.IntegerField(allow_null=True)
+    facts = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="What the finding was computed from, for people to read, e.g. "
+        '{"age": "8 years 2 months", "weight": "22 kg, measured 2026-11-20", "per kg": "3.64 mg/kg/day"}.',
+    )
 
 
 class PaymentSummarySerializer(serializers.Serializer):
@@ -306,6 +369,14 @@ class PrescriptionSerializer(serializers.ModelSerializer):
     items = ItemSerializer(many=True)
     check_results = CheckResultSerializer(many=True)
     payment = serializers.SerializerMethodField()
+    appropriate_date = serializers.SerializerMethodField(
+        help_text="The later of issued_on (signing) and start_date: validity runs from it, and nothing is "
+        "supplied before it (or before earliest_fill_date), e.g. 2026-12-07."
+    )
+
+    @extend_schema_field(OpenApiTypes.DATE)
+    def get_appropriate_date(self, prescription: Prescription) -> str:
+        return appropriate_date(prescription).isoformat()
 
     @extend_schema_field(PaymentSummarySerializer(allow_null=True))
     def get_payment(self, prescription: Prescription) -> dict | None:
@@ -334,6 +405,8 @@ class PrescriptionSerializer(serializers.ModelSerializer):
             "note",
             "repeats",
             "earliest_fill_date",
+            "start_date",
+            "appropriate_date",
             "clinical_justification",
             "two_factor_signed_at",
             "items",

@@ -22,13 +22,16 @@ from patients.models import Clinic, Patient
 from patients.services import patient_record_clinical_context
 from prescriptions import checks
 from prescriptions.checks.cd_law_gb import VALIDITY_RULES, supply_window
+from prescriptions.checks.validity import appropriate_date, supply_from, window_gb, window_us
 from prescriptions.models import (
     Funding,
     LinkKind,
+    OffFormularyItem,
     PharmacistReview,
     Prescriber,
     Prescription,
     PrescriptionItem,
+    StateValidityLimit,
     Status,
 )
 from support.services import staff_can_decide
@@ -127,17 +130,25 @@ def prescription_create(
     note: str = "",
     repeats: int = 0,
     earliest_fill_date: date | None = None,
+    start_date: date | None = None,
     clinical_justification: str = "",
     two_factor_signed_at: datetime | None = None,
     diagnoses: list[dict[str, Any]] | None = None,
     observations: list[dict[str, Any]] | None = None,
+    clinical_context: dict[str, Any] | None = None,
     actor: str = "",
     funding: str = Funding.PRIVATE,
     nhs_exemption: dict[str, str] | None = None,
     repeat_interval_days: int | None = None,
     titration_of: Prescription | None = None,
     repeat_of: Prescription | None = None,
+    off_formulary_items: list[dict[str, Any]] | None = None,
 ) -> Prescription:
+    """Record a received prescription and its `prescription.received` event.
+
+    `off_formulary_items` (FHIR intake only) are products not on the formulary, each with its
+    `line` among all the items; the checks hold the prescription for a pharmacist over them.
+    """
     if patient.clinic_id != clinic.pk or prescriber.clinic_id != clinic.pk:
         raise ValueError("patient and prescriber must belong to the prescribing clinic")
     # A titration step or repeat issue follows an earlier prescription.
@@ -152,6 +163,7 @@ def prescription_create(
         note=note,
         repeats=repeats,
         earliest_fill_date=earliest_fill_date,
+        start_date=start_date,
         clinical_justification=clinical_justification,
         two_factor_signed_at=two_factor_signed_at,
         funding=funding,
@@ -161,9 +173,14 @@ def prescription_create(
         link_kind=LinkKind.TITRATION if titration_of else LinkKind.REPEAT if repeat_of else "",
         repeat_interval_days=repeat_interval_days,
     )
-    patient_record_clinical_context(patient=patient, diagnoses=diagnoses, observations=observations)
+    patient_record_clinical_context(
+        patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
+    )
     PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
+    )
+    OffFormularyItem.objects.bulk_create(
+        OffFormularyItem(prescription=prescription, **item) for item in off_formulary_items or []
     )
     event_record(
         aggregate_type="prescription",
@@ -173,7 +190,8 @@ def prescription_create(
         actor=actor,
         payload={
             "to": Status.RECEIVED,
-            "items": len(items),
+            "items": len(items) + len(off_formulary_items or []),
+            **({"off_formulary_items": len(off_formulary_items)} if off_formulary_items else {}),
             "funding": funding,
             **({"previous": previous.pk, "link_kind": prescription.link_kind} if previous else {}),
         },
@@ -223,21 +241,34 @@ def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
 
 
 def _refuse_approval_outside_supply_window(prescription: Prescription, today: date) -> None:
+    """An expired prescription cannot be approved. One whose start date is still to come can:
+    the saga holds it and sends it to the pharmacy on that day."""
     jurisdiction = prescription.clinic.jurisdiction
     schedules = {item.medication.schedule_in(jurisdiction) for item in prescription.items.all()}
     if jurisdiction == "GB" and schedules & VALIDITY_RULES:
-        first, last = supply_window(prescription.issued_on)
-        if not first <= today <= last:
+        first, last = supply_window(appropriate_date(prescription))
+        if today > last:
             raise Conflict(
                 code="outside-supply-window",
                 detail=f"A Schedule 2-4 controlled drug may be supplied only from {first:%Y-%m-%d} "
                 f"to {last:%Y-%m-%d}; it cannot be approved today.",
             )
-    earliest = prescription.earliest_fill_date
-    if jurisdiction == "US" and schedules - {""} and earliest is not None and today < earliest:
+    if jurisdiction == "GB":
+        windows = [window_gb(prescription)]
+    else:
+        state = (prescription.patient.region or "").strip().upper()
+        limits = {
+            (limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.filter(state=state)
+        }
+        windows = [
+            window for schedule in schedules if (window := window_us(prescription, schedule, limits, state))
+        ]
+    expired = [window for window in windows if today > window.last_day]
+    if expired:
         raise Conflict(
-            code="before-earliest-fill-date",
-            detail=f"Not to be filled before {earliest:%Y-%m-%d}; approve it on or after that date.",
+            code="prescription-expired",
+            detail=f"The prescription could be supplied until {expired[0].last_day:%Y-%m-%d} "
+            f"({expired[0].rule}); it has expired and cannot be approved.",
         )
 
 
@@ -264,7 +295,7 @@ def prescription_review(
             detail="Only staff with the pharmacist role and a recorded registration number may decide.",
         )
     prescription = (
-        Prescription.objects.select_related("clinic", "prescriber")
+        Prescription.objects.select_related("clinic", "prescriber", "patient")
         .prefetch_related("items__medication")
         .filter(pk=prescription_id)
         .first()
@@ -278,6 +309,12 @@ def prescription_review(
         )
     if decision == PharmacistReview.Decision.APPROVED:
         _refuse_approval_outside_supply_window(prescription, timezone.localdate())
+        if prescription.off_formulary_items.exists():
+            raise Conflict(
+                code="off-formulary-item",
+                detail="A product on this prescription is not on the formulary and cannot be "
+                "supplied; reject it with a reason for the clinic.",
+            )
     with transaction.atomic():
         review = PharmacistReview.objects.create(
             prescription_id=prescription_id,
@@ -331,6 +368,29 @@ def prescription_record_event(
             payload=payload or {},
         )
     return True
+
+
+def prescription_hold_if_not_due(*, prescription_id: int, today: date | None = None) -> date | None:
+    """If the prescription may not be supplied yet, record on its timeline that it is held and
+    until when; returns that day, or None when it may be supplied now."""
+    prescription = Prescription.objects.filter(pk=prescription_id).first()
+    if prescription is None:
+        return None
+    first = supply_from(prescription)
+    if first <= (today or timezone.localdate()):
+        return None
+    which = "earliest fill date" if first == prescription.earliest_fill_date else "start date"
+    prescription_record_event(
+        prescription_id=prescription_id,
+        event_type="prescription.held",
+        payload={
+            "until": first.isoformat(),
+            "reason": f"Not to be supplied before {first:%Y-%m-%d} (the prescription's {which}); "
+            "it goes to the pharmacy on that day.",
+        },
+        actor="saga",
+    )
+    return first
 
 
 def has_pharmacist_approval(*, prescription_id: int) -> bool:

@@ -17,7 +17,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.celery import app
@@ -36,7 +36,11 @@ def stuck_prescriptions(*, older_than_seconds: int) -> QuerySet[Prescription]:
     """Prescriptions sitting in a state a consumer should have moved them out of (the
     reconciler acts on these; the operator dashboard counts them)."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    return Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff)
+    today = timezone.localdate()
+    # A prescription held until its start date is waiting on purpose, not stuck.
+    return Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff).exclude(
+        Q(start_date__gt=today) | Q(earliest_fill_date__gt=today)
+    )
 
 
 def stuck_events_republish(*, older_than_seconds: int, limit: int) -> list[tuple[str, int]]:

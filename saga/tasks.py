@@ -11,10 +11,9 @@ from billing.tasks import RETRY as STRIPE_RETRY
 from events import webhooks
 from events.services import consume_once
 from notifications import services as notifications
-from pharmacy import services as pharmacy
 from prescriptions import repeats
 from prescriptions import services as prescriptions
-from saga import journey, reconciler
+from saga import holds, journey, reconciler
 
 
 @shared_task(name=journey.CHECK, time_limit=60, soft_time_limit=45)
@@ -55,8 +54,14 @@ def dispatch_on_approved(event_id: int) -> None:
     consume_once(
         consumer=journey.DISPATCH,
         event_id=event_id,
-        handle=lambda event: pharmacy.dispatch_create(prescription_id=event.aggregate_id),
+        handle=lambda event: holds.dispatch_unless_held(prescription_id=event.aggregate_id),
     )
+
+
+@shared_task(name="pharmacy.tasks.held_prescriptions_release", time_limit=120, soft_time_limit=90)
+def held_prescriptions_release() -> int:
+    """Beat: send the held prescriptions whose start date has come to the pharmacy."""
+    return len(holds.held_prescriptions_release())
 
 
 @shared_task(name=journey.COMPENSATE, **STRIPE_RETRY)

@@ -1,8 +1,9 @@
 """`make demo`: the whole pipeline on this machine, with synthetic data.
 
 Migrates, loads the formulary and demo data, starts gunicorn, a Celery worker, Celery beat,
-the gateway simulator and the Stripe simulator (auto-confirming payments), posts sample prescriptions through the API with an OAuth2 token,
-prints where to look, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
+the gateway simulator, the Stripe simulator (auto-confirming payments) and the MCP server (streamable
+HTTP), posts sample prescriptions through the API with an OAuth2 token, checks the MCP server with
+the SDK's client, prints where to look and how to connect an MCP client, and runs until Ctrl-C (or DEMO_SECONDS), stopping everything it started.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ BASE_URL = f"http://127.0.0.1:{WEB_PORT}"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
 STRIPE_PORT = int(os.environ.get("STRIPE_SIM_PORT", "12111"))
 STRIPE_URL = f"http://127.0.0.1:{STRIPE_PORT}"
+MCP_PORT = int(os.environ.get("MCP_PORT", "8001"))
+MCP_URL = f"http://127.0.0.1:{MCP_PORT}/mcp"
 LOG_DIR = ROOT / "var" / "log"
 
 
@@ -178,6 +182,135 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
     return ids
 
 
+def wait_for_port(port: int, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{what} did not come up on port {port}; see var/log/")
+
+
+def mcp_check(token: str) -> str:
+    """Connect to the demo's MCP server with the SDK's own client, as an agent would."""
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session_run() -> str:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+            streamable_http_client(MCP_URL, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            tools = [tool.name for tool in (await session.list_tools()).tools]
+            listed = await session.call_tool("prescriptions_list", {"page_size": 1})
+            total = (listed.structured_content or {}).get("total", "?")
+            return f"{len(tools)} tools ({', '.join(tools)}); prescriptions_list sees {total} prescriptions"
+
+    return anyio.run(session_run)
+
+
+def mcp_client_file(token: str) -> Path:
+    """A ready client configuration (Claude Desktop's format) for the stdio server."""
+    path = ROOT / "var" / "mcp-client.json"
+    server = {
+        "command": str(Path(PYTHON).absolute()),
+        "args": [str(ROOT / "manage.py"), "run_mcp_server"],
+        "env": {"SCRIPTLINE_MCP_TOKEN": token},
+    }
+    path.write_text(json.dumps({"mcpServers": {"scriptline": server}}, indent=2) + "\n")
+    return path
+
+
+def eps_order_message(nhs_number: str) -> dict[str, Any]:
+    """A synthetic NHS EPS prescription-order from the demo GB clinic (ODS Y12345, GMC 7000001),
+    written with Scriptline's own EPS encoder, as a clinic's prescribing system would send it."""
+    from decimal import Decimal
+
+    from pharmacy.fhir.eps import model
+    from pharmacy.fhir.eps.encode import order_to_bundle
+    from pharmacy.fhir.eps.mapping import entry_urls
+    from pharmacy.fhir.eps.prescription_id import short_form_id
+
+    message_id = str(uuid.uuid4())
+    phone = model.ContactPoint("0113 496 0000", "work")
+    address = model.Address(("1 Example Street",), "Leeds", "West Yorkshire", "LS2 9JT", "work")
+    order = model.PrescriptionOrder(
+        message_id=message_id,
+        short_form_id=short_form_id(ods_code="Y12345", sequence=random.randrange(16**5)),
+        long_form_id=str(uuid.uuid4()),
+        prescription_type=model.Coding(
+            model.PRESCRIPTION_TYPE_SYSTEM, "0101", "Primary Care Prescriber - Medical Prescriber"
+        ),
+        course_of_therapy=model.CourseOfTherapy.ACUTE,
+        intent=model.Intent.ORDER,
+        category=model.COMMUNITY,
+        dispensing_site_preference=model.Coding(
+            model.DISPENSING_SITE_PREFERENCE_SYSTEM, "P1", "Other (e.g. Community Pharmacy)"
+        ),
+        patient=model.Patient(
+            nhs_number=nhs_number,
+            name=model.HumanName("Demopatient", ("Sam",), use="usual"),
+            gender="unknown",
+            birth_date=__import__("datetime").date(1988, 5, 17),
+            address=model.Address(("9 Example Street",), "Leeds", None, "LS1 1AA", "home"),
+        ),
+        practitioner=model.Practitioner(
+            identifiers=(
+                model.Identifier(model.SDS_USER_ID_SYSTEM, "555000000001"),
+                model.Identifier(model.PROFESSIONAL_CODE_SYSTEMS["GMC"], "7000001"),
+            ),
+            name=model.HumanName("Hartley", ("Ada",), ("Dr",), "usual"),
+        ),
+        role=model.PractitionerRole(
+            identifiers=(model.Identifier(model.SDS_ROLE_PROFILE_ID_SYSTEM, "200000000001"),),
+            job_role=(
+                model.Coding(model.SDS_JOB_ROLE_CODE_SYSTEM, "R8000", "Clinical Practitioner Access Role"),
+            ),
+            telecom=(phone,),
+        ),
+        organisation=model.Organisation("Y12345", "Riverside Neurodevelopmental Clinic", (phone,), address),
+        items=(
+            model.LineItem(
+                item_number=str(uuid.uuid4()),
+                medication=model.Coding(model.SNOMED, "322236009", "Paracetamol 500mg tablets"),
+                quantity=model.Quantity(Decimal(32), "tablet", "428673006"),
+                dosage=(model.Dosage("Take one or two tablets every 4 to 6 hours, up to 8 a day"),),
+                expected_supply_days=4,
+            ),
+        ),
+    )
+    return order_to_bundle(order, urls=entry_urls(message_id))
+
+
+def post_fhir_order(credentials: dict[str, Any]) -> int | None:
+    """One order as an NHS EPS FHIR message to POST /fhir/R4/$process-message."""
+    token = access_token(credentials)
+    message = eps_order_message(test_range_nhs_number())
+    request = urllib.request.Request(
+        f"{BASE_URL}/fhir/R4/$process-message",
+        data=json.dumps(message).encode(),
+        method="POST",
+        headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body = response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        status, body = error.code, json.loads(error.read() or b"{}")
+    if status != 200:
+        print(f"  POST /fhir/R4/$process-message -> {status} {json.dumps(body)[:300]}")
+        return None
+    focus = body["entry"][0]["resource"]["focus"][0]["reference"]
+    print(f"  POST /fhir/R4/$process-message -> {status} (response message, ok; {focus})")
+    return int(focus.split("/")[1].split("-")[0])
+
+
 def watch(ids: list[int], seen: dict[int, str], auth: dict[str, str]) -> None:
     """Print each sample prescription's status as it changes."""
     status, page = call("GET", "/api/v1/prescriptions/", headers=auth)
@@ -241,6 +374,8 @@ def main() -> None:
             env,
         ),
         start("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
+        # The MCP server for agents, over streamable HTTP (each request brings its bearer token).
+        start("mcp", [PYTHON, "manage.py", "run_mcp_server", "--http", str(MCP_PORT)], env),
         start(
             "gateway",
             [
@@ -297,8 +432,15 @@ def main() -> None:
         wait_for(f"{BASE_URL}/health/", "the web server")
         wait_for(f"{GATEWAY_URL}/health", "the gateway simulator")
         wait_for(f"{STRIPE_URL}/health", "the Stripe simulator")
+        wait_for_port(MCP_PORT, "the MCP server")
         print("Posting sample prescriptions through the API ...")
         ids = post_samples(credentials)
+        mcp_token = access_token(credentials)
+        mcp_status = mcp_check(mcp_token)
+        mcp_config = mcp_client_file(mcp_token)
+        fhir_id = post_fhir_order(credentials)
+        if fhir_id is not None:
+            ids.append(fhir_id)
         print(f"""
 Scriptline is running.
   Admin         {BASE_URL}/admin/   (password scriptline-demo for every demo user, plus a
@@ -317,9 +459,16 @@ Scriptline is running.
                 (what the patient sees; try it on a phone-sized window)
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
+  FHIR          {BASE_URL}/fhir/R4/$process-message (NHS EPS messages), {BASE_URL}/fhir/R4/MedicationRequest
   Gateway sim   {GATEWAY_URL}/_stats
   Stripe sim    {STRIPE_URL}/_stats   (pays each PaymentIntent after 2 s)
   Credentials   var/demo-credentials.json
+  MCP server    {MCP_URL}   (streamable HTTP; send "Authorization: Bearer <token>", the token
+                from POST {BASE_URL}/oauth/token/ with the demo credentials)
+                checked just now with the SDK's client: {mcp_status}
+                stdio, for a local agent: SCRIPTLINE_MCP_TOKEN=<token> {os.path.relpath(PYTHON, ROOT)} manage.py run_mcp_server
+                a ready client configuration (Claude Desktop's claude_desktop_config.json format,
+                token valid 10 minutes): {os.path.relpath(mcp_config, ROOT)}; README, "Agents: the MCP server"
 Prescriptions {", ".join(f"#{i}" for i in ids)} move through checks, payment, dispatch and delivery
 over the next ~20 seconds; the methylphenidate one waits for a pharmacist (log in as pharmacist,
 open it, "Pharmacist review"). Press Ctrl-C to stop.""")

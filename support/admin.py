@@ -7,16 +7,23 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from support import enquiries
 from support.models import Enquiry, EnquiryNote, SupportAction
 from support.scoping import ClinicScopedAdminMixin
-from support.services import staff_clinics
+from support.services import staff_clinics, staff_may_change_account, staff_roles_grantable
+
+HIDDEN_TOTP_FIELDS = {"key", "qrcode_link"}
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -204,7 +211,7 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         url = reverse("admin:support_patient", args=[obj.patient_id])
         return format_html('<a href="{}">Patient #{} · open the patient page</a>', url, obj.patient_id)
 
-    @admin.action(description="Assign to me")
+    @admin.action(description="Assign to me", permissions=["change"])
     def assign_to_me(self, request: HttpRequest, queryset: QuerySet[Enquiry]) -> None:
         for enquiry in queryset:
             enquiries.enquiry_assign(
@@ -237,3 +244,56 @@ class SupportActionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- Staff accounts and second factors ------------------------------------------------------------
+
+
+admin.site.unregister(User)
+admin.site.unregister(TOTPDevice)
+
+
+@admin.register(User)
+class StaffUserAdmin(UserAdmin):
+    """Only a superuser makes a superuser, grants a permission one by one, or hands out the
+    pharmacist or admin role; accounts holding any of those are read-only to everyone else."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += ["is_superuser", "user_permissions"]
+        return readonly
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "groups" and not request.user.is_superuser:
+            kwargs["queryset"] = Group.objects.filter(name__in=staff_roles_grantable(editor=request.user))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if not super().has_change_permission(request, obj):
+            return False
+        return obj is None or staff_may_change_account(editor=request.user, account=obj)
+
+
+@admin.register(TOTPDevice)
+class StaffTOTPDeviceAdmin(TOTPDeviceAdmin):
+    """A device's key is shown once, to whoever enrols it (manage.py staff_totp_enrol), and never
+    in the back office: no key field, no QR code, no adding a device here."""
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f not in HIDDEN_TOTP_FIELDS]})
+            for name, options in super().get_fieldsets(request, obj)
+        ]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return [name for name in super().get_list_display(request) if name not in HIDDEN_TOTP_FIELDS]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def config_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        raise PermissionDenied
+
+    def qrcode_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        raise PermissionDenied

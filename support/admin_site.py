@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django_otp import devices_for_user
@@ -12,9 +14,35 @@ from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
 from support import roles
 
+SIGN_IN_FAILED = "Sign-in failed. Check your username, password and the current code from your authenticator."
+
 
 class StaffAuthenticationForm(OTPAdminAuthenticationForm):
-    """Username, password and code on one form: with a single device, no need to pick it first."""
+    """Username, password and code on one form: with a single device, no need to pick it first.
+
+    Every failure reads the same and counts the same (a django-axes failure), whichever factor
+    was wrong: a right password with a wrong or missing code must not tell a guesser the
+    password was right.
+    """
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except ValidationError:
+            if self.user_cache is not None:
+                # The password passed, so django-auth sent no failure: send it for the code.
+                user_login_failed.send(
+                    sender=type(self),
+                    credentials={"username": self.cleaned_data.get("username", "")},
+                    request=self.request,
+                )
+                self.user_cache = None
+            raise ValidationError(SIGN_IN_FAILED, code="invalid_login") from None
+
+    def _update_form(self, user: Any) -> None:
+        # django-otp would now list the user's devices and keep the typed password in the page,
+        # telling a guesser the password was right. The single device is chosen by itself.
+        return
 
     def _chosen_device(self, user: Any) -> Any:
         device = super()._chosen_device(user)

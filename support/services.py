@@ -27,6 +27,23 @@ def staff_can_decide(user: AbstractBaseUser) -> bool:
     return PharmacistProfile.objects.filter(user=user).exclude(registration_number="").exists()
 
 
+def staff_roles_grantable(*, editor: AbstractBaseUser) -> list[str]:
+    """The roles this staff member may hand out: every role for a superuser; to anyone else
+    (the admin role) only those that cannot approve medicines or manage accounts."""
+    return list(roles.ROLE_PERMISSIONS) if editor.is_superuser else list(roles.GRANTABLE_BY_ADMIN)
+
+
+def staff_may_change_account(*, editor: AbstractBaseUser, account: User) -> bool:
+    """A superuser's account, or one holding a role the editor could not grant, changes only at
+    a superuser's hand (its password included): nobody raises themselves through another."""
+    if editor.is_superuser:
+        return True
+    if account.is_superuser:
+        return False
+    grantable = staff_roles_grantable(editor=editor)
+    return not account.groups.exclude(name__in=grantable).exists() and not account.user_permissions.exists()
+
+
 def staff_clinics(*, user: AbstractBaseUser) -> QuerySet[Clinic]:
     """The clinics a staff member works for: all of them with the role-wide permission,
     otherwise only those assigned one by one (django-guardian object permissions)."""

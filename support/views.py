@@ -389,8 +389,8 @@ def patient_page_view(request: HttpRequest, patient_id: int) -> HttpResponse:
 def patient_action_view(request: HttpRequest, patient_id: int) -> HttpResponse:
     """One support action (or opening an enquiry) from the patient page; every one needs the
     identity check passed in this session, its own permission and, but for opening, a reason."""
-    patient = _patient_or_404(request, patient_id)
     _require(request, "patient_page.view")
+    patient = _patient_or_404(request, patient_id)
     if not _identity_checked(request, patient.pk):
         messages.error(request, "Check the caller's identity first.")
         return HttpResponseRedirect(_page_url(patient.pk))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.fernet import Fernet
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def _queues(service: dict[str, Any]) -> set[str]:
 
 
 def test_web_workers_beat_and_migrations_share_one_image_and_one_environment():
-    assert set(SCRIPTLINE) == {"migrate", "web", "worker-saga", "worker-partners", "beat"}
+    assert set(SCRIPTLINE) == {"migrate", "web", "mcp", "worker-saga", "worker-partners", "beat"}
     for name, service in SCRIPTLINE.items():
         assert service["environment"]["SCRIPTLINE_LOCAL"] == "false", name
         assert service["build"]["dockerfile"] == "deploy/Dockerfile", name
@@ -57,6 +58,8 @@ def test_the_worker_groups_together_consume_every_queue_and_each_queue_once():
 
 def test_web_reaches_postgres_through_pgbouncer_in_transaction_pooling_and_workers_directly():
     assert "@pgbouncer:" in SERVICES["web"]["environment"]["DATABASE_URL"]
+    assert "@pgbouncer:" in SERVICES["mcp"]["environment"]["DATABASE_URL"]
+    assert SERVICES["mcp"]["command"][1:5] == ["manage.py", "run_mcp_server", "--http", "8001"]
     assert SERVICES["pgbouncer"]["environment"]["POOL_MODE"] == "transaction"
     for name in ("migrate", "worker-saga", "worker-partners", "beat"):
         assert "@postgres:" in SCRIPTLINE[name]["environment"]["DATABASE_URL"], name
@@ -82,6 +85,8 @@ def test_the_compose_environment_passes_check_deploy_in_production_mode():
         GATEWAY_URL="https://gateway.example.com",
         PUBLIC_BASE_URL="https://scriptline.example.com",
         EMAIL_HOST="smtp.example.com",
+        # Fernet keys, newest first (a rotation in progress).
+        PHI_ENCRYPTION_KEYS=f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
     )
     environment = {
         name: _interpolated(str(value), values) for name, value in SERVICES["web"]["environment"].items()

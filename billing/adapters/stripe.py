@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import stripe
 from django.conf import settings
 
+from billing.models import StripeEvent
 from billing.payments import (
     CardDeclined,
     Intent,
@@ -23,8 +24,12 @@ from billing.payments import (
     WebhookEvent,
     WebhookInvalid,
 )
+from common.jsonsafe import json_loads_bounded
 
 T = TypeVar("T")
+# What StripeEvent stores: a longer id or type is not Stripe's and is refused, not truncated.
+EVENT_ID_LENGTH = StripeEvent._meta.get_field("event_id").max_length or 80
+EVENT_TYPE_LENGTH = StripeEvent._meta.get_field("type").max_length or 60
 
 
 def _client() -> stripe.StripeClient:
@@ -131,6 +136,13 @@ def refund_create(
 def webhook_event_construct(*, payload: bytes, signature_header: str) -> WebhookEvent:
     """Verify the Stripe-Signature header with the SDK and parse the event."""
     try:
+        # The SDK parses with plain json.loads: deep nesting, NUL and NaN are refused first.
+        parsed = json_loads_bounded(payload)
+    except ValueError as error:
+        raise WebhookInvalid("body is not a Stripe event") from error
+    if not isinstance(parsed, dict):
+        raise WebhookInvalid("body is not a Stripe event")
+    try:
         event = stripe.Webhook.construct_event(
             payload,
             signature_header,
@@ -144,6 +156,9 @@ def webhook_event_construct(*, payload: bytes, signature_header: str) -> Webhook
         raise WebhookInvalid("body is not a Stripe event") from error
     try:
         data_object = event["data"]["object"].to_dict()
-        return WebhookEvent(id=str(event["id"]), type=str(event["type"]), data_object=data_object)
+        webhook_event = WebhookEvent(id=str(event["id"]), type=str(event["type"]), data_object=data_object)
     except (KeyError, AttributeError, TypeError) as error:
         raise WebhookInvalid("event has no data.object") from error
+    if not 0 < len(webhook_event.id) <= EVENT_ID_LENGTH or len(webhook_event.type) > EVENT_TYPE_LENGTH:
+        raise WebhookInvalid("event id or type is too long")
+    return webhook_event

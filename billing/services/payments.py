@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from billing.adapters import stripe as stripe_api
@@ -456,11 +457,13 @@ class Mismatch:
     stripes: str
 
 
-def payment_reconcile(*, limit: int = 100) -> list[Mismatch]:
-    """Ask Stripe about every unsettled payment; list those whose state disagrees with ours."""
-    payments = (
-        Payment.objects.filter(status__in=OPEN).exclude(stripe_payment_intent_id="").order_by("id")[:limit]
-    )
+def payment_reconcile(*, limit: int = 100, payment_ids: QuerySet[Any] | None = None) -> list[Mismatch]:
+    """Ask Stripe about every unsettled payment (of `payment_ids`, when given); list those whose
+    state disagrees with ours."""
+    unsettled = Payment.objects.filter(status__in=OPEN).exclude(stripe_payment_intent_id="")
+    if payment_ids is not None:
+        unsettled = unsettled.filter(pk__in=payment_ids)
+    payments = unsettled.order_by("id")[:limit]
     mismatches = []
     for payment in payments:
         intent = stripe_api.payment_intent_retrieve(intent_id=payment.stripe_payment_intent_id)

@@ -20,13 +20,16 @@ from datetime import timedelta
 from django.utils import timezone
 
 from patients.models import Observation
+from patients.selectors import person_patient_ids
 from prescriptions.checks.base import REGISTRY, CheckResult, Context, Formulary, Severity
 from prescriptions.models import (
     AllergyClass,
     FormularyRelease,
     InteractionRule,
     Medication,
+    PaediatricDoseRule,
     Prescription,
+    StateValidityLimit,
     Status,
 )
 
@@ -39,8 +42,11 @@ FAMILIES = (
     "interactions",
     "duplicate_therapy",
     "dose",
+    "paediatric",
     "eligibility",
+    "patient_context",
     "history",
+    "validity",
     "cd_law_gb",
     "cd_law_us",
 )
@@ -68,6 +74,8 @@ def _formulary() -> Formulary:
         allergy_classes=list(AllergyClass.objects.all()),
         class_of_ingredient=class_of_ingredient,
         medications_by_code=by_code,
+        paediatric_rules=list(PaediatricDoseRule.objects.all()),
+        state_limits={(limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.all()},
     )
 
 
@@ -75,15 +83,19 @@ def build_context(prescription: Prescription) -> Context:
     """Everything the checks read, in a fixed number of queries."""
     patient = prescription.patient
     today = timezone.localdate()
+    # Every supply to this person, through any clinic: the point of pharmacy-side checks. The
+    # person's records are matched on keyed blind indexes (patients.selectors), never plaintext.
     history = list(
         Prescription.objects.filter(
-            patient_id=patient.pk, issued_on__gte=today - timedelta(days=HISTORY_DAYS)
+            patient_id__in=person_patient_ids(patient=patient),
+            issued_on__gte=today - timedelta(days=HISTORY_DAYS),
         )
         .exclude(pk=prescription.pk)
         .exclude(status__in=NOT_SUPPLIED)
         .prefetch_related("items__medication")
         .order_by("-issued_on", "-id")
     )
+    allergy_records = list(patient.allergies.all())
     return Context(
         prescription=prescription,
         jurisdiction=prescription.clinic.jurisdiction,
@@ -91,12 +103,14 @@ def build_context(prescription: Prescription) -> Context:
         items=list(prescription.items.all()),
         patient=patient,
         prescriber=prescription.prescriber,
-        allergies=[allergy.substance.strip().lower() for allergy in patient.allergies.all()],
+        allergies=[allergy.substance.strip().lower() for allergy in allergy_records],
+        allergy_records=allergy_records,
         current_medications=list(patient.current_medications.all()),
         diagnoses=list(patient.diagnoses.all()),
         observations=list(Observation.objects.filter(patient_id=patient.pk).order_by("-observed_on", "-id")),
         history=history,
         formulary=_formulary(),
+        off_formulary_items=list(prescription.off_formulary_items.all()),
     )
 
 

@@ -12,14 +12,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from patients.models import CurrentMedication, Diagnosis, Observation, Patient
+from patients.models import Allergy, CurrentMedication, Diagnosis, Observation, Patient
 from prescriptions.models import (
     AllergyClass,
     InteractionRule,
     Medication,
+    OffFormularyItem,
+    PaediatricDoseRule,
     Prescriber,
     Prescription,
     PrescriptionItem,
+    StateValidityLimit,
 )
 
 
@@ -36,6 +39,8 @@ class CheckResult:
     message: str
     source: str
     item: int | None = None
+    # What the finding was computed from (age, weight, mg/kg ...), shown on the review screen.
+    facts: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -84,6 +89,10 @@ class ResolvedMedicine:
     concepts: frozenset[str]
     ingredients: frozenset[str]
     therapeutic_class: str
+    # For a medicine the patient reports: when it stopped (None: still taken) and its daily dose.
+    stopped_on: date | None = None
+    daily_dose: Decimal | None = None
+    daily_dose_unit: str = ""
 
 
 @dataclass
@@ -94,8 +103,16 @@ class Formulary:
     # ingredient -> therapeutic class, and code -> medication, for resolving free-text medicines
     class_of_ingredient: dict[str, str]
     medications_by_code: dict[str, Medication]
+    paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
+    # (state, schedule or "rx") -> the state's limit on filling after issue
+    state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
+        reported = {
+            "stopped_on": current.stopped_on,
+            "daily_dose": current.daily_dose,
+            "daily_dose_unit": current.daily_dose_unit,
+        }
         medication = self.medications_by_code.get(current.code.strip()) if current.code else None
         if medication is not None:
             return ResolvedMedicine(
@@ -103,6 +120,7 @@ class Formulary:
                 concepts_of(medication),
                 frozenset(medication.ingredients),
                 medication.therapeutic_class,
+                **reported,
             )
         words = set(current.name.lower().replace("-", " ").replace("/", " ").split())
         found = {ingredient for ingredient in self.class_of_ingredient if ingredient in words}
@@ -110,7 +128,7 @@ class Formulary:
             return None
         classes = {self.class_of_ingredient[ingredient] for ingredient in found} - {""}
         concepts = frozenset(found | {f"class:{name}" for name in classes})
-        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""))
+        return ResolvedMedicine(current.name, concepts, frozenset(found), next(iter(classes), ""), **reported)
 
 
 @dataclass
@@ -129,13 +147,19 @@ class Context:
     history: list[Prescription]
     formulary: Formulary
     extra: dict[str, object] = field(default_factory=dict)
+    # Products the clinic sent that are not on the formulary (FHIR intake holds them).
+    off_formulary_items: list[OffFormularyItem] = field(default_factory=list)
+    # The patient's allergy records (coded substance, category, criticality, reactions).
+    allergy_records: list[Allergy] = field(default_factory=list)
 
     def schedule(self, medication: Medication) -> str:
         return medication.schedule_in(self.jurisdiction)
 
 
 def start_of_supply(prescription: Prescription) -> date:
-    return prescription.earliest_fill_date or prescription.issued_on
+    """The first day it may be supplied: the later of signing, start and earliest fill dates."""
+    days = [prescription.issued_on, prescription.start_date, prescription.earliest_fill_date]
+    return max(day for day in days if day is not None)
 
 
 def daily_units(item: PrescriptionItem) -> Decimal:

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from prescriptions.checks.base import GB, CheckResult, Context, Severity, check
+from prescriptions.checks.validity import appropriate_date
 from prescriptions.checks.words import words_to_number
 
 REG15 = "Misuse of Drugs Regulations 2001, regulation 15 (form of prescriptions)"
@@ -135,23 +136,20 @@ def check_supply_rules(context: Context) -> Iterable[CheckResult]:
     items = _controlled(context, VALIDITY_RULES)
     if not items:
         return
-    first, last = supply_window(prescription.issued_on)
+    first, last = supply_window(appropriate_date(prescription))
     if context.today > last:
+        late = (context.today - last).days
         yield CheckResult(
             "cd_gb.expired",
             Severity.BLOCK,
-            f"The prescription is dated {first:%Y-%m-%d}: a Schedule 2-4 controlled drug cannot be "
-            f"supplied more than {VALIDITY_DAYS} days after it (last day {last:%Y-%m-%d}).",
+            f"The appropriate date is {first:%Y-%m-%d} (the later of the signing and start dates): a "
+            f"Schedule 2-4 controlled drug cannot be supplied more than {VALIDITY_DAYS} days after it. "
+            f"The last day was {last:%Y-%m-%d}, {late} day{'s' if late != 1 else ''} ago; ask the "
+            "prescriber for a new prescription.",
             REG16,
+            facts={"appropriate date": f"{first:%Y-%m-%d}", "last day": f"{last:%Y-%m-%d}"},
         )
-    elif context.today < first:
-        yield CheckResult(
-            "cd_gb.not_yet_valid",
-            Severity.NEEDS_PHARMACIST,
-            f"The prescription is dated {first:%Y-%m-%d}: it cannot be supplied before then; the "
-            "pharmacist can approve it only from that date.",
-            REG16,
-        )
+    # A start date in the future is the dates family's "supply held" finding.
     for item in items:
         if item.days_supply > GUIDANCE_MAX_DAYS:
             justified = bool(prescription.clinical_justification.strip())

@@ -162,16 +162,7 @@ def fill_not_before(prescription) -> date | None:  # type: ignore[no-untyped-def
     return prescription.earliest_fill_date
 
 
-@check("cd_us", source=CFR_1306_12, jurisdictions=US)
-def check_earliest_fill_date(context: Context) -> Iterable[CheckResult]:
-    earliest = context.prescription.earliest_fill_date
-    if _controlled(context) and earliest is not None and earliest > context.today:
-        yield CheckResult(
-            "cd_us.not_before_earliest_fill_date",
-            Severity.NEEDS_PHARMACIST,
-            f"Not to be filled before {earliest:%Y-%m-%d}: the pharmacist can approve it only from then.",
-            CFR_1306_12,
-        )
+# An earliest fill date in the future is the dates family's "supply held" finding.
 
 
 @check("controlled_drug", source=APPROVAL, jurisdictions=US)

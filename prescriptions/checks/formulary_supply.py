@@ -65,6 +65,20 @@ def check_formulary(context: Context) -> Iterable[CheckResult]:
             )
 
 
+@check("formulary", source="Scriptline formulary (prescriptions/data/formulary.json)")
+def check_off_formulary(context: Context) -> Iterable[CheckResult]:
+    for item in context.off_formulary_items:
+        name = item.display or "a product"
+        yield CheckResult(
+            "formulary.not_listed",
+            Severity.NEEDS_PHARMACIST,
+            f"Item {item.line}: {name} ({item.code_system} {item.code}) is not on the Scriptline "
+            "formulary, so it cannot be priced, checked or supplied; a pharmacist must reject the "
+            "prescription or ask the clinic to prescribe a listed product.",
+            "Scriptline formulary (prescriptions/data/formulary.json)",
+        )
+
+
 def _singular(unit: str) -> str:
     unit = unit.strip().lower()
     return unit[:-1] if unit.endswith("s") else unit

@@ -52,6 +52,19 @@ def check_early_resupply(context: Context) -> Iterable[CheckResult]:
         elapsed = (start_of_supply(context.prescription) - start_of_supply(previous)).days
         if elapsed < days_before_resupply(previous_item.days_supply):
             controlled = " of a controlled drug" if context.schedule(item.medication) else ""
+            if previous.clinic_id != context.prescription.clinic_id:
+                # Another clinic's supply to the same person: the clinic learns that there is one,
+                # never its details; the pharmacist sees them on the review screen.
+                yield CheckResult(
+                    "history.early_resupply_elsewhere",
+                    Severity.NEEDS_PHARMACIST,
+                    f"Early re-supply{controlled}: {previous_item.medication.name} was supplied to this "
+                    "patient through another clinic and has not yet run out; a pharmacist will review the "
+                    "supply history before this is supplied.",
+                    SOURCE_EARLY,
+                    item.pk,
+                )
+                continue
             yield CheckResult(
                 "history.early_resupply",
                 Severity.NEEDS_PHARMACIST,
@@ -72,6 +85,8 @@ def check_titration(context: Context) -> Iterable[CheckResult]:
         if found is None:
             continue
         previous, previous_item = found
+        if previous.clinic_id != context.prescription.clinic_id:
+            continue  # a titration is a step of the same clinic's treatment
         now, before = daily_amount(item), daily_amount(previous_item)
         if now is None or before is None or now == before:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -190,7 +191,7 @@ def test_a_request_that_fails_validation_stores_no_key_so_a_corrected_retry_succ
     assert "Idempotent-Replayed" not in valid
     assert valid.json()["prescriber"] == clinic_a.prescriber.pk
     assert Prescription.objects.count() == 1
-    assert IdempotencyKey.objects.get().response_body["id"] == valid.json()["id"]
+    assert json.loads(IdempotencyKey.objects.get().response_body)["id"] == valid.json()["id"]
 
 
 def test_an_expired_key_is_treated_as_new(clinic_a, patient_a, paracetamol):
@@ -206,7 +207,7 @@ def test_an_expired_key_is_treated_as_new(clinic_a, patient_a, paracetamol):
     assert Prescription.objects.count() == 2
     assert received_events() == 2
     stored = IdempotencyKey.objects.get()
-    assert stored.response_body["id"] == second.json()["id"]
+    assert json.loads(stored.response_body)["id"] == second.json()["id"]
     assert stored.expires_at > timezone.now()
 
 

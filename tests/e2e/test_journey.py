@@ -41,6 +41,9 @@ JOURNEY = [
     "prescription.shipped",
     "prescription.delivered",
 ]
+# Stripe may confirm the payment before the worker has recorded the PaymentIntent it created:
+# the prescription then goes from approved straight to paid, a path the state machine allows.
+JOURNEY_PAID_BEFORE_INTENT_RECORDED = [event for event in JOURNEY if event != "prescription.awaiting_payment"]
 
 
 @pytest.fixture
@@ -123,13 +126,13 @@ def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):
             .order_by("sequence")
             .values_list("type", flat=True)
         )
-        assert types == JOURNEY
+        assert types in (JOURNEY, JOURNEY_PAID_BEFORE_INTENT_RECORDED)
         detail = requests.get(
             f"{live_server.url}/api/v1/prescriptions/{prescription_id}/", headers=headers, timeout=10
         ).json()
         assert detail["status"] == "delivered"
         assert detail["tracking_number"].startswith("SIM")
-        assert [event["type"] for event in detail["timeline"]] == JOURNEY
+        assert [event["type"] for event in detail["timeline"]] == types
     keys = set(Dispatch.objects.filter(prescription_id__in=ids).values_list("idempotency_key", flat=True))
     assert {str(key) for key in keys} == set(stats["orders_by_key"])
     # Each paid once, captured at Stripe: one PaymentIntent per prescription, all succeeded.

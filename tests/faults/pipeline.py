@@ -18,7 +18,7 @@ from pharmacy.models import Dispatch
 from prescriptions import services
 from prescriptions.models import Funding, Medication, Prescription, Status
 from saga import reconciler
-from tests.patients.factories import PatientFactory
+from tests.patients.factories import PatientFactory, distinct_nhs_number
 
 # Workers in this suite notice a dead peer's tasks within seconds, not kombu's 100.
 FAST_REDELIVERY = {
@@ -35,7 +35,7 @@ def nhs_funded_prescriptions(setup, medication: Medication, count: int) -> list[
     for _ in range(count):
         prescription = services.prescription_create(
             clinic=setup.clinic,
-            patient=PatientFactory(clinic=setup.clinic),
+            patient=PatientFactory(clinic=setup.clinic, nhs_number=distinct_nhs_number()),
             prescriber=setup.prescriber,
             issued_on=datetime.date(2026, 11, 20),
             items=[

@@ -1,7 +1,7 @@
 import datetime
 
 import factory
-from oauth2_provider.models import AccessToken, Application
+from oauth2_provider.models import AccessToken, Application, set_token_value
 
 from patients import phi
 from patients.models import Allergy, Clinic, ClinicClient, Patient
@@ -46,6 +46,9 @@ class PatientFactory(factory.django.DjangoModelFactory):
     family_name_birth_date_index = factory.LazyAttribute(
         lambda patient: phi.family_name_birth_date_index(patient.family_name, patient.birth_date)
     )
+    name_birth_date_index = factory.LazyAttribute(
+        lambda patient: phi.name_birth_date_index(patient.given_name, patient.family_name, patient.birth_date)
+    )
 
 
 class AllergyFactory(factory.django.DjangoModelFactory):
@@ -81,3 +84,28 @@ class AccessTokenFactory(factory.django.DjangoModelFactory):
     token = factory.Sequence(lambda n: f"test-token-{n}-{'x' * 20}")
     scope = "patients:read patients:write prescriptions:read prescriptions:write"
     expires = factory.LazyFunction(lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
+
+    @classmethod
+    def _create(cls, model_class: type[AccessToken], *args: object, **kwargs: object) -> AccessToken:
+        """Stored as the token endpoint stores it (its checksum only); the returned object keeps
+        the raw token in `.token` for the test to present."""
+        raw = str(kwargs.pop("token"))
+        token = model_class(**kwargs)
+        set_token_value(token, raw)
+        token.save()
+        token.token = raw
+        return token
+
+
+_nhs_serial = iter(range(100_000_001, 999_999_999, 7))
+
+
+def distinct_nhs_number() -> str:
+    """A valid NHS number (modulus 11 check digit) not handed out before in this run: patients
+    sharing one are one person to the checks (history, early re-supply)."""
+    while True:
+        digits = str(next(_nhs_serial))
+        remainder = sum(int(digit) * (10 - position) for position, digit in enumerate(digits)) % 11
+        check = (11 - remainder) % 11
+        if check != 10:
+            return f"{digits}{check}"

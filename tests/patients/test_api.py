@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -35,8 +36,27 @@ def a_patient_body(**overrides):  # type: ignore[no-untyped-def]
         "postal_code": "YO1 7HH",
         "email": "grace@example.org",
         "phone": "+447700900123",
-        "allergies": [{"substance": "penicillin", "reaction": "rash"}],
-        "current_medications": [{"name": "Sertraline 50mg tablets", "code": "321949006"}],
+        "allergies": [
+            {
+                "substance": "penicillin",
+                "reaction": "rash",
+                "code": "764146007",
+                "category": "allergy",
+                "criticality": "high",
+                "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
+            }
+        ],
+        "current_medications": [
+            {
+                "name": "Sertraline 50mg tablets",
+                "code": "321949006",
+                "started_on": None,
+                "stopped_on": None,
+                "dose_text": "",
+                "daily_dose": None,
+                "daily_dose_unit": "",
+            }
+        ],
         **overrides,
     }
 
@@ -77,19 +97,30 @@ def test_it_registers_a_patient_with_allergies_and_current_medications(clinic_a)
         "phone",
         "allergies",
         "current_medications",
+        "clinical_context",
         "created_at",
     }
     assert body == {
         **a_patient_body(),
+        "clinical_context": body["clinical_context"],
         "id": patient.pk,
         "created_at": body["created_at"],
     }
     assert patient.clinic == clinic_a.clinic
-    assert list(patient.allergies.values("substance", "reaction")) == [
-        {"substance": "penicillin", "reaction": "rash"}
+    assert list(
+        patient.allergies.values("substance", "reaction", "code", "category", "criticality", "reactions")
+    ) == [
+        {
+            "substance": "penicillin",
+            "reaction": "rash",
+            "code": "764146007",
+            "category": "allergy",
+            "criticality": "high",
+            "reactions": [{"manifestation": "anaphylaxis", "code": "39579001", "severity": "severe"}],
+        }
     ]
-    assert list(patient.current_medications.values("name", "code")) == [
-        {"name": "Sertraline 50mg tablets", "code": "321949006"}
+    assert list(patient.current_medications.values("name", "code", "stopped_on")) == [
+        {"name": "Sertraline 50mg tablets", "code": "321949006", "stopped_on": None}
     ]
 
 
@@ -186,6 +217,194 @@ def test_every_invalid_field_is_listed_at_once(clinic_a):
     assert_nothing_stored()
 
 
+def test_the_older_allergy_shape_is_still_accepted_and_gets_the_defaults(clinic_a):
+    response = register(clinic_a, a_patient_body(allergies=[{"substance": "penicillin", "reaction": "rash"}]))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["allergies"] == [
+        {
+            "substance": "penicillin",
+            "reaction": "rash",
+            "code": "",
+            "category": "allergy",
+            "criticality": "",
+            "reactions": [],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("allergy", "pointer"),
+    [
+        ({"substance": "penicillin", "code": "0123"}, "#/allergies/0/code"),
+        ({"substance": "penicillin", "code": "penicillin"}, "#/allergies/0/code"),
+        ({"substance": "penicillin", "category": "food"}, "#/allergies/0/category"),
+        ({"substance": "penicillin", "criticality": "very"}, "#/allergies/0/criticality"),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": ""}]},
+            "#/allergies/0/reactions/0/manifestation",
+        ),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": "rash", "severity": "awful"}]},
+            "#/allergies/0/reactions/0/severity",
+        ),
+        (
+            {"substance": "penicillin", "reactions": [{"manifestation": "rash", "code": "12"}]},
+            "#/allergies/0/reactions/0/code",
+        ),
+        ({"substance": "penicillin", "reactions": "anaphylaxis"}, "#/allergies/0/reactions"),
+    ],
+)
+def test_a_bad_allergy_value_is_refused_with_a_pointer_and_nothing_is_stored(clinic_a, allergy, pointer):
+    response = register(clinic_a, a_patient_body(allergies=[allergy]))
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+TOMORROW = (timezone.localdate() + datetime.timedelta(days=1)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("medicine", "pointer"),
+    [
+        ({"started_on": TOMORROW}, "#/current_medications/0/started_on"),
+        ({"started_on": "2026-02-01", "stopped_on": "2026-01-01"}, "#/current_medications/0/stopped_on"),
+        ({"stopped_on": "2999-01-01"}, "#/current_medications/0/stopped_on"),
+        ({"daily_dose": "45"}, "#/current_medications/0/daily_dose_unit"),
+        ({"daily_dose_unit": "mg"}, "#/current_medications/0/daily_dose"),
+        ({"daily_dose": "-1", "daily_dose_unit": "mg"}, "#/current_medications/0/daily_dose"),
+        ({"daily_dose": "45", "daily_dose_unit": "tablets"}, "#/current_medications/0/daily_dose_unit"),
+    ],
+)
+def test_a_bad_current_medicine_value_is_refused_with_a_pointer_and_nothing_is_stored(
+    clinic_a, medicine, pointer
+):
+    body = a_patient_body(current_medications=[{"name": "Phenelzine 15mg tablets", **medicine}])
+
+    response = register(clinic_a, body)
+
+    assert response.status_code == 400
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+def test_a_current_medicine_keeps_its_dates_and_daily_dose(clinic_a):
+    medicine = {
+        "name": "Phenelzine 15mg tablets",
+        "code": "321886008",
+        "started_on": "2025-06-01",
+        "stopped_on": "2026-01-20",
+        "dose_text": "One tablet three times a day",
+        "daily_dose": "45.000",
+        "daily_dose_unit": "mg",
+    }
+
+    response = register(clinic_a, a_patient_body(current_medications=[medicine]))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["current_medications"] == [medicine]
+    stored = CurrentMedication.objects.get()
+    assert (stored.stopped_on, stored.daily_dose) == (datetime.date(2026, 1, 20), Decimal(45))
+
+
+def test_the_schema_documents_the_current_medicine_fields_with_units_and_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["CurrentMedicationRequest"]["properties"]
+    assert fields["stopped_on"]["format"] == "date"
+    assert "14 days for an MAOI" in fields["stopped_on"]["description"]
+    assert "(mg)" in fields["daily_dose"]["description"]
+    assert "mg, microgram or g" in fields["daily_dose_unit"]["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    medicine = next(iter(examples.values()))["value"]["current_medications"][0]
+    assert medicine["daily_dose_unit"] == "mg"
+
+
+@pytest.mark.parametrize(
+    ("context", "pointer"),
+    [
+        ({"pregnant": "maybe"}, "#/clinical_context/pregnant"),
+        ({"hepatic_impairment": "Child-Pugh D"}, "#/clinical_context/hepatic_impairment"),
+        ({"cardiac_history": ["broken heart"]}, "#/clinical_context/cardiac_history/0"),
+        ({"cardiac_history": ["palpitations", "palpitations"]}, "#/clinical_context/cardiac_history"),
+        ({"cardiac_history": "palpitations"}, "#/clinical_context/cardiac_history"),
+        ({"cardiology_review_on": TOMORROW}, "#/clinical_context/cardiology_review_on"),
+    ],
+)
+def test_a_bad_clinical_context_value_is_refused_with_a_pointer_and_nothing_is_stored(
+    clinic_a, context, pointer
+):
+    response = register(clinic_a, a_patient_body(clinical_context=context))
+
+    assert response.status_code == 400
+    assert pointers(response) == [pointer]
+    assert_nothing_stored()
+
+
+def test_the_clinical_context_is_stored_and_shown(clinic_a):
+    context = {
+        "pregnant": True,
+        "breastfeeding": False,
+        "hepatic_impairment": "moderate",
+        "cardiac_history": ["congenital_heart_disease", "palpitations"],
+        "cardiology_review_on": "2026-10-01",
+    }
+
+    response = register(clinic_a, a_patient_body(clinical_context=context))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["clinical_context"] == context
+    patient = Patient.objects.get()
+    assert (patient.pregnant, patient.hepatic_impairment) == (True, "moderate")
+    assert patient.clinical_context_updated_on == timezone.localdate()
+
+
+def test_without_a_clinical_context_nothing_is_recorded(clinic_a):
+    response = register(clinic_a, a_patient_body())
+
+    assert response.json()["clinical_context"] == {
+        "pregnant": None,
+        "breastfeeding": None,
+        "hepatic_impairment": "",
+        "cardiac_history": [],
+        "cardiology_review_on": None,
+    }
+
+
+def test_the_schema_documents_the_clinical_context_with_units_and_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["ClinicalContextRequest"]["properties"]
+    assert "Child-Pugh" in fields["hepatic_impairment"]["description"]
+    assert "NICE NG87" in fields["cardiac_history"]["description"]
+    assert fields["cardiology_review_on"]["format"] == "date"
+    observation = schema["components"]["schemas"]["ObservationInputRequest"]["properties"]["value"]
+    assert "mL/min/1.73m2 (egfr, e.g. 58)" in observation["description"]
+    assert "cm (height, e.g. 132.5)" in observation["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert next(iter(examples.values()))["value"]["clinical_context"]["cardiac_history"] == [
+        "congenital_heart_disease"
+    ]
+
+
+def test_the_schema_documents_the_allergy_fields_with_examples(client):  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    fields = schema["components"]["schemas"]["AllergyRequest"]["properties"]
+    assert fields["code"]["oneOf"][0]["pattern"] == "^[1-9][0-9]{5,17}$"
+    assert "764146007" in fields["code"]["description"]
+    assert "intolerance (non-immune)" in fields["category"]["description"]
+    reaction = schema["components"]["schemas"]["AllergyReactionRequest"]["properties"]
+    assert "39579001" in reaction["code"]["description"]
+    examples = schema["paths"][PATIENTS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    allergy = next(iter(examples.values()))["value"]["allergies"][0]
+    assert allergy["code"] == "764146007"
+    assert allergy["reactions"][0]["severity"] == "severe"
+
+
 # --- reads --------------------------------------------------------------------------------
 
 
@@ -226,7 +445,16 @@ def test_a_clinic_reads_its_own_patient_in_detail(clinic_a):
 
     assert response.status_code == 200
     assert response.json()["id"] == patient.pk
-    assert response.json()["allergies"] == [{"substance": "latex", "reaction": ""}]
+    assert response.json()["allergies"] == [
+        {
+            "substance": "latex",
+            "reaction": "",
+            "code": "",
+            "category": "allergy",
+            "criticality": "",
+            "reactions": [],
+        }
+    ]
 
 
 def test_another_clinics_patient_is_not_found(clinic_a, clinic_b):

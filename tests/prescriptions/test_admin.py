@@ -253,9 +253,25 @@ def test_a_decision_cannot_be_changed_afterwards(formulary, pharmacist, client):
     assert Prescription.objects.get(pk=prescription.pk).status == Status.APPROVED
 
 
-def test_a_gb_controlled_drug_cannot_be_approved_before_its_date(formulary, pharmacist):
-    """Source: Misuse of Drugs Regulations 2001, regulation 16 (no supply before the date)."""
-    prescription = awaiting(issued_on=timezone.localdate() + datetime.timedelta(days=2))
+def test_a_gb_controlled_drug_with_a_start_date_to_come_may_be_approved_and_is_held(formulary, pharmacist):
+    """Source: Misuse of Drugs Regulations 2001, regulation 16 (no supply before the appropriate
+    date): approval is allowed, supply is held (saga.holds) until the start date."""
+    prescription = awaiting(start_date=timezone.localdate() + datetime.timedelta(days=2))
+    assert "dates.supply_held" in {r["code"] for r in prescription.check_results}
+
+    services.prescription_review(
+        prescription_id=prescription.pk, pharmacist=pharmacist, decision="approved", reason="OK."
+    )
+
+    assert Prescription.objects.get(pk=prescription.pk).status == Status.APPROVED
+
+
+def test_an_expired_gb_controlled_drug_cannot_be_approved(formulary, pharmacist):
+    """Source: Misuse of Drugs Regulations 2001, regulation 16 (28 days from the appropriate date)."""
+    prescription = awaiting()
+    Prescription.objects.filter(pk=prescription.pk).update(
+        issued_on=timezone.localdate() - datetime.timedelta(days=29)
+    )
 
     with pytest.raises(Conflict, match="may be supplied only from"):
         services.prescription_review(

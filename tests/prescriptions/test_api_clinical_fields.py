@@ -92,6 +92,18 @@ def post(setup, body):  # type: ignore[no-untyped-def]
             "Must be on or after the prescribing date and within 180 days of it.",
         ),
         ({"repeats": 13}, "#/repeats", None),
+        (
+            {"observations": [{"kind": "egfr", "value": "250", "observed_on": TODAY.isoformat()}]},
+            "#/observations/0/value",
+            "Must be between 1 and 200 for egfr.",
+        ),
+        (
+            {"observations": [{"kind": "height", "value": "12", "observed_on": TODAY.isoformat()}]},
+            "#/observations/0/value",
+            "Must be between 30 and 250 for height.",
+        ),
+        ({"clinical_context": {"breastfeeding": "often"}}, "#/clinical_context/breastfeeding", None),
+        ({"clinical_context": {"hepatic_impairment": "bad"}}, "#/clinical_context/hepatic_impairment", None),
     ],
 )
 def test_bad_clinical_fields_are_refused_with_a_pointer_and_nothing_is_stored(
@@ -155,3 +167,28 @@ def test_valid_clinical_fields_are_recorded_on_the_patient(clinic_a, patient_a, 
     assert list(Observation.objects.values_list("kind", "value", "diastolic")) == [
         ("blood_pressure", 118, 76)
     ]
+
+
+def test_a_clinical_context_sent_with_a_prescription_updates_only_the_fields_it_names(
+    clinic_a, patient_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    patient_a.hepatic_impairment = "mild"
+    patient_a.save(update_fields=["hepatic_impairment"])
+    body = prescription_body(
+        patient_a.pk,
+        clinic_a.prescriber.pk,
+        paracetamol,
+        clinical_context={"pregnant": True, "cardiac_history": ["palpitations"]},
+        observations=[{"kind": "egfr", "value": "58", "observed_on": TODAY.isoformat()}],
+    )
+
+    response = post(clinic_a, body)
+
+    assert response.status_code == 201, response.content
+    patient_a.refresh_from_db()
+    assert (patient_a.pregnant, patient_a.cardiac_history, patient_a.hepatic_impairment) == (
+        True,
+        ["palpitations"],
+        "mild",
+    )
+    assert patient_a.observations.get().kind == "egfr"

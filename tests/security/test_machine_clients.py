@@ -74,7 +74,8 @@ def test_revoking_twice_records_one_event():
 
 def test_a_client_over_its_rate_limit_gets_429_problem_with_retry_after(clinic_a, clinic_b, settings):
     cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"client": "2/minute"}}
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "client": "2/minute"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     from rest_framework.settings import api_settings
     from rest_framework.throttling import SimpleRateThrottle
 
@@ -84,7 +85,7 @@ def test_a_client_over_its_rate_limit_gets_429_problem_with_retry_after(clinic_a
         limited = clinic_a.api.get("/api/v1/patients/")
         other_client = clinic_b.api.get("/api/v1/patients/")
     finally:
-        SimpleRateThrottle.THROTTLE_RATES = {"client": "1200/minute"}
+        SimpleRateThrottle.THROTTLE_RATES = {**rates, "client": "1200/minute"}
         cache.clear()
 
     assert statuses == [200, 200, 429]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.db import connection
+from encrypted_fields.fields import EncryptedFieldMixin
 
 from patients import phi
 from patients.models import Patient
@@ -93,41 +95,64 @@ def test_a_blind_index_depends_on_the_key(settings):
     assert len(before) == 64
 
 
+NEW_KEY = Fernet.generate_key().decode()
+
+
 def test_rotate_keys_re_encrypts_under_the_new_key_and_old_data_stays_readable(settings):
     patient = _create_patient()
     raw_before = _raw_row(patient.pk)
-    # A new salt first: the old one still decrypts, new writes use the new one.
-    settings.SALT_KEY = ["rotated-salt", *settings.SALT_KEY]
-    _forget_cached_keys()
+    # A new key first: the old one still decrypts, new writes use the new one.
+    old_keys = list(settings.PHI_ENCRYPTION_KEYS)
+    settings.PHI_ENCRYPTION_KEYS = [NEW_KEY, *old_keys]
     assert Patient.objects.get(pk=patient.pk).family_name == "Quixotica"
 
     call_command("rotate_keys", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
     raw_after = _raw_row(patient.pk)
     assert raw_after != raw_before
-    settings.SALT_KEY = ["rotated-salt"]
-    _forget_cached_keys()
+    settings.PHI_ENCRYPTION_KEYS = [NEW_KEY]
+    settings.SALT_KEY = []
     loaded = Patient.objects.get(pk=patient.pk)
     assert {name: getattr(loaded, name) for name in IDENTIFIERS} == IDENTIFIERS
-    _forget_cached_keys()
 
 
 def test_data_written_under_a_dropped_key_does_not_decrypt(settings):
     patient = _create_patient()
-    settings.SALT_KEY = ["a-key-that-never-wrote-this-row"]
-    _forget_cached_keys()
+    settings.PHI_ENCRYPTION_KEYS = [NEW_KEY]
+    settings.SALT_KEY = []
 
     loaded = Patient.objects.only("family_name").get(pk=patient.pk)
 
     assert loaded.family_name.startswith("gAAAAA")
     assert "Quixotica" not in loaded.family_name
-    _forget_cached_keys()
 
 
-def _forget_cached_keys() -> None:
-    for field in Patient._meta.fields:
-        field.__dict__.pop("keys", None)
-        field.__dict__.pop("f", None)
+def test_patient_data_does_not_depend_on_the_secret_key(settings):
+    patient = _create_patient()
+    settings.SALT_KEY = []  # no key derived from SECRET_KEY is in play
+
+    settings.SECRET_KEY = "a-freshly-rotated-secret-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+
+    loaded = Patient.objects.get(pk=patient.pk)
+    assert {name: getattr(loaded, name) for name in IDENTIFIERS} == IDENTIFIERS
+
+
+def test_rows_under_the_former_secret_key_derived_keys_are_read_and_rotate_keys_moves_them(settings):
+    patient = _create_patient()
+    # A row written the former way: the library's key derived from SECRET_KEY and a salt.
+    legacy = Fernet(EncryptedFieldMixin.keys.func(None)[0])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE patients_patient SET family_name = %s WHERE id = %s",
+            [legacy.encrypt(b"Formerly").decode(), patient.pk],
+        )
+    assert Patient.objects.get(pk=patient.pk).family_name == "Formerly"
+
+    call_command("rotate_keys", stdout=open("/dev/null", "w"))  # noqa: SIM115
+
+    settings.SALT_KEY = []
+    assert Patient.objects.get(pk=patient.pk).family_name == "Formerly"
 
 
 def test_admin_patient_search_finds_by_blind_index_only(admin_client):

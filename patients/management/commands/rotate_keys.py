@@ -7,7 +7,7 @@ from support.enquiries import support_keys_rotate
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt patient identifiers (and support notes) under the first PHI_SALT_KEYS entry and recompute "
+        "Re-encrypt patient identifiers (and support notes) under the first PHI_ENCRYPTION_KEYS entry and recompute "
         "the blind indexes under BLIND_INDEX_KEY. Safe to stop and run again."
     )
 
