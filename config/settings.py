@@ -252,6 +252,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.stuck_work_reconcile",
         "schedule": env.float("RECONCILE_BEAT_SECONDS", default=60.0),
     },
+    # Orders the gateway went quiet about: ask where they are (pharmacy.services.orders_poll_stale).
+    "orders-poll-stale": {
+        "task": "pharmacy.tasks.orders_poll_stale",
+        "schedule": env.float("ORDER_POLL_BEAT_SECONDS", default=300.0),
+    },
     # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
     "held-prescriptions-release": {
         "task": "pharmacy.tasks.held_prescriptions_release",
@@ -377,9 +382,23 @@ GATEWAY_URL = _deployment("GATEWAY_URL")
 GATEWAY_API_KEY = _deployment("GATEWAY_API_KEY")
 GATEWAY_WEBHOOK_SECRET = _deployment("GATEWAY_WEBHOOK_SECRET")
 GATEWAY_TIMEOUT_SECONDS = env.float("GATEWAY_TIMEOUT_SECONDS", default=10.0)
-GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=8)
+# Transient failures (5xx, 429, timeouts) are retried for GATEWAY_RETRY_WINDOW_SECONDS, then
+# dead-lettered; GATEWAY_MAX_ATTEMPTS > 0 also caps the attempts (0: the window alone decides).
+GATEWAY_RETRY_WINDOW_SECONDS = env.int("GATEWAY_RETRY_WINDOW_SECONDS", default=24 * 3600)
+GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=0)
+# The gateway's circuit breaker: this many transient failures in a row open it for
+# GATEWAY_CIRCUIT_OPEN_SECONDS, doubling each time it opens again up to the maximum.
+GATEWAY_CIRCUIT_FAILURES = env.int("GATEWAY_CIRCUIT_FAILURES", default=5)
+GATEWAY_CIRCUIT_OPEN_SECONDS = env.float("GATEWAY_CIRCUIT_OPEN_SECONDS", default=30.0)
+GATEWAY_CIRCUIT_OPEN_MAX_SECONDS = env.float("GATEWAY_CIRCUIT_OPEN_MAX_SECONDS", default=600.0)
 GATEWAY_RETRY_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_SECONDS", default=2.0)
 GATEWAY_RETRY_BACKOFF_MAX_SECONDS = env.float("GATEWAY_RETRY_BACKOFF_MAX_SECONDS", default=600.0)
+# An acknowledged, dispensed or shipped order that has not moved for ORDER_POLL_AFTER_SECONDS
+# is asked about at the gateway (at most once per ORDER_POLL_INTERVAL_SECONDS) and its answer
+# applied; one still quiet after ORDER_ESCALATE_AFTER_SECONDS is raised to the operators.
+ORDER_POLL_AFTER_SECONDS = env.int("ORDER_POLL_AFTER_SECONDS", default=6 * 3600)
+ORDER_POLL_INTERVAL_SECONDS = env.int("ORDER_POLL_INTERVAL_SECONDS", default=3600)
+ORDER_ESCALATE_AFTER_SECONDS = env.int("ORDER_ESCALATE_AFTER_SECONDS", default=3 * 24 * 3600)
 GATEWAY_WEBHOOK_TOLERANCE_SECONDS = env.int("GATEWAY_WEBHOOK_TOLERANCE_SECONDS", default=300)
 PHARMACY_ODS_CODE = env.str("PHARMACY_ODS_CODE", default="FSC01")
 

@@ -6,7 +6,7 @@ from django.utils.safestring import mark_safe
 
 from common.errors import DomainError
 from pharmacy import services
-from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent
+from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent, OrderAlert
 from saga import cancellation
 from support.scoping import ClinicScopedAdminMixin
 
@@ -93,3 +93,24 @@ class GatewayWebhookEventAdmin(admin.ModelAdmin):
     search_fields = ["=event_id", "=order_id"]
     readonly_fields = [field.name for field in GatewayWebhookEvent._meta.fields]
     show_full_result_count = False
+
+
+@admin.register(OrderAlert)
+class OrderAlertAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+    """Orders the gateway went quiet about (pharmacy.services.orders_poll_stale), for operators."""
+
+    clinic_path = "dispatch__prescription__clinic"
+
+    list_display = ["id", "dispatch", "reason", "gateway_status", "created_at", "resolved_at"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "gateway_status"]
+    list_select_related = ["dispatch__prescription"]
+    raw_id_fields = ["dispatch"]
+    search_fields = ["=dispatch__prescription__id", "=dispatch__gateway_order_id"]
+    readonly_fields = [field.name for field in OrderAlert._meta.fields]
+    actions = ["resolve"]
+    show_full_result_count = False
+
+    @admin.action(description="Mark resolved", permissions=["change"])
+    def resolve(self, request: HttpRequest, queryset: QuerySet[OrderAlert]) -> None:
+        resolved = sum(services.order_alert_resolve(alert_id=alert.pk) for alert in queryset)
+        self.message_user(request, f"Resolved {resolved} alert(s).", messages.SUCCESS)

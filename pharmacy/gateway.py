@@ -36,7 +36,22 @@ class OrderAcknowledgement:
     replayed: bool
 
 
+class OrderUnknown(GatewayRejected):
+    """Terminal: the gateway has no such order (404 to a status request)."""
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    """Where the gateway says an order is: acknowledged, dispensed, shipped, delivered,
+    cancelled or rejected; the tracking number once shipped."""
+
+    status: str
+    tracking_number: str
+
+
 class Gateway(Protocol):
     def order_submit(self, *, bundle: dict[str, Any], idempotency_key: str) -> OrderAcknowledgement: ...
 
     def order_cancel(self, *, order_id: str, idempotency_key: str) -> None: ...
+
+    def order_status(self, *, order_id: str) -> OrderStatus: ...

@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 from prescriptions.models import Prescription
 
@@ -27,6 +28,11 @@ class Dispatch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # When we last asked the gateway where the order is (orders_poll_stale).
+    status_checked_at = models.DateTimeField(null=True, blank=True)
+    # Transient failures are retried until GATEWAY_RETRY_WINDOW_SECONDS after this (creation,
+    # or an operator's replay).
+    window_started_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         verbose_name_plural = "dispatches"
@@ -96,3 +102,44 @@ class GatewayCancellation(models.Model):
 
     def __str__(self) -> str:
         return f"cancellation of dispatch {self.dispatch_id}"
+
+
+class OrderAlert(models.Model):
+    """An order the gateway has gone quiet about, raised to the operators: no progress after we
+    asked (or we could not ask) for longer than ORDER_ESCALATE_AFTER_SECONDS, or an answer we
+    cannot apply. At most one open alert per dispatch; an operator resolves it."""
+
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.PROTECT, related_name="alerts")
+    reason = models.CharField(max_length=300)
+    gateway_status = models.CharField(max_length=20, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dispatch"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="order_alert_one_open_per_dispatch",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order alert #{self.pk} ({self.dispatch})"
+
+
+class PartnerCircuit(models.Model):
+    """A circuit breaker per partner: after GATEWAY_CIRCUIT_FAILURES transient failures in a row
+    the partner is left alone until `open_until` (a longer pause each time it opens again), so
+    an outage delays work without spending its retry window or hammering the partner; the
+    first success closes it."""
+
+    partner = models.CharField(max_length=40, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    times_opened = models.PositiveIntegerField(default=0)
+    open_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"circuit of {self.partner}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -14,14 +15,28 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from common import signing
-from common.errors import Conflict, InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from common.jsonsafe import json_loads_bounded
-from events.services import outbox_task_enqueue
+from events.services import RetryLater, outbox_task_enqueue
 from pharmacy import fhir
 from pharmacy.adapters.http import gateway_from_settings
 from pharmacy.fhir.eps import prescription_id
-from pharmacy.gateway import Gateway, GatewayRejected, GatewayUnavailable, OrderAlreadyDispensed
-from pharmacy.models import DeadLetter, Dispatch, GatewayCancellation, GatewayWebhookEvent
+from pharmacy.gateway import (
+    Gateway,
+    GatewayRejected,
+    GatewayUnavailable,
+    OrderAlreadyDispensed,
+    OrderStatus,
+    OrderUnknown,
+)
+from pharmacy.models import (
+    DeadLetter,
+    Dispatch,
+    GatewayCancellation,
+    GatewayWebhookEvent,
+    OrderAlert,
+    PartnerCircuit,
+)
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.checks.validity import supply_from
@@ -48,13 +63,6 @@ class WebhookRejected(InvalidInput):
 class WebhookForUnknownOrder(NotFound):
     def __init__(self) -> None:
         super().__init__("unknown order", code="webhook-rejected")
-
-
-class WebhookAheadOfAcknowledgement(Conflict):
-    """The gateway is ahead of us: our record of its acknowledgement has not landed yet."""
-
-    def __init__(self) -> None:
-        super().__init__("order not yet acknowledged here; retry", code="webhook-rejected")
 
 
 def _controlled_without_approval(prescription: Prescription) -> bool:
@@ -123,6 +131,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
         return "dead-lettered"
+    circuit_check(partner=GATEWAY_PARTNER)
     # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
     Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
     try:
@@ -130,15 +139,18 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
         )
     except GatewayRejected as error:
+        circuit_record_success(partner=GATEWAY_PARTNER)  # it answered
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
+        circuit_record_failure(partner=GATEWAY_PARTNER)
         attempts = Dispatch.objects.filter(pk=dispatch_id).values_list("attempts", flat=True)[0]
         Dispatch.objects.filter(pk=dispatch_id).update(last_error=str(error)[:1000])
-        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+        if _retries_spent(attempts=attempts, window_started_at=dispatch.window_started_at):
             dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
             return "dead-lettered"
         raise
+    circuit_record_success(partner=GATEWAY_PARTNER)
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
     logger.info("dispatch %s acknowledged by the gateway", dispatch_id)
     return "acknowledged"
@@ -255,7 +267,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str = "") -> bool:
             return False
         reopened = Dispatch.objects.filter(
             pk=letter.dispatch_id, status=Dispatch.Status.DEAD_LETTERED
-        ).update(status=Dispatch.Status.PENDING, attempts=0)
+        ).update(status=Dispatch.Status.PENDING, attempts=0, window_started_at=timezone.now())
         letter.resolved_at = timezone.now()
         letter.resolution = "replayed" if reopened else "stale"
         letter.save(update_fields=["resolved_at", "resolution"])
@@ -362,16 +374,20 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     )
     if dispatch is None:
         raise WebhookForUnknownOrder()
-    if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
-        raise WebhookAheadOfAcknowledgement()
+    order_id = str(data.get("order_id", ""))[:80]
+    if dispatch.status == Dispatch.Status.PENDING and not order_id:
+        raise WebhookRejected("event for an order we have not recorded carries no order_id")
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"],
-                type=event["type"],
-                order_id=str(data.get("order_id", "")),
-                payload=event,
+                event_id=event["id"], type=event["type"], order_id=order_id, payload=event
             )
+            if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
+                # The gateway is ahead of us (the worker sending the order died between the
+                # gateway's answer and our commit, say): its signed event proves the order
+                # exists under our idempotency key, so record the acknowledgement, then apply.
+                # Refusing it would lose it for good once the gateway stops retrying.
+                dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id=order_id)
             applied = _apply(dispatch, event["type"], data)
             if applied:
                 GatewayWebhookEvent.objects.filter(pk=stored.pk).update(applied=True)
@@ -471,6 +487,7 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
     )
     if cancellation is None:
         return "not-pending"
+    circuit_check(partner=GATEWAY_PARTNER)
     GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
     try:
         (gateway or gateway_from_settings()).order_cancel(
@@ -483,12 +500,14 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
         _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
         return "failed"
     except GatewayUnavailable as error:
+        circuit_record_failure(partner=GATEWAY_PARTNER)
         attempts = GatewayCancellation.objects.values_list("attempts", flat=True).get(pk=cancellation_id)
         GatewayCancellation.objects.filter(pk=cancellation_id).update(last_error=str(error)[:500])
-        if attempts >= settings.GATEWAY_MAX_ATTEMPTS:
+        if _retries_spent(attempts=attempts, window_started_at=cancellation.created_at):
             _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
             return "failed"
         raise
+    circuit_record_success(partner=GATEWAY_PARTNER)
     with transaction.atomic():
         done = GatewayCancellation.objects.filter(
             pk=cancellation_id, status=GatewayCancellation.Status.PENDING
@@ -521,3 +540,172 @@ def _cancellation_end(cancellation: GatewayCancellation, status: str, error: str
                 actor="gateway",
             )
     logger.warning("gateway cancellation %s ended %s", cancellation.pk, status)
+
+
+# --- Asking the gateway about orders that went quiet ----------------------------------------------
+
+# Where an order may still move at the gateway, in order, and the event that announces each step.
+WITH_THE_PHARMACY = (Status.ACKNOWLEDGED, Status.DISPENSED, Status.SHIPPED)
+STEPS = (
+    (Status.DISPENSED, "order.dispensed"),
+    (Status.SHIPPED, "order.shipped"),
+    (Status.DELIVERED, "order.delivered"),
+)
+STEP_RANK = {Status.ACKNOWLEDGED: 0, Status.DISPENSED: 1, Status.SHIPPED: 2, Status.DELIVERED: 3}
+
+
+def dispatches_quiet(*, older_than_seconds: int, checked_before_seconds: int) -> QuerySet[Dispatch]:
+    """Acknowledged orders whose prescription has not moved for `older_than_seconds`, not asked
+    about in the last `checked_before_seconds`."""
+    now = timezone.now()
+    return (
+        Dispatch.objects.filter(
+            status=Dispatch.Status.ACKNOWLEDGED,
+            prescription__status__in=WITH_THE_PHARMACY,
+            prescription__updated_at__lt=now - timedelta(seconds=older_than_seconds),
+        )
+        .exclude(status_checked_at__gte=now - timedelta(seconds=checked_before_seconds))
+        .exclude(gateway_order_id="")
+    )
+
+
+def orders_poll_stale(*, gateway: Gateway | None = None, limit: int = 100) -> dict[str, int]:
+    """Ask the gateway where each quiet order is (webhooks lost, a partner restarted) and apply
+    its answer; raise an OrderAlert to the operators for one that stays quiet past
+    ORDER_ESCALATE_AFTER_SECONDS, or that we cannot ask about or make sense of. A beat task."""
+    quiet = list(
+        dispatches_quiet(
+            older_than_seconds=settings.ORDER_POLL_AFTER_SECONDS,
+            checked_before_seconds=settings.ORDER_POLL_INTERVAL_SECONDS,
+        )
+        .select_related("prescription")
+        .order_by("status_checked_at", "id")[:limit]
+    )
+    Dispatch.objects.filter(pk__in=[dispatch.pk for dispatch in quiet]).update(
+        status_checked_at=timezone.now()
+    )
+    report = {"polled": len(quiet), "advanced": 0, "alerted": 0}
+    client = gateway or gateway_from_settings()
+    for dispatch in quiet:
+        outcome = _order_poll(dispatch, client)
+        report[outcome] = report.get(outcome, 0) + 1
+    if report["advanced"] or report["alerted"]:
+        logger.warning("orders polled at the gateway: %s", report)
+    return report
+
+
+def _order_poll(dispatch: Dispatch, gateway: Gateway) -> str:
+    prescription = dispatch.prescription
+    try:
+        answer = gateway.order_status(order_id=dispatch.gateway_order_id)
+    except OrderUnknown:
+        return _order_alert(dispatch, "The gateway has no such order.", "unknown")
+    except GatewayRejected as error:
+        return _order_alert(dispatch, f"The gateway refused the status request: {error}", "")
+    except GatewayUnavailable as error:
+        if _quiet_too_long(prescription):
+            return _order_alert(dispatch, f"No progress, and the gateway cannot be asked: {error}", "")
+        return "unanswered"
+    if _order_status_apply(dispatch, answer):
+        return "advanced"
+    if answer.status in STEP_RANK and not _quiet_too_long(prescription):
+        return "unchanged"
+    reason = {
+        "cancelled": "The gateway cancelled an order we did not ask it to cancel.",
+    }.get(answer.status, f"No progress at the gateway (it says {answer.status[:20]}).")
+    if answer.status == "cancelled" and GatewayCancellation.objects.filter(dispatch=dispatch).exists():
+        return "unchanged"  # our own cancellation: its send records it
+    return _order_alert(dispatch, reason, answer.status)
+
+
+def _quiet_too_long(prescription: Prescription) -> bool:
+    return timezone.now() - prescription.updated_at > timedelta(seconds=settings.ORDER_ESCALATE_AFTER_SECONDS)
+
+
+def _order_status_apply(dispatch: Dispatch, answer: OrderStatus) -> bool:
+    """Walk the prescription on to where the gateway says the order is, one step (one event,
+    one notification) at a time; True if it moved."""
+    prescription_id = dispatch.prescription_id
+    if answer.status == "rejected":
+        return prescriptions.prescription_record_rejected_by_pharmacy(
+            prescription_id=prescription_id, reason="Rejected by the pharmacy (reported when asked)."
+        )
+    target = STEP_RANK.get(answer.status)
+    current = STEP_RANK.get(dispatch.prescription.status)
+    if target is None or current is None or target <= current:
+        return False
+    moved = False
+    for status, event_type in STEPS[current:target]:
+        tracking = answer.tracking_number[:60] if status == Status.SHIPPED else ""
+        moved |= prescriptions.prescription_record_progress(
+            prescription_id=prescription_id, gateway_event_type=event_type, tracking_number=tracking
+        )
+    return moved
+
+
+def _order_alert(dispatch: Dispatch, reason: str, gateway_status: str) -> str:
+    """Open the dispatch's alert for the operators (at most one open at a time)."""
+    try:
+        with transaction.atomic():
+            OrderAlert.objects.create(
+                dispatch=dispatch, reason=reason[:300], gateway_status=gateway_status[:20]
+            )
+    except IntegrityError:
+        return "already-alerted"
+    logger.warning("order of dispatch %s raised to the operators: %s", dispatch.pk, reason[:120])
+    return "alerted"
+
+
+def order_alert_resolve(*, alert_id: int) -> bool:
+    return bool(
+        OrderAlert.objects.filter(pk=alert_id, resolved_at__isnull=True).update(resolved_at=timezone.now())
+    )
+
+
+# --- Retry budget and the partner's circuit breaker ------------------------------------------------
+
+GATEWAY_PARTNER = "gateway"
+
+
+def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:
+    """A transient failure ends the retries once the retry window has passed (or, when
+    GATEWAY_MAX_ATTEMPTS is set above 0, once that many attempts were made)."""
+    window = timedelta(seconds=settings.GATEWAY_RETRY_WINDOW_SECONDS)
+    capped = settings.GATEWAY_MAX_ATTEMPTS > 0 and attempts >= settings.GATEWAY_MAX_ATTEMPTS
+    return capped or timezone.now() - window_started_at >= window
+
+
+def circuit_check(*, partner: str) -> None:
+    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted."""
+    open_until = (
+        PartnerCircuit.objects.filter(partner=partner, open_until__gt=timezone.now())
+        .values_list("open_until", flat=True)
+        .first()
+    )
+    if open_until is not None:
+        # Spread the waiting sends over a few seconds so they do not all probe at once.
+        wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
+        raise RetryLater(wait, f"{partner} circuit open")
+
+
+def circuit_record_failure(*, partner: str) -> None:
+    with transaction.atomic():
+        circuit, _ = PartnerCircuit.objects.select_for_update().get_or_create(partner=partner)
+        circuit.failures += 1
+        if circuit.failures >= settings.GATEWAY_CIRCUIT_FAILURES and not (
+            circuit.open_until and circuit.open_until > timezone.now()
+        ):
+            pause = min(
+                settings.GATEWAY_CIRCUIT_OPEN_MAX_SECONDS,
+                settings.GATEWAY_CIRCUIT_OPEN_SECONDS * (2 ** min(circuit.times_opened, 20)),
+            )
+            circuit.open_until = timezone.now() + timedelta(seconds=pause)
+            circuit.times_opened += 1
+            logger.warning("%s circuit opened for %.0fs after %s failures", partner, pause, circuit.failures)
+        circuit.save()
+
+
+def circuit_record_success(*, partner: str) -> None:
+    PartnerCircuit.objects.filter(partner=partner).exclude(failures=0, times_opened=0).update(
+        failures=0, times_opened=0, open_until=None
+    )

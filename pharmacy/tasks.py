@@ -41,3 +41,9 @@ def gateway_cancellation_send(cancellation_id: int) -> None:
         retry_on=(GatewayUnavailable,),
         backoff=backoff_seconds,
     )
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def orders_poll_stale() -> dict[str, int]:
+    """Beat: ask the gateway about orders that went quiet; raise the hopeless ones to operators."""
+    return services.orders_poll_stale()

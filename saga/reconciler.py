@@ -92,7 +92,8 @@ def unconsumed_events_republish(
             "consumer", "event_id"
         )
     )
-    settled, sent = [], []
+    settled: list[int] = []
+    sent: list[tuple[str, int]] = []
     for message_id, event_id, event_type in unsettled:
         missing = [
             consumer

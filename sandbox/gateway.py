@@ -180,6 +180,9 @@ class Knobs:
     acknowledged_webhook: bool = False
     # Silently lose the next N webhooks (the order still moves on), as a partner may.
     drop_next_webhooks: int = 0
+    # Seconds between taking a new order and answering: a client killed meanwhile never
+    # hears of the order it made.
+    answer_delay: float = 0.0
 
 
 @dataclass
@@ -239,6 +242,7 @@ class Simulator(server.Simulator):
         "reject_next": server.count,
         "acknowledged_webhook": server.flag,
         "drop_next_webhooks": server.count,
+        "answer_delay": server.number,
     }
 
     def __init__(
@@ -695,6 +699,8 @@ class GatewayRequestHandler(SimulatorHandler):
             )
             return
         submission, order = self.simulator.submit_order(idempotency_key, bundle, body)
+        if submission is Submission.CREATED:
+            self.simulator.sleep(self.simulator.knobs()["answer_delay"])
         self._answer_submission(submission, order)
 
     def _answer_submission(self, submission: Submission, order: Order | None) -> None:

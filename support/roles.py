@@ -77,6 +77,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "pharmacy.view_dispatch",
         "pharmacy.view_deadletter",
         "pharmacy.change_deadletter",
+        "pharmacy.view_orderalert",
+        "pharmacy.change_orderalert",
         "pharmacy.view_gatewaywebhookevent",
         "events.view_event",
         "events.view_outboxmessage",

@@ -8,7 +8,14 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from pharmacy.gateway import GatewayRejected, GatewayUnavailable, OrderAcknowledgement, OrderAlreadyDispensed
+from pharmacy.gateway import (
+    GatewayRejected,
+    GatewayUnavailable,
+    OrderAcknowledgement,
+    OrderAlreadyDispensed,
+    OrderStatus,
+    OrderUnknown,
+)
 
 
 class HttpGateway:
@@ -62,6 +69,30 @@ class HttpGateway:
             raise GatewayRejected(
                 f"gateway refused the cancellation: {response.status_code} {_diagnostics(response)}"
             )
+
+    def order_status(self, *, order_id: str) -> OrderStatus:
+        """`GET /orders/{order_id}`: where the order is now (for webhooks that never came)."""
+        try:
+            response = requests.get(
+                f"{self.base_url}/orders/{order_id}",
+                headers={"Authorization": f"Bearer {self.api_key}"},
+                timeout=self.timeout,
+            )
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise GatewayUnavailable(f"gateway unreachable: {type(error).__name__}") from error
+        if response.status_code >= 500 or response.status_code == 429:
+            raise GatewayUnavailable(f"gateway answered {response.status_code}")
+        if response.status_code == 404:
+            raise OrderUnknown(f"gateway has no order {order_id[:80]}")
+        if response.status_code >= 400:
+            raise GatewayRejected(f"gateway refused the status request: {response.status_code}")
+        try:
+            body = response.json()
+            return OrderStatus(
+                status=str(body["status"]), tracking_number=str(body.get("tracking_number") or "")
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise GatewayUnavailable("gateway answered a status that is not JSON with a status") from error
 
 
 def _diagnostics(response: requests.Response) -> str:

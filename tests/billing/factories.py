@@ -14,7 +14,7 @@ from prescriptions import services
 from prescriptions.formulary import formulary_load
 from prescriptions.models import FormularyRelease, Medication, Prescription, Status
 from tests.conftest import FORMULARY_FILE
-from tests.patients.factories import PatientFactory
+from tests.patients.factories import PatientFactory, distinct_nhs_number
 
 WEBHOOK_URL = "/webhooks/stripe/"
 SECRET = "whsec_scriptline_simulator"
@@ -24,7 +24,9 @@ def approved_prescription(setup, medication: Medication, *, quantity: int = 28, 
     """A prescription that passed its checks (status approved), as the intake API makes it."""
     if not FormularyRelease.objects.exists():
         formulary_load(path=FORMULARY_FILE)  # the checks fail closed without it
-    patient = fields.pop("patient", None) or PatientFactory(clinic=setup.clinic)
+    patient = fields.pop("patient", None) or PatientFactory(
+        clinic=setup.clinic, nhs_number=distinct_nhs_number()
+    )
     prescription = services.prescription_create(
         clinic=setup.clinic,
         patient=patient,

@@ -13,11 +13,12 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from billing.services import nhs
 from events.models import Event, OutboxMessage
+from events.services import outbox_tasks_publish
 from pharmacy.models import Dispatch
 from prescriptions import services
 from prescriptions.models import Funding, Medication, Prescription, Status
 from saga import reconciler
-from tests.patients.factories import PatientFactory
+from tests.patients.factories import PatientFactory, distinct_nhs_number
 
 # Workers in this suite notice a dead peer's tasks within seconds, not kombu's 100.
 FAST_REDELIVERY = {
@@ -34,7 +35,7 @@ def nhs_funded_prescriptions(setup, medication: Medication, count: int) -> list[
     for _ in range(count):
         prescription = services.prescription_create(
             clinic=setup.clinic,
-            patient=PatientFactory(clinic=setup.clinic),
+            patient=PatientFactory(clinic=setup.clinic, nhs_number=distinct_nhs_number()),
             prescriber=setup.prescriber,
             issued_on=datetime.date(2026, 11, 20),
             items=[
@@ -62,12 +63,15 @@ def acknowledged_count(ids: list[int]) -> int:
 
 
 def wait_with_reconciler(predicate: Callable[[], bool], *, seconds: float, what: str) -> float:
-    """Wait for `predicate`, running the reconciler every 2 s as beat would; returns the time taken.
+    """Wait for `predicate`, running the reconciler and the relay (events and owed tasks that
+    are due) every 2 s as beat would; returns the time taken.
 
-    The reconciler's thresholds are lowered so it acts within the scenario's bounds.
+    The reconciler's thresholds and the owed tasks' lease are lowered so they act within the
+    scenario's bounds.
     """
     settings.RECONCILE_STALE_SECONDS = 4
     settings.RECONCILE_DISPATCH_STALE_SECONDS = 4
+    settings.OUTBOX_TASK_LEASE_SECONDS = 8
     started = time.monotonic()
     next_pass = started
     while time.monotonic() - started < seconds:
@@ -77,6 +81,7 @@ def wait_with_reconciler(predicate: Callable[[], bool], *, seconds: float, what:
             # While the broker is down a pass fails; the next one tries again.
             with contextlib.suppress(BrokerError):
                 reconciler.stuck_work_reconcile()
+                outbox_tasks_publish()
             next_pass = time.monotonic() + 2
         time.sleep(0.2)
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")

@@ -31,6 +31,8 @@ QUICK_RETRIES = {
     "GATEWAY_TIMEOUT_SECONDS": "1",
     "GATEWAY_RETRY_BACKOFF_SECONDS": "0.2",
     "GATEWAY_RETRY_BACKOFF_MAX_SECONDS": "1",
+    "GATEWAY_CIRCUIT_OPEN_SECONDS": "1",
+    "GATEWAY_CIRCUIT_OPEN_MAX_SECONDS": "2",
 }
 
 
@@ -56,16 +58,17 @@ def test_a_gateway_failing_with_5xx_and_timeouts_still_gets_every_order_once(
 def test_a_gateway_down_for_the_whole_retry_window_dead_letters_all_then_replay_orders_each_once(
     clinic_a, paracetamol_loaded, gateway, workers
 ):
-    # Invariant: with the gateway down every dispatch is dead-lettered after its attempts
+    # Invariant: with the gateway down and an attempt cap set (GATEWAY_MAX_ATTEMPTS; by default
+    # the 24-hour window decides) every dispatch is dead-lettered after its attempts
     # (no order anywhere); replayed through the admin's service once it is back, each
     # makes exactly one order, and replaying again changes nothing.
     count = 10
     ids = nhs_funded_prescriptions(clinic_a, paracetamol_loaded, count)
     gateway.control(down=True)
-    workers(**QUICK_RETRIES, GATEWAY_MAX_ATTEMPTS="3")
+    workers(**QUICK_RETRIES, GATEWAY_MAX_ATTEMPTS="3", GATEWAY_CIRCUIT_FAILURES="1000")
     events.outbox_relay()
 
-    wait_until(
+    wait_with_reconciler(
         lambda: Prescription.objects.filter(pk__in=ids, status=Status.DEAD_LETTERED).count() == count,
         seconds=60,
         what="all dead-lettered",
@@ -82,7 +85,9 @@ def test_a_gateway_down_for_the_whole_retry_window_dead_letters_all_then_replay_
     assert [dead_letter_replay(dead_letter_id=pk, actor="operator") for pk in letters] == [True] * count
     assert [dead_letter_replay(dead_letter_id=pk, actor="operator") for pk in letters] == [False] * count
 
-    wait_until(lambda: acknowledged_count(ids) == count, seconds=60, what="all acknowledged after replay")
+    wait_with_reconciler(
+        lambda: acknowledged_count(ids) == count, seconds=60, what="all acknowledged after replay"
+    )
     assert_one_order_per_prescription(gateway, ids)
 
 

@@ -3,13 +3,13 @@ import datetime
 from events.services import event_record
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, Status
-from tests.patients.factories import PatientFactory
+from tests.patients.factories import PatientFactory, distinct_nhs_number
 
 
 def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
     """A prescription that passed its checks and was paid (so ready for dispatch), made through
     the services as the API and the Stripe webhook would."""
-    patient = PatientFactory(clinic=setup.clinic)
+    patient = PatientFactory(clinic=setup.clinic, nhs_number=distinct_nhs_number())
     prescription = services.prescription_create(
         clinic=setup.clinic,
         patient=patient,

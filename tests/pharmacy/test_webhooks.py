@@ -146,13 +146,58 @@ def test_an_event_for_an_unknown_order_is_404(acknowledged):  # type: ignore[no-
     assert GatewayWebhookEvent.objects.count() == 0
 
 
-def test_an_event_ahead_of_our_acknowledgement_is_refused_for_retry(acknowledged):  # type: ignore[no-untyped-def]
-    Dispatch.objects.filter(pk=acknowledged.pk).update(status=Dispatch.Status.PENDING)
+def test_an_event_ahead_of_our_acknowledgement_records_it_then_applies_the_event(pending):  # type: ignore[no-untyped-def]
+    acknowledged = pending  # by the gateway, not yet by us
 
-    response = deliver(event(acknowledged, "order.dispensed"))
+    # When the gateway's dispensed event arrives first
+    response = deliver(event(acknowledged, "order.dispensed", order_id="ord_from_the_gateway"))
 
-    assert response.status_code == 409
+    # Then the event proves the order: acknowledged (with the gateway's order id), then dispensed
+    assert response.status_code == 200
+    dispatch = Dispatch.objects.get(pk=acknowledged.pk)
+    assert (dispatch.status, dispatch.gateway_order_id) == (
+        Dispatch.Status.ACKNOWLEDGED,
+        "ord_from_the_gateway",
+    )
+    assert status_of(acknowledged) == Status.DISPENSED
+    assert events_of(acknowledged)[-2:] == ["prescription.acknowledged", "prescription.dispensed"]
+    assert GatewayWebhookEvent.objects.get().applied is True
+
+
+def test_each_later_event_ahead_of_our_acknowledgement_moves_the_order_to_delivered_once(pending):  # type: ignore[no-untyped-def]
+    acknowledged = pending
+    bodies = [
+        event(acknowledged, "order.dispensed", order_id="ord_g"),
+        event(acknowledged, "order.shipped", order_id="ord_g", tracking_number="SIM123"),
+        event(acknowledged, "order.delivered", order_id="ord_g"),
+    ]
+
+    answers = [deliver(body).status_code for body in [bodies[2], bodies[0], bodies[1], bodies[2]]]
+
+    assert answers == [200, 200, 200, 200]
+    assert status_of(acknowledged) == Status.DELIVERED
+    assert events_of(acknowledged).count("prescription.acknowledged") == 1
+    assert events_of(acknowledged)[-2:] == ["prescription.acknowledged", "prescription.delivered"]
+
+
+def test_an_event_ahead_of_our_acknowledgement_without_an_order_id_is_refused_and_changes_nothing(pending):  # type: ignore[no-untyped-def]
+    before = status_of(pending)
+
+    response = deliver(event(pending, "order.dispensed", order_id=""))
+
+    assert response.status_code == 400
+    assert Dispatch.objects.get(pk=pending.pk).status == Dispatch.Status.PENDING
+    assert status_of(pending) == before
     assert GatewayWebhookEvent.objects.count() == 0
+
+
+@pytest.fixture
+def pending(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    """Sent, but the gateway's answer never recorded (the worker died before our commit)."""
+    from pharmacy import services
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    return services.dispatch_create(prescription_id=prescription.pk)
 
 
 def test_get_is_not_allowed(db):  # type: ignore[no-untyped-def]
