@@ -13,6 +13,7 @@ from pharmacy.models import Dispatch
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, RepeatSeries, Status
 from prescriptions.repeats import repeat_series_issue_due
+from saga import holds
 from sandbox import eps_rules
 from tests.conftest import prescription_body
 from tests.e2e.test_journey import json_ready, post_prescription, running_pipeline, token_for
@@ -124,6 +125,28 @@ def test_every_gb_message_dispatched_passes_the_eps_rules_and_carries_what_it_mu
         decision="approved",
         reason="Stable dose, monitoring up to date.",
     )
+    # The repeat may not be supplied before its earliest fill date: a pharmacist sees why
+    # (dates.supply_held), and once approved it is held until that day, then sent.
+    wait_until(
+        lambda: Prescription.objects.get(pk=repeat_original).status == Status.AWAITING_PHARMACIST,
+        seconds=60,
+        what="the repeat with a later earliest fill date in the pharmacist queue",
+    )
+    services.prescription_review(
+        prescription_id=repeat_original,
+        pharmacist=pharmacist_create(username="eps-pharmacist-2"),
+        decision="approved",
+        reason="Start date intended; valid on that day.",
+    )
+    wait_until(lambda: sent([acute_private, nhs, controlled]), seconds=120, what="three prescriptions sent")
+    wait_until(
+        lambda: Prescription.objects.get(pk=repeat_original).status == Status.PAID,
+        seconds=60,
+        what="the repeat paid and held",
+    )
+    assert not sent([repeat_original])
+    assert holds.held_prescriptions_release(today=today + datetime.timedelta(days=2)) == []
+    assert holds.held_prescriptions_release(today=today + datetime.timedelta(days=3)) == [repeat_original]
     first_round = [acute_private, nhs, controlled, repeat_original]
     wait_until(lambda: sent(first_round), seconds=120, what="four prescriptions sent")
     wait_until(
@@ -132,6 +155,15 @@ def test_every_gb_message_dispatched_passes_the_eps_rules_and_carries_what_it_mu
         what="the repeat series",
     )
     [repeat_issue] = repeat_series_issue_due(today=today + datetime.timedelta(days=28))
+    # Issued for day 28, it is held until then: release it as the beat would on that day.
+    wait_until(
+        lambda: (
+            bool(holds.held_prescriptions_release(today=today + datetime.timedelta(days=28)))
+            or sent([repeat_issue])
+        ),
+        seconds=90,
+        what="the repeat issue released",
+    )
     wait_until(lambda: sent([repeat_issue]), seconds=90, what="the repeat issue sent")
 
     messages = simulator.messages()

@@ -350,7 +350,10 @@ def test_an_nhs_prescription_with_an_exemption_is_delivered_free_and_claimed(run
     prescriber = PrescriberFactory(clinic=clinic)
     medication = MedicationFactory(code="322236009")
     token = token_for(live_server.url, clinic)
-    child = PatientFactory(clinic=clinic, birth_date=timezone.localdate() - datetime.timedelta(days=365 * 10))
+    # Thirteen: under 16 (the exemption) and old enough for 500 mg paracetamol four times a day (BNFc).
+    child = PatientFactory(
+        clinic=clinic, birth_date=timezone.localdate() - datetime.timedelta(days=365 * 13 + 30)
+    )
     body = prescription_body(
         child.pk, prescriber.pk, medication, funding="nhs", nhs_exemption={"category": "age_under_16"}
     )
