@@ -9,6 +9,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
+from pharmacy import services as pharmacy_services
 from pharmacy.models import Dispatch
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, RepeatSeries, Status
@@ -155,15 +156,17 @@ def test_every_gb_message_dispatched_passes_the_eps_rules_and_carries_what_it_mu
         what="the repeat series",
     )
     [repeat_issue] = repeat_series_issue_due(today=today + datetime.timedelta(days=28))
-    # Issued for day 28, it is held until then: release it as the beat would on that day.
-    wait_until(
-        lambda: (
-            bool(holds.held_prescriptions_release(today=today + datetime.timedelta(days=28)))
-            or sent([repeat_issue])
-        ),
-        seconds=90,
-        what="the repeat issue released",
-    )
+
+    # Issued for day 28 (the test moves the calendar; the saga runs today), so dispatching it waits
+    # for that day: create its dispatch as the saga would on day 28.
+    def repeat_issue_dispatched_on_day_28() -> bool:
+        if Prescription.objects.get(pk=repeat_issue).status in (Status.PAID, Status.NHS_FUNDED):
+            pharmacy_services.dispatch_create(
+                prescription_id=repeat_issue, today=today + datetime.timedelta(days=28)
+            )
+        return Dispatch.objects.filter(prescription_id=repeat_issue).exists()
+
+    wait_until(repeat_issue_dispatched_on_day_28, seconds=90, what="the repeat issue dispatched")
     wait_until(lambda: sent([repeat_issue]), seconds=90, what="the repeat issue sent")
 
     messages = simulator.messages()
