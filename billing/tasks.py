@@ -1,25 +1,12 @@
-from typing import Any
-
 from celery import shared_task
 
 from billing.payments import PaymentUnavailable
 from billing.services import payments
 from events.services import backoff_with_jitter, outbox_task_run
 
-# Transient Stripe failures are retried with backoff; each service counts its attempts in the
-# database and gives up (into a status the admin shows) at STRIPE_MAX_ATTEMPTS.
-RETRY: dict[str, Any] = {
-    "autoretry_for": (PaymentUnavailable,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 600,
-    "retry_jitter": True,
-    "max_retries": 12,
-    "time_limit": 60,
-    "soft_time_limit": 45,
-}
 
-
-def refund_backoff_seconds(retries: int) -> float:
+def stripe_backoff_seconds(retries: int) -> float:
+    """Transient Stripe failures: 2 s doubling to 10 minutes, with jitter."""
     return backoff_with_jitter(retries=retries, base=2, ceiling=600)
 
 
@@ -32,5 +19,5 @@ def refund_send(refund_id: int) -> None:
         args=[refund_id],
         run=lambda: payments.refund_send(refund_id=refund_id),
         retry_on=(PaymentUnavailable,),
-        backoff=refund_backoff_seconds,
+        backoff=stripe_backoff_seconds,
     )

@@ -219,12 +219,18 @@ def outbox_task_done(*, task: str, args: list[Any]) -> None:
 
 
 def outbox_task_retry(*, task: str, args: list[Any], delay_seconds: float, error: str = "") -> None:
-    """Try again in `delay_seconds`: the beat relay publishes the row when it is due."""
-    OutboxTask.objects.filter(key=outbox_task_key(task=task, args=args)).update(
-        due_at=timezone.now() + timedelta(seconds=delay_seconds),
-        retries=F("retries") + 1,
-        last_error=error[:500],
+    """Try again in `delay_seconds`: the beat relay publishes the row when it is due. Work that
+    was not owed as a row yet (an event's consumer, published by the event relay) becomes one."""
+    key = outbox_task_key(task=task, args=args)
+    due_at = timezone.now() + timedelta(seconds=delay_seconds)
+    updated = OutboxTask.objects.filter(key=key).update(
+        due_at=due_at, retries=F("retries") + 1, last_error=error[:500]
     )
+    if not updated:
+        OutboxTask.objects.get_or_create(
+            key=key,
+            defaults={"task": task, "args": args, "due_at": due_at, "retries": 1, "last_error": error[:500]},
+        )
 
 
 def outbox_task_retries(*, task: str, args: list[Any]) -> int:

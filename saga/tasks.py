@@ -3,17 +3,35 @@ app's service. Their names are stable identifiers (see saga/journey.py), given e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import shared_task
 
 from billing import services as billing
+from billing.payments import PaymentUnavailable
 from billing.services import payments
-from billing.tasks import RETRY as STRIPE_RETRY
+from billing.tasks import stripe_backoff_seconds
 from events import webhooks
-from events.services import consume_once
+from events.models import Event
+from events.services import consume_once, outbox_task_run
 from notifications import services as notifications
 from prescriptions import repeats
 from prescriptions import services as prescriptions
 from saga import holds, journey, reconciler
+
+
+def consume_calling_stripe(*, consumer: str, event_id: int, handle: Callable[[Event], object]) -> None:
+    """A consumer whose effect calls Stripe (so the record follows the effect, see consume_once).
+    Stripe being unavailable owes the consumer again as an outbox row with a due time, published
+    by the relay, never a countdown message the broker could lose; each service counts its own
+    attempts and gives up into a status staff see."""
+    outbox_task_run(
+        task=consumer,
+        args=[event_id],
+        run=lambda: consume_once(consumer=consumer, event_id=event_id, handle=handle, atomic=False),
+        retry_on=(PaymentUnavailable,),
+        backoff=stripe_backoff_seconds,
+    )
 
 
 @shared_task(name=journey.CHECK, time_limit=60, soft_time_limit=45)
@@ -36,15 +54,13 @@ def repeat_series_start(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.BILL, **STRIPE_RETRY)
+@shared_task(name=journey.BILL, time_limit=60, soft_time_limit=45)
 def billing_on_approved(event_id: int) -> None:
     """Approval: take payment or record NHS funding."""
-    # Stripe is called here, so the record follows the effect (see consume_once).
-    consume_once(
+    consume_calling_stripe(
         consumer=journey.BILL,
         event_id=event_id,
         handle=lambda event: billing.prescription_bill(prescription_id=event.aggregate_id),
-        atomic=False,
     )
 
 
@@ -64,14 +80,13 @@ def held_prescriptions_release() -> int:
     return len(holds.held_prescriptions_release())
 
 
-@shared_task(name=journey.COMPENSATE, **STRIPE_RETRY)
+@shared_task(name=journey.COMPENSATE, time_limit=60, soft_time_limit=45)
 def payment_compensate(event_id: int) -> None:
     """prescription.cancelled / rejected_by_pharmacy: refund or cancel the payment, if any."""
-    consume_once(
+    consume_calling_stripe(
         consumer=journey.COMPENSATE,
         event_id=event_id,
         handle=lambda event: payments.payment_compensate(prescription_id=event.aggregate_id),
-        atomic=False,
     )
 
 

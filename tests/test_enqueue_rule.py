@@ -10,12 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_PACKAGES = (
     "accounts",
+    "agents",
     "api",
     "audit",
     "billing",
     "common",
     "config",
     "events",
+    "interop",
     "notifications",
     "patients",
     "pharmacy",
@@ -36,6 +38,25 @@ def publishing_calls(source: str) -> list[tuple[int, str]]:
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in PUBLISHING
     ]
+
+
+def broker_retries(source: str) -> list[int]:
+    """Lines asking Celery to retry by itself (`autoretry_for`, as a keyword or a settings key):
+    Celery re-publishes the task with a countdown, straight to the broker."""
+    tree = ast.parse(source)
+    keywords = [
+        node.value.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "autoretry_for"
+    ]
+    keys = [
+        key.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant) and key.value == "autoretry_for"
+    ]
+    return keywords + keys
 
 
 def product_modules() -> list[Path]:
@@ -72,3 +93,16 @@ def test_the_scan_catches_each_way_of_publishing():
     )
 
     assert publishing_calls(source) == [(1, "delay"), (2, "apply_async"), (3, "send_task"), (4, "retry")]
+
+
+def test_no_task_retries_through_the_broker_by_itself():
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for path in product_modules()
+        if (lines := broker_retries(path.read_text()))
+    }
+
+    assert found == {}
+    assert broker_retries(
+        'RETRY = {"autoretry_for": (OSError,)}\n@shared_task(autoretry_for=(OSError,))\ndef f(): ...'
+    ) == [2, 1]

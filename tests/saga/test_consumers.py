@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from billing import services as billing_services
-from events.models import Event, ProcessedEvent
+from billing.payments import PaymentUnavailable
+from billing.services import payments
+from config.celery import app as celery_app
+from events.models import Event, OutboxTask, ProcessedEvent
 from events.services import consume_once
 from pharmacy.models import Dispatch
 from pharmacy.services import DISPATCH_SEND_TASK
@@ -107,3 +111,45 @@ def test_the_billing_consumer_delivered_twice_calls_billing_once(monkeypatch):
 
     assert calls == [prescription.pk]
     assert ProcessedEvent.objects.filter(consumer="billing.tasks.billing_on_approved").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "service", "attribute"),
+    [
+        (saga_tasks.billing_on_approved, billing_services, "prescription_bill"),
+        (saga_tasks.payment_compensate, payments, "payment_compensate"),
+    ],
+)
+def test_stripe_being_down_owes_the_consumer_as_a_due_row_and_publishes_nothing_itself(
+    monkeypatch, task, service, attribute
+):
+    # Invariant: no enqueue outside the relay. A Stripe outage leaves an OutboxTask row due
+    # later (which the relay publishes), not a countdown retry held by the broker.
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+    outcomes: list[str] = []
+
+    def flaky(*, prescription_id: int) -> None:
+        if not outcomes:
+            outcomes.append("down")
+            raise PaymentUnavailable("Stripe unavailable (503)")
+        outcomes.append("ran")
+
+    monkeypatch.setattr(service, attribute, flaky)
+    sent: list[object] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda *args, **kwargs: sent.append(args))
+
+    task(event.pk)
+
+    row = OutboxTask.objects.get(task=task.name, args=[event.pk])
+    assert row.retries == 1
+    assert row.due_at > timezone.now()
+    assert "503" in row.last_error
+    assert not ProcessedEvent.objects.filter(consumer=task.name, event_id=event.pk).exists()
+    assert sent == []
+
+    task(event.pk)  # the relay publishes the row when it is due
+
+    assert outcomes == ["down", "ran"]
+    assert not OutboxTask.objects.filter(task=task.name).exists()
+    assert ProcessedEvent.objects.filter(consumer=task.name, event_id=event.pk).count() == 1
