@@ -27,20 +27,20 @@ def nhs_number_is_valid(value: str) -> bool:
 SNOMED_CT_ID = r"^[1-9][0-9]{5,17}$"
 
 
+def snomed_code_field(help_text: str) -> serializers.RegexField:
+    """An optional SNOMED CT concept id (blank when not known)."""
+    return serializers.RegexField(
+        SNOMED_CT_ID, max_length=18, required=False, allow_blank=True, default="", help_text=help_text
+    )
+
+
 class AllergyReactionSerializer(serializers.Serializer):
     """One reaction of an allergy (FHIR AllergyIntolerance.reaction)."""
 
     manifestation = serializers.CharField(
         max_length=200, help_text="What happened, as recorded, e.g. 'anaphylaxis' or 'rash'."
     )
-    code = serializers.RegexField(
-        SNOMED_CT_ID,
-        max_length=18,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="SNOMED CT clinical finding of the manifestation, e.g. 39579001 (anaphylaxis).",
-    )
+    code = snomed_code_field("SNOMED CT clinical finding of the manifestation, e.g. 39579001 (anaphylaxis).")
     severity = serializers.ChoiceField(
         choices=Allergy.ReactionSeverity.choices,
         required=False,
@@ -61,14 +61,7 @@ class AllergySerializer(serializers.ModelSerializer):
         default="",
         help_text="Free-text description of the reaction (the older field; prefer `reactions`).",
     )
-    code = serializers.RegexField(
-        SNOMED_CT_ID,
-        max_length=18,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="SNOMED CT substance concept id when known, e.g. 764146007 (penicillin).",
-    )
+    code = snomed_code_field("SNOMED CT substance concept id when known, e.g. 764146007 (penicillin).")
     category = serializers.ChoiceField(
         choices=Allergy.Category.choices,
         required=False,
