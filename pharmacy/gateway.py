@@ -26,6 +26,15 @@ class GatewayRejected(GatewayError):
         self.outcome = outcome
 
 
+class PartnerCannotFill(GatewayRejected):
+    """Terminal for this partner only: it cannot fill the order (`reason`: "out_of_stock",
+    "cannot_dispense", "not_licensed", ...). Another eligible partner may; routing moves on."""
+
+    def __init__(self, message: str, *, reason: str, outcome: dict[str, Any] | None = None) -> None:
+        super().__init__(message, outcome=outcome)
+        self.reason = reason
+
+
 class OrderAlreadyDispensed(GatewayRejected):
     """Terminal: the gateway refused a cancellation because the order is dispensed (409)."""
 
