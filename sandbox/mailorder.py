@@ -76,66 +76,14 @@ OPTION_NAMES = (
 log_to_stderr = server.log_to_stderr("mailorder-simulator")
 
 # USPS codes of the states, DC and the territories a US pharmacy licence can cover.
-US_STATES = frozenset(
-    [
-        "AL",
-        "AK",
-        "AZ",
-        "AR",
-        "CA",
-        "CO",
-        "CT",
-        "DE",
-        "DC",
-        "FL",
-        "GA",
-        "HI",
-        "ID",
-        "IL",
-        "IN",
-        "IA",
-        "KS",
-        "KY",
-        "LA",
-        "ME",
-        "MD",
-        "MA",
-        "MI",
-        "MN",
-        "MS",
-        "MO",
-        "MT",
-        "NE",
-        "NV",
-        "NH",
-        "NJ",
-        "NM",
-        "NY",
-        "NC",
-        "ND",
-        "OH",
-        "OK",
-        "OR",
-        "PA",
-        "RI",
-        "SC",
-        "SD",
-        "TN",
-        "TX",
-        "UT",
-        "VT",
-        "VA",
-        "WA",
-        "WV",
-        "WI",
-        "WY",
-        "PR",
-        "VI",
-        "GU",
-        "AS",
-        "MP",
-    ]
-)
+# fmt: off
+US_STATES = frozenset({
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL",
+    "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE",
+    "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD",
+    "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "PR", "VI", "GU", "AS", "MP",
+})
+# fmt: on
 
 # The vendor's order statuses, and where each goes next when time passes.
 RECEIVED = "RECEIVED"
@@ -422,7 +370,7 @@ class Order:
             "status": self.status,
             "client_reference": self.client_reference,
             "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.status_since),
+            "updated_at": self.history[-1]["at"] if self.history else _iso(self.created_at),
             "line_items": [
                 {
                     "line_id": f"{self.order_id}-{index + 1}",
@@ -605,6 +553,13 @@ class Simulator(server.Simulator):
             self._counters = Counters()
             self._random = random.Random(self._seed)
             self.save()
+
+    def update_knobs(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Walk orders on under the knobs they were waiting with before any change, so a step
+        delay or a stall counts from the moment it is set."""
+        with self._lock:
+            self._advance_all()
+            return super().update_knobs(changes)
 
     def set_stock(self, levels: Mapping[str, Any]) -> dict[str, int]:
         """`POST /_stock`: set the quantity of the products named (others unchanged)."""
@@ -1012,23 +967,22 @@ def add_arguments(
         default=float(default("step_delay", "MAILORDER_STEP_DELAY", DEFAULT_STEP_DELAY_SECONDS)),
         help="seconds an order spends in each status before the next",
     )
+    # A string default goes through `type` too, so a bad environment value is refused as an
+    # argument would be.
     parser.add_argument(
         "--out-of-stock",
         type=_code_list,
-        default=_code_list(default("out_of_stock", "MAILORDER_OUT_OF_STOCK", "")),
+        default=default("out_of_stock", "MAILORDER_OUT_OF_STOCK", []),
         help="comma-separated product codes refused as OUT_OF_STOCK",
     )
     parser.add_argument(
         "--licensed-states",
         type=_state_list,
-        default=None,
-        help="comma-separated USPS codes the pharmacy ships to (default: all; env MAILORDER_LICENSED_STATES)",
+        default=default("licensed_states", "MAILORDER_LICENSED_STATES", None),
+        help="comma-separated USPS codes the pharmacy ships to (default: all)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
     server.add_state_arguments(parser, name="mailorder", webhooks=False)
-    licensed = default("licensed_states", "MAILORDER_LICENSED_STATES", "")
-    if licensed:
-        parser.set_defaults(licensed_states=_state_list(licensed))
 
 
 def options_from(parsed: Mapping[str, Any]) -> dict[str, Any]:
