@@ -238,7 +238,9 @@ def _line_item(request: Mapping[str, Any], index: int) -> dict[str, Any]:
     if duration.get("code") != "d" or not isinstance(duration.get("value"), int | float | str):
         raise Untranslatable(f"{element}.dispenseRequest.expectedSupplyDuration: not in days")
     sig = " ".join(
-        str(dosage["text"]) for dosage in request.get("dosageInstruction") or [] if dosage.get("text")
+        str(dosage["text"])
+        for dosage in request.get("dosageInstruction") or []
+        if isinstance(dosage, dict) and dosage.get("text")
     )
     if not sig:
         raise Untranslatable(f"{element}.dosageInstruction.text: missing")
@@ -256,7 +258,9 @@ def _line_item(request: Mapping[str, Any], index: int) -> dict[str, Any]:
     line_ids = [
         str(identifier["value"])
         for identifier in request.get("identifier") or []
-        if identifier.get("system") == PRESCRIPTION_ITEM_SYSTEM and identifier.get("value")
+        if isinstance(identifier, dict)
+        and identifier.get("system") == PRESCRIPTION_ITEM_SYSTEM
+        and identifier.get("value")
     ]
     if line_ids:
         item["client_line_id"] = line_ids[0]

@@ -451,8 +451,8 @@ class Simulator(server.Simulator):
             if order.status not in NEXT_STATUS or order.lost:
                 continue
             if knobs.stall:
+                # Not saved: knobs are not kept, so a restarted simulator is no longer stalled.
                 order.status_since = now
-                changed = True
                 continue
             while order.status in NEXT_STATUS and now - order.status_since >= knobs.step_delay:
                 self._step(order, order.status_since + knobs.step_delay)
