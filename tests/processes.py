@@ -272,7 +272,15 @@ class MailOrderSimulator(Simulator):
         """Forget every order and counter, restock, and clear the fault knobs."""
         request = urllib.request.Request(f"{self.url}/_reset", data=b"", method="POST")
         urllib.request.urlopen(request, timeout=5).close()
-        self.control(error_rate=0, down=False, timeout_rate=0, latency=0, stall=False, out_of_stock=[])
+        self.control(
+            error_rate=0,
+            down=False,
+            timeout_rate=0,
+            rate_limit_rate=0,
+            latency=0,
+            stall=False,
+            out_of_stock=[],
+        )
 
     def set_stock(self, **levels: int) -> dict[str, int]:
         request = urllib.request.Request(

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,6 @@ OPTION_NAMES = (
     "seed",
     "state_file",
 )
-
-# --- HTTP --------------------------------------------------------------------------------------
-
 
 ORDERS_PATH = "/v2/orders"
 INVENTORY_PATH = "/v2/inventory.csv"
@@ -101,7 +98,7 @@ class MailOrderRequestHandler(SimulatorHandler):
             known = path in {INVENTORY_PATH, "/health", "/_stats"} or ORDER_PATH.fullmatch(path) is not None
             self._send_error(ApiError("METHOD_NOT_ALLOWED" if known else "NOT_FOUND"))
 
-    def _api(self, answer: Any, *, with_body: bool = False) -> None:
+    def _api(self, answer: Callable[[], None], *, with_body: bool = False) -> None:
         """The vendor API's common path: count, latency, faults, the API key, then `answer`;
         an ApiError becomes the vendor's error body."""
         simulator = self.simulator
@@ -168,7 +165,7 @@ class MailOrderRequestHandler(SimulatorHandler):
         headers = (
             {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'} if error.code == "UNAUTHORIZED" else {}
         )
-        if error.code == "SERVICE_UNAVAILABLE":
+        if error.code in {"SERVICE_UNAVAILABLE", "RATE_LIMITED"}:
             headers["Retry-After"] = "1"
         self.send_json(kind.status, error.body(), extra_headers=headers)
 

@@ -85,6 +85,7 @@ ERRORS: Mapping[str, ErrorKind] = {
     "NOT_FOUND": ErrorKind(HTTPStatus.NOT_FOUND, "No such endpoint."),
     "METHOD_NOT_ALLOWED": ErrorKind(HTTPStatus.METHOD_NOT_ALLOWED, "Method not allowed here."),
     "SERVICE_UNAVAILABLE": ErrorKind(HTTPStatus.SERVICE_UNAVAILABLE, "Temporarily unavailable; retry later."),
+    "RATE_LIMITED": ErrorKind(HTTPStatus.TOO_MANY_REQUESTS, "Too many requests; retry later."),
     "GATEWAY_TIMEOUT": ErrorKind(HTTPStatus.GATEWAY_TIMEOUT, "The request timed out upstream."),
 }
 

@@ -46,8 +46,6 @@ RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 log_to_stderr = server.log_to_stderr("mailorder-simulator")
 
-# --- State -----------------------------------------------------------------------------------
-
 
 def iso_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
@@ -121,6 +119,8 @@ class Knobs:
     latency: float = 0.0
     error_rate: float = 0.0
     timeout_rate: float = 0.0
+    # Fraction of API requests answered 429 RATE_LIMITED.
+    rate_limit_rate: float = 0.0
     hang: float = DEFAULT_HANG_SECONDS
     down: bool = False
     step_delay: float = DEFAULT_STEP_DELAY_SECONDS
@@ -144,6 +144,7 @@ class Counters:
     replays: int = 0
     errors: int = 0
     timeouts: int = 0
+    rate_limited: int = 0
     cancellations: int = 0
     rejections: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
@@ -200,6 +201,7 @@ class Simulator(server.Simulator):
         "latency": server.number,
         "error_rate": server.fraction,
         "timeout_rate": server.fraction,
+        "rate_limit_rate": server.fraction,
         "hang": server.number,
         "down": server.flag,
         "step_delay": server.number,
@@ -312,6 +314,9 @@ class Simulator(server.Simulator):
             if draw < knobs.error_rate + knobs.timeout_rate:
                 self._counters.timeouts += 1
                 return "GATEWAY_TIMEOUT"
+            if draw < knobs.error_rate + knobs.timeout_rate + knobs.rate_limit_rate:
+                self._counters.rate_limited += 1
+                return "RATE_LIMITED"
             return None
 
     def refused(self, code: str) -> None:

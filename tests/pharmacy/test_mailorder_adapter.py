@@ -459,24 +459,27 @@ def test_a_wrong_api_key_is_rejected_not_retried(
     assert simulator.stats()["orders"] == 0
 
 
-@pytest.mark.parametrize("knobs", [{"error_rate": 1.0}, {"down": True}])
-def test_a_partner_answering_5xx_is_unavailable_for_every_call(
+@pytest.mark.parametrize(
+    ("knobs", "status"), [({"error_rate": 1.0}, 503), ({"down": True}, 503), ({"rate_limit_rate": 1.0}, 429)]
+)
+def test_a_partner_answering_5xx_or_429_is_unavailable_for_every_call(
     gateway: MailOrderGateway,
     simulator: MailOrderSimulator,
     prescription: Prescription,
     knobs: dict[str, Any],
+    status: int,
 ) -> None:
     order_id = gateway.order_submit(bundle=message(prescription), idempotency_key="dispatch-1").order_id
     simulator.control(**knobs)
 
-    with pytest.raises(GatewayUnavailable, match="answered 503"):
+    with pytest.raises(GatewayUnavailable, match=f"answered {status}"):
         gateway.order_submit(bundle=message(prescription), idempotency_key="dispatch-1")
-    with pytest.raises(GatewayUnavailable, match="answered 503"):
+    with pytest.raises(GatewayUnavailable, match=f"answered {status}"):
         gateway.order_status(order_id=order_id)
-    with pytest.raises(GatewayUnavailable, match="answered 503"):
+    with pytest.raises(GatewayUnavailable, match=f"answered {status}"):
         gateway.order_cancel(order_id=order_id, idempotency_key="cancel-1")
 
-    simulator.control(error_rate=0, down=False)
+    simulator.control(error_rate=0, down=False, rate_limit_rate=0)
     assert gateway.order_status(order_id=order_id).status in {
         "acknowledged",
         "dispensed",

@@ -472,15 +472,22 @@ def test_a_bad_knob_is_refused_and_changes_nothing(
     assert request("GET", f"{simulator.url}/_control").body == before
 
 
-@pytest.mark.parametrize("knobs", [{"error_rate": 1.0}, {"down": True}])
-def test_a_partner_in_trouble_answers_503_with_retry_after_and_takes_nothing(
-    simulator: MailOrderSimulator, knobs: dict[str, Any]
+@pytest.mark.parametrize(
+    ("knobs", "status", "code"),
+    [
+        ({"error_rate": 1.0}, 503, "SERVICE_UNAVAILABLE"),
+        ({"down": True}, 503, "SERVICE_UNAVAILABLE"),
+        ({"rate_limit_rate": 1.0}, 429, "RATE_LIMITED"),
+    ],
+)
+def test_a_partner_in_trouble_answers_with_retry_after_and_takes_nothing(
+    simulator: MailOrderSimulator, knobs: dict[str, Any], status: int, code: str
 ) -> None:
     simulator.control(**knobs)
 
     answer = post_order(simulator)
 
-    assert (answer.status, answer.body["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
+    assert (answer.status, answer.body["error"]["code"]) == (status, code)
     assert answer.headers["Retry-After"] == "1"
     assert simulator.stats()["orders"] == 0
 
