@@ -521,6 +521,7 @@ DASHBOARD_THRESHOLDS = _number_table(
         "queue_depth": 500,
         "overdue_enquiries": 0,
         "stage_p95_minutes": 240,
+        "open_order_alerts": 0,
     },
 )
 DASHBOARD_REFRESH_SECONDS = env.int("DASHBOARD_REFRESH_SECONDS", default=15)
