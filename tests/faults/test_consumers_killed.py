@@ -154,11 +154,10 @@ def test_consumers_killed_with_their_worker_resume_within_a_minute_and_do_nothin
     payments = Payment.objects.filter(prescription_id__in=ids)
     assert payments.count() == COUNT
     assert set(payments.values_list("status", flat=True)) == {Payment.Status.SUCCEEDED}
-    notified = (
-        Notification.objects.filter(prescription_id__in=ids, resend_of__isnull=True)
-        .values("prescription_id", "kind", "channel")
-        .annotate(count=Count("id"))
-    )
+    originals = Notification.objects.filter(prescription_id__in=ids, resend_of__isnull=True)
+    # The `delivered` notification follows the status change: wait for the last consumers
+    wait_until(lambda: originals.count() >= 3 * COUNT, seconds=30, what="the notifications sent")
+    notified = originals.values("prescription_id", "kind", "channel").annotate(count=Count("id"))
     assert {row["count"] for row in notified} == {1}
     assert {row["kind"] for row in notified} == {"dispatched", "shipped", "delivered"}
     assert len(notified) == 3 * COUNT
