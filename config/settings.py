@@ -278,9 +278,13 @@ RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
 # An owed task (events.OutboxTask) is published again this long after its last publication
-# unless it finished or set its next retry: longer than the hard time limit of every task run
-# that way (40 s), short enough that a killed worker's work resumes within a minute.
+# unless it finished or set its next retry, and so is a published event to each consumer that
+# has not processed it: longer than the hard time limit of every task run that way (40 s),
+# short enough that a killed worker's work resumes within a minute.
 OUTBOX_TASK_LEASE_SECONDS = env.int("OUTBOX_TASK_LEASE_SECONDS", default=45)
+# How many times the relay republishes an event on lease expiry; the reconciler
+# (RECONCILE_STALE_SECONDS) keeps sending a consumer that still fails after that.
+OUTBOX_EVENT_REPUBLISH_LIMIT = env.int("OUTBOX_EVENT_REPUBLISH_LIMIT", default=5)
 # Which consumer (a Celery task) reacts to which event: the prescription journey, defined once
 # in saga/journey.py. The outbox relay publishes one task per (event, consumer) pair.
 EVENT_CONSUMERS = journey.EVENT_CONSUMERS
@@ -517,6 +521,7 @@ DASHBOARD_THRESHOLDS = _number_table(
         "queue_depth": 500,
         "overdue_enquiries": 0,
         "stage_p95_minutes": 240,
+        "open_order_alerts": 0,
     },
 )
 DASHBOARD_REFRESH_SECONDS = env.int("DASHBOARD_REFRESH_SECONDS", default=15)

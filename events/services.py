@@ -66,8 +66,9 @@ def _publish_after_commit() -> None:
 
 
 def outbox_relay_all() -> int:
-    """The beat relay's pass: unpublished events, then the tasks that are due."""
-    return outbox_relay() + outbox_tasks_publish()
+    """The beat relay's pass: unpublished events, the published events whose lease ran out
+    unprocessed, then the tasks that are due."""
+    return outbox_relay() + outbox_events_lease_expired_republish() + outbox_tasks_publish()
 
 
 def outbox_relay(*, batch_size: int = 200) -> int:
@@ -102,6 +103,71 @@ def _outbox_mark_published(*, message_ids: list[int]) -> None:
     OutboxMessage.objects.filter(pk__in=message_ids).update(
         published_at=timezone.now(), attempts=F("attempts") + 1
     )
+
+
+def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
+    """Publish again each event that some consumer has not processed one lease
+    (OUTBOX_TASK_LEASE_SECONDS, longer than any consumer's hard time limit) after its last
+    publication, to those consumers only; returns how many events were published again.
+
+    This is what brings back a consumer killed with its worker (its message is held
+    unacknowledged by the broker until the visibility timeout): within a lease plus a relay
+    pass, not at the reconciler's pace. Consumers are idempotent (`consume_once`), so a resend
+    that races a slow original is a no-op. A consumer owed as an OutboxTask row (Stripe was
+    unavailable) waits for that row's due time instead. An event every consumer has processed
+    is marked settled and not looked at again; one republished OUTBOX_EVENT_REPUBLISH_LIMIT
+    times is left to the reconciler (saga.reconciler), so a consumer that keeps failing is not
+    sent again every lease for ever.
+    """
+    lease = timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
+    with transaction.atomic():
+        now = timezone.now()
+        rows = list(
+            OutboxMessage.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(
+                settled_at__isnull=True,
+                published_at__lt=now - lease,
+                attempts__lte=settings.OUTBOX_EVENT_REPUBLISH_LIMIT,
+            )
+            .select_related("event")
+            .order_by("published_at")[:batch_size]
+        )
+        if not rows:
+            return 0
+        event_ids = [row.event_id for row in rows]
+        processed = set(
+            ProcessedEvent.objects.filter(event_id__in=event_ids).values_list("consumer", "event_id")
+        )
+        pending = {
+            (row.event_id, consumer): outbox_task_key(task=consumer, args=[row.event_id])
+            for row in rows
+            for consumer in settings.EVENT_CONSUMERS.get(row.event.type, ())
+            if (consumer, row.event_id) not in processed
+        }
+        owed = set(OutboxTask.objects.filter(key__in=pending.values()).values_list("key", flat=True))
+        settled: list[int] = []
+        republished: list[int] = []
+        waiting: list[int] = []
+        for row in rows:
+            missing = [
+                consumer
+                for consumer in settings.EVENT_CONSUMERS.get(row.event.type, ())
+                if (row.event_id, consumer) in pending
+            ]
+            if not missing:
+                settled.append(row.pk)
+                continue
+            resend = [consumer for consumer in missing if pending[(row.event_id, consumer)] not in owed]
+            for consumer in resend:
+                app.send_task(consumer, args=[row.event_id])
+            (republished if resend else waiting).append(row.pk)
+        OutboxMessage.objects.filter(pk__in=settled).update(settled_at=now)
+        _outbox_mark_published(message_ids=republished)
+        # Only owed rows left: look again one lease later.
+        OutboxMessage.objects.filter(pk__in=waiting).update(published_at=now)
+    if republished:
+        logger.warning("outbox republished %d event(s) whose lease ran out unprocessed", len(republished))
+    return len(republished)
 
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:

@@ -31,6 +31,9 @@ class Notification(models.Model):
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="resends"
     )
     requested_by = models.CharField(max_length=120, blank=True, help_text="Who asked for a resend.")
+    # When a resend's task claimed it (queued → sending): a claim older than the owed task's
+    # lease belongs to a run that died, and the next run takes it over.
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

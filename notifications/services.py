@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from smtplib import SMTPException
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from events.models import Event
-from events.services import outbox_task_enqueue
+from events.services import RetryLater, outbox_task_enqueue
 from notifications.models import Notification
 from notifications.sms import SmsError, sms_backend
 from prescriptions.models import Prescription
@@ -142,11 +144,23 @@ def notification_resend(*, notification_id: int, actor: str) -> Notification:
 
 
 def notification_deliver(*, notification_id: int) -> str:
-    """Send a queued resend once: claimed queued → sending, so a repeat of the task is a no-op."""
-    claimed = Notification.objects.filter(pk=notification_id, status=Notification.Status.QUEUED).update(
-        status=Notification.Status.SENDING
-    )
+    """Send a queued resend: claimed queued → sending first, so a repeat of the task while a run
+    holds the claim sends nothing; a claim older than the owed task's lease
+    (OUTBOX_TASK_LEASE_SECONDS, above the task's hard time limit) belongs to a run that died
+    with its worker, and is taken over. Raises RetryLater while another run holds the claim,
+    so the work stays owed until the claim is over."""
+    now = timezone.now()
+    lease = timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
+    resends = Notification.objects.filter(pk=notification_id, resend_of__isnull=False)
+    claimed = resends.filter(
+        Q(status=Notification.Status.QUEUED)
+        | Q(status=Notification.Status.SENDING, claimed_at__lt=now - lease)
+        | Q(status=Notification.Status.SENDING, claimed_at__isnull=True)
+    ).update(status=Notification.Status.SENDING, claimed_at=now)
     if claimed != 1:
+        held = resends.filter(status=Notification.Status.SENDING).values_list("claimed_at", flat=True).first()
+        if held is not None:
+            raise RetryLater((held + lease - now).total_seconds() + 1, "claimed by another run")
         return "not-queued"
     notification = Notification.objects.select_related("event").get(pk=notification_id)
     prescription = Prescription.objects.select_related("patient").get(pk=notification.prescription_id)

@@ -1,7 +1,9 @@
 """The reconciler: nothing accepted is lost even when the broker loses messages.
 
-The outbox relay covers events never published. This covers events that were published but
-whose task never ran (a broker restarted without persistence, a purged queue): a prescription
+The outbox relay covers events never published, and sends a published event again to the
+consumers that have not processed it one lease (OUTBOX_TASK_LEASE_SECONDS) later, up to
+OUTBOX_EVENT_REPUBLISH_LIMIT times (a consumer killed with its worker resumes within a minute).
+This is the slower net behind it: it covers events that were published but whose task never ran (a broker restarted without persistence, a purged queue): a prescription
 that has sat in a state with consumers for longer than RECONCILE_STALE_SECONDS, whose
 entering event some consumer has not processed, has that event sent to that consumer again.
 Beyond those states, every published event that some consumer has not processed

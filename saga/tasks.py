@@ -1,5 +1,9 @@
 """The journey's consumers (saga/journey.py), each a thin adapter: `consume_once` around one
-app's service. Their names are stable identifiers (see saga/journey.py), given explicitly."""
+app's service. Their names are stable identifiers (see saga/journey.py), given explicitly.
+
+Each consumer's hard time limit stays below OUTBOX_TASK_LEASE_SECONDS: the relay publishes an
+event again to a consumer that has not processed it one lease after publication
+(tests/events/test_outbox.py), and a healthy run must be over by then."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def consume_calling_stripe(*, consumer: str, event_id: int, handle: Callable[[Ev
     )
 
 
-@shared_task(name=journey.CHECK, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.CHECK, time_limit=40, soft_time_limit=30)
 def prescription_check(event_id: int) -> None:
     """prescription.received: run the clinical checks."""
     consume_once(
@@ -44,7 +48,7 @@ def prescription_check(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.REPEATS, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.REPEATS, time_limit=40, soft_time_limit=30)
 def repeat_series_start(event_id: int) -> None:
     """Approval: start the repeat series, if the prescription has repeats."""
     consume_once(
@@ -54,7 +58,7 @@ def repeat_series_start(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.BILL, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.BILL, time_limit=40, soft_time_limit=30)
 def billing_on_approved(event_id: int) -> None:
     """Approval: take payment or record NHS funding."""
     consume_calling_stripe(
@@ -64,7 +68,7 @@ def billing_on_approved(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.DISPATCH, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.DISPATCH, time_limit=40, soft_time_limit=30)
 def dispatch_on_approved(event_id: int) -> None:
     """prescription.paid / nhs_funded (billing done): create the dispatch."""
     consume_once(
@@ -80,7 +84,7 @@ def held_prescriptions_release() -> int:
     return len(holds.held_prescriptions_release())
 
 
-@shared_task(name=journey.COMPENSATE, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.COMPENSATE, time_limit=40, soft_time_limit=30)
 def payment_compensate(event_id: int) -> None:
     """prescription.cancelled / rejected_by_pharmacy: refund or cancel the payment, if any."""
     consume_calling_stripe(
@@ -104,7 +108,7 @@ def cancellation_request_on_refused(event_id: int) -> None:
     )
 
 
-@shared_task(name=journey.NOTIFY, time_limit=60, soft_time_limit=45)
+@shared_task(name=journey.NOTIFY, time_limit=40, soft_time_limit=30)
 def notification_on_event(event_id: int) -> None:
     """The patient-facing events (notifications.services.KINDS): email and/or SMS."""
     # Sending is network I/O, so the record follows the effect; the Notification row, unique per

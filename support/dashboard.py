@@ -17,10 +17,11 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import TruncHour
+from django.urls import reverse
 from django.utils import timezone
 
 from events.models import Event, OutboxMessage, WebhookAttempt, WebhookDelivery
-from pharmacy.models import DeadLetter
+from pharmacy.models import DeadLetter, OrderAlert
 from pharmacy.services import dispatches_stale
 from prescriptions.models import Prescription, Status
 from saga.reconciler import stuck_prescriptions
@@ -95,6 +96,8 @@ class PipelineSnapshot:
     queue_depths: dict[str, int | None]
     enquiries_open: int
     enquiries_overdue: int
+    order_alerts_open: int
+    oldest_order_alert_at: datetime | None
     task_statistics: list[TaskStatistic] = field(default_factory=list)
 
     @property
@@ -209,6 +212,9 @@ def pipeline_snapshot(*, with_queue_depths: bool = True) -> PipelineSnapshot:
     enquiries = Enquiry.objects.exclude(status=Enquiry.Status.RESOLVED).aggregate(
         open=Count("id"), overdue=Count("id", filter=Q(due_at__lt=now))
     )
+    alerts = OrderAlert.objects.filter(resolved_at__isnull=True).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
     return PipelineSnapshot(
         taken_at=now,
         by_status=by_status,
@@ -232,6 +238,8 @@ def pipeline_snapshot(*, with_queue_depths: bool = True) -> PipelineSnapshot:
         queue_depths=broker_queue_depths() if with_queue_depths else {},
         enquiries_open=enquiries["open"],
         enquiries_overdue=enquiries["overdue"],
+        order_alerts_open=alerts["count"],
+        oldest_order_alert_at=alerts["oldest"],
         task_statistics=list(TaskStatistic.objects.order_by("queue", "task", "outcome")),
     )
 
@@ -246,6 +254,7 @@ class Tile:
     value: str
     detail: str
     is_red: bool
+    url: str = ""  # where the figure's rows are listed, if anywhere
 
 
 def _minutes_text(minutes: float) -> str:
@@ -256,7 +265,9 @@ def _minutes_text(minutes: float) -> str:
     return f"{minutes / 60:.1f} h"
 
 
-def tiles(snapshot: PipelineSnapshot) -> list[Tile]:
+def tiles(snapshot: PipelineSnapshot, *, order_alerts: bool = True) -> list[Tile]:
+    """The tiles, in order; the open order alerts only with `order_alerts` (staff who may view
+    them, see support/roles.py)."""
     limits = settings.DASHBOARD_THRESHOLDS
     now = snapshot.taken_at
     waiting_minutes = _age_minutes(snapshot.oldest_awaiting_pharmacist_at, now)
@@ -264,6 +275,17 @@ def tiles(snapshot: PipelineSnapshot) -> list[Tile]:
     known_depths = [depth for depth in snapshot.queue_depths.values() if depth is not None]
     deepest = max(known_depths, default=0)
     slowest_p95 = max((stage.p95_seconds / 60 for stage in snapshot.stage_durations), default=0.0)
+    alert_minutes = _age_minutes(snapshot.oldest_order_alert_at, now)
+    alert_tiles = [
+        Tile(
+            "open_order_alerts",
+            "Open order alerts",
+            str(snapshot.order_alerts_open),
+            f"oldest {_minutes_text(alert_minutes)}" if snapshot.order_alerts_open else "none open",
+            snapshot.order_alerts_open > limits["open_order_alerts"],
+            reverse("admin:pharmacy_orderalert_changelist") + "?resolved_at__isempty=1",
+        )
+    ]
     return [
         Tile(
             "dead_letters",
@@ -320,4 +342,5 @@ def tiles(snapshot: PipelineSnapshot) -> list[Tile]:
             "last 24 hours",
             slowest_p95 > limits["stage_p95_minutes"],
         ),
+        *(alert_tiles if order_alerts else []),
     ]

@@ -190,7 +190,7 @@ def _dashboard_context(request: HttpRequest) -> dict[str, Any]:
     )
     return {
         "snapshot": snapshot,
-        "tiles": dashboard.tiles(snapshot),
+        "tiles": dashboard.tiles(snapshot, order_alerts=request.user.has_perm("pharmacy.view_orderalert")),
         "funnel_chart": funnel,
         "throughput_chart": throughput,
         "stage_chart": stages,

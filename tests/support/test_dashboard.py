@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from events.models import ClinicWebhookEndpoint, Event, WebhookDelivery
-from pharmacy.models import DeadLetter, Dispatch
-from pharmacy.services import DISPATCH_SEND_TASK
+from pharmacy.models import DeadLetter, Dispatch, OrderAlert
+from pharmacy.services import DISPATCH_SEND_TASK, dispatch_create
 from prescriptions.models import Prescription, Status
 from support import dashboard, roles
 from support.models import Enquiry
@@ -354,3 +354,65 @@ def test_open_enquiries_count_toward_overdue_only_past_their_due_time():
     snapshot = dashboard.pipeline_snapshot(with_queue_depths=False)
 
     assert (snapshot.enquiries_open, snapshot.enquiries_overdue) == (2, 1)
+
+
+# --- Open order alerts ----------------------------------------------------------------------------
+
+
+def order_alert(*, resolved: bool = False) -> OrderAlert:
+    prescription = paid_prescription()
+    dispatch = dispatch_create(prescription_id=prescription.pk)
+    return OrderAlert.objects.create(
+        dispatch=dispatch,
+        reason="no progress from the gateway",
+        resolved_at=timezone.now() if resolved else None,
+    )
+
+
+def test_an_operator_sees_the_open_order_alerts_red_with_a_link_to_them_listed(formulary):
+    open_alerts = [order_alert(), order_alert()]
+    resolved = order_alert(resolved=True)
+    user = StaffFactory(role=roles.OPERATOR)
+    for alert in [*open_alerts, resolved]:
+        staff_assign_clinic(user=user, clinic=alert.dispatch.prescription.clinic)
+    client = logged_in(user)
+
+    body = client.get("/admin/dashboard/").content.decode()
+
+    tile = re.search(
+        r'<div class="tile( tile-red)?" data-tile="open_order_alerts">(.*?)</div>\s*</div>', body, re.S
+    )
+    assert tile, "no open order alerts tile"
+    assert tile.group(1) == " tile-red"
+    link = re.search(r'<div class="tile-value"><a href="([^"]+)">(\d+)</a></div>', tile.group(2))
+    assert link, "the figure is not a link"
+    assert link.group(2) == "2"
+    assert link.group(1) == "/admin/pharmacy/orderalert/?resolved_at__isempty=1"
+    listed = client.get(link.group(1)).content.decode()
+    assert {int(pk) for pk in re.findall(r"/admin/pharmacy/orderalert/(\d+)/change/", listed)} == {
+        alert.pk for alert in open_alerts
+    }
+
+
+def test_with_no_open_order_alert_the_tile_is_calm(formulary):
+    order_alert(resolved=True)
+
+    (tile,) = [
+        tile for tile in dashboard.tiles(dashboard.pipeline_snapshot()) if tile.key == "open_order_alerts"
+    ]
+
+    assert (tile.value, tile.detail, tile.is_red) == ("0", "none open", False)
+
+
+def test_the_admin_role_sees_the_dashboard_without_the_order_alerts_it_may_not_view(formulary):
+    # The role matrix: order alerts are the operators' (pharmacy.orderalert, operator only)
+    order_alert()
+    assert roles.ADMIN_MODELS["pharmacy.orderalert"] == {roles.OPERATOR: "vc"}
+
+    response = logged_in(StaffFactory(role=roles.ADMIN)).get("/admin/dashboard/tiles/")
+    body = response.content.decode()
+
+    assert response.status_code == 200
+    assert 'data-tile="dead_letters"' in body
+    assert 'data-tile="open_order_alerts"' not in body
+    assert "orderalert" not in body
