@@ -460,10 +460,19 @@ def gateway_cancellation_request(
             prescriptions.prescription_record_event(
                 prescription_id=prescription_id,
                 event_type="prescription.cancellation_requested",
-                payload={"reason": reason[:500], "cancellation_id": cancellation.pk},
+                payload={"cancellation_id": cancellation.pk},
                 actor=actor,
             )
     return cancellation
+
+
+def gateway_cancellation_reason(*, cancellation_id: int | None) -> str:
+    """Why the clinic asked to cancel (stored encrypted on the cancellation), or ""."""
+    if cancellation_id is None:
+        return ""
+    return (
+        GatewayCancellation.objects.filter(pk=cancellation_id).values_list("reason", flat=True).first() or ""
+    )
 
 
 def _gateway_cancellation_open(
@@ -532,7 +541,6 @@ def _cancellation_end(cancellation: GatewayCancellation, status: str, error: str
                 prescription_id=cancellation.dispatch.prescription_id,
                 event_type="prescription.cancellation_refused",
                 payload={
-                    "reason": cancellation.reason,
                     "requested_by": cancellation.requested_by,
                     "cancellation_id": cancellation.pk,
                     "outcome": status,
