@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import signing
-from events.adapters.http import webhook_post, webhook_target_refusal
+from events.adapters.http import webhook_post, webhook_target_vet
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from events.services import outbox_task_enqueue
 from prescriptions.models import PharmacistReview, Prescription
@@ -157,11 +157,15 @@ def webhook_deliver(*, delivery_id: int) -> str:
         SIGNATURE_HEADER: signature_header(endpoint=delivery.endpoint, timestamp=timestamp, body=body),
         "Scriptline-Event-Id": delivery.payload["id"],
     }
-    refusal = webhook_target_refusal(delivery.endpoint.url)
-    if refusal:
-        return _delivery_refuse(delivery_id=delivery_id, reason=refusal)
+    target = webhook_target_vet(delivery.endpoint.url)
+    if target.refusal:
+        return _delivery_refuse(delivery_id=delivery_id, reason=target.refusal)
     result = webhook_post(
-        url=delivery.endpoint.url, body=body, headers=headers, timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS
+        url=delivery.endpoint.url,
+        body=body,
+        headers=headers,
+        timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS,
+        address=target.address,
     )
     error = result.error or ("" if result.is_success else f"HTTP {result.status_code}")
     with transaction.atomic():

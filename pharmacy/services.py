@@ -347,7 +347,8 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
-    if event.get("type") not in prescriptions.PROGRESS and event.get("type") not in LIFECYCLE:
+    kind = event.get("type")
+    if not isinstance(kind, str) or (kind not in prescriptions.PROGRESS and kind not in LIFECYCLE):
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
