@@ -357,6 +357,13 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     return event
 
 
+def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as kept: the pharmacy's reason for a refusal lives encrypted on the
+    prescription (its status reason), not in clear here."""
+    data = {key: value for key, value in event["data"].items() if key != "reason"}
+    return {**event, "data": data}
+
+
 def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
     signature_check(
@@ -381,7 +388,7 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"], type=event["type"], order_id=order_id, payload=event
+                event_id=event["id"], type=event["type"], order_id=order_id, payload=_stored_payload(event)
             )
             if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
                 # The gateway is ahead of us (the worker sending the order died between the

@@ -6,9 +6,14 @@ so a new table or column that copies an identifier or a note in clear fails here
 
 from __future__ import annotations
 
-import pytest
-from django.db import connection
+import json
 
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from common.signing import signature_header
 from tests.conftest import prescription_body
 
 pytestmark = pytest.mark.django_db
@@ -117,7 +122,13 @@ def test_the_search_finds_a_marker_written_in_clear(clinic_a):
 CANCEL_REASON = "Zqcancelmarker: Zqfamilymarker moved abroad"
 REVIEW_REASON = "Zqreviewmarker: interacts with her warfarin"
 GATEWAY_REASON = "Zqgatewaymarker: wrong strength for Zqfamilymarker"
-REASONS = [CANCEL_REASON.split(":")[0], REVIEW_REASON.split(":")[0], GATEWAY_REASON.split(":")[0]]
+PHARMACY_REASON = "Zqpharmacymarker: allergy noted on Zqfamilymarker's record"
+REASONS = [
+    CANCEL_REASON.split(":")[0],
+    REVIEW_REASON.split(":")[0],
+    GATEWAY_REASON.split(":")[0],
+    PHARMACY_REASON.split(":")[0],
+]
 
 
 def _reason_hits() -> list[tuple[str, str, str]]:
@@ -160,7 +171,7 @@ def test_cancellation_and_review_reasons_stay_out_of_events_and_stored_webhooks(
     ClinicWebhookEndpoint.objects.create(
         clinic=clinic_a.clinic, url="https://clinic.example/hook", secret="s" * 32
     )
-    direct, reviewed, at_pharmacy = (scenario(clinic=clinic_a.clinic) for _ in range(3))
+    direct, reviewed, at_pharmacy, refused_by_pharmacy = (scenario(clinic=clinic_a.clinic) for _ in range(4))
     cancelled = clinic_a.api.post(
         f"/api/v1/prescriptions/{direct.pk}/cancel/", {"reason": CANCEL_REASON}, format="json"
     )
@@ -179,6 +190,21 @@ def test_cancellation_and_review_reasons_stay_out_of_events_and_stored_webhooks(
     outcome = pharmacy.gateway_cancellation_send(
         cancellation_id=GatewayCancellation.objects.get().pk, gateway=DispensedGateway()
     )
+    force_status(refused_by_pharmacy, Status.ACKNOWLEDGED)
+    Dispatch.objects.create(
+        prescription=refused_by_pharmacy, status=Dispatch.Status.ACKNOWLEDGED, gateway_order_id="o-2"
+    )
+    rejection_body = json.dumps(
+        {"id": "evt_zq", "type": "order.rejected", "data": {"order_id": "o-2", "reason": PHARMACY_REASON}}
+    ).encode()
+    rejected_by_pharmacy = Client().post(
+        "/webhooks/gateway/",
+        rejection_body,
+        content_type="application/json",
+        HTTP_GATEWAY_SIGNATURE=signature_header(
+            secrets=[settings.GATEWAY_WEBHOOK_SECRET], body=rejection_body
+        ),
+    )
     refused = Event.objects.get(aggregate_id=at_pharmacy.pk, type="prescription.cancellation_refused")
     saga_tasks.cancellation_request_on_refused(refused.pk)
     for event in Event.objects.filter(clinic_id=clinic_a.clinic.pk, aggregate_type="prescription"):
@@ -187,6 +213,9 @@ def test_cancellation_and_review_reasons_stay_out_of_events_and_stored_webhooks(
     cancellation = WebhookDelivery.objects.get(event__type="prescription.cancelled")
 
     assert (cancelled.status_code, accepted.status_code, outcome) == (200, 202, "refused")
+    assert rejected_by_pharmacy.status_code == 200
+    refused_by_pharmacy.refresh_from_db()
+    assert refused_by_pharmacy.status_reason == PHARMACY_REASON
     assert PharmacistReview.objects.get().reason == REVIEW_REASON
     assert GatewayCancellation.objects.get().reason == GATEWAY_REASON
     assert CancellationRequest.objects.get().reason == GATEWAY_REASON
