@@ -1,6 +1,7 @@
 from django.db import models
 
 from patients.models import Clinic
+from patients.phi import PhiCharField
 from prescriptions.models import Prescription, PrescriptionItem
 
 
@@ -101,7 +102,7 @@ class CancellationRequest(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     status_when_requested = models.CharField(max_length=24)
-    reason = models.CharField(max_length=500)
+    reason = PhiCharField(max_length=500)
     requested_by = models.CharField(max_length=120, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)

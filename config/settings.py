@@ -186,6 +186,9 @@ DATABASES = {
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default=f"test_{_database['NAME']}")},
     }
 }
+# The clinic API's login role (accounts.database_roles): `migrate` creates or updates it with
+# this URL's user and password. Unset: `scriptline_api` without a password (local mode).
+DATABASE_API = env.db_url("DATABASE_API_URL") if env.str("DATABASE_API_URL", default="") else {}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Celery ----------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import signing
-from events.adapters.http import webhook_post, webhook_target_refusal
+from events.adapters.http import webhook_post, webhook_target_vet
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from events.services import outbox_task_enqueue
-from prescriptions.models import Prescription
+from prescriptions.models import PharmacistReview, Prescription
 from prescriptions.status_link import status_link_url
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,35 @@ def webhook_endpoint_rotate_secret(*, endpoint_id: int, grace: timedelta | None 
     return new_secret
 
 
+REVIEW_EVENTS = frozenset({"prescription.pharmacist_approved", "prescription.pharmacist_rejected"})
+STATUS_REASON_EVENTS = frozenset({"prescription.cancelled", "prescription.rejected_by_pharmacy"})
+
+
+def webhook_reason(event: Event) -> str:
+    """The reason a clinic is told, read from where it is kept encrypted (the pharmacist's
+    review, the prescription's status reason): events and stored payloads never hold it."""
+    if event.type in REVIEW_EVENTS:
+        reviews = PharmacistReview.objects.filter(pk=event.payload.get("review_id"))
+        return reviews.values_list("reason", flat=True).first() or ""
+    if event.type in STATUS_REASON_EVENTS:
+        prescriptions = Prescription.objects.filter(pk=event.aggregate_id)
+        return prescriptions.values_list("status_reason", flat=True).first() or ""
+    return ""
+
+
+def webhook_body(delivery: WebhookDelivery) -> bytes:
+    """The bytes sent: the stored payload, with the reason added only now, on its way to the
+    clinic whose data it is."""
+    payload = delivery.payload
+    if not payload["prescription"].get("reason"):
+        reason = webhook_reason(delivery.event)
+        payload = {**payload, "prescription": {**payload["prescription"], "reason": reason}}
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
 def webhook_payload(event: Event, *, status_url: str = "") -> dict[str, Any]:
-    """What the clinic sees: ids, status, reasons, tracking and the patient's status link;
-    never a patient identifier."""
+    """What the clinic sees: ids, status, tracking and the patient's status link; never a
+    patient identifier. Stored as it is; a reason is added when it is sent (webhook_body)."""
     data = event.payload
     checks = data.get("checks") or []
     blocking = "; ".join(
@@ -117,13 +143,13 @@ def webhook_deliveries_create(*, event_id: int) -> WebhookDelivery | None:
 def webhook_deliver(*, delivery_id: int) -> str:
     """POST one pending delivery once; raises WebhookRetry while a retry is still worthwhile."""
     delivery = (
-        WebhookDelivery.objects.select_related("endpoint")
+        WebhookDelivery.objects.select_related("endpoint", "event")
         .filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING)
         .first()
     )
     if delivery is None:
         return "not-pending"
-    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    body = webhook_body(delivery)
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -131,11 +157,15 @@ def webhook_deliver(*, delivery_id: int) -> str:
         SIGNATURE_HEADER: signature_header(endpoint=delivery.endpoint, timestamp=timestamp, body=body),
         "Scriptline-Event-Id": delivery.payload["id"],
     }
-    refusal = webhook_target_refusal(delivery.endpoint.url)
-    if refusal:
-        return _delivery_refuse(delivery_id=delivery_id, reason=refusal)
+    target = webhook_target_vet(delivery.endpoint.url)
+    if target.refusal:
+        return _delivery_refuse(delivery_id=delivery_id, reason=target.refusal)
     result = webhook_post(
-        url=delivery.endpoint.url, body=body, headers=headers, timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS
+        url=delivery.endpoint.url,
+        body=body,
+        headers=headers,
+        timeout=settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS,
+        address=target.address,
     )
     error = result.error or ("" if result.is_success else f"HTTP {result.status_code}")
     with transaction.atomic():

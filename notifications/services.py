@@ -37,12 +37,17 @@ KINDS = {
 }
 
 
+# The events whose reason (the prescription's status reason) the patient is told.
+REASONED = frozenset({"prescription.cancelled", "prescription.rejected_by_pharmacy"})
+
+
 def _context(event: Event, prescription: Prescription) -> dict[str, object]:
     return {
         "prescription_id": prescription.pk,
         "given_name": prescription.patient.given_name,
         "tracking_number": event.payload.get("tracking_number", "") or prescription.tracking_number,
-        "reason": event.payload.get("reason", ""),
+        # Kept encrypted on the prescription, never in the event.
+        "reason": prescription.status_reason if event.type in REASONED else "",
     }
 
 

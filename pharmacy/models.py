@@ -3,6 +3,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from patients.phi import PhiCharField
 from prescriptions.models import Prescription
 
 
@@ -93,7 +94,7 @@ class GatewayCancellation(models.Model):
     dispatch = models.OneToOneField(Dispatch, on_delete=models.PROTECT, related_name="cancellation")
     idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    reason = models.CharField(max_length=500)
+    reason = PhiCharField(max_length=500)
     requested_by = models.CharField(max_length=120, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)

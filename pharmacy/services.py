@@ -347,13 +347,21 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         raise WebhookRejected("body is not JSON") from error
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise WebhookRejected("event must be an object with data")
-    if event.get("type") not in prescriptions.PROGRESS and event.get("type") not in LIFECYCLE:
+    kind = event.get("type")
+    if not isinstance(kind, str) or (kind not in prescriptions.PROGRESS and kind not in LIFECYCLE):
         raise WebhookRejected(f"unknown event type {str(event.get('type'))[:40]!r}")
     if not isinstance(event.get("id"), str) or not event["id"]:
         raise WebhookRejected("event id missing")
     if len(event["id"]) > EVENT_ID_LENGTH or len(str(event["data"].get("order_id", ""))) > EVENT_ID_LENGTH:
         raise WebhookRejected(f"event id and order id are at most {EVENT_ID_LENGTH} characters")
     return event
+
+
+def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as kept: the pharmacy's reason for a refusal lives encrypted on the
+    prescription (its status reason), not in clear here."""
+    data = {key: value for key, value in event["data"].items() if key != "reason"}
+    return {**event, "data": data}
 
 
 def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
@@ -380,7 +388,7 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     try:
         with transaction.atomic():
             stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"], type=event["type"], order_id=order_id, payload=event
+                event_id=event["id"], type=event["type"], order_id=order_id, payload=_stored_payload(event)
             )
             if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
                 # The gateway is ahead of us (the worker sending the order died between the
@@ -460,10 +468,19 @@ def gateway_cancellation_request(
             prescriptions.prescription_record_event(
                 prescription_id=prescription_id,
                 event_type="prescription.cancellation_requested",
-                payload={"reason": reason[:500], "cancellation_id": cancellation.pk},
+                payload={"cancellation_id": cancellation.pk},
                 actor=actor,
             )
     return cancellation
+
+
+def gateway_cancellation_reason(*, cancellation_id: int | None) -> str:
+    """Why the clinic asked to cancel (stored encrypted on the cancellation), or ""."""
+    if cancellation_id is None:
+        return ""
+    return (
+        GatewayCancellation.objects.filter(pk=cancellation_id).values_list("reason", flat=True).first() or ""
+    )
 
 
 def _gateway_cancellation_open(
@@ -532,7 +549,6 @@ def _cancellation_end(cancellation: GatewayCancellation, status: str, error: str
                 prescription_id=cancellation.dispatch.prescription_id,
                 event_type="prescription.cancellation_refused",
                 payload={
-                    "reason": cancellation.reason,
                     "requested_by": cancellation.requested_by,
                     "cancellation_id": cancellation.pk,
                     "outcome": status,

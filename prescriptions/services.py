@@ -328,7 +328,7 @@ def prescription_review(
             to=target,
             from_statuses=frozenset({Status.AWAITING_PHARMACIST}),
             event_type=f"prescription.pharmacist_{decision}",
-            payload={"review_id": review.pk, "decision": decision, "reason": reason.strip()},
+            payload={"review_id": review.pk, "decision": decision},
             status_reason=_truncate(reason.strip(), STATUS_REASON_LENGTH)
             if target == Status.REJECTED
             else "",
@@ -419,7 +419,6 @@ def prescription_cancel(
         to=Status.CANCELLED,
         from_statuses=CANCELLABLE,
         event_type="prescription.cancelled",
-        payload={"reason": reason},
         actor=actor,
         status_reason=reason,
     )
@@ -488,7 +487,7 @@ def prescription_record_cancelled_at_pharmacy(*, prescription_id: int, reason: s
         to=Status.CANCELLED,
         from_statuses=frozenset({Status.ACKNOWLEDGED}),
         event_type="prescription.cancelled",
-        payload={"reason": reason, "cancelled_at": "pharmacy"},
+        payload={"cancelled_at": "pharmacy"},
         actor=actor or "gateway",
         status_reason=_truncate(reason, STATUS_REASON_LENGTH),
     )
@@ -500,7 +499,6 @@ def prescription_record_rejected_by_pharmacy(*, prescription_id: int, reason: st
         to=Status.REJECTED_BY_PHARMACY,
         from_statuses=frozenset({Status.ACKNOWLEDGED}),
         event_type="prescription.rejected_by_pharmacy",
-        payload={"reason": reason},
         actor="gateway",
         status_reason=_truncate(reason, STATUS_REASON_LENGTH),
     )

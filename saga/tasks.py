@@ -19,6 +19,7 @@ from events import webhooks
 from events.models import Event
 from events.services import consume_once, outbox_task_run
 from notifications import services as notifications
+from pharmacy import services as pharmacy
 from prescriptions import repeats
 from prescriptions import services as prescriptions
 from saga import holds, journey, reconciler
@@ -102,7 +103,8 @@ def cancellation_request_on_refused(event_id: int) -> None:
         event_id=event_id,
         handle=lambda event: payments.cancellation_request_on_refused(
             prescription_id=event.aggregate_id,
-            reason=event.payload.get("reason", ""),
+            # The clinic's words live encrypted on the cancellation, never in the event.
+            reason=pharmacy.gateway_cancellation_reason(cancellation_id=event.payload.get("cancellation_id")),
             actor=event.payload.get("requested_by", ""),
         ),
     )

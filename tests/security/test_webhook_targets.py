@@ -7,9 +7,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+import requests
 
 from events import webhooks
-from events.adapters.http import webhook_target_refusal
+from events.adapters.http import PinnedAddressAdapter, webhook_post, webhook_target_refusal
 from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
 from tests.events.receiver import receiver_start
 from tests.prescriptions.factories import scenario
@@ -127,3 +128,86 @@ def test_a_delivery_to_a_target_that_became_internal_is_refused_and_nothing_is_s
         assert endpoint.pk
     finally:
         receiver.stop()
+
+
+def _rebinding_dns(monkeypatch, name: str, first: str, then: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """DNS at the edge that answers `first` for `name` once, then `then` (a rebinding attack);
+    an address literal resolves to itself. Returns the log of names asked for."""
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        address = first if len(asked) == 1 else then
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+@pytest.mark.django_db
+def test_a_name_rebound_to_a_private_address_after_the_check_gets_nothing(settings, monkeypatch, formulary):
+    """The check resolves the name to a public address; by the time the connection opens the
+    name points at the receiver on 127.0.0.1. The delivery goes to the vetted address only."""
+    settings.CLINIC_WEBHOOK_REQUIRE_HTTPS = False  # the receiver speaks plain HTTP
+    settings.CLINIC_WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    settings.CLINIC_WEBHOOK_TIMEOUT_SECONDS = 1
+    receiver = receiver_start()
+    try:
+        port = receiver.url.split(":")[2].split("/")[0]
+        asked = _rebinding_dns(monkeypatch, "hooks.clinic.example", first="93.184.215.14", then="127.0.0.1")
+        prescription = scenario()
+        ClinicWebhookEndpoint.objects.create(
+            clinic=prescription.clinic, url=f"http://hooks.clinic.example:{port}/hook", secret="s"
+        )
+        event = Event.objects.get(aggregate_id=prescription.pk, type="prescription.received")
+        delivery = webhooks.webhook_deliveries_create(event_id=event.pk)
+
+        with pytest.raises(webhooks.WebhookRetry):
+            webhooks.webhook_deliver(delivery_id=delivery.pk)
+
+        assert receiver.received == []
+        assert asked == ["hooks.clinic.example"]
+        (attempt,) = WebhookAttempt.objects.filter(delivery=delivery)
+        assert attempt.status_code is None
+        assert attempt.error in {"ConnectionError", "ConnectTimeout"}
+    finally:
+        receiver.stop()
+
+
+def test_a_pinned_post_reaches_the_vetted_address_with_the_urls_host_header(monkeypatch):
+    receiver = receiver_start()
+    try:
+        port = receiver.url.split(":")[2].split("/")[0]
+        # The name does not resolve at all: only the pinned address can be reached.
+        asked = _rebinding_dns(monkeypatch, "hooks.clinic.example", first="0.0.0.0", then="0.0.0.0")
+
+        result = webhook_post(
+            url=f"http://hooks.clinic.example:{port}/hook",
+            body=b"{}",
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+            address="127.0.0.1",
+        )
+
+        assert result.status_code == 200
+        assert asked == []
+        assert receiver.received[0].headers["host"] == f"hooks.clinic.example:{port}"
+    finally:
+        receiver.stop()
+
+
+def test_a_pinned_https_connection_still_names_and_verifies_the_urls_host():
+    adapter = PinnedAddressAdapter(address="93.184.215.14", hostname="hooks.clinic.example")
+    request = requests.Request("POST", "https://hooks.clinic.example/hook").prepare()
+
+    host_params, pool_kwargs = adapter.build_connection_pool_key_attributes(request, True)
+
+    assert host_params["host"] == "93.184.215.14"
+    assert (pool_kwargs["server_hostname"], pool_kwargs["assert_hostname"]) == (
+        "hooks.clinic.example",
+        "hooks.clinic.example",
+    )
+    assert pool_kwargs["cert_reqs"] == "CERT_REQUIRED"
