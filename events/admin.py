@@ -1,6 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from events import webhooks
@@ -19,13 +19,13 @@ from support.scoping import ClinicScopedAdminMixin
 class ReadOnlyAdmin(admin.ModelAdmin):
     """The event log is append-only: staff may read it, never change it."""
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -108,7 +108,7 @@ class WebhookAttemptInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ["attempted_at", "status_code", "duration_ms", "error"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -134,7 +134,7 @@ class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     actions = ["resend"]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     # Operators resend from here; support resends one clinic's webhook from the patient page.

@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -94,7 +94,7 @@ class PaediatricDoseRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "ingredient"]
     readonly_fields = [field.name for field in PaediatricDoseRule._meta.fields]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # loaded by manage.py load_formulary
 
 
@@ -103,7 +103,7 @@ class FormularyReleaseAdmin(admin.ModelAdmin):
     list_display = ["version", "loaded_at"]
     readonly_fields = ["version", "loaded_at", "summary"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # releases are recorded by manage.py load_formulary
 
 
@@ -148,7 +148,7 @@ class ItemInline(admin.TabularInline):
     ]
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -158,7 +158,7 @@ class ReviewInline(admin.TabularInline):
     readonly_fields = ["pharmacist", "decision", "reason", "decided_at"]
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -253,10 +253,10 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             or "—"
         )
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # prescriptions arrive through the clinic API
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     # Staff who may read patient records see the patient's name, not "Patient #8"; the list is
@@ -388,16 +388,16 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
             .prefetch_related("items__medication")
         )
 
-    def has_view_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.has_perm("prescriptions.add_pharmacistreview")
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     @admin.display(description="Prescription")
@@ -454,7 +454,7 @@ class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     actions = ["pause", "resume", "stop"]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[RepeatSeries], service, verb: str) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -234,7 +234,7 @@ def _truncate(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
+def pharmacist_may_decide(user: User) -> bool:
     """Staff in the pharmacist role with a recorded professional registration number (the one
     rule, kept in support.services.staff_can_decide)."""
     return staff_can_decide(user)
@@ -275,7 +275,7 @@ def _refuse_approval_outside_supply_window(prescription: Prescription, today: da
 def prescription_review(
     *,
     prescription_id: int,
-    pharmacist: AbstractBaseUser,
+    pharmacist: User,
     decision: str,
     reason: str,
 ) -> PharmacistReview:
