@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -227,7 +227,7 @@ def prescription_run_checks(*, prescription_id: int) -> str | None:
     return target if moved else None
 
 
-STATUS_REASON_LENGTH = Prescription._meta.get_field("status_reason").max_length
+STATUS_REASON_LENGTH = cast(int, Prescription._meta.get_field("status_reason").max_length)  # a CharField
 
 
 def _truncate(text: str, length: int) -> str:
@@ -425,7 +425,7 @@ def prescription_cancel(
     )
     if not moved:
         status = scope.filter(pk=prescription_id).values_list("status", flat=True).first()
-        if status == Status.CANCELLED:
+        if status is None or status == Status.CANCELLED:
             return scope.get(pk=prescription_id)
         raise PrescriptionNotCancellable(
             f"A prescription that is {Status(status).label.lower()} cannot be cancelled "
@@ -467,7 +467,7 @@ def prescription_record_progress(
     *, prescription_id: int, gateway_event_type: str, tracking_number: str = ""
 ) -> bool:
     target = PROGRESS[gateway_event_type]
-    fields = {"tracking_number": tracking_number} if tracking_number else {}
+    fields: dict[str, Any] = {"tracking_number": tracking_number} if tracking_number else {}
     return prescription_transition(
         prescription_id=prescription_id,
         to=target,

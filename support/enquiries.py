@@ -9,12 +9,13 @@ path (called by support.views, the entry point) and is recorded here.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from events.models import WebhookDelivery
@@ -78,7 +79,7 @@ def _record(
 # --- Enquiries ----------------------------------------------------------------------------------
 
 
-def enquiry_due_at(*, category: str, opened_at: timezone.datetime) -> timezone.datetime:
+def enquiry_due_at(*, category: str, opened_at: datetime) -> datetime:
     return opened_at + timedelta(hours=settings.SUPPORT_ENQUIRY_SLA_HOURS[category])
 
 
@@ -329,14 +330,21 @@ def support_keys_rotate(*, batch_size: int = 500) -> int:
     rewrites (support migration 0006).
     """
     rotated = 0
-    for model, fields in ((Enquiry, ["resolution"]), (EnquiryNote, ["body"]), (SupportAction, ["reason"])):
+    tables: tuple[tuple[type[Model], list[str]], ...] = (
+        (Enquiry, ["resolution"]),
+        (EnquiryNote, ["body"]),
+        (SupportAction, ["reason"]),
+    )
+    for model, fields in tables:
         last_id = 0
         while True:
             with transaction.atomic():
                 rows = list(
-                    model.objects.select_for_update().filter(pk__gt=last_id).order_by("pk")[:batch_size]
+                    model._default_manager.select_for_update()
+                    .filter(pk__gt=last_id)
+                    .order_by("pk")[:batch_size]
                 )
-                model.objects.bulk_update(rows, fields)
+                model._default_manager.bulk_update(rows, fields)
             if not rows:
                 break
             rotated += len(rows)

@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.auth import staff_user_of
 from support.services import staff_clinics
 
 
@@ -23,4 +24,4 @@ class ClinicScopedAdminMixin:
         queryset = super().get_queryset(request)  # type: ignore[misc]
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(**{f"{self.clinic_path}__in": staff_clinics(user=request.user)})
+        return queryset.filter(**{f"{self.clinic_path}__in": staff_clinics(user=staff_user_of(request))})
