@@ -125,7 +125,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         response = _problem_response(domain_error_body(exc, instance=instance))
         # Read by the request transaction (accounts.tenancy): the refusal keeps what it recorded.
-        response.keeps_changes = exc.keeps_changes
+        response.keeps_changes = exc.keeps_changes  # type: ignore[attr-defined]  # an attribute of our own
         return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
