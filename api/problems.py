@@ -162,10 +162,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             detail=str(exc.detail),
             instance=instance,
         )
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header
+    if wait := getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(wait))
     return _problem_response(body, headers=headers)
 
 

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
@@ -86,7 +88,7 @@ class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at", "rotated_at", "previous_secret_expires_at"]
     actions = ["rotate_secret"]
 
-    def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: ClinicWebhookEndpoint, form: Any, change: bool) -> None:
         if not change:
             obj.secret = webhooks.secrets.token_urlsafe(32)
         super().save_model(request, obj, form, change)
