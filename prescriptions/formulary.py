@@ -325,7 +325,3 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
         }
         FormularyRelease.objects.create(version=data["version"], summary=report)
     return report
-
-
-def formulary_is_loaded() -> bool:
-    return FormularyRelease.objects.exists()

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
+from guardian.shortcuts import assign_perm, get_objects_for_user
 
 from patients.models import Clinic
 from prescriptions.models import PharmacistProfile
@@ -52,10 +52,6 @@ def staff_clinics(*, user: User) -> QuerySet[Clinic]:
 
 def staff_assign_clinic(*, user: User, clinic: Clinic) -> None:
     assign_perm(CLINIC_PERMISSION, user, clinic)
-
-
-def staff_unassign_clinic(*, user: User, clinic: Clinic) -> None:
-    remove_perm(CLINIC_PERMISSION, user, clinic)
 
 
 @transaction.atomic

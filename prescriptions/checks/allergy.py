@@ -20,10 +20,6 @@ SOURCE_INTOLERANCE = (
     "NICE CG183 Drug allergy: diagnosis and management, recommendation 1.1 (a non-allergic adverse "
     "reaction is recorded as an intolerance, not an allergy)"
 )
-SOURCE_SEVERE = (
-    "BNF Penicillins, hypersensitivity (immediate hypersensitivity: anaphylaxis, angioedema, urticaria); "
-    "NICE CG183 recommendation 1.1"
-)
 # SNOMED CT findings of an immediate or severe reaction: anaphylaxis, angioedema, urticaria,
 # Stevens-Johnson syndrome.
 SEVERE_MANIFESTATION_CODES = frozenset({"39579001", "41291007", "126485001", "73442001"})

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date
 
 from prescriptions.checks.base import US, CheckResult, Context, Severity, check
-from prescriptions.models import Prescription, PrescriptionItem
+from prescriptions.models import PrescriptionItem
 
 CFR_1306_05 = "21 CFR 1306.05(a) (manner of issuance: patient's name and address, prescriber's DEA number)"
 CFR_1306_12 = "21 CFR 1306.12 (Schedule II: no refills; multiple prescriptions up to 90 days)"
@@ -157,10 +156,6 @@ def check_refills(context: Context) -> Iterable[CheckResult]:
                 CFR_1306_22,
                 item.pk,
             )
-
-
-def fill_not_before(prescription: Prescription) -> date | None:
-    return prescription.earliest_fill_date
 
 
 # An earliest fill date in the future is the dates family's "supply held" finding.

@@ -25,9 +25,6 @@ ADHD_MEDICINES = frozenset(
         "guanfacine",
     }
 )
-STIMULANTS = frozenset(
-    {"methylphenidate", "dexmethylphenidate", "lisdexamfetamine", "dexamfetamine", "amfetamine"}
-)
 # SNOMED CT "Attention deficit hyperactivity disorder" and its common children; ICD-10 F90.x.
 ADHD_SNOMED_CODES = frozenset({"406506008", "192127007", "7461003", "31177006", "1855002"})
 ADHD_ICD10_PREFIX = "F90"
