@@ -1,9 +1,20 @@
 import datetime
 
+import factory
+
 from events.services import event_record
+from pharmacy.models import (
+    DeadLetter,
+    Dispatch,
+    GatewayCancellation,
+    GatewayWebhookEvent,
+    OrderAlert,
+    PartnerCircuit,
+)
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, Status
 from tests.patients.factories import PatientFactory, distinct_nhs_number
+from tests.prescriptions.factories import PrescriptionFactory
 
 
 def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
@@ -54,3 +65,54 @@ def force_status(prescription: Prescription, status: str) -> None:
             type="test.forced",
             payload={"to": status},
         )
+
+
+class DispatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Dispatch
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+
+
+class DeadLetterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DeadLetter
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    error = "gateway unavailable: HTTP 503"
+    attempts = 8
+
+
+class GatewayWebhookEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GatewayWebhookEvent
+
+    event_id = factory.Sequence(lambda n: f"evt_{n}")
+    type = "order.dispensed"
+    order_id = factory.Sequence(lambda n: f"ORD-{n}")
+    payload = factory.LazyAttribute(lambda event: {"order_id": event.order_id})
+
+
+class GatewayCancellationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GatewayCancellation
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    reason = "The clinic cancelled the prescription."
+    requested_by = "client:test"
+
+
+class OrderAlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OrderAlert
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    reason = "No progress from the pharmacy for two days."
+    gateway_status = "acknowledged"
+
+
+class PartnerCircuitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PartnerCircuit
+
+    partner = factory.Sequence(lambda n: f"partner-{n}")
