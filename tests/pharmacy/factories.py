@@ -19,7 +19,8 @@ from tests.prescriptions.factories import PrescriptionFactory
 
 def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
     """A prescription that passed its checks and was paid (so ready for dispatch), made through
-    the services as the API and the Stripe webhook would."""
+    the services as the API and the Stripe webhook would; a controlled drug's stops at the
+    pharmacist."""
     patient = PatientFactory(clinic=setup.clinic, nhs_number=distinct_nhs_number())
     prescription = services.prescription_create(
         clinic=setup.clinic,
@@ -39,15 +40,18 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
         ],
     )
     target = services.prescription_run_checks(prescription_id=prescription.pk)
-    assert target == Status.APPROVED if not medication.is_controlled else True
-    # Dispatch takes only paid or NHS-funded prescriptions.
-    services.prescription_transition(
-        prescription_id=prescription.pk,
-        to=Status.PAID,
-        from_statuses=frozenset({Status.APPROVED}),
-        event_type="prescription.paid",
-        actor="test",
-    )
+    # A controlled drug always waits for a pharmacist: it is returned there, unpaid.
+    expected = Status.AWAITING_PHARMACIST if medication.is_controlled else Status.APPROVED
+    assert target == expected, Prescription.objects.get(pk=prescription.pk).check_results
+    if target == Status.APPROVED:
+        # Dispatch takes only paid or NHS-funded prescriptions.
+        assert services.prescription_transition(
+            prescription_id=prescription.pk,
+            to=Status.PAID,
+            from_statuses=frozenset({Status.APPROVED}),
+            event_type="prescription.paid",
+            actor="test",
+        )
     prescription.refresh_from_db()
     return prescription
 
