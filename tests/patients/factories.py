@@ -141,7 +141,6 @@ class CurrentMedicationFactory(factory.django.DjangoModelFactory):
 
     patient = factory.SubFactory(PatientFactory)
     name = "Sertraline 50mg tablets"
-    dose_text = "One tablet each morning"
 
 
 class DiagnosisFactory(factory.django.DjangoModelFactory):
