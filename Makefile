@@ -50,6 +50,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(MYPY)
+	$(BIN)/vulture
 
 stop: install
 	$(BIN)/python -c "from pathlib import Path; from config import embedded; embedded.stop(Path('var'))"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasResourceScope
@@ -52,7 +52,7 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
         _user, token = result
         principal = clinic_principal_enter(token=token)
         if principal is None:
-            request.oauth2_error = {"error": "invalid_token"}
+            request.oauth2_error = {"error": "invalid_token"}  # type: ignore[attr-defined]  # read by django-oauth-toolkit
             return None
         return principal, token
 
@@ -105,8 +105,14 @@ class HasResourceScope(TokenHasResourceScope):
     """`required_scopes = ["prescriptions"]` needs prescriptions:read for reads, :write else."""
 
 
+def principal_of(request: Request) -> ClinicPrincipal:
+    # DRF types request.user as a Django user; IsClinicClient has already refused any caller
+    # that ClinicOAuth2Authentication did not turn into a principal.
+    return cast(ClinicPrincipal, request.user)
+
+
 def clinic_of(request: Request) -> Clinic:
-    return request.user.clinic
+    return principal_of(request).clinic
 
 
 class ClinicOAuth2Validator(OAuth2Validator):

@@ -4,6 +4,7 @@ that is not valid (a guesser, or a client with a stale token, is slowed down).""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -19,8 +20,9 @@ def budget_spent(*, scope: str, ident: str, record: bool) -> int | None:
     """A fixed-window budget per `ident` on the shared cache (rates in REST_FRAMEWORK
     DEFAULT_THROTTLE_RATES[scope]): counts one use when `record`, and returns the seconds to
     wait once the window's budget is spent, else None."""
-    rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope]
-    limit, window = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+    rates = cast(dict[str, str], settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    parsed = SimpleRateThrottle.parse_rate(None, rates[scope])  # type: ignore[arg-type]  # no instance: it would need a scope
+    limit, window = cast(tuple[int, int], parsed)  # a configured rate has both parts
     now = time.time()
     key = f"budget:{scope}:{ident}:{int(now // window)}"
     if record:

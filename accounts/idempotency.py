@@ -22,6 +22,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import clinic_of
 from api.problems import Problem
 from common.errors import atomic_keeping_refusals
 from patients.models import Clinic, IdempotencyKey
@@ -106,7 +107,7 @@ def _idempotent(
     @functools.wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = key_of(request)
-        clinic = request.user.clinic
+        clinic = clinic_of(request)
         fingerprint = request_fingerprint(request)
         with atomic_keeping_refusals():
             _claim(clinic, key)
@@ -120,7 +121,7 @@ def _idempotent(
                 IdempotencyKey.objects.create(
                     clinic=clinic,
                     key=key,
-                    method=request.method,
+                    method=request.method or "",
                     path=request.path,
                     request_hash=fingerprint,
                     response_status=response.status_code,

@@ -125,7 +125,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         response = _problem_response(domain_error_body(exc, instance=instance))
         # Read by the request transaction (accounts.tenancy): the refusal keeps what it recorded.
-        response.keeps_changes = exc.keeps_changes
+        response.keeps_changes = exc.keeps_changes  # type: ignore[attr-defined]  # an attribute of our own
         return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -162,10 +162,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             detail=str(exc.detail),
             instance=instance,
         )
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header
+    if wait := getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(wait))
     return _problem_response(body, headers=headers)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from auditlog.registry import auditlog
 from django.contrib.auth.models import Group, User
+from django.db.models import Model
 
 from patients.phi import INDEX_FIELDS, PHI_FIELDS, encrypted_field_names
 
@@ -25,13 +26,13 @@ def redacted(value: object) -> str:
     return REDACTED
 
 
-def reverse_one_to_ones(model: type) -> list[str]:
+def reverse_one_to_ones(model: type[Model]) -> list[str]:
     """A model's reverse one-to-one accessors (a prescription's payment, dispatch ...): django-auditlog
     would read each with a query of its own on every create, and they are other models' rows,
     audited there."""
     return [
         field.name
-        for field in model._meta.get_fields()  # type: ignore[attr-defined]
+        for field in model._meta.get_fields()
         if field.one_to_one and field.auto_created and not field.concrete
     ]
 

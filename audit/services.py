@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from audit.models import PatientAccess
@@ -24,7 +24,7 @@ def patient_access_record(
     channel: str,
     action: str,
     request: HttpRequest | None,
-    staff_user: AbstractBaseUser | None = None,
+    staff_user: User | None = None,
     client_id: str = "",
     remote_addr: str | None = None,
     request_id: str = "",

@@ -4,14 +4,15 @@ queue, NHS charges, charge rates and monthly claim batches (with CSV export)."""
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Model, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from billing.models import (
     CancellationRequest,
@@ -27,12 +28,15 @@ from billing.payments import PaymentError
 from billing.services import nhs, payments
 from support.scoping import ClinicScopedAdminMixin
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -62,7 +66,7 @@ class PaymentAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
             else:
                 self.message_user(request, f"Payment #{payment.pk}: {outcome}", messages.INFO)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.reconciliation_view)
         return [path("reconciliation/", view, name="billing_payment_reconciliation"), *super().get_urls()]
 
@@ -87,15 +91,15 @@ class PaymentAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:billing_payment_reconciliation"))
         try:
             mismatches = payments.payment_reconcile(payment_ids=in_scope.values("pk"))
-            error = ""
+            unreachable = ""
         except PaymentError as failure:
-            mismatches, error = [], f"Stripe could not be asked: {failure}"
+            mismatches, unreachable = [], f"Stripe could not be asked: {failure}"
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Stripe reconciliation",
             "mismatches": mismatches,
-            "error": error,
+            "error": unreachable,
         }
         return TemplateResponse(request, "admin/billing/payment/reconciliation.html", context)
 
@@ -202,7 +206,7 @@ class ClaimItemInline(admin.TabularInline):
         "charge_collected_minor",
     ]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -215,6 +219,14 @@ class BuildClaimForm(forms.Form):
             return date(year, month, 1)
         except ValueError as error:
             raise forms.ValidationError("Give the month as YYYY-MM.") from error
+
+
+class BatchTotals(TypedDict):
+    """What the claim batch list annotates each batch with."""
+
+    item_total: int
+    exempt_total: int
+    charges_total: int
 
 
 @admin.register(ClaimBatch)
@@ -246,18 +258,18 @@ class ClaimBatchAdmin(ReadOnlyAdmin):
         )
 
     @admin.display(description="Items", ordering="item_total")
-    def item_count(self, obj: ClaimBatch) -> int:
-        return obj.item_total  # type: ignore[attr-defined]
+    def item_count(self, obj: WithAnnotations[ClaimBatch, BatchTotals]) -> int:
+        return obj.item_total
 
     @admin.display(description="Exempt items")
-    def exempt_count(self, obj: ClaimBatch) -> int:
-        return obj.exempt_total  # type: ignore[attr-defined]
+    def exempt_count(self, obj: WithAnnotations[ClaimBatch, BatchTotals]) -> int:
+        return obj.exempt_total
 
     @admin.display(description="Charges collected (pence)")
-    def charges_collected(self, obj: ClaimBatch) -> int:
-        return obj.charges_total  # type: ignore[attr-defined]
+    def charges_collected(self, obj: WithAnnotations[ClaimBatch, BatchTotals]) -> int:
+        return obj.charges_total
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.build_view)
         return [path("build/", view, name="billing_claimbatch_build"), *super().get_urls()]
 

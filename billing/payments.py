@@ -44,7 +44,7 @@ class Intent:
 @dataclass(frozen=True)
 class RefundResult:
     id: str
-    status: str
+    status: str | None
     amount: int
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,7 +115,7 @@ def _redis_answers(socket_path: Path) -> bool:
         connection.close()
 
 
-def _wait_for(predicate, *, what: str, seconds: float = 15) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], *, what: str, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():

@@ -1,6 +1,8 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from events import webhooks
@@ -19,13 +21,13 @@ from support.scoping import ClinicScopedAdminMixin
 class ReadOnlyAdmin(admin.ModelAdmin):
     """The event log is append-only: staff may read it, never change it."""
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -86,7 +88,7 @@ class ClinicWebhookEndpointAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at", "rotated_at", "previous_secret_expires_at"]
     actions = ["rotate_secret"]
 
-    def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: ClinicWebhookEndpoint, form: Any, change: bool) -> None:
         if not change:
             obj.secret = webhooks.secrets.token_urlsafe(32)
         super().save_model(request, obj, form, change)
@@ -108,7 +110,7 @@ class WebhookAttemptInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ["attempted_at", "status_code", "duration_ms", "error"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -134,7 +136,7 @@ class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     actions = ["resend"]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     # Operators resend from here; support resends one clinic's webhook from the patient page.

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from notifications.models import Notification
 from support.scoping import ClinicScopedAdminMixin
@@ -15,5 +17,5 @@ class NotificationAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = [field.name for field in Notification._meta.fields]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

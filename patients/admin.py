@@ -1,6 +1,8 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -8,6 +10,7 @@ from guardian.admin import GuardedModelAdmin
 
 from audit.models import PatientAccess
 from audit.services import patient_access_record
+from common.auth import staff_user_of
 from common.errors import DomainError
 from patients import phi, services
 from patients.models import (
@@ -26,7 +29,7 @@ ACCESS_HISTORY_SHOWN = 200
 
 
 @admin.register(Clinic)
-class ClinicAdmin(ClinicScopedAdminMixin, GuardedModelAdmin):
+class ClinicAdmin(ClinicScopedAdminMixin, GuardedModelAdmin):  # type: ignore[misc]  # guardian's template attribute is untyped
     """ "Object permissions" on a clinic assigns staff to it (patients.view_clinic)."""
 
     clinic_path = "pk"
@@ -67,7 +70,7 @@ class ClinicClientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     @admin.action(
         description="Revoke the selected clients now (tokens stop working at once)", permissions=["change"]
     )
-    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ClinicClient]) -> None:
         revoked = sum(
             services.clinic_client_revoke(clinic_client=client, actor=f"staff:{request.user.pk}")
             for client in queryset
@@ -114,7 +117,7 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     @admin.action(
         description="Merge the selected records of one person into the oldest of them", permissions=["change"]
     )
-    def merge_into_oldest(self, request, queryset):  # type: ignore[no-untyped-def]
+    def merge_into_oldest(self, request: HttpRequest, queryset: QuerySet[Patient]) -> None:
         records = sorted(queryset, key=lambda patient: patient.pk)
         if len(records) < 2:
             self.message_user(request, "Select at least two records of the same person.", messages.ERROR)
@@ -129,7 +132,9 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"Merged {merged} record(s) into {records[0]}.")
 
     # Every page that shows a patient's identifiers is an access, recorded before it renders.
-    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         changelist = (getattr(response, "context_data", None) or {}).get("cl")
         if changelist is not None:
@@ -138,11 +143,17 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                 channel=PatientAccess.Channel.ADMIN,
                 action=PatientAccess.Action.LIST,
                 request=request,
-                staff_user=request.user,
+                staff_user=staff_user_of(request),
             )
         return response
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         response = super().change_view(request, object_id, form_url, extra_context)
         patient = (getattr(response, "context_data", None) or {}).get("original")
         if patient is not None:
@@ -151,7 +162,7 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                 channel=PatientAccess.Channel.ADMIN,
                 action=PatientAccess.Action.DETAIL,
                 request=request,
-                staff_user=request.user,
+                staff_user=staff_user_of(request),
             )
         return response
 
@@ -186,7 +197,9 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             everything,
         )
 
-    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Patient], search_term: str
+    ) -> tuple[QuerySet[Patient], bool]:
         if not search_term.strip():
             return queryset, False
         matches = Q()
@@ -206,5 +219,5 @@ class IdempotencyKeyAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = [field.name for field in IdempotencyKey._meta.fields]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -1,14 +1,16 @@
+from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of
+from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of, principal_of
 from accounts.idempotency import idempotent
 from audit.models import PatientAccess
 from audit.services import patient_access_record
 from patients import selectors, services
+from patients.models import Patient
 from patients.serializers import PatientInputSerializer, PatientSerializer
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
@@ -26,17 +28,17 @@ class PatientListCreateApi(generics.ListAPIView):
     required_scopes = ["patients"]
     serializer_class = PatientSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Patient]:
         return selectors.patient_list(clinic=clinic_of(self.request))
 
     def list(self, request: Request, *args: object, **kwargs: object) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         patient_access_record(
-            patients=page,
+            patients=page or [],
             channel=PatientAccess.Channel.API,
             action=PatientAccess.Action.LIST,
             request=request,
-            client_id=request.user.client_id,
+            client_id=principal_of(request).client_id,
         )
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -55,7 +57,7 @@ class PatientListCreateApi(generics.ListAPIView):
         try:
             patient = services.patient_create(
                 clinic=clinic_of(request),
-                actor=f"client:{request.user.client_id}",
+                actor=f"client:{principal_of(request).client_id}",
                 **serializer.validated_data,
             )
         except services.PatientAlreadyRegistered as error:
@@ -70,7 +72,7 @@ class PatientDetailApi(generics.RetrieveAPIView):
     required_scopes = ["patients"]
     serializer_class = PatientSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Patient]:
         return selectors.patient_list(clinic=clinic_of(self.request))
 
     def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
@@ -80,6 +82,6 @@ class PatientDetailApi(generics.RetrieveAPIView):
             channel=PatientAccess.Channel.API,
             action=PatientAccess.Action.DETAIL,
             request=request,
-            client_id=request.user.client_id,
+            client_id=principal_of(request).client_id,
         )
         return Response(self.get_serializer(patient).data)

@@ -15,17 +15,27 @@ import functools
 import hashlib
 import hmac
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
-from encrypted_fields.fields import (
-    EncryptedCharField,
-    EncryptedDateField,
-    EncryptedEmailField,
-    EncryptedFieldMixin,
-    EncryptedTextField,
-)
+from django.db.models import Model
+from encrypted_fields.fields import EncryptedFieldMixin
+
+if TYPE_CHECKING:
+    # The library ships no types; its fields are these Django fields underneath, which is what
+    # lets the Django plugin type a model's encrypted attributes as str and date.
+    from django.db.models import CharField as EncryptedCharField
+    from django.db.models import DateField as EncryptedDateField
+    from django.db.models import EmailField as EncryptedEmailField
+    from django.db.models import TextField as EncryptedTextField
+else:
+    from encrypted_fields.fields import (
+        EncryptedCharField,
+        EncryptedDateField,
+        EncryptedEmailField,
+        EncryptedTextField,
+    )
 
 
 def fernet() -> MultiFernet:
@@ -42,7 +52,7 @@ def _fernet(keys: tuple[str, ...], salts: tuple[str, ...], secrets: tuple[str, .
     current = [Fernet(key) for key in keys]
     # The library's own derivation from SECRET_KEY(s) and the salts, to read rows written
     # before PHI_ENCRYPTION_KEYS existed; it reads the same settings this cache is keyed on.
-    legacy = EncryptedFieldMixin.keys.func(None) if salts else []  # type: ignore[attr-defined]
+    legacy = EncryptedFieldMixin.keys.func(None) if salts else []
     return MultiFernet(current + [Fernet(key) for key in legacy])
 
 
@@ -60,7 +70,7 @@ class _BlankStaysBlank:
     def get_prep_value(self, value: Any) -> Any:
         if value == "":
             return ""
-        return super().get_prep_value(value)  # type: ignore[misc]
+        return super().get_prep_value(value)  # type: ignore[misc]  # a mixin: the field class after it has get_prep_value
 
 
 class PhiCharField(_IndependentKeys, _BlankStaysBlank, EncryptedCharField):
@@ -82,9 +92,9 @@ class PhiTextField(_IndependentKeys, _BlankStaysBlank, EncryptedTextField):
 ENCRYPTED_FIELD_CLASSES = (PhiCharField, PhiEmailField, PhiDateField, PhiTextField)
 
 
-def encrypted_field_names(model: type) -> list[str]:
+def encrypted_field_names(model: type[Model]) -> list[str]:
     """The model's encrypted fields: what an audit log or an export must never copy in clear."""
-    return [field.name for field in model._meta.fields if isinstance(field, ENCRYPTED_FIELD_CLASSES)]  # type: ignore[attr-defined]
+    return [field.name for field in model._meta.fields if isinstance(field, ENCRYPTED_FIELD_CLASSES)]
 
 
 PHI_FIELDS = (

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
@@ -76,7 +76,7 @@ class AllergySerializer(serializers.ModelSerializer):
         help_text="Potential harm of a future exposure (FHIR): low, high or unable-to-assess; blank "
         "if not assessed.",
     )
-    reactions = AllergyReactionSerializer(many=True, required=False, default=list, max_length=10)
+    reactions = AllergyReactionSerializer(many=True, required=False, default=list, max_length=10)  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
 
     class Meta:
         model = Allergy
@@ -126,12 +126,12 @@ class CurrentMedicationSerializer(serializers.ModelSerializer):
         model = CurrentMedication
         fields = ["name", "code", "started_on", "stopped_on", "dose_text", "daily_dose", "daily_dose_unit"]
 
-    def validate_started_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_started_on(self, value: date | None) -> date | None:
         if value is not None and value > timezone.localdate():
             raise serializers.ValidationError("Cannot be in the future.")
         return value
 
-    def validate_stopped_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_stopped_on(self, value: date | None) -> date | None:
         if value is not None and value > timezone.localdate() + timedelta(days=366):
             raise serializers.ValidationError("Must be within a year of today.")
         return value
@@ -179,7 +179,7 @@ class ClinicalContextSerializer(serializers.Serializer):
         help_text="When a cardiology opinion (with ECG) was obtained (ISO date), e.g. 2026-10-01.",
     )
 
-    def validate_cardiology_review_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_cardiology_review_on(self, value: date | None) -> date | None:
         if value is not None and value > timezone.localdate():
             raise serializers.ValidationError("Cannot be in the future.")
         return value
@@ -245,13 +245,13 @@ class PatientInputSerializer(serializers.Serializer):
     postal_code = serializers.CharField(max_length=20, required=False, allow_blank=True, default="")
     email = serializers.EmailField(required=False, allow_blank=True, default="")
     phone = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
-    allergies = AllergySerializer(many=True, required=False, default=list, max_length=MAX_ALLERGIES)
-    current_medications = CurrentMedicationSerializer(
+    allergies = AllergySerializer(many=True, required=False, default=list, max_length=MAX_ALLERGIES)  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
+    current_medications = CurrentMedicationSerializer(  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
         many=True, required=False, default=list, max_length=MAX_CURRENT_MEDICATIONS
     )
     clinical_context = ClinicalContextSerializer(required=False)
 
-    def validate_birth_date(self, value):  # type: ignore[no-untyped-def]
+    def validate_birth_date(self, value: date) -> date:
         if value > timezone.localdate():
             raise serializers.ValidationError("Date of birth cannot be in the future.")
         return value

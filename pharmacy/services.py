@@ -374,12 +374,12 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     )
     event = _parse_event(body)
     data = event["data"]
+    key = _uuid_or_none(data.get("idempotency_key"))
     dispatch = (
-        Dispatch.objects.filter(idempotency_key=_uuid_or_none(data.get("idempotency_key"))).first()
-        or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", "")))
-        .exclude(gateway_order_id="")
-        .first()
-    )
+        Dispatch.objects.filter(idempotency_key=key).first() if key is not None else None
+    ) or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", ""))).exclude(
+        gateway_order_id=""
+    ).first()
     if dispatch is None:
         raise WebhookForUnknownOrder()
     order_id = str(data.get("order_id", ""))[:80]
@@ -567,7 +567,12 @@ STEPS = (
     (Status.SHIPPED, "order.shipped"),
     (Status.DELIVERED, "order.delivered"),
 )
-STEP_RANK = {Status.ACKNOWLEDGED: 0, Status.DISPENSED: 1, Status.SHIPPED: 2, Status.DELIVERED: 3}
+STEP_RANK: dict[str, int] = {
+    Status.ACKNOWLEDGED: 0,
+    Status.DISPENSED: 1,
+    Status.SHIPPED: 2,
+    Status.DELIVERED: 3,
+}
 
 
 def dispatches_quiet(*, older_than_seconds: int, checked_before_seconds: int) -> QuerySet[Dispatch]:

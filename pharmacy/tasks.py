@@ -1,3 +1,5 @@
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
@@ -7,7 +9,7 @@ from pharmacy.gateway import GatewayUnavailable
 
 # Each send's hard time limit stays below OUTBOX_TASK_LEASE_SECONDS (tests/events/test_outbox_tasks.py),
 # so a healthy send is never published a second time while it runs.
-SEND_LIMITS = {"time_limit": 40, "soft_time_limit": 30}
+SEND_LIMITS: dict[str, Any] = {"time_limit": 40, "soft_time_limit": 30}
 
 
 def backoff_seconds(retries: int) -> float:

@@ -1,19 +1,22 @@
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from audit.models import PatientAccess
 from audit.services import patient_access_record
+from common.auth import staff_user_of
 from common.errors import DomainError
 from events.services import events_for
 from patients.models import Observation
@@ -94,7 +97,7 @@ class PaediatricDoseRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "ingredient"]
     readonly_fields = [field.name for field in PaediatricDoseRule._meta.fields]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # loaded by manage.py load_formulary
 
 
@@ -103,7 +106,7 @@ class FormularyReleaseAdmin(admin.ModelAdmin):
     list_display = ["version", "loaded_at"]
     readonly_fields = ["version", "loaded_at", "summary"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # releases are recorded by manage.py load_formulary
 
 
@@ -148,7 +151,7 @@ class ItemInline(admin.TabularInline):
     ]
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -158,7 +161,7 @@ class ReviewInline(admin.TabularInline):
     readonly_fields = ["pharmacist", "decision", "reason", "decided_at"]
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -253,15 +256,15 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             or "—"
         )
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # prescriptions arrive through the clinic API
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     # Staff who may read patient records see the patient's name, not "Patient #8"; the list is
     # then a read of those patients, recorded in the access log like the patient list.
-    def get_list_display(self, request):  # type: ignore[no-untyped-def]
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
         shown = list(super().get_list_display(request))
         if request.user.has_perm("patients.view_patient"):
             shown[shown.index("patient")] = "patient_name"
@@ -271,7 +274,9 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def patient_name(self, obj: Prescription) -> str:
         return f"{obj.patient.given_name} {obj.patient.family_name} (#{obj.patient_id})"
 
-    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         changelist = (getattr(response, "context_data", None) or {}).get("cl")
         if changelist is not None and "patient_name" in changelist.list_display:
@@ -283,15 +288,21 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
                 channel=PatientAccess.Channel.ADMIN,
                 action=PatientAccess.Action.LIST,
                 request=request,
-                staff_user=request.user,
+                staff_user=staff_user_of(request),
             )
         return response
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
-        extra_context = {**(extra_context or {}), "can_decide": staff_can_decide(request.user)}
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_decide": staff_can_decide(staff_user_of(request))}
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         review = self.admin_site.admin_view(self.review_view)
         return [
             path("<int:pk>/review/", review, name="prescriptions_prescription_review"),
@@ -302,7 +313,8 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
         """One screen: check results, the patient's allergies, medicines, monitoring and previous
         controlled-drug supplies, and the decision form."""
         if not (
-            request.user.has_perm("prescriptions.add_pharmacistreview") and staff_can_decide(request.user)
+            request.user.has_perm("prescriptions.add_pharmacistreview")
+            and staff_can_decide(staff_user_of(request))
         ):
             raise PermissionDenied
         prescription = get_object_or_404(
@@ -316,7 +328,7 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             try:
                 services.prescription_review(
                     prescription_id=pk,
-                    pharmacist=request.user,
+                    pharmacist=staff_user_of(request),
                     decision=form.cleaned_data["decision"],
                     reason=form.cleaned_data["reason"],
                 )
@@ -346,7 +358,7 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             "form": form,
             "title": f"Pharmacist review of {prescription}",
             "awaiting": prescription.status == Status.AWAITING_PHARMACIST,
-            "may_decide": services.pharmacist_may_decide(request.user),
+            "may_decide": services.pharmacist_may_decide(staff_user_of(request)),
             "own_prescription": prescription.prescriber.user_id == request.user.pk,
             "prescriber": prescription.prescriber,
             "waiting_since": prescription.updated_at
@@ -380,7 +392,7 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
     show_full_result_count = False
     ordering = ["id"]
 
-    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PharmacistQueue]:
         return (
             super()
             .get_queryset(request)
@@ -388,16 +400,16 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
             .prefetch_related("items__medication")
         )
 
-    def has_view_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.has_perm("prescriptions.add_pharmacistreview")
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     @admin.display(description="Prescription")
@@ -454,10 +466,12 @@ class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     actions = ["pause", "resume", "stop"]
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet[RepeatSeries], service, verb: str) -> None:  # type: ignore[no-untyped-def]
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet[RepeatSeries], service: Callable[..., bool], verb: str
+    ) -> None:
         changed = sum(service(series_id=series.pk, actor=f"user:{request.user.pk}") for series in queryset)
         self.message_user(request, f"{verb} {changed} series.", messages.SUCCESS)
         if skipped := queryset.count() - changed:

@@ -1,15 +1,18 @@
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of
+from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of, principal_of
 from accounts.idempotency import idempotent
 from events.services import events_for
 from patients.api import IDEMPOTENCY_KEY_PARAMETER
 from prescriptions import selectors, services
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Medication, Prescriber, Prescription, Status
 from prescriptions.serializers import (
     CancelInputSerializer,
     MedicationSerializer,
@@ -21,8 +24,10 @@ from prescriptions.serializers import (
 from saga import cancellation
 
 
-def _detail(prescription: Prescription) -> dict:
-    prescription.timeline_events = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
+def _detail(prescription: Prescription) -> dict[str, Any]:
+    prescription.timeline_events = events_for(  # type: ignore[attr-defined]  # read by the detail serializer
+        aggregate_type="prescription", aggregate_id=prescription.pk
+    )
     return PrescriptionDetailSerializer(prescription).data
 
 
@@ -31,7 +36,7 @@ class PrescriptionListCreateApi(generics.ListAPIView):
     required_scopes = ["prescriptions"]
     serializer_class = PrescriptionSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Prescription]:
         prescriptions = selectors.prescription_list(clinic=clinic_of(self.request))
         wanted = self.request.query_params.get("status")
         if wanted in Status.values:
@@ -53,7 +58,7 @@ class PrescriptionListCreateApi(generics.ListAPIView):
         serializer = PrescriptionInputSerializer(data=request.data, context={"clinic": clinic})
         serializer.is_valid(raise_exception=True)
         prescription = services.prescription_create(
-            clinic=clinic, actor=f"client:{request.user.client_id}", **serializer.validated_data
+            clinic=clinic, actor=f"client:{principal_of(request).client_id}", **serializer.validated_data
         )
         prescription = selectors.prescription_list(clinic=clinic).get(pk=prescription.pk)
         return Response(_detail(prescription), status=status.HTTP_201_CREATED)
@@ -64,10 +69,10 @@ class PrescriptionDetailApi(generics.RetrieveAPIView):
     required_scopes = ["prescriptions"]
     serializer_class = PrescriptionDetailSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Prescription]:
         return selectors.prescription_list(clinic=clinic_of(self.request))
 
-    def retrieve(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(_detail(self.get_object()))
 
 
@@ -92,7 +97,7 @@ class PrescriptionCancelApi(APIView):
             clinic=clinic,
             prescription_id=pk,
             reason=serializer.validated_data["reason"],
-            actor=f"client:{request.user.client_id}",
+            actor=f"client:{principal_of(request).client_id}",
         )
         prescription = selectors.prescription_list(clinic=clinic).get(pk=pk)
         accepted = prescription.status == Status.ACKNOWLEDGED
@@ -105,7 +110,7 @@ class MedicationListApi(generics.ListAPIView):
     permission_classes = [IsClinicClient]
     serializer_class = MedicationSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Medication]:
         return selectors.medication_search(search=self.request.query_params.get("search", ""))
 
     @extend_schema(parameters=[OpenApiParameter("search", str, required=False)])
@@ -118,5 +123,5 @@ class PrescriberListApi(generics.ListAPIView):
     required_scopes = ["prescriptions"]
     serializer_class = PrescriberSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Prescriber]:
         return selectors.prescriber_list(clinic=clinic_of(self.request))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Model
 
 from prescriptions.models import (
     AllergyClass,
@@ -114,25 +115,31 @@ def _sync_medications(entries: list[dict[str, Any]], progress: Callable[[str], N
 
 
 def _sync_rows(
-    model: type, key_fields: tuple[str, ...], rows: list[dict[str, Any]], label: str, progress: Callable
+    model: type[Model],
+    key_fields: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    label: str,
+    progress: Callable[[str], None],
 ) -> dict[str, int]:
     counts = {"created": 0, "updated": 0, "unchanged": 0, "removed": 0}
-    existing = {tuple(getattr(row, field) for field in key_fields): row for row in model.objects.all()}
+    existing = {
+        tuple(getattr(row, field) for field in key_fields): row for row in model._default_manager.all()
+    }
     seen = set()
     for values in rows:
         key = tuple(values[field] for field in key_fields)
         seen.add(key)
         current = existing.get(key)
         if current is None:
-            model.objects.create(**values)
+            model._default_manager.create(**values)
             counts["created"] += 1
         elif any(getattr(current, field) != value for field, value in values.items()):
-            model.objects.filter(pk=current.pk).update(**values)
+            model._default_manager.filter(pk=current.pk).update(**values)
             counts["updated"] += 1
         else:
             counts["unchanged"] += 1
     stale = [row.pk for key, row in existing.items() if key not in seen]
-    counts["removed"], _ = model.objects.filter(pk__in=stale).delete()
+    counts["removed"], _ = model._default_manager.filter(pk__in=stale).delete()
     progress(f"{label}: {_describe(counts)}")
     return counts
 
@@ -318,7 +325,3 @@ def formulary_load(*, path: Path, progress: Callable[[str], None] = lambda messa
         }
         FormularyRelease.objects.create(version=data["version"], summary=report)
     return report
-
-
-def formulary_is_loaded() -> bool:
-    return FormularyRelease.objects.exists()

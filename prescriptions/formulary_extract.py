@@ -169,10 +169,11 @@ def _read(path: Path) -> tuple[str, list[dict[str, Any]], int]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
+        parse: Callable[[dict[str, str], str], dict[str, Any] | None]
         if set(DMD_COLUMNS) <= columns:
             style, parse = "dm+d", _dmd_row
         elif set(RXNORM_COLUMNS) <= columns:
-            style, parse = "RxNorm", _rxnorm_row  # type: ignore[assignment]
+            style, parse = "RxNorm", _rxnorm_row
         else:
             raise FormularyError(
                 "the header is neither a dm+d extract (VPID, NM, ...) nor an RxNorm extract (RXCUI, STR, TTY)"
@@ -225,7 +226,8 @@ def formulary_import_extract(
                 counts["updated"] += 1
             else:
                 counts["unchanged"] += 1
-        report = {"version": f"{style} extract {path.name}"[:40], "extract": counts}
-        FormularyRelease.objects.create(version=report["version"], summary=report)
+        version = f"{style} extract {path.name}"[:40]
+        report = {"version": version, "extract": counts}
+        FormularyRelease.objects.create(version=version, summary=report)
     progress(f"{style} extract: " + ", ".join(f"{count} {what}" for what, count in counts.items()))
     return report

@@ -19,7 +19,7 @@ from prescriptions.models import Prescription, Status
 
 # {since} is filled in with the time the status began. Staff wording first, then the
 # patient's where it differs (a patient is never shown a clinical reason or an internal fault).
-_STAFF = {
+_STAFF: dict[str, str] = {
     Status.RECEIVED: "Received from the clinic {since}; safety checks under way",
     Status.AWAITING_PHARMACIST: "With the pharmacist {since}",
     Status.APPROVED: "Approved {since}; payment or NHS charge next",
@@ -36,7 +36,7 @@ _STAFF = {
     Status.CANCELLED: "Cancelled {at}",
     Status.REJECTED_BY_PHARMACY: "Refused by the pharmacy {at}; any payment is refunded",
 }
-_PATIENT = {
+_PATIENT: dict[str, str] = {
     **_STAFF,
     Status.RECEIVED: "Received from your clinic {since}; our checks are under way",
     Status.AWAITING_PHARMACIST: "With our pharmacist {since}",

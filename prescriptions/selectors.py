@@ -29,16 +29,6 @@ def prescriptions_held_and_due(*, today: date, limit: int = 500) -> list[int]:
     return list(candidates[:limit])
 
 
-def pharmacist_queue() -> QuerySet[Prescription]:
-    """Prescriptions awaiting a pharmacist, oldest first (served by the (status, id) index)."""
-    return (
-        Prescription.objects.filter(status=Status.AWAITING_PHARMACIST)
-        .select_related("clinic", "patient", "prescriber")
-        .prefetch_related("items__medication")
-        .order_by("id")
-    )
-
-
 def controlled_supplies(*, patient_id: int, exclude_id: int | None = None) -> list[PrescriptionItem]:
     """The patient's previous controlled-drug prescriptions that were not rejected or cancelled,
     through any clinic (every record of the same person: the pharmacist's view)."""

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
@@ -70,7 +70,7 @@ class DiagnosisInputSerializer(serializers.Serializer):
     display = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     recorded_on = IsoDateField()
 
-    def validate_recorded_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_recorded_on(self, value: date) -> date:
         if value > timezone.localdate():
             raise serializers.ValidationError("Cannot be in the future.")
         return value
@@ -100,7 +100,7 @@ class ObservationInputSerializer(serializers.Serializer):
     )
     observed_on = IsoDateField()
 
-    def validate_observed_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_observed_on(self, value: date) -> date:
         if value > timezone.localdate():
             raise serializers.ValidationError("Cannot be in the future.")
         return value
@@ -142,7 +142,7 @@ class PrescriptionInputSerializer(serializers.Serializer):
         "the future: to start later, give start_date.",
     )
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+    items = ItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
     repeats = serializers.IntegerField(
         min_value=0, max_value=12, required=False, default=0, help_text="Repeats (GB) or refills (US)."
     )
@@ -169,8 +169,8 @@ class PrescriptionInputSerializer(serializers.Serializer):
         default=None,
         help_text="When the prescriber signed with two-factor authentication (US EPCS, 21 CFR 1311).",
     )
-    diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)
-    observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)
+    diagnoses = DiagnosisInputSerializer(many=True, required=False, default=list, max_length=20)  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
+    observations = ObservationInputSerializer(many=True, required=False, default=list, max_length=50)  # type: ignore[call-arg]  # many=True: a ListSerializer's argument
     clinical_context = ClinicalContextSerializer(
         required=False,
         help_text="Updates the patient's clinical context (pregnancy, breastfeeding, hepatic impairment, "
@@ -202,7 +202,7 @@ class PrescriptionInputSerializer(serializers.Serializer):
             raise serializers.ValidationError("No such prescription.")
         return previous
 
-    def validate_issued_on(self, value):  # type: ignore[no-untyped-def]
+    def validate_issued_on(self, value: date) -> date:
         if value > timezone.localdate():
             raise serializers.ValidationError(
                 "A prescription is dated the day it is signed and cannot be dated in the future; "
@@ -212,7 +212,7 @@ class PrescriptionInputSerializer(serializers.Serializer):
             raise serializers.ValidationError("Must be within a year of today.")
         return value
 
-    def validate_two_factor_signed_at(self, value):  # type: ignore[no-untyped-def]
+    def validate_two_factor_signed_at(self, value: datetime | None) -> datetime | None:
         if value is not None and value > timezone.now() + timedelta(minutes=5):
             raise serializers.ValidationError("Cannot be in the future.")
         return value
@@ -344,7 +344,7 @@ class CheckResultSerializer(serializers.Serializer):
     code = serializers.CharField()
     severity = serializers.ChoiceField(choices=["block", "needs_pharmacist", "info"])
     message = serializers.CharField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # the result's key, not Field.source
     item = serializers.IntegerField(allow_null=True)
     facts = serializers.DictField(
         required=False,

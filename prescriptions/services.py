@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -227,14 +227,14 @@ def prescription_run_checks(*, prescription_id: int) -> str | None:
     return target if moved else None
 
 
-STATUS_REASON_LENGTH = Prescription._meta.get_field("status_reason").max_length
+STATUS_REASON_LENGTH = cast(int, Prescription._meta.get_field("status_reason").max_length)  # a CharField
 
 
 def _truncate(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-def pharmacist_may_decide(user: AbstractBaseUser) -> bool:
+def pharmacist_may_decide(user: User) -> bool:
     """Staff in the pharmacist role with a recorded professional registration number (the one
     rule, kept in support.services.staff_can_decide)."""
     return staff_can_decide(user)
@@ -275,7 +275,7 @@ def _refuse_approval_outside_supply_window(prescription: Prescription, today: da
 def prescription_review(
     *,
     prescription_id: int,
-    pharmacist: AbstractBaseUser,
+    pharmacist: User,
     decision: str,
     reason: str,
 ) -> PharmacistReview:
@@ -424,7 +424,7 @@ def prescription_cancel(
     )
     if not moved:
         status = scope.filter(pk=prescription_id).values_list("status", flat=True).first()
-        if status == Status.CANCELLED:
+        if status is None or status == Status.CANCELLED:
             return scope.get(pk=prescription_id)
         raise PrescriptionNotCancellable(
             f"A prescription that is {Status(status).label.lower()} cannot be cancelled "
@@ -466,7 +466,7 @@ def prescription_record_progress(
     *, prescription_id: int, gateway_event_type: str, tracking_number: str = ""
 ) -> bool:
     target = PROGRESS[gateway_event_type]
-    fields = {"tracking_number": tracking_number} if tracking_number else {}
+    fields: dict[str, Any] = {"tracking_number": tracking_number} if tracking_number else {}
     return prescription_transition(
         prescription_id=prescription_id,
         to=target,

@@ -12,7 +12,9 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -27,7 +29,7 @@ from django.test.utils import CaptureQueriesContext, setup_test_environment  # n
 from rest_framework.test import APIClient  # noqa: E402
 
 
-def measure(name: str, call, runs: int) -> None:  # type: ignore[no-untyped-def]
+def measure(name: str, call: Callable[[], Any], runs: int) -> None:
     timings, queries = [], []
     for _ in range(runs):
         with CaptureQueriesContext(connection) as captured:
@@ -64,7 +66,7 @@ def main() -> None:
         print(f"(benchmark database {test_name} dropped)")
 
 
-def run(arguments: argparse.Namespace, settings) -> None:  # type: ignore[no-untyped-def]
+def run(arguments: argparse.Namespace, settings: Any) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.conftest import make_clinic_setup, prescription_body
     from tests.patients.factories import PatientFactory
@@ -75,7 +77,7 @@ def run(arguments: argparse.Namespace, settings) -> None:  # type: ignore[no-unt
     patients = [PatientFactory(clinic=setup.clinic) for _ in range(20)]
     api: APIClient = setup.api
 
-    def post(index: int):  # type: ignore[no-untyped-def]
+    def post(index: int) -> Any:
         body = prescription_body(patients[index % 20].pk, setup.prescriber.pk, medication)
         return api.post("/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
 

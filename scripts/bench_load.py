@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -79,7 +80,7 @@ def bench_database_url() -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{BENCH_DATABASE}"))
 
 
-def prepare(env: dict[str, str]) -> dict[str, object]:
+def prepare(env: dict[str, str]) -> dict[str, Any]:
     """Migrate both apps and create a clinic, a client, a prescriber and 200 patients."""
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.bare.settings"}
@@ -165,8 +166,18 @@ def access_token(port: int, client_id: str, client_secret: str) -> str:
         return str(json.loads(response.read())["access_token"])
 
 
+def wrk_figure(pattern: str, output: str) -> str:
+    match = re.search(pattern, output)
+    if match is None:
+        raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
+    return match.group(1)
+
+
 def milliseconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
@@ -180,9 +191,9 @@ def run_wrk(url: str, script: Path, env: dict[str, str], seconds: int, connectio
     ).stdout
     failures = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        "p50": milliseconds(re.search(r"\n\s+50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        "p99": milliseconds(re.search(r"\n\s+99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        "rps": float(wrk_figure(r"Requests/sec:\s+([\d.]+)", output)),
+        "p50": milliseconds(wrk_figure(r"\n\s+50%\s+(\S+)", output)),
+        "p99": milliseconds(wrk_figure(r"\n\s+99%\s+(\S+)", output)),
         "failed": float(failures.group(1)) if failures else 0.0,
     }
 
@@ -249,7 +260,7 @@ def main() -> None:
                 "BENCH_PATH": "/api/v1/prescriptions/",
                 "BENCH_AUTH": f"Bearer {token}",
                 "BENCH_BODY": json.dumps(prescription).replace('"PATIENT_ID"', "PATIENT_ID"),
-                "BENCH_PATIENTS": ",".join(str(pk) for pk in setup["patients"]),  # type: ignore[attr-defined]
+                "BENCH_PATIENTS": ",".join(str(pk) for pk in setup["patients"]),
             }
             bare_env = {
                 **env,

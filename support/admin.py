@@ -3,7 +3,7 @@ log of support actions. The patient page and its actions are support/views.py.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from common.auth import staff_user_of
 from support import enquiries
 from support.models import Enquiry, EnquiryNote, SupportAction
 from support.scoping import ClinicScopedAdminMixin
@@ -56,7 +57,7 @@ class QueueFilter(admin.SimpleListFilter):
         return {
             None: unresolved,
             "unresolved": unresolved,
-            "mine": unresolved.filter(assignee=request.user),
+            "mine": unresolved.filter(assignee=staff_user_of(request)),
             "overdue": unresolved.filter(due_at__lt=timezone.now()),
             "escalated": queryset.filter(status=Enquiry.Status.ESCALATED),
             "resolved": queryset.filter(status=Enquiry.Status.RESOLVED),
@@ -77,7 +78,7 @@ class EnquiryAddForm(forms.ModelForm):
         fields = ["patient", "prescription", "channel", "category", "assignee"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = cast(dict[str, Any], super().clean())  # a ModelForm's clean returns cleaned_data
         patient, prescription = data.get("patient"), data.get("prescription")
         user = self.staff_user
         if (
@@ -128,7 +129,7 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj: Enquiry | None = None) -> list[Any]:
         return self.inlines if obj is not None else []
 
-    def get_fields(self, request: HttpRequest, obj: Enquiry | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Enquiry | None = None) -> list[Any]:
         if obj is None:
             return ["patient", "prescription", "channel", "category", "assignee", "note"]
         return [
@@ -157,13 +158,15 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     ) -> Any:
         if obj is None:
             kwargs["form"] = EnquiryAddForm
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.staff_user = request.user
+        form: Any = super().get_form(request, obj, change=change, **kwargs)
+        form.staff_user = staff_user_of(request)
         return form
 
     def save_model(self, request: HttpRequest, obj: Enquiry, form: Any, change: bool) -> None:
         if change:
-            enquiries.enquiry_assign(enquiry_id=obj.pk, staff_user=request.user, assignee_id=obj.assignee_id)
+            enquiries.enquiry_assign(
+                enquiry_id=obj.pk, staff_user=staff_user_of(request), assignee_id=obj.assignee_id
+            )
             return
         opened = enquiries.enquiry_open(
             patient_id=obj.patient_id,
@@ -172,7 +175,7 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
             category=obj.category,
             assignee_id=obj.assignee_id,
             note=form.cleaned_data.get("note", ""),
-            staff_user=request.user,
+            staff_user=staff_user_of(request),
         )
         obj.pk = opened.pk
         obj.due_at = opened.due_at
@@ -215,7 +218,7 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     def assign_to_me(self, request: HttpRequest, queryset: QuerySet[Enquiry]) -> None:
         for enquiry in queryset:
             enquiries.enquiry_assign(
-                enquiry_id=enquiry.pk, staff_user=request.user, assignee_id=request.user.pk
+                enquiry_id=enquiry.pk, staff_user=staff_user_of(request), assignee_id=request.user.pk
             )
         self.message_user(request, f"Assigned {queryset.count()} enquiry(ies) to you.", messages.SUCCESS)
 
@@ -266,13 +269,15 @@ class StaffUserAdmin(UserAdmin):
 
     def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "groups" and not request.user.is_superuser:
-            kwargs["queryset"] = Group.objects.filter(name__in=staff_roles_grantable(editor=request.user))
+            kwargs["queryset"] = Group.objects.filter(
+                name__in=staff_roles_grantable(editor=staff_user_of(request))
+            )
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if not super().has_change_permission(request, obj):
             return False
-        return obj is None or staff_may_change_account(editor=request.user, account=obj)
+        return obj is None or staff_may_change_account(editor=staff_user_of(request), account=obj)
 
 
 @admin.register(TOTPDevice)

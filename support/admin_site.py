@@ -25,6 +25,8 @@ class StaffAuthenticationForm(OTPAdminAuthenticationForm):
     password was right.
     """
 
+    user_cache: Any
+
     def clean(self) -> dict[str, Any]:
         try:
             return super().clean()

@@ -161,7 +161,7 @@ def broker_queue_depths(*, broker_url: str | None = None) -> dict[str, int | Non
         ) as broker:
             broker.ensure_connection(max_retries=1, timeout=2)
             for name in names:
-                channel = broker.channel()
+                channel: Any = broker.channel()  # the transport's channel, wider than kombu's StdChannel
                 try:
                     depths[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except Exception:  # a queue that does not exist yet holds nothing
@@ -177,7 +177,7 @@ def broker_queue_depths(*, broker_url: str | None = None) -> dict[str, int | Non
 
 def pipeline_snapshot(*, with_queue_depths: bool = True) -> PipelineSnapshot:
     now = timezone.now()
-    by_status = dict.fromkeys(FUNNEL, 0)
+    by_status: dict[str, int] = dict.fromkeys(FUNNEL, 0)
     by_status.update(Prescription.objects.order_by().values_list("status").annotate(count=Count("id")))
     waiting = Prescription.objects.filter(status=Status.AWAITING_PHARMACIST).aggregate(
         count=Count("id"), oldest=Min("created_at")

@@ -9,12 +9,13 @@ path (called by support.views, the entry point) and is recorded here.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from events.models import WebhookDelivery
@@ -37,7 +38,7 @@ class SupportActionRefused(Exception):
         self.detail = detail
 
 
-def _actor(user: AbstractBaseUser) -> str:
+def _actor(user: User) -> str:
     return f"user:{user.pk}"
 
 
@@ -48,14 +49,14 @@ def _reason_required(reason: str) -> str:
     return reason
 
 
-def _within_scope(user: AbstractBaseUser, clinic_id: int) -> None:
+def _within_scope(user: User, clinic_id: int) -> None:
     if not user.is_superuser and not staff_clinics(user=user).filter(pk=clinic_id).exists():
         raise SupportActionRefused("That patient belongs to a clinic you do not work for.")
 
 
 def _record(
     *,
-    user: AbstractBaseUser,
+    user: User,
     kind: str,
     patient: Patient,
     reason: str = "",
@@ -78,7 +79,7 @@ def _record(
 # --- Enquiries ----------------------------------------------------------------------------------
 
 
-def enquiry_due_at(*, category: str, opened_at: timezone.datetime) -> timezone.datetime:
+def enquiry_due_at(*, category: str, opened_at: datetime) -> datetime:
     return opened_at + timedelta(hours=settings.SUPPORT_ENQUIRY_SLA_HOURS[category])
 
 
@@ -87,7 +88,7 @@ def enquiry_open(
     patient_id: int,
     channel: str,
     category: str,
-    staff_user: AbstractBaseUser,
+    staff_user: User,
     note: str = "",
     prescription_id: int | None = None,
     assignee_id: int | None = None,
@@ -119,7 +120,7 @@ def enquiry_open(
     return enquiry
 
 
-def enquiry_add_note(*, enquiry_id: int, staff_user: AbstractBaseUser, body: str) -> EnquiryNote:
+def enquiry_add_note(*, enquiry_id: int, staff_user: User, body: str) -> EnquiryNote:
     body = _reason_required(body)
     enquiry = Enquiry.objects.select_related("patient").get(pk=enquiry_id)
     _within_scope(staff_user, enquiry.clinic_id)
@@ -138,7 +139,7 @@ def enquiry_add_note(*, enquiry_id: int, staff_user: AbstractBaseUser, body: str
 
 
 def enquiry_escalate(
-    *, enquiry_id: int, staff_user: AbstractBaseUser, reason: str, pharmacist_id: int | None = None
+    *, enquiry_id: int, staff_user: User, reason: str, pharmacist_id: int | None = None
 ) -> bool:
     """Hand an open enquiry to a pharmacist (side effects, clinical questions); False if it
     was not open."""
@@ -163,7 +164,7 @@ def enquiry_escalate(
     return bool(moved)
 
 
-def enquiry_resolve(*, enquiry_id: int, staff_user: AbstractBaseUser, resolution: str) -> bool:
+def enquiry_resolve(*, enquiry_id: int, staff_user: User, resolution: str) -> bool:
     resolution = _reason_required(resolution)
     enquiry = Enquiry.objects.select_related("patient").get(pk=enquiry_id)
     _within_scope(staff_user, enquiry.clinic_id)
@@ -189,7 +190,7 @@ def enquiry_resolve(*, enquiry_id: int, staff_user: AbstractBaseUser, resolution
     return bool(moved)
 
 
-def enquiry_assign(*, enquiry_id: int, staff_user: AbstractBaseUser, assignee_id: int | None) -> None:
+def enquiry_assign(*, enquiry_id: int, staff_user: User, assignee_id: int | None) -> None:
     enquiry = Enquiry.objects.get(pk=enquiry_id)
     _within_scope(staff_user, enquiry.clinic_id)
     Enquiry.objects.filter(pk=enquiry_id).update(assignee_id=assignee_id)
@@ -202,12 +203,12 @@ def _normalised(text: str) -> str:
     return "".join(text.casefold().split())
 
 
-def _attempts_key(user: AbstractBaseUser, patient_id: int) -> str:
+def _attempts_key(user: User, patient_id: int) -> str:
     return f"support:identity-failures:{user.pk}:{patient_id}"
 
 
 def identity_check(
-    *, patient_id: int, staff_user: AbstractBaseUser, family_name: str, birth_date: date, postal_code: str
+    *, patient_id: int, staff_user: User, family_name: str, birth_date: date, postal_code: str
 ) -> bool:
     """Does the caller know the patient's family name, date of birth and postcode?
 
@@ -240,7 +241,7 @@ def identity_check(
 # --- Actions on a prescription ------------------------------------------------------------------
 
 
-def _prescription_in_scope(prescription_id: int, user: AbstractBaseUser) -> Prescription:
+def _prescription_in_scope(prescription_id: int, user: User) -> Prescription:
     prescription = Prescription.objects.select_related("patient").filter(pk=prescription_id).first()
     if prescription is None:
         raise SupportActionRefused("No such prescription.")
@@ -249,7 +250,7 @@ def _prescription_in_scope(prescription_id: int, user: AbstractBaseUser) -> Pres
 
 
 def support_notification_resend(
-    *, notification_id: int, staff_user: AbstractBaseUser, reason: str, enquiry_id: int | None = None
+    *, notification_id: int, staff_user: User, reason: str, enquiry_id: int | None = None
 ) -> Notification:
     reason = _reason_required(reason)
     original = Notification.objects.filter(pk=notification_id).first()
@@ -273,7 +274,7 @@ def support_notification_resend(
 
 
 def support_webhook_resend(
-    *, delivery_id: int, staff_user: AbstractBaseUser, reason: str, enquiry_id: int | None = None
+    *, delivery_id: int, staff_user: User, reason: str, enquiry_id: int | None = None
 ) -> bool:
     reason = _reason_required(reason)
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
@@ -296,7 +297,7 @@ def support_webhook_resend(
 def support_cancellation_record(
     *,
     prescription_id: int,
-    staff_user: AbstractBaseUser,
+    staff_user: User,
     reason: str,
     outcome: str,
     enquiry_id: int | None = None,
@@ -315,7 +316,7 @@ def support_cancellation_record(
     )
 
 
-def support_cancellation_check(*, prescription_id: int, staff_user: AbstractBaseUser, reason: str) -> str:
+def support_cancellation_check(*, prescription_id: int, staff_user: User, reason: str) -> str:
     """Before support cancels: the prescription is within the staff member's clinics and a
     reason is given; returns the reason, stripped."""
     _prescription_in_scope(prescription_id, staff_user)
@@ -329,14 +330,21 @@ def support_keys_rotate(*, batch_size: int = 500) -> int:
     rewrites (support migration 0006).
     """
     rotated = 0
-    for model, fields in ((Enquiry, ["resolution"]), (EnquiryNote, ["body"]), (SupportAction, ["reason"])):
+    tables: tuple[tuple[type[Model], list[str]], ...] = (
+        (Enquiry, ["resolution"]),
+        (EnquiryNote, ["body"]),
+        (SupportAction, ["reason"]),
+    )
+    for model, fields in tables:
         last_id = 0
         while True:
             with transaction.atomic():
                 rows = list(
-                    model.objects.select_for_update().filter(pk__gt=last_id).order_by("pk")[:batch_size]
+                    model._default_manager.select_for_update()
+                    .filter(pk__gt=last_id)
+                    .order_by("pk")[:batch_size]
                 )
-                model.objects.bulk_update(rows, fields)
+                model._default_manager.bulk_update(rows, fields)
             if not rows:
                 break
             rotated += len(rows)

@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.auth import staff_user_of
 from support.services import staff_clinics
 
 
@@ -20,7 +21,7 @@ class ClinicScopedAdminMixin:
     clinic_path = "clinic"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        queryset = super().get_queryset(request)  # type: ignore[misc]
+        queryset = super().get_queryset(request)  # type: ignore[misc]  # a mixin: ModelAdmin follows it
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(**{f"{self.clinic_path}__in": staff_clinics(user=request.user)})
+        return queryset.filter(**{f"{self.clinic_path}__in": staff_clinics(user=staff_user_of(request))})

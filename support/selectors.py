@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 
 from billing.models import Payment, Refund
@@ -26,14 +26,14 @@ from support.services import staff_clinics
 ACTIONS_SHOWN = 20
 
 
-def patients_in_scope(*, user: AbstractBaseUser) -> QuerySet[Patient]:
+def patients_in_scope(*, user: User) -> QuerySet[Patient]:
     patients = Patient.objects.select_related("clinic")
     if user.is_superuser:
         return patients
     return patients.filter(clinic__in=staff_clinics(user=user))
 
 
-def enquiries_in_scope(*, user: AbstractBaseUser) -> QuerySet[Enquiry]:
+def enquiries_in_scope(*, user: User) -> QuerySet[Enquiry]:
     enquiries = Enquiry.objects.all()
     if user.is_superuser:
         return enquiries
@@ -48,7 +48,7 @@ class PatientMatch:
     open_enquiries: int
 
 
-def patient_search(*, user: AbstractBaseUser, term: str) -> list[PatientMatch]:
+def patient_search(*, user: User, term: str) -> list[PatientMatch]:
     """Exact matches only: NHS number, email, phone, "Family-name YYYY-MM-DD" (blind indexes),
     a prescription id ("#123" or "123") or a tracking number. Shows no identifier."""
     term = term.strip()
@@ -155,7 +155,7 @@ def patient_page(*, patient: Patient) -> PatientPage:
     )
 
 
-def enquiry_counts(*, user: AbstractBaseUser, now: Any) -> dict[str, int]:
+def enquiry_counts(*, user: User, now: Any) -> dict[str, int]:
     unresolved = ~Q(status=Enquiry.Status.RESOLVED)
     return enquiries_in_scope(user=user).aggregate(
         open=Count("id", filter=Q(status=Enquiry.Status.OPEN)),

@@ -27,6 +27,7 @@ from django.views.decorators.http import require_POST
 from audit.models import PatientAccess
 from audit.services import patient_access_record
 from billing.models import CancellationRequest
+from common.auth import staff_user_of
 from common.errors import DomainError
 from events.models import WebhookDelivery
 from pharmacy.models import DeadLetter
@@ -67,7 +68,7 @@ def _waited(moment: datetime | None, now: datetime) -> str:
 
 def my_work(request: HttpRequest) -> list[WorkItem]:
     """The first thing each role sees: its queues, with counts (a few queries per role held)."""
-    user, now, items = request.user, timezone.now(), []
+    user, now, items = staff_user_of(request), timezone.now(), []
     enquiry_list = reverse("admin:support_enquiry_changelist")
     if user.has_perm("prescriptions.add_pharmacistreview"):
         queue = Prescription.objects.filter(status=Status.AWAITING_PHARMACIST).aggregate(
@@ -227,7 +228,9 @@ def dead_letter_replay_view(request: HttpRequest, dead_letter_id: int) -> HttpRe
     _require(request, "dashboard.replay_dead_letter")
     letters = DeadLetter.objects.all()
     if not request.user.is_superuser:
-        letters = letters.filter(dispatch__prescription__clinic__in=staff_clinics(user=request.user))
+        letters = letters.filter(
+            dispatch__prescription__clinic__in=staff_clinics(user=staff_user_of(request))
+        )
     letter = get_object_or_404(letters, pk=dead_letter_id)
     if dead_letter_replay(dead_letter_id=letter.pk, actor=f"user:{request.user.pk}"):
         messages.success(request, f"Dead letter #{letter.pk} replayed: the dispatch is being sent again.")
@@ -306,7 +309,7 @@ def _identity_remember(request: HttpRequest, patient_id: int) -> None:
 
 
 def _patient_or_404(request: HttpRequest, patient_id: int) -> Any:
-    patient = selectors.patients_in_scope(user=request.user).filter(pk=patient_id).first()
+    patient = selectors.patients_in_scope(user=staff_user_of(request)).filter(pk=patient_id).first()
     if patient is None:
         raise Http404("No such patient in your clinics.")
     return patient
@@ -321,7 +324,9 @@ def patient_find_view(request: HttpRequest) -> HttpResponse:
     _require(request, "patient_page.find")
     form = FindForm(request.GET or None)
     matches = (
-        selectors.patient_search(user=request.user, term=form.cleaned_data["q"]) if form.is_valid() else []
+        selectors.patient_search(user=staff_user_of(request), term=form.cleaned_data["q"])
+        if form.is_valid()
+        else []
     )
     context = {
         **site.each_context(request),
@@ -342,7 +347,7 @@ def patient_page_view(request: HttpRequest, patient_id: int) -> HttpResponse:
         if identity_form.is_valid():
             try:
                 passed = enquiries.identity_check(
-                    patient_id=patient.pk, staff_user=request.user, **identity_form.cleaned_data
+                    patient_id=patient.pk, staff_user=staff_user_of(request), **identity_form.cleaned_data
                 )
             except enquiries.SupportActionRefused as refused:
                 messages.error(request, refused.detail)
@@ -366,7 +371,7 @@ def patient_page_view(request: HttpRequest, patient_id: int) -> HttpResponse:
             channel=PatientAccess.Channel.ADMIN,
             action=PatientAccess.Action.DETAIL,
             request=request,
-            staff_user=request.user,
+            staff_user=staff_user_of(request),
         )
         page = selectors.patient_page(patient=patient)
         context.update(
@@ -418,6 +423,8 @@ def _owned_target(patient: Any, action: str, target: int | None) -> int:
     """The target id, refused unless it belongs to this patient."""
     from notifications.models import Notification
 
+    if target is None:
+        raise Http404("That is not this patient's.")
     owned = {
         "resend_notification": Notification.objects.filter(pk=target, patient=patient),
         "resend_webhook": WebhookDelivery.objects.filter(
@@ -425,7 +432,7 @@ def _owned_target(patient: Any, action: str, target: int | None) -> int:
         ),
         "request_cancellation": Prescription.objects.filter(pk=target, patient=patient),
     }[action]
-    if target is None or not owned.exists():
+    if not owned.exists():
         raise Http404("That is not this patient's.")
     return target
 
@@ -433,7 +440,7 @@ def _owned_target(patient: Any, action: str, target: int | None) -> int:
 def _act(
     request: HttpRequest, patient: Any, action: str, target: int | None, enquiry_id: int | None, reason: str
 ) -> str:
-    user = request.user
+    user = staff_user_of(request)
     if action == "resend_notification":
         resend = enquiries.support_notification_resend(
             notification_id=_owned_target(patient, action, target),
@@ -507,7 +514,7 @@ def _enquiry_open(request: HttpRequest, patient: Any) -> HttpResponse:
             channel=form.cleaned_data["channel"],
             category=form.cleaned_data["category"],
             note=form.cleaned_data["note"],
-            staff_user=request.user,
+            staff_user=staff_user_of(request),
             assignee_id=request.user.pk,
         )
     except enquiries.SupportActionRefused as refused:

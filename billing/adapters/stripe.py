@@ -9,7 +9,7 @@ no retries of its own: Celery retries transient failures with backoff.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import stripe
 from django.conf import settings
@@ -25,6 +25,14 @@ from billing.payments import (
     WebhookInvalid,
 )
 from common.jsonsafe import json_loads_bounded
+
+if TYPE_CHECKING:
+    from stripe.params import (
+        PaymentIntentCancelParams,
+        PaymentIntentConfirmParams,
+        PaymentIntentCreateParams,
+        RefundCreateParams,
+    )
 
 T = TypeVar("T")
 # What StripeEvent stores: a longer id or type is not Stripe's and is refused, not truncated.
@@ -83,7 +91,7 @@ def _intent(resource: Any) -> Intent:
 def payment_intent_create(
     *, amount_minor: int, currency: str, metadata: dict[str, str], idempotency_key: str
 ) -> Intent:
-    params: dict[str, Any] = {
+    params: PaymentIntentCreateParams = {
         "amount": amount_minor,
         "currency": currency.lower(),
         "metadata": metadata,
@@ -99,7 +107,7 @@ def payment_intent_retrieve(*, intent_id: str) -> Intent:
 
 
 def payment_intent_confirm(*, intent_id: str, payment_method: str, idempotency_key: str) -> Intent:
-    params = {"payment_method": payment_method}
+    params: PaymentIntentConfirmParams = {"payment_method": payment_method}
     return _intent(
         _call(
             lambda: _client().v1.payment_intents.confirm(
@@ -110,7 +118,7 @@ def payment_intent_confirm(*, intent_id: str, payment_method: str, idempotency_k
 
 
 def payment_intent_cancel(*, intent_id: str, idempotency_key: str) -> Intent:
-    params = {"cancellation_reason": "abandoned"}
+    params: PaymentIntentCancelParams = {"cancellation_reason": "abandoned"}
     return _intent(
         _call(
             lambda: _client().v1.payment_intents.cancel(
@@ -123,7 +131,7 @@ def payment_intent_cancel(*, intent_id: str, idempotency_key: str) -> Intent:
 def refund_create(
     *, intent_id: str, amount_minor: int, metadata: dict[str, str], idempotency_key: str
 ) -> RefundResult:
-    params: dict[str, Any] = {
+    params: RefundCreateParams = {
         "payment_intent": intent_id,
         "amount": amount_minor,
         "reason": "requested_by_customer",

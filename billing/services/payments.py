@@ -204,18 +204,18 @@ def payment_record_cancelled(*, payment_id: int) -> bool:
     return True
 
 
-def _on_succeeded(payment: Payment, intent: dict) -> bool:  # type: ignore[type-arg]
+def _on_succeeded(payment: Payment, intent: dict[str, Any]) -> bool:
     return payment_record_succeeded(payment_id=payment.pk, intent_id=str(intent["id"]))
 
 
-def _on_payment_failed(payment: Payment, intent: dict) -> bool:  # type: ignore[type-arg]
+def _on_payment_failed(payment: Payment, intent: dict[str, Any]) -> bool:
     error = intent.get("last_payment_error") or {}
     return payment_record_failed(
         payment_id=payment.pk, decline_code=str(error.get("decline_code") or error.get("code") or "declined")
     )
 
 
-def _on_canceled(payment: Payment, intent: dict) -> bool:  # type: ignore[type-arg]
+def _on_canceled(payment: Payment, intent: dict[str, Any]) -> bool:
     return payment_record_cancelled(payment_id=payment.pk)
 
 
@@ -226,7 +226,7 @@ WEBHOOK_HANDLERS = {
 }
 
 
-def _payment_for(intent: dict) -> Payment | None:  # type: ignore[type-arg]
+def _payment_for(intent: dict[str, Any]) -> Payment | None:
     payment_id = str((intent.get("metadata") or {}).get("payment_id", ""))
     if payment_id.isdigit():
         payment = Payment.objects.filter(pk=int(payment_id)).first()

@@ -119,7 +119,7 @@ def _operation_outcome(response: requests.Response) -> dict[str, Any] | None:
     issues = [issue for issue in body.get("issue") or [] if isinstance(issue, dict)]
     kept = []
     for issue in issues[:OUTCOME_ISSUES_KEPT]:
-        trimmed = {
+        trimmed: dict[str, str | list[str]] = {
             key: str(issue[key])[:OUTCOME_TEXT_LENGTH]
             for key in ("severity", "code", "diagnostics")
             if key in issue

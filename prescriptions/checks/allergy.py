@@ -13,16 +13,12 @@ from dataclasses import dataclass
 
 from patients.models import Allergy
 from prescriptions.checks.base import CheckResult, Context, Severity, check
-from prescriptions.models import AllergyClass
+from prescriptions.models import AllergyClass, PrescriptionItem
 
 SOURCE = "BNF hypersensitivity and cross-sensitivity (formulary allergy classes)"
 SOURCE_INTOLERANCE = (
     "NICE CG183 Drug allergy: diagnosis and management, recommendation 1.1 (a non-allergic adverse "
     "reaction is recorded as an intolerance, not an allergy)"
-)
-SOURCE_SEVERE = (
-    "BNF Penicillins, hypersensitivity (immediate hypersensitivity: anaphylaxis, angioedema, urticaria); "
-    "NICE CG183 recommendation 1.1"
 )
 # SNOMED CT findings of an immediate or severe reaction: anaphylaxis, angioedema, urticaria,
 # Stevens-Johnson syndrome.
@@ -134,7 +130,12 @@ def check_allergies(context: Context) -> Iterable[CheckResult]:
             yield from _item_against(item, allergy, classes, by_name)
 
 
-def _item_against(item, allergy: RecordedAllergy, classes, by_name) -> Iterable[CheckResult]:  # type: ignore[no-untyped-def]
+def _item_against(
+    item: PrescriptionItem,
+    allergy: RecordedAllergy,
+    classes: list[AllergyClass],
+    by_name: dict[str, AllergyClass],
+) -> Iterable[CheckResult]:
     medication = item.medication
     ingredients = set(medication.ingredients)
     kind = "intolerant of" if allergy.is_intolerance else "allergic to"

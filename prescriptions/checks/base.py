@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from patients.models import Allergy, CurrentMedication, Diagnosis, Observation, Patient
 from prescriptions.models import (
@@ -108,7 +109,7 @@ class Formulary:
     state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
-        reported = {
+        reported: dict[str, Any] = {
             "stopped_on": current.stopped_on,
             "daily_dose": current.daily_dose,
             "daily_dose_unit": current.daily_dose_unit,

@@ -11,6 +11,7 @@ from decimal import Decimal
 from prescriptions.checks.base import GB, CheckResult, Context, Severity, check
 from prescriptions.checks.validity import appropriate_date
 from prescriptions.checks.words import words_to_number
+from prescriptions.models import PrescriptionItem
 
 REG15 = "Misuse of Drugs Regulations 2001, regulation 15 (form of prescriptions)"
 REG16 = "Misuse of Drugs Regulations 2001, regulation 16 (supply on prescription)"
@@ -45,7 +46,7 @@ def supply_window(issued_on: date) -> tuple[date, date]:
     return issued_on, issued_on + timedelta(days=VALIDITY_DAYS)
 
 
-def _controlled(context: Context, schedules: frozenset[str]) -> list:  # type: ignore[type-arg]
+def _controlled(context: Context, schedules: frozenset[str]) -> list[PrescriptionItem]:
     return [item for item in context.items if context.schedule(item.medication) in schedules]
 
 
@@ -82,7 +83,7 @@ def check_prescription_form(context: Context) -> Iterable[CheckResult]:
         yield from _item_form(item)
 
 
-def _item_form(item) -> Iterable[CheckResult]:  # type: ignore[no-untyped-def]
+def _item_form(item: PrescriptionItem) -> Iterable[CheckResult]:
     medication = item.medication
     if not medication.form or not medication.strength:
         yield CheckResult(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date
 
 from prescriptions.checks.base import US, CheckResult, Context, Severity, check
+from prescriptions.models import PrescriptionItem
 
 CFR_1306_05 = "21 CFR 1306.05(a) (manner of issuance: patient's name and address, prescriber's DEA number)"
 CFR_1306_12 = "21 CFR 1306.12 (Schedule II: no refills; multiple prescriptions up to 90 days)"
@@ -37,7 +37,7 @@ def series_total_days(days: list[int]) -> int:
     return sum(days)
 
 
-def _controlled(context: Context) -> list:  # type: ignore[type-arg]
+def _controlled(context: Context) -> list[PrescriptionItem]:
     return [item for item in context.items if context.schedule(item.medication)]
 
 
@@ -96,7 +96,7 @@ def check_schedule_ii(context: Context) -> Iterable[CheckResult]:
         yield from _series(context, item)
 
 
-def _series(context: Context, item) -> Iterable[CheckResult]:  # type: ignore[no-untyped-def]
+def _series(context: Context, item: PrescriptionItem) -> Iterable[CheckResult]:
     """Multiple Schedule II prescriptions issued together: at most 90 days, dated fills."""
     prescription = context.prescription
     ingredients = set(item.medication.ingredients)
@@ -156,10 +156,6 @@ def check_refills(context: Context) -> Iterable[CheckResult]:
                 CFR_1306_22,
                 item.pk,
             )
-
-
-def fill_not_before(prescription) -> date | None:  # type: ignore[no-untyped-def]
-    return prescription.earliest_fill_date
 
 
 # An earliest fill date in the future is the dates family's "supply held" finding.

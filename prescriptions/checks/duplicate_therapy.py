@@ -47,16 +47,16 @@ def check_duplicate_therapy(context: Context) -> Iterable[CheckResult]:
                     item.pk,
                 )
         # The same ingredient in the history is a re-supply or titration step (history checks).
-        for other in current + [medicine for medicine in recent if not (medicine.ingredients & ingredients)]:
-            same_ingredient = bool(other.ingredients & ingredients)
+        for taken in current + [medicine for medicine in recent if not (medicine.ingredients & ingredients)]:
+            same_ingredient = bool(taken.ingredients & ingredients)
             same_class = (
-                medication.therapeutic_class and other.therapeutic_class == medication.therapeutic_class
+                medication.therapeutic_class and taken.therapeutic_class == medication.therapeutic_class
             )
             if same_ingredient or same_class:
                 yield CheckResult(
                     "duplicate.with_current",
                     Severity.NEEDS_PHARMACIST,
-                    f"{medication.name} duplicates {other.label}, which the patient already takes "
+                    f"{medication.name} duplicates {taken.label}, which the patient already takes "
                     f"({'same ingredient' if same_ingredient else 'same class'}); confirm the old one stops.",
                     SOURCE,
                     item.pk,

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from patients.models import Observation
 from prescriptions.checks.base import CheckResult, Context, Severity, check
+from prescriptions.models import PrescriptionItem
 
 SOURCE = "NICE guideline NG87 (ADHD: diagnosis and management), sections 1.5-1.8"
 SOURCE_LICENCE = "Summaries of Product Characteristics: licensed from age 6"
@@ -23,9 +24,6 @@ ADHD_MEDICINES = frozenset(
         "atomoxetine",
         "guanfacine",
     }
-)
-STIMULANTS = frozenset(
-    {"methylphenidate", "dexmethylphenidate", "lisdexamfetamine", "dexamfetamine", "amfetamine"}
 )
 # SNOMED CT "Attention deficit hyperactivity disorder" and its common children; ICD-10 F90.x.
 ADHD_SNOMED_CODES = frozenset({"406506008", "192127007", "7461003", "31177006", "1855002"})
@@ -48,7 +46,7 @@ def has_adhd_diagnosis(context: Context) -> bool:
     return False
 
 
-def adhd_items(context: Context) -> list:  # type: ignore[type-arg]
+def adhd_items(context: Context) -> list[PrescriptionItem]:
     return [item for item in context.items if ADHD_MEDICINES & set(item.medication.ingredients)]
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from prescriptions.checks.base import SCRIPTLINE_POLICY, CheckResult, Context, Severity, check
 from prescriptions.formulary import JURISDICTION_OF_SYSTEM
+from prescriptions.models import PrescriptionItem
 
 MAX_DAYS_SUPPLY = 90
 MAX_UNITS_PER_DAY = Decimal(12)
@@ -90,7 +91,7 @@ def check_supply(context: Context) -> Iterable[CheckResult]:
         yield from _supply_results(item)
 
 
-def _supply_results(item) -> Iterable[CheckResult]:  # type: ignore[no-untyped-def]
+def _supply_results(item: PrescriptionItem) -> Iterable[CheckResult]:
     if item.days_supply > MAX_DAYS_SUPPLY:
         yield CheckResult(
             "supply.days_too_long",

@@ -16,6 +16,7 @@ from prescriptions.checks.base import (
     start_of_supply,
 )
 from prescriptions.checks.eligibility import ADHD_MEDICINES
+from prescriptions.models import Prescription, PrescriptionItem
 
 EARLY_FRACTION = Decimal("0.75")
 SOURCE_EARLY = f"{SCRIPTLINE_POLICY} (guidance, not law): no new supply before 75% of the last one's days"
@@ -27,7 +28,7 @@ def days_before_resupply(days_supply: int) -> Decimal:
     return EARLY_FRACTION * days_supply
 
 
-def previous_supply(context: Context, item):  # type: ignore[no-untyped-def]
+def previous_supply(context: Context, item: PrescriptionItem) -> tuple[Prescription, PrescriptionItem] | None:
     """The most recent earlier supply sharing an ingredient with `item`: (prescription, item)."""
     ingredients = set(item.medication.ingredients)
     candidates = [

@@ -3,7 +3,7 @@ medicines and recent supplies in Scriptline."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -19,7 +19,7 @@ from prescriptions.checks.base import (
 from prescriptions.models import InteractionRule
 
 SOURCE = "Formulary interaction table (BNF Appendix 1, SmPCs, MHRA)"
-SEVERITY = {
+SEVERITY: dict[str, str] = {
     InteractionRule.Severity.CONTRAINDICATED: Severity.BLOCK,
     InteractionRule.Severity.MAJOR: Severity.NEEDS_PHARMACIST,
     InteractionRule.Severity.MODERATE: Severity.INFO,
@@ -84,13 +84,13 @@ def current_medicines(
         still_taken = stopped is None or stopped >= context.today
         if medicine is None:
             # Unknown and stopped long ago cannot matter, whatever it was.
-            if still_taken or (context.today - stopped).days < LONGEST_WASHOUT_DAYS:  # type: ignore[operator]
+            if stopped is None or still_taken or (context.today - stopped).days < LONGEST_WASHOUT_DAYS:
                 unknown.append(current.name)
             continue
-        if still_taken:
+        if stopped is None or still_taken:
             resolved.append(medicine)
             continue
-        days = (context.today - stopped).days  # type: ignore[operator]
+        days = (context.today - stopped).days
         washout = washout_days(medicine)
         if include_washout and days < washout:
             label = f"{medicine.label} (stopped on {stopped:%Y-%m-%d}, {days} days ago, within its {washout}-day washout)"
@@ -98,7 +98,9 @@ def current_medicines(
     return resolved, unknown
 
 
-def matching_rules(left: frozenset[str], right: frozenset[str], rules: list[InteractionRule]):  # type: ignore[no-untyped-def]
+def matching_rules(
+    left: frozenset[str], right: frozenset[str], rules: list[InteractionRule]
+) -> Iterator[InteractionRule]:
     for rule in rules:
         if (rule.left in left and rule.right in right) or (rule.left in right and rule.right in left):
             yield rule

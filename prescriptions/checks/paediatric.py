@@ -296,7 +296,7 @@ def _limits(  # noqa: PLR0913
         per_dose = _amount_in(rule, per_dose_strength, medication.strength_unit)
         assert daily is not None
         found = excesses(rule, daily, per_dose, weight)
-        rule_facts = {
+        rule_facts: dict[str, object] = {
             **facts,
             "daily dose": f"{number(daily)} {rule.dose_unit}",
             **({"dose each time": f"{number(per_dose)} {rule.dose_unit}"} if per_dose is not None else {}),

@@ -15,6 +15,7 @@ from decimal import Decimal
 from patients.models import Observation, Patient
 from prescriptions.checks.base import CheckResult, Context, Severity, check
 from prescriptions.checks.eligibility import ADHD_MEDICINES, age_on
+from prescriptions.models import PrescriptionItem
 
 SOURCE_PREGNANCY = "SmPCs section 4.6 (pregnancy and breast-feeding); BNF pregnancy and breast-feeding advice"
 SOURCE_RENAL = "SmPCs sections 4.2 and 4.3 (renal impairment); BNF renal impairment advice"
@@ -179,12 +180,12 @@ HEPATIC = [
 ]
 
 
-def _names_of(item) -> set[str]:  # type: ignore[no-untyped-def]
+def _names_of(item: PrescriptionItem) -> set[str]:
     medication = item.medication
     return {*medication.ingredients, f"class:{medication.therapeutic_class}"}
 
 
-def _matching(context: Context, cautions: list[Caution]) -> Iterable[tuple[object, Caution]]:
+def _matching(context: Context, cautions: list[Caution]) -> Iterable[tuple[PrescriptionItem, Caution]]:
     for item in context.items:
         for caution in cautions:
             if _names_of(item) & caution.names:
@@ -207,18 +208,18 @@ def check_pregnancy_and_breastfeeding(context: Context) -> Iterable[CheckResult]
             yield CheckResult(
                 "context.pregnancy",
                 caution.severity,
-                f"The patient is recorded as pregnant: {caution.advice} ({item.medication.name}).",  # type: ignore[attr-defined]
+                f"The patient is recorded as pregnant: {caution.advice} ({item.medication.name}).",
                 caution.source,
-                item.pk,  # type: ignore[attr-defined]
+                item.pk,
             )
     if patient.breastfeeding:
         for item, caution in _matching(context, BREASTFEEDING):
             yield CheckResult(
                 "context.breastfeeding",
                 caution.severity,
-                f"The patient is recorded as breastfeeding: {caution.advice} ({item.medication.name}).",  # type: ignore[attr-defined]
+                f"The patient is recorded as breastfeeding: {caution.advice} ({item.medication.name}).",
                 caution.source,
-                item.pk,  # type: ignore[attr-defined]
+                item.pk,
             )
 
 

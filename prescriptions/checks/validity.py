@@ -38,7 +38,6 @@ HOLD_SOURCE = {
     "prescriber's start date",
 }
 SCHEDULES_III_V = frozenset({"III", "IV", "V"})
-CD_28_DAYS_GB = frozenset({"2", "3", "4"})
 
 
 def appropriate_date(prescription: Prescription) -> date:

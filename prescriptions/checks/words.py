@@ -13,7 +13,6 @@ TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eight
 VALUES = {word: value for value, word in enumerate(UNITS)} | {
     word: value * 10 for value, word in enumerate(TENS) if word
 }
-SCALES = {"hundred": 100, "thousand": 1000}
 # Words that may follow the number: the dosage unit ("twenty eight tablets").
 UNIT_WORDS = re.compile(r"^(tablet|capsule|patch|sachet|ampoule|vial|ml|millilitre|dose|unit)s?$")
 

@@ -7,14 +7,26 @@ import datetime
 import json
 import time
 
+import factory
 from django.test import Client
 
+from billing.models import (
+    CancellationRequest,
+    ClaimBatch,
+    ClaimItem,
+    NhsCharge,
+    NhsChargeRate,
+    Payment,
+    Refund,
+    StripeEvent,
+)
 from common.signing import signature_header
 from prescriptions import services
 from prescriptions.formulary import formulary_load
 from prescriptions.models import FormularyRelease, Medication, Prescription, Status
 from tests.conftest import FORMULARY_FILE
 from tests.patients.factories import PatientFactory, distinct_nhs_number
+from tests.prescriptions.factories import PrescriptionFactory, PrescriptionItemFactory
 
 WEBHOOK_URL = "/webhooks/stripe/"
 SECRET = "whsec_scriptline_simulator"
@@ -80,3 +92,84 @@ def events_by_type(simulator, intent_id: str) -> dict[str, str]:  # type: ignore
         for event in simulator.events()
         if json.loads(event["body"])["data"]["object"]["id"] == intent_id
     }
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payment
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    clinic = factory.SelfAttribute("prescription.clinic")
+    amount_minor = 1250
+    currency = "GBP"
+    idempotency_key = factory.Sequence(lambda n: f"payment-{n}")
+
+
+class RefundFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Refund
+
+    payment = factory.SubFactory(PaymentFactory)
+    amount_minor = factory.SelfAttribute("payment.amount_minor")
+    idempotency_key = factory.Sequence(lambda n: f"refund-{n}")
+    reason = "The prescription was cancelled."
+
+
+class StripeEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StripeEvent
+
+    event_id = factory.Sequence(lambda n: f"evt_test_{n}")
+    type = "payment_intent.succeeded"
+
+
+class CancellationRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CancellationRequest
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    clinic = factory.SelfAttribute("prescription.clinic")
+    status_when_requested = "dispensed"
+    reason = "The patient no longer needs it."
+    requested_by = "client:test"
+
+
+class NhsChargeRateFactory(factory.django.DjangoModelFactory):
+    """Dated long before the seeded real rates, so it never changes what a test is charged."""
+
+    class Meta:
+        model = NhsChargeRate
+
+    effective_from = factory.Sequence(lambda n: datetime.date(1950, 4, 1) + datetime.timedelta(days=n))
+    amount_minor = 990
+    source = "Synthetic rate"
+
+
+class NhsChargeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = NhsCharge
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    clinic = factory.SelfAttribute("prescription.clinic")
+    items = 1
+    charge_per_item_minor = 990
+    total_minor = 990
+
+
+class ClaimBatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ClaimBatch
+
+    month = factory.Sequence(lambda n: datetime.date(1950 + n // 12, n % 12 + 1, 1))
+
+
+class ClaimItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ClaimItem
+
+    batch = factory.SubFactory(ClaimBatchFactory)
+    prescription_item = factory.SubFactory(PrescriptionItemFactory)
+    prescription = factory.SelfAttribute("prescription_item.prescription")
+    clinic = factory.SelfAttribute("prescription.clinic")
+    dispensed_at = factory.LazyFunction(lambda: datetime.datetime(2026, 11, 25, 10, 0, tzinfo=datetime.UTC))
+    charge_collected_minor = 990

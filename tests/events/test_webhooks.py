@@ -13,6 +13,7 @@ from events.models import ClinicWebhookEndpoint, Event, OutboxTask, WebhookAttem
 from prescriptions import services
 from prescriptions.models import Status
 from prescriptions.status_link import status_link_url
+from tests.events.factories import ClinicWebhookEndpointFactory
 from tests.events.receiver import receiver_start, signature_valid
 from tests.outbox import owed_tasks
 from tests.prescriptions.factories import scenario
@@ -36,7 +37,7 @@ def prescription(formulary):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def endpoint(prescription, receiver) -> ClinicWebhookEndpoint:  # type: ignore[no-untyped-def]
-    return ClinicWebhookEndpoint.objects.create(clinic=prescription.clinic, url=receiver.url, secret=SECRET)
+    return ClinicWebhookEndpointFactory(clinic=prescription.clinic, url=receiver.url, secret=SECRET)
 
 
 def rejected(prescription) -> Event:  # type: ignore[no-untyped-def]
@@ -111,7 +112,7 @@ def test_a_500_is_retried_and_every_attempt_is_logged(prescription, endpoint, re
 
 
 def test_an_unreachable_clinic_is_logged_as_an_error_without_a_status(prescription, receiver):
-    endpoint = ClinicWebhookEndpoint.objects.create(
+    endpoint = ClinicWebhookEndpointFactory(
         clinic=prescription.clinic, url="http://127.0.0.1:9/hooks", secret=SECRET
     )
     delivery = webhooks.webhook_deliveries_create(event_id=rejected(prescription).pk)
@@ -245,7 +246,7 @@ def test_the_admin_delivery_list_costs_the_same_queries_for_one_delivery_or_many
         return len(captured)
 
     first = scenario()
-    ClinicWebhookEndpoint.objects.create(clinic=first.clinic, url=receiver.url, secret=SECRET)
+    ClinicWebhookEndpointFactory(clinic=first.clinic, url=receiver.url, secret=SECRET)
     webhooks.webhook_deliveries_create(event_id=rejected(first).pk)
     one = listed_queries()
     for _ in range(4):

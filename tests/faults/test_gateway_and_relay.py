@@ -2,7 +2,7 @@
 
 Invariants 2 and 7, counted at the gateway simulator and in ProcessedEvent. Two relays
 running at once is covered in-process in tests/events/test_outbox.py
-(test_two_relays_running_at_once_publish_every_row_exactly_once).
+(test_two_relays_running_at_once_each_publish_rows_and_together_every_row_exactly_once).
 """
 
 from __future__ import annotations

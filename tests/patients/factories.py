@@ -4,7 +4,16 @@ import factory
 from oauth2_provider.models import AccessToken, Application, set_token_value
 
 from patients import phi
-from patients.models import Allergy, Clinic, ClinicClient, Patient
+from patients.models import (
+    Allergy,
+    Clinic,
+    ClinicClient,
+    CurrentMedication,
+    Diagnosis,
+    IdempotencyKey,
+    Observation,
+    Patient,
+)
 
 
 class ClinicFactory(factory.django.DjangoModelFactory):
@@ -124,3 +133,48 @@ def distinct_nhs_number() -> str:
         check = (11 - remainder) % 11
         if check != 10:
             return f"{digits}{check}"
+
+
+class CurrentMedicationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CurrentMedication
+
+    patient = factory.SubFactory(PatientFactory)
+    name = "Sertraline 50mg tablets"
+
+
+class DiagnosisFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Diagnosis
+
+    patient = factory.SubFactory(PatientFactory)
+    code_system = "http://hl7.org/fhir/sid/icd-10"
+    code = "F90.0"
+    display = "Attention deficit hyperactivity disorder"
+    recorded_on = datetime.date(2026, 1, 5)
+
+
+class ObservationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Observation
+
+    patient = factory.SubFactory(PatientFactory)
+    kind = Observation.Kind.WEIGHT
+    value = 70
+    observed_on = datetime.date(2026, 11, 1)
+
+
+class IdempotencyKeyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = IdempotencyKey
+
+    clinic = factory.SubFactory(ClinicFactory)
+    key = factory.Sequence(lambda n: f"key-{n}")
+    method = "POST"
+    path = "/api/v1/patients/"
+    request_hash = "0" * 64
+    response_status = 201
+    response_body = "{}"
+    expires_at = factory.LazyFunction(
+        lambda: datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    )

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from events.models import Event, OutboxMessage
 from patients.models import Allergy, CurrentMedication, IdempotencyKey, Patient
-from tests.patients.factories import AllergyFactory, PatientFactory
+from tests.patients.factories import AllergyFactory, CurrentMedicationFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -473,7 +473,7 @@ def test_the_list_query_count_does_not_grow_with_the_number_of_patients(clinic_a
         for patient in PatientFactory.create_batch(count, clinic=clinic_a.clinic):
             AllergyFactory(patient=patient)
             AllergyFactory(patient=patient, substance="latex")
-            CurrentMedication.objects.create(patient=patient, name="Sertraline")
+            CurrentMedicationFactory(patient=patient, name="Sertraline")
 
     add(2)
     clinic_a.api.get(PATIENTS)  # the client's first use is recorded once (last_used_at)

@@ -1,15 +1,27 @@
 import datetime
 from typing import Any
 
+import factory
+
 from events.services import event_record
+from pharmacy.models import (
+    DeadLetter,
+    Dispatch,
+    GatewayCancellation,
+    GatewayWebhookEvent,
+    OrderAlert,
+    PartnerCircuit,
+)
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, Status
 from tests.patients.factories import PatientFactory, distinct_nhs_number
+from tests.prescriptions.factories import PrescriptionFactory
 
 
 def approved_prescription(setup, medication: Medication, **item) -> Prescription:  # type: ignore[no-untyped-def]
     """A prescription that passed its checks and was paid (so ready for dispatch), made through
-    the services as the API and the Stripe webhook would."""
+    the services as the API and the Stripe webhook would; a controlled drug's stops at the
+    pharmacist."""
     patient = PatientFactory(clinic=setup.clinic, nhs_number=distinct_nhs_number())
     prescription = services.prescription_create(
         clinic=setup.clinic,
@@ -29,15 +41,18 @@ def approved_prescription(setup, medication: Medication, **item) -> Prescription
         ],
     )
     target = services.prescription_run_checks(prescription_id=prescription.pk)
-    assert target == Status.APPROVED if not medication.is_controlled else True
-    # Dispatch takes only paid or NHS-funded prescriptions.
-    services.prescription_transition(
-        prescription_id=prescription.pk,
-        to=Status.PAID,
-        from_statuses=frozenset({Status.APPROVED}),
-        event_type="prescription.paid",
-        actor="test",
-    )
+    # A controlled drug always waits for a pharmacist: it is returned there, unpaid.
+    expected = Status.AWAITING_PHARMACIST if medication.is_controlled else Status.APPROVED
+    assert target == expected, Prescription.objects.get(pk=prescription.pk).check_results
+    if target == Status.APPROVED:
+        # Dispatch takes only paid or NHS-funded prescriptions.
+        assert services.prescription_transition(
+            prescription_id=prescription.pk,
+            to=Status.PAID,
+            from_statuses=frozenset({Status.APPROVED}),
+            event_type="prescription.paid",
+            actor="test",
+        )
     prescription.refresh_from_db()
     return prescription
 
@@ -121,3 +136,54 @@ def us_prescription(
             }
         ],
     )
+
+
+class DispatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Dispatch
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+
+
+class DeadLetterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DeadLetter
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    error = "gateway unavailable: HTTP 503"
+    attempts = 8
+
+
+class GatewayWebhookEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GatewayWebhookEvent
+
+    event_id = factory.Sequence(lambda n: f"evt_{n}")
+    type = "order.dispensed"
+    order_id = factory.Sequence(lambda n: f"ORD-{n}")
+    payload = factory.LazyAttribute(lambda event: {"order_id": event.order_id})
+
+
+class GatewayCancellationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GatewayCancellation
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    reason = "The clinic cancelled the prescription."
+    requested_by = "client:test"
+
+
+class OrderAlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OrderAlert
+
+    dispatch = factory.SubFactory(DispatchFactory)
+    reason = "No progress from the pharmacy for two days."
+    gateway_status = "acknowledged"
+
+
+class PartnerCircuitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PartnerCircuit
+
+    partner = factory.Sequence(lambda n: f"partner-{n}")

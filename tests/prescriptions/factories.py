@@ -1,7 +1,23 @@
+import datetime
+
 import factory
 
-from prescriptions.models import Medication, Prescriber
-from tests.patients.factories import ClinicFactory
+from prescriptions.models import (
+    AllergyClass,
+    FormularyRelease,
+    InteractionRule,
+    Medication,
+    OffFormularyItem,
+    PaediatricDoseRule,
+    PharmacistProfile,
+    PharmacistReview,
+    Prescriber,
+    Prescription,
+    PrescriptionItem,
+    RepeatSeries,
+    StateValidityLimit,
+)
+from tests.patients.factories import ClinicFactory, PatientFactory
 
 
 class PrescriberFactory(factory.django.DjangoModelFactory):
@@ -46,6 +62,123 @@ class MedicationFactory(factory.django.DjangoModelFactory):
     strength_value = 500
     strength_unit = "mg"
     max_daily_dose = 4000
+
+
+class PrescriptionFactory(factory.django.DjangoModelFactory):
+    """A prescription row as intake leaves it (received, checks not yet run); for a prescription
+    that went through the services, use `scenario`."""
+
+    class Meta:
+        model = Prescription
+
+    clinic = factory.SubFactory(ClinicFactory)
+    patient = factory.SubFactory(PatientFactory, clinic=factory.SelfAttribute("..clinic"))
+    prescriber = factory.SubFactory(PrescriberFactory, clinic=factory.SelfAttribute("..clinic"))
+    issued_on = datetime.date(2026, 11, 20)
+
+
+class PrescriptionItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PrescriptionItem
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    medication = factory.SubFactory(MedicationFactory)
+    dose_text = "One tablet twice a day"
+    quantity = 28
+    unit = "tablet"
+    days_supply = 14
+
+
+class OffFormularyItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OffFormularyItem
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    line = factory.Sequence(lambda n: n + 1)
+    code_system = "http://snomed.info/sct"
+    code = "39113611000001102"
+    display = "Unlicensed special oral solution"
+    dose_text = "5ml twice a day"
+    quantity = 100
+    unit = "ml"
+    days_supply = 10
+
+
+class PharmacistReviewFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PharmacistReview
+
+    prescription = factory.SubFactory(PrescriptionFactory)
+    pharmacist = factory.SubFactory("tests.support.factories.StaffFactory")
+    decision = PharmacistReview.Decision.APPROVED
+
+
+class PharmacistProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PharmacistProfile
+
+    user = factory.SubFactory("tests.support.factories.StaffFactory")
+    registration_body = "GPhC"
+    registration_number = factory.Sequence(lambda n: f"{2000000 + n}")
+
+
+class RepeatSeriesFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RepeatSeries
+
+    origin = factory.SubFactory(PrescriptionFactory)
+    latest = factory.SelfAttribute("origin")
+    interval_days = 28
+    repeats_total = 2
+
+
+class InteractionRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = InteractionRule
+
+    left = factory.Sequence(lambda n: f"ingredient{n}")
+    right = "warfarin"
+    severity = InteractionRule.Severity.MAJOR
+    message = "Raises the INR; monitor it."
+    source = "BNF Appendix 1 (synthetic rule)"
+
+
+class AllergyClassFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AllergyClass
+
+    name = factory.Sequence(lambda n: f"allergy-class-{n}")
+    source = "BNF (synthetic class)"
+
+
+class PaediatricDoseRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaediatricDoseRule
+
+    name = factory.Sequence(lambda n: f"paediatric-rule-{n}")
+    ingredient = "paracetamol"
+    indication = "pain or fever"
+    min_age_months = 3
+    max_age_months = 144
+    dose_unit = "mg"
+    source = "BNF for Children (synthetic rule)"
+
+
+class StateValidityLimitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StateValidityLimit
+
+    state = "ZZ"
+    schedule = factory.Sequence(lambda n: f"s{n % 100000}")
+    days = 90
+    source = "State board rule (synthetic)"
+
+
+class FormularyReleaseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FormularyRelease
+
+    version = factory.Sequence(lambda n: f"test-{n}")
 
 
 # --- Clinical-check scenarios ---------------------------------------------------------------------

@@ -14,18 +14,17 @@ from django.utils import timezone
 
 from common.errors import Conflict, NotAllowed
 from events.models import Event
-from patients.models import Allergy, CurrentMedication
 from prescriptions import services
 from prescriptions.models import (
     Medication,
-    PharmacistProfile,
     PharmacistReview,
     Prescription,
     PrescriptionItem,
     Status,
 )
 from support import roles
-from tests.prescriptions.factories import adhd_context, checked, scenario
+from tests.patients.factories import AllergyFactory, CurrentMedicationFactory
+from tests.prescriptions.factories import PharmacistProfileFactory, adhd_context, checked, scenario
 from tests.support.factories import role_group
 
 pytestmark = pytest.mark.django_db
@@ -48,9 +47,7 @@ def make_staff(django_user_model, username: str, *, pharmacist: bool = True, reg
     if pharmacist:
         user.groups.add(role_group(roles.PHARMACIST))
     if registration is not None:
-        PharmacistProfile.objects.create(
-            user=user, registration_body="GPhC", registration_number=registration
-        )
+        PharmacistProfileFactory(user=user, registration_body="GPhC", registration_number=registration)
     return django_user_model.objects.get(pk=user.pk)
 
 
@@ -143,8 +140,8 @@ def test_the_review_screen_shows_everything_on_one_page(formulary, pharmacist, c
         patient_object=previous.patient,
         prescriber_object=previous.prescriber,
     )
-    Allergy.objects.create(patient=current.patient, substance="penicillin", reaction="rash")
-    CurrentMedication.objects.create(patient=current.patient, name="Omeprazole 20mg")
+    AllergyFactory(patient=current.patient, substance="penicillin", reaction="rash")
+    CurrentMedicationFactory(patient=current.patient, name="Omeprazole 20mg")
 
     response = client.get(review_url(current))
 

@@ -9,11 +9,10 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from patients.models import Allergy, CurrentMedication
 from patients.serializers import nhs_number_is_valid as valid_nhs_number
 from prescriptions import checks
 from prescriptions.models import FormularyRelease, Prescription, Status
-from tests.patients.factories import ClinicFactory, PatientFactory
+from tests.patients.factories import AllergyFactory, ClinicFactory, CurrentMedicationFactory, PatientFactory
 from tests.prescriptions.factories import PrescriberFactory, adhd_context, checked, scenario
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +70,7 @@ def test_allergies_are_checked_against_ingredient_and_class(formulary, allergy, 
         code=code,
         item={"dose_text": "One capsule twice a day", "unit": code == PARACETAMOL and "tablet" or "capsule"},
     )
-    Allergy.objects.create(patient=prescription.patient, substance=allergy)
+    AllergyFactory(patient=prescription.patient, substance=allergy)
 
     assert {k: v for k, v in checked(prescription).items() if k.startswith("allergy")} == expected
 
@@ -91,7 +90,7 @@ def test_interactions_with_current_medicines(formulary, current, code, expected)
     """Source: formulary interaction table (BNF Appendix 1; SmPC section 4.5; MHRA)."""
     unit = "capsule" if code == ATOMOXETINE_40 else "tablet"
     prescription = scenario(code=code, item={**CD_ITEM, "unit": unit}, **adhd_context())
-    CurrentMedication.objects.create(patient=prescription.patient, name=current)
+    CurrentMedicationFactory(patient=prescription.patient, name=current)
 
     found = {(k, v) for k, v in checked(prescription).items() if k.startswith("interaction")}
 
@@ -496,7 +495,7 @@ def test_duplicate_therapy_with_a_current_medicine_of_the_same_class(formulary):
             "quantity_words": "twenty eight",
         },
     )
-    CurrentMedication.objects.create(patient=prescription.patient, name="Dexamfetamine 5mg tablets")
+    CurrentMedicationFactory(patient=prescription.patient, name="Dexamfetamine 5mg tablets")
 
     assert checked(prescription)["duplicate.with_current"] == "needs_pharmacist"
 
@@ -533,7 +532,7 @@ def test_the_engine_reads_everything_in_a_constant_number_of_queries(formulary, 
                 issued_on=TODAY() - datetime.timedelta(days=60),
             )
             Prescription.objects.filter(pk=past.pk).update(status=Status.DELIVERED)
-            CurrentMedication.objects.create(patient=prescription.patient, name="Ramipril 5mg")
+            CurrentMedicationFactory(patient=prescription.patient, name="Ramipril 5mg")
 
     def load(p):
         return (

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from patients.models import CurrentMedication
 from prescriptions.models import Prescription
+from tests.patients.factories import CurrentMedicationFactory
 from tests.prescriptions.factories import adhd_context, checked, scenario
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +83,7 @@ def test_a_stopped_medicine_still_interacts_during_its_washout(
     )
     prescription = scenario(code=code, item=item, **adhd_context())
     stopped = None if stopped_days_ago is None else days_ago(stopped_days_ago)
-    CurrentMedication.objects.create(
+    CurrentMedicationFactory(
         patient=prescription.patient, name=name, started_on=days_ago(400), stopped_on=stopped
     )
 
@@ -92,7 +92,7 @@ def test_a_stopped_medicine_still_interacts_during_its_washout(
 
 def test_the_washout_finding_names_the_stop_date_and_the_washout_source(formulary):
     prescription = scenario(code=METHYLPHENIDATE_10, item=CD_ITEM, **adhd_context())
-    CurrentMedication.objects.create(
+    CurrentMedicationFactory(
         patient=prescription.patient, name="Phenelzine 15mg tablets", stopped_on=days_ago(10)
     )
     checked(prescription)
@@ -119,7 +119,7 @@ def test_duplicate_therapy_counts_only_what_is_still_taken(formulary, stopped_on
               "quantity_words": "twenty eight"},
         **adhd_context(),
     )  # fmt: skip
-    CurrentMedication.objects.create(
+    CurrentMedicationFactory(
         patient=prescription.patient, name="Dexamfetamine 5mg tablets", stopped_on=stopped_on
     )
 
@@ -145,23 +145,21 @@ def test_duplicate_therapy_counts_only_what_is_still_taken(formulary, stopped_on
 def test_the_daily_dose_of_one_ingredient_is_added_up_with_current_medicines(formulary, current, expected):
     """Source: BNF maximum daily dose of paracetamol, 4 g from all sources (MHRA)."""
     prescription = scenario(code=PARACETAMOL)  # 2 tablets of 500 mg a day: 1 g
-    CurrentMedication.objects.create(
-        patient=prescription.patient, name="Paracetamol 500mg caplets", **current
-    )
+    CurrentMedicationFactory(patient=prescription.patient, name="Paracetamol 500mg caplets", **current)
 
     assert findings(prescription, "cumulative_dose") == expected
 
 
 def test_the_cumulative_dose_finding_says_by_how_much_and_from_where(formulary):
     prescription = scenario(code=PARACETAMOL)
-    CurrentMedication.objects.create(
+    CurrentMedicationFactory(
         patient=prescription.patient,
         name="Co-codamol 30/500",
         code="",
         daily_dose=Decimal(3500),
         daily_dose_unit="mg",
     )
-    CurrentMedication.objects.create(
+    CurrentMedicationFactory(
         patient=prescription.patient,
         name="Paracetamol 500mg caplets",
         daily_dose=Decimal(3500),

@@ -9,15 +9,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.celery import app
-from events.models import Event, OutboxMessage, ProcessedEvent
+from events.models import Event, OutboxMessage
 from events.services import event_record
 from pharmacy.models import Dispatch
 from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions.models import Prescription
 from saga import reconciler
+from tests.events.factories import ProcessedEventFactory
 from tests.events.test_outbox import prescriptions_created
 from tests.outbox import owed_tasks
-from tests.pharmacy.factories import approved_prescription
+from tests.pharmacy.factories import DispatchFactory, approved_prescription
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("core_consumers_only")]
 
@@ -47,7 +48,7 @@ def test_a_received_prescription_whose_check_never_ran_gets_its_event_sent_again
     age(stale, 61)
     age(checked, 61)
     fresh_event = Event.objects.get(aggregate_id=checked.pk, type="prescription.received")
-    ProcessedEvent.objects.create(consumer=CHECK, event=fresh_event)
+    ProcessedEventFactory(consumer=CHECK, event=fresh_event)
 
     # When the reconciler runs
     report = reconciler.stuck_work_reconcile()
@@ -87,8 +88,8 @@ def test_a_pending_dispatch_untouched_past_the_limit_is_sent_again_once(
     # Given a paid prescription with a pending dispatch nobody has touched for 121 s
     prescription = approved_prescription(clinic_a, paracetamol)
     OutboxMessage.objects.update(published_at=timezone.now())
-    dispatch = Dispatch.objects.create(prescription=prescription)
-    ProcessedEvent.objects.create(
+    dispatch = DispatchFactory(prescription=prescription)
+    ProcessedEventFactory(
         consumer="pharmacy.tasks.dispatch_on_approved",
         event=Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid"),
     )
@@ -142,11 +143,11 @@ def test_an_event_past_the_waiting_states_whose_consumer_never_ran_is_sent_again
                 )
             )
     OutboxMessage.objects.update(published_at=timezone.now() - timedelta(seconds=61))
-    ProcessedEvent.objects.create(consumer="notifications.tasks.notification_on_event", event=events[0])
+    ProcessedEventFactory(consumer="notifications.tasks.notification_on_event", event=events[0])
 
     # When the reconciler runs twice, the consumer having processed the resend in between
     report = reconciler.stuck_work_reconcile()
-    ProcessedEvent.objects.create(consumer="notifications.tasks.notification_on_event", event=events[1])
+    ProcessedEventFactory(consumer="notifications.tasks.notification_on_event", event=events[1])
     again = reconciler.stuck_work_reconcile()
 
     # Then only the lost one was sent again, and both events are settled (not looked at again)

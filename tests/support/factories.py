@@ -153,3 +153,32 @@ class EnquiryFactory(factory.django.DjangoModelFactory):
     channel = "phone"
     category = "where_is_my_order"
     due_at = factory.LazyFunction(timezone.now)
+
+
+class EnquiryNoteFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "support.EnquiryNote"
+
+    enquiry = factory.SubFactory(EnquiryFactory)
+    author = factory.SubFactory(StaffFactory)
+    body = "The patient asked where the order is."
+
+
+class SupportActionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "support.SupportAction"
+
+    patient = factory.SubFactory("tests.patients.factories.PatientFactory")
+    clinic = factory.SelfAttribute("patient.clinic")
+    staff_user = factory.SubFactory(StaffFactory)
+    kind = "identity_check"
+    reason = "The patient phoned about their order."
+
+
+class TaskStatisticFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "support.TaskStatistic"
+
+    queue = "default"
+    task = factory.Sequence(lambda n: f"tests.task_{n}")
+    outcome = "succeeded"

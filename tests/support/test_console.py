@@ -14,13 +14,14 @@ from django.utils import timezone
 from audit.models import PatientAccess
 from billing.models import CancellationRequest
 from events import webhooks
-from events.models import ClinicWebhookEndpoint, Event, WebhookDelivery
+from events.models import Event, WebhookDelivery
 from notifications import services as notifications
 from notifications.models import Notification
 from prescriptions.models import Prescription, Status
 from support import enquiries, roles
 from support.models import Enquiry, EnquiryNote, SupportAction
 from support.services import staff_assign_clinic
+from tests.events.factories import ClinicWebhookEndpointFactory, WebhookDeliveryFactory
 from tests.outbox import owed_tasks
 from tests.patients.factories import ClinicFactory, PatientFactory
 from tests.support.factories import (
@@ -398,11 +399,11 @@ def test_a_notification_still_sending_cannot_be_resent(formulary):
 
 def test_resending_the_clinic_webhook_reopens_the_delivery(formulary):
     prescription = shipped_prescription()
-    endpoint = ClinicWebhookEndpoint.objects.create(
+    endpoint = ClinicWebhookEndpointFactory(
         clinic=prescription.clinic, url="https://clinic.example/h", secret="s"
     )
     event = Event.objects.get(aggregate_id=prescription.pk, type="prescription.shipped")
-    delivery = WebhookDelivery.objects.create(
+    delivery = WebhookDeliveryFactory(
         endpoint=endpoint, event=event, aggregate_id=prescription.pk, sequence=event.sequence, payload={"id": "evt"},
         status=WebhookDelivery.Status.FAILED, attempts=12,
     )  # fmt: skip

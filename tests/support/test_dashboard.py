@@ -16,6 +16,7 @@ from prescriptions.models import Prescription, Status
 from support import dashboard, roles
 from support.models import Enquiry
 from support.services import staff_assign_clinic
+from tests.events.factories import WebhookDeliveryFactory
 from tests.outbox import owed_tasks
 from tests.patients.factories import ClinicFactory
 from tests.support.factories import (
@@ -167,7 +168,7 @@ def failing_delivery(
         clinic=prescription.clinic, defaults={"url": "https://clinic.example/hook", "secret": "s"}
     )
     event = Event.objects.filter(aggregate_id=prescription.pk).last()
-    return WebhookDelivery.objects.create(
+    return WebhookDeliveryFactory(
         endpoint=endpoint, event=event, aggregate_id=prescription.pk, sequence=event.sequence,
         payload={"id": f"evt_{event.pk}"}, status=status, attempts=3, last_error="HTTP 500",
     )  # fmt: skip

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.metrics import LATENCY_BUCKETS, task_statistic_record
 from support.models import TaskStatistic
+from tests.events.factories import ClinicWebhookEndpointFactory, WebhookAttemptFactory, WebhookDeliveryFactory
 from tests.support.factories import dead_lettered_prescription, shipped_prescription
 
 pytestmark = pytest.mark.django_db
@@ -54,15 +55,13 @@ def test_the_token_comes_from_settings(settings):
 
 
 def test_metrics_give_prescriptions_by_status_transitions_dead_letters_and_webhook_failures(formulary):
-    from events.models import ClinicWebhookEndpoint, Event, WebhookAttempt, WebhookDelivery
+    from events.models import Event
 
     dead_lettered_prescription()
     shipped = shipped_prescription()
-    endpoint = ClinicWebhookEndpoint.objects.create(
-        clinic=shipped.clinic, url="https://clinic.example/h", secret="s"
-    )
+    endpoint = ClinicWebhookEndpointFactory(clinic=shipped.clinic, url="https://clinic.example/h", secret="s")
     event = Event.objects.get(aggregate_id=shipped.pk, type="prescription.shipped")
-    delivery = WebhookDelivery.objects.create(
+    delivery = WebhookDeliveryFactory(
         endpoint=endpoint,
         event=event,
         aggregate_id=shipped.pk,
@@ -70,8 +69,8 @@ def test_metrics_give_prescriptions_by_status_transitions_dead_letters_and_webho
         payload={},
         status="failed",
     )
-    WebhookAttempt.objects.create(delivery=delivery, status_code=500, duration_ms=12, error="HTTP 500")
-    WebhookAttempt.objects.create(delivery=delivery, status_code=200, duration_ms=9, error="")
+    WebhookAttemptFactory(delivery=delivery, status_code=500, duration_ms=12, error="HTTP 500")
+    WebhookAttemptFactory(delivery=delivery, status_code=200, duration_ms=9, error="")
 
     response = scrape()
     values = samples(response)

@@ -12,10 +12,11 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from common.errors import NotAllowed
 from patients.models import Patient
 from prescriptions import services
-from prescriptions.models import PharmacistProfile, PharmacistReview, Prescription, Status
+from prescriptions.models import PharmacistReview, Prescription, Status
 from support import roles
 from support.services import staff_assign_clinic, staff_can_decide, staff_clinics
 from tests.patients.factories import ClinicFactory, PatientFactory
+from tests.prescriptions.factories import PharmacistProfileFactory
 from tests.support.factories import StaffClient, StaffFactory, pharmacist_create
 
 pytestmark = pytest.mark.django_db
@@ -193,7 +194,7 @@ def test_a_pharmacist_without_a_registration_cannot_approve_and_nothing_is_recor
 def test_recording_a_registration_lets_the_pharmacist_approve(methylphenidate):
     prescription = awaiting_prescription(methylphenidate)
     pharmacist = StaffFactory(role=roles.PHARMACIST)
-    PharmacistProfile.objects.create(user=pharmacist, registration_body="GPhC", registration_number="2011111")
+    PharmacistProfileFactory(user=pharmacist, registration_body="GPhC", registration_number="2011111")
 
     review = services.prescription_review(
         prescription_id=prescription.pk, pharmacist=pharmacist, decision="approved", reason="Dose checked"

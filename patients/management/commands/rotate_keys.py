@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from accounts.tenancy import system_scope
@@ -11,7 +13,7 @@ class Command(BaseCommand):
         "the blind indexes under BLIND_INDEX_KEY. Safe to stop and run again."
     )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         with system_scope(reason="rotate_keys"):
             rotated = patient_keys_rotate()
             support_rows = support_keys_rotate()

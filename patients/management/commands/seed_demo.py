@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import Application
 
 from patients.models import Clinic, ClinicClient, Patient
@@ -158,7 +159,7 @@ class Command(BaseCommand):
                 PharmacistProfile.objects.update_or_create(
                     user=user, defaults={"registration_body": "GPhC", "registration_number": registration}
                 )
-            device = user.totpdevice_set.first() or staff_totp_enrol(user=user)
+            device = TOTPDevice.objects.filter(user=user).first() or staff_totp_enrol(user=user)
             credentials[username] = {
                 "password": DEMO_PASSWORD,
                 "role": role,

@@ -244,7 +244,7 @@ def _patient(patient: PatientRecord) -> Patient:
     lines = tuple(line for line in (patient.address_line, patient.city, patient.region) if present(line))
     if not lines or not present(patient.postal_code):
         raise FhirEncodingError("Patient.address: an address line and a postcode are required")
-    telecom = ()
+    telecom: tuple[ContactPoint, ...] = ()
     if present(patient.phone):
         # EPS takes telephone numbers only: an email address would be sent as tel:<email>.
         telecom = (ContactPoint(value=patient.phone, use=_phone_use(patient.phone)),)

@@ -71,7 +71,6 @@ PROFESSIONAL_CODE_SYSTEMS = {
     "HCPC": "https://fhir.hl7.org.uk/Id/hcpc-number",
     "professional-code": "https://fhir.hl7.org.uk/Id/professional-code",
 }
-DIN_SYSTEM = "https://fhir.hl7.org.uk/Id/din-number"
 
 
 @dataclass(frozen=True)

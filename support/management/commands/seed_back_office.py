@@ -5,7 +5,7 @@ more than once (it adds nothing when the demo clinic already has them)."""
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from patients.models import Clinic, Patient
@@ -26,6 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         clinic = Clinic.objects.get(name=CLINIC)
         patient = Patient.objects.filter(clinic=clinic).order_by("id").first()
+        if patient is None:
+            raise CommandError(f"{CLINIC} has no patients: run seed_demo first.")
         support = User.objects.get(username="support")
         letter = DeadLetter.objects.filter(dispatch__prescription__clinic=clinic).first()
         if letter is None:
@@ -54,7 +56,7 @@ class Command(BaseCommand):
         prescription = services.prescription_create(
             clinic=clinic,
             patient=patient,
-            prescriber=Prescriber.objects.filter(clinic=clinic).first(),
+            prescriber=Prescriber.objects.filter(clinic=clinic).earliest("pk"),
             items=[
                 {
                     "medication": Medication.objects.get(code=PARACETAMOL),
@@ -77,6 +79,11 @@ class Command(BaseCommand):
             # One transaction: the send that dispatch_create queues after commit finds the
             # dispatch already dead-lettered and does nothing.
             dispatch = pharmacy.dispatch_create(prescription_id=prescription.pk)
-            return pharmacy.dispatch_dead_letter(
+            if dispatch is None:
+                raise CommandError(f"prescription #{prescription.pk} got no dispatch.")
+            letter = pharmacy.dispatch_dead_letter(
                 dispatch_id=dispatch.pk, error="gateway unavailable: HTTP 503 after 8 attempts (demo)"
             )
+        if letter is None:
+            raise CommandError(f"dispatch #{dispatch.pk} was not dead-lettered.")
+        return letter
