@@ -394,7 +394,9 @@ class MailOrderGateway:
             raise GatewayUnavailable(
                 f"mail-order pharmacy answered a status we do not know: {str(order.get('status'))[:40]}"
             )
-        shipment = order.get("shipment") if isinstance(order.get("shipment"), dict) else {}
+        shipment = order.get("shipment")
+        if not isinstance(shipment, dict):
+            shipment = {}
         return OrderStatus(status=status, tracking_number=str(shipment.get("tracking_number") or ""))
 
     def _call(self, method: str, path: str, **options: Any) -> requests.Response:
