@@ -22,7 +22,8 @@ from saga import cancellation
 
 
 def _detail(prescription: Prescription) -> dict:
-    prescription.timeline_events = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
+    if not hasattr(prescription, "timeline_events"):  # a new one comes with its timeline
+        prescription.timeline_events = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
     return PrescriptionDetailSerializer(prescription).data
 
 
@@ -55,7 +56,7 @@ class PrescriptionListCreateApi(generics.ListAPIView):
         prescription = services.prescription_create(
             clinic=clinic, actor=f"client:{request.user.client_id}", **serializer.validated_data
         )
-        prescription = selectors.prescription_list(clinic=clinic).get(pk=prescription.pk)
+        # As selectors.prescription_list would read it back (prescription_create's answer).
         return Response(_detail(prescription), status=status.HTTP_201_CREATED)
 
 

@@ -1,6 +1,6 @@
 from datetime import date
 
-from django.db.models import Q, QuerySet
+from django.db.models import FilteredRelation, Q, QuerySet
 
 from patients.models import Clinic, Patient
 from patients.selectors import person_patient_ids
@@ -84,3 +84,23 @@ def prescription_repeat_course(*, prescription: Prescription) -> tuple[Prescript
     if current.repeats == 0:
         return None
     return current, issue_number
+
+
+def prescription_parties(
+    *, clinic: Clinic, patient_id: int | None, prescriber_id: int | None
+) -> tuple[Patient | None, Prescriber | None]:
+    """The patient and the prescriber a new prescription names, each only if it is `clinic`'s
+    (None otherwise), read together: two LEFT JOINs from the clinic's row, one query."""
+    row = (
+        Clinic.objects.filter(pk=clinic.pk)
+        .annotate(
+            named_patient=FilteredRelation("patients", condition=Q(patients__pk=patient_id)),
+            named_prescriber=FilteredRelation("prescribers", condition=Q(prescribers__pk=prescriber_id)),
+        )
+        .select_related("named_patient", "named_prescriber")
+        .order_by()
+        .first()
+    )
+    if row is None:
+        return None, None
+    return row.named_patient, row.named_prescriber  # type: ignore[attr-defined]
