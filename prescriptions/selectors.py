@@ -103,4 +103,5 @@ def prescription_parties(
     )
     if row is None:
         return None, None
-    return row.named_patient, row.named_prescriber  # type: ignore[attr-defined]
+    # A join that matched nothing leaves its attribute unset.
+    return getattr(row, "named_patient", None), getattr(row, "named_prescriber", None)
