@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -143,6 +144,25 @@ def milestones(database_url: str, ids: list[int]) -> tuple[dict[str, list[float]
     return reached, statuses
 
 
+def leftovers_drop(database_url: str, env: dict[str, str]) -> None:
+    """Work an earlier, interrupted run left behind is not this run's: its queued messages are
+    purged and its outbox rows settled, so the CPU counted is this run's prescriptions'."""
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", demo.QUEUES],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("SELECT set_config('app.clinic_id', '*', false)")
+        connection.execute(
+            "UPDATE events_outboxmessage SET published_at = coalesce(published_at, now()), settled_at = now()"
+            " WHERE settled_at IS NULL"
+        )
+        connection.execute("DELETE FROM events_outboxtask")
+
+
 def wait_for_worker(log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -164,6 +184,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"preparing {bench_load.BENCH_DATABASE} ({count} patients) ...")
     setup = bench_load.prepare(env)
+    leftovers_drop(database_url, env)
     web_port, gateway_port, stripe_port = free_port(), free_port(), free_port()
     base_url = f"http://127.0.0.1:{web_port}"
     env.update(
