@@ -1,5 +1,6 @@
 from datetime import date
 
+from django.db import connection
 from django.db.models import FilteredRelation, Q, QuerySet
 
 from patients.models import Clinic, Patient
@@ -91,6 +92,11 @@ def prescription_parties(
 ) -> tuple[Patient | None, Prescriber | None]:
     """The patient and the prescriber a new prescription names, each only if it is `clinic`'s
     (None otherwise), read together: two LEFT JOINs from the clinic's row, one query."""
+    # An id no row can have would empty the whole query (Django drops it), not just its join.
+    low, high = connection.ops.integer_field_range("BigAutoField")
+    patient_id, prescriber_id = (
+        value if value is not None and low <= value <= high else None for value in (patient_id, prescriber_id)
+    )
     row = (
         Clinic.objects.filter(pk=clinic.pk)
         .annotate(

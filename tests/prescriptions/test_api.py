@@ -284,3 +284,13 @@ def test_intake_is_one_transaction_of_at_most_twelve_queries_whatever_the_number
     replay = post(clinic_a, three, key="three")
     assert replay["Idempotent-Replayed"] == "true"
     assert replay.json() == body
+
+
+def test_an_id_no_row_can_have_is_refused_for_its_own_field_only(clinic_a, patient_a, paracetamol):
+    body = prescription_body(2**63 + 5, clinic_a.prescriber.pk, paracetamol)
+
+    response = post(clinic_a, body)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{"pointer": "#/patient", "detail": "No such patient."}]
+    assert Prescription.objects.count() == 0
