@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # (nothing connects to them).
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
 
-.PHONY: install browser-deps test-deps bench-deps demo test test-fast test-browser bench bench-load lint migrate stop clean
+.PHONY: install browser-deps test-deps bench-deps demo test test-fast test-browser bench bench-load bench-e2e lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,3 +67,8 @@ bench-deps:
 
 bench-load: install bench-deps
 	$(BIN)/python scripts/bench_load.py $(BENCH_ARGS)
+
+# The whole journey on the demo's process layout: prescriptions/s to acknowledged and delivered,
+# CPU per prescription (scripts/bench_e2e.py; BENCH_ARGS=--prescriptions 500 ...).
+bench-e2e: install
+	$(BIN)/python scripts/bench_e2e.py $(BENCH_ARGS)

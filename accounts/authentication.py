@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
 from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasResourceScope
+from oauth2_provider.models import AccessToken
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
@@ -61,7 +63,7 @@ def clinic_principal_enter(*, token: Any) -> ClinicPrincipal | None:
     """The clinic a validated access token acts for, with the current transaction narrowed to
     it (accounts.tenancy); None when the token's application serves no clinic, or no longer
     does, so it reaches nothing. Shared by the clinic API and the MCP server (agents)."""
-    link = ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
+    link = _clinic_client_of(token)
     if link is None or link.revoked_at is not None:
         return None
     if not set(token.scope.split()) <= set(link.allowed_scopes):
@@ -74,6 +76,14 @@ def clinic_principal_enter(*, token: Any) -> ClinicPrincipal | None:
     if link.last_used_at is None or now - link.last_used_at > LAST_USED_RESOLUTION:
         ClinicClient.objects.filter(pk=link.pk).update(last_used_at=now)
     return principal
+
+
+def _clinic_client_of(token: Any) -> ClinicClient | None:
+    # ClinicOAuth2Validator loads it with the token (one query per request); read fresh otherwise.
+    application = token.application
+    if type(application).clinic_client.is_cached(application):
+        return getattr(application, "clinic_client", None)
+    return ClinicClient.objects.select_related("clinic").filter(application_id=token.application_id).first()
 
 
 class BearerRefused(Exception):
@@ -117,6 +127,16 @@ def clinic_of(request: Request) -> Clinic:
 
 class ClinicOAuth2Validator(OAuth2Validator):
     """Issues tokens only to clients that serve a clinic and are not revoked."""
+
+    def _load_access_token(self, token: str) -> AccessToken | None:
+        """django-oauth-toolkit's lookup (by the token's SHA-256), with the application's clinic
+        link and clinic joined in: every API request reads them, in this one query, fresh."""
+        checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        return (
+            AccessToken.objects.select_related("application__clinic_client__clinic", "user")
+            .filter(token_checksum=checksum)
+            .first()
+        )
 
     def authenticate_client(self, request: Any, *args: Any, **kwargs: Any) -> bool:
         if not super().authenticate_client(request, *args, **kwargs):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -59,18 +59,34 @@ def _lock_id(clinic: Clinic, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _claim(clinic: Clinic, key: str) -> None:
-    """Take a transaction-scoped advisory lock on (clinic, key), or answer 409."""
+# The lock and the look-up in one round trip. Both read one snapshot, so a request that
+# committed the same key between the snapshot and the lock is not seen here; the key's unique
+# constraint then refuses this request's row and the request answers 409 like any other
+# in-flight duplicate (see _store), rolled back whole.
+_CLAIM_SQL = f"""
+SELECT pg_try_advisory_xact_lock(%s),
+       (SELECT id FROM {IdempotencyKey._meta.db_table} WHERE clinic_id = %s AND key = %s)
+"""
+
+
+def _in_flight() -> Problem:
+    return Problem(
+        status_code=409,
+        slug="idempotency-key-in-flight",
+        detail="A request with this Idempotency-Key is still being processed; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _claim(clinic: Clinic, key: str) -> IdempotencyKey | None:
+    """Take a transaction-scoped advisory lock on (clinic, key), or answer 409; returns the
+    stored key, if any."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(clinic, key)])
-        (acquired,) = cursor.fetchone()
+        cursor.execute(_CLAIM_SQL, [_lock_id(clinic, key), clinic.pk, key])
+        acquired, stored_id = cursor.fetchone()
     if not acquired:
-        raise Problem(
-            status_code=409,
-            slug="idempotency-key-in-flight",
-            detail="A request with this Idempotency-Key is still being processed; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
+        raise _in_flight()
+    return None if stored_id is None else IdempotencyKey.objects.get(pk=stored_id)
 
 
 def _replay(stored: IdempotencyKey, fingerprint: str, request: Request) -> Response:
@@ -109,25 +125,34 @@ def _idempotent(
         key = key_of(request)
         clinic = clinic_of(request)
         fingerprint = request_fingerprint(request)
-        with atomic_keeping_refusals():
-            _claim(clinic, key)
-            stored = IdempotencyKey.objects.filter(clinic=clinic, key=key).first()
+        # Inside the request's transaction (accounts.tenancy): no savepoint of its own, since a
+        # refusal rolls the whole request back anyway.
+        with atomic_keeping_refusals(savepoint=False):
+            stored = _claim(clinic, key)
             if stored is not None and stored.expires_at > timezone.now():
                 return _replay(stored, fingerprint, request)
             if stored is not None:
                 stored.delete()
             response = handler(view, request, *args, **kwargs)
             if 200 <= response.status_code < 300:
-                IdempotencyKey.objects.create(
-                    clinic=clinic,
-                    key=key,
-                    method=request.method or "",
-                    path=request.path,
-                    request_hash=fingerprint,
-                    response_status=response.status_code,
-                    response_body=json.dumps(response.data, default=str),
-                    expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
-                )
+                _store(clinic, key, fingerprint, request, response)
             return response
 
     return wrapper
+
+
+def _store(clinic: Clinic, key: str, fingerprint: str, request: Request, response: Response) -> None:
+    try:
+        IdempotencyKey.objects.create(
+            clinic=clinic,
+            key=key,
+            method=request.method or "",
+            path=request.path,
+            request_hash=fingerprint,
+            response_status=response.status_code,
+            response_body=json.dumps(response.data, default=str),
+            expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
+        )
+    except IntegrityError as error:
+        # The same key committed by a request this one's claim could not yet see (_CLAIM_SQL).
+        raise _in_flight() from error

@@ -41,16 +41,20 @@ def tenant_scope_enter(*, clinic_id: int) -> None:
     if not connection.in_atomic_block:
         # Outside a transaction SET LOCAL would be a silent no-op: refuse rather than leak.
         raise RuntimeError("tenant_scope_enter needs the request's transaction")
+    # set_config(..., true) is SET LOCAL: both end with the transaction. One round trip.
     with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
-        cursor.execute("SELECT set_config('app.clinic_id', %s, true)", [str(int(clinic_id))])
+        cursor.execute(
+            "SELECT set_config('role', %s, true), set_config('app.clinic_id', %s, true)",
+            [TENANT_ROLE, str(int(clinic_id))],
+        )
 
 
 def tenant_scope_leave() -> None:
     """Back to the connection's role and the system scope, inside a transaction that goes on."""
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL ROLE NONE")
-        cursor.execute("SELECT set_config('app.clinic_id', %s, true)", [SYSTEM_SCOPE])
+        cursor.execute(
+            "SELECT set_config('role', 'none', true), set_config('app.clinic_id', %s, true)", [SYSTEM_SCOPE]
+        )
 
 
 def system_scope_install(sender: Any, connection: Any, **kwargs: Any) -> None:

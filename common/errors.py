@@ -61,11 +61,12 @@ class Conflict(DomainError):
 
 
 @contextmanager
-def atomic_keeping_refusals() -> Iterator[None]:
+def atomic_keeping_refusals(*, savepoint: bool = True) -> Iterator[None]:
     """`transaction.atomic()`, except that a DomainError raised with keeps_changes=True commits
-    what the block wrote before it; the error then propagates as usual."""
+    what the block wrote before it; the error then propagates as usual. `savepoint=False` inside
+    a transaction whose owner rolls everything back on any other error (the clinic API's)."""
     kept: DomainError | None = None
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         try:
             yield
         except DomainError as error:

@@ -1,6 +1,8 @@
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
+from django.db import close_old_connections
 
 from common.logs import celery_signals_connect
 
@@ -9,5 +11,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("scriptline")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _connections_tidy(sender: Any = None, **kwargs: Any) -> None:
+    # Database connections live per task as per web request (settings.CELERY_DB_REUSE_MAX);
+    # an eager task runs inside its caller's transaction, which must keep its connection.
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
+
+
+signals.task_prerun.connect(_connections_tidy, weak=False)
+signals.task_postrun.connect(_connections_tidy, weak=False)
 # The request id of the web request (or task) that published a task follows it (common/logs.py).
 celery_signals_connect()

@@ -125,10 +125,11 @@ MIDDLEWARE = [
     "api.hardening.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, users and messages are the staff's: the clinic API skips them (config/middleware.py).
+    "config.middleware.StaffSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.middleware.StaffAuthenticationMiddleware",
     # Staff: a session is admin-capable only once a TOTP token was verified (django-otp).
     "django_otp.middleware.OTPMiddleware",
     # Audit: who and from where, for every audited model change (audit.middleware).
@@ -136,7 +137,7 @@ MIDDLEWARE = [
     "api.hardening.RejectNullCharactersMiddleware",
     # Clinic API requests: one transaction, narrowed to the caller's clinic (accounts.tenancy).
     "accounts.tenancy.TenantTransactionMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.StaffMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "api.hardening.AdminContentSecurityPolicyMiddleware",
     # Last, as django-axes requires: refuses logins for locked-out usernames.
@@ -182,7 +183,11 @@ if _database["ENGINE"] != "django.db.backends.postgresql":
 DATABASES = {
     "default": {
         **_database,
-        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=0),
+        # Persistent connections: a sync gunicorn worker serves one request at a time, so one
+        # connection per process, kept, is the pool (no connect + system-scope query per request).
+        # Checked before reuse; 0 closes after every request (e.g. behind PgBouncer).
+        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=60),
+        "CONN_HEALTH_CHECKS": True,
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default=f"test_{_database['NAME']}")},
     }
 }
@@ -243,6 +248,12 @@ if CELERY_BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Workers keep their database connection between tasks as web processes do between requests:
+# Django's close_old_connections runs before and after each task (config/celery.py), closing a
+# connection that broke or outlived DATABASE_CONN_MAX_AGE, instead of Celery's close after every
+# task (which costs a connect and the system-scope query per task). Celery still closes it every
+# CELERY_DB_REUSE_MAX tasks; 0 restores the close after every task.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -19,6 +19,25 @@ from config.celery import app
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
 
 logger = logging.getLogger(__name__)
+
+
+# One round trip for the event, its sequence number and its outbox row: every state change
+# of the journey writes one, so this is on the hot path of intake and of every task.
+_EVENT_INSERT_SQL = """
+WITH new_event AS (
+    INSERT INTO events_event
+        (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
+    SELECT %(aggregate_type)s, %(aggregate_id)s, COALESCE(MAX(sequence), 0) + 1,
+           %(clinic_id)s, %(type)s, %(payload)s, %(actor)s, %(now)s
+    FROM events_event
+    WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = %(aggregate_id)s
+    RETURNING id, sequence
+), new_outbox AS (
+    INSERT INTO events_outboxmessage (event_id, attempts, created_at)
+    SELECT id, 0, %(now)s FROM new_event WHERE %(consumed)s
+)
+SELECT id, sequence FROM new_event
+"""
 
 
 def event_record(
@@ -36,25 +55,49 @@ def event_record(
     select_for_update), which is what keeps `sequence` gap-free and ordered; the unique
     constraint turns any mistake there into an error rather than a silent interleaving.
     """
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("event_record must run inside the state change's transaction")
-    last = Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).aggregate(
-        last=Max("sequence")
-    )["last"]
-    event = Event.objects.create(
+    consumed = bool(settings.EVENT_CONSUMERS.get(type))
+    event = Event(
         aggregate_type=aggregate_type,
         aggregate_id=aggregate_id,
-        sequence=(last or 0) + 1,
         clinic_id=clinic_id,
         type=type,
         payload=payload or {},
         actor=actor,
+        created_at=timezone.now(),
     )
-    if settings.EVENT_CONSUMERS.get(type):
-        OutboxMessage.objects.create(event=event)
-        if settings.OUTBOX_PUBLISH_ON_COMMIT:
-            transaction.on_commit(_publish_after_commit)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _EVENT_INSERT_SQL,
+            {
+                "aggregate_type": aggregate_type,
+                "aggregate_id": aggregate_id,
+                "clinic_id": clinic_id,
+                "type": type,
+                "payload": Event._meta.get_field("payload").get_db_prep_save(event.payload, connection),
+                "actor": actor,
+                "now": event.created_at,
+                "consumed": consumed,
+            },
+        )
+        event.pk, event.sequence = cursor.fetchone()
+    event._state.adding = False
+    event._state.db = connection.alias
+    if consumed and settings.OUTBOX_PUBLISH_ON_COMMIT and not _publish_pending(connection):
+        # One relay pass after commit publishes every event the transaction wrote.
+        transaction.on_commit(_publish_after_commit)
     return event
+
+
+def _publish_pending(connection: Any) -> bool:
+    # Registered already, and not inside a savepoint that could roll back without this event.
+    current = set(connection.savepoint_ids)
+    return any(
+        callback is _publish_after_commit and set(savepoints) <= current
+        for savepoints, callback, _robust in connection.run_on_commit
+    )
 
 
 def _publish_after_commit() -> None:
@@ -90,9 +133,11 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             )
             if not rows:
                 return published
-            for row in rows:
-                for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
-                    app.send_task(task_name, args=[row.event_id])
+            # One broker connection and producer for the whole batch.
+            with app.producer_or_acquire() as producer:
+                for row in rows:
+                    for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
+                        app.send_task(task_name, args=[row.event_id], producer=producer)
             _outbox_mark_published(message_ids=[row.pk for row in rows])
             published += len(rows)
         if len(rows) < batch_size:
@@ -269,8 +314,9 @@ def outbox_tasks_publish(*, key: str | None = None, batch_size: int = 200) -> in
             rows = list(due.order_by("due_at")[:batch_size])
             if not rows:
                 return published
-            for row in rows:
-                app.send_task(row.task, args=row.args)
+            with app.producer_or_acquire() as producer:
+                for row in rows:
+                    app.send_task(row.task, args=row.args, producer=producer)
             OutboxTask.objects.filter(pk__in=[row.pk for row in rows]).update(
                 due_at=now + lease, publications=F("publications") + 1
             )

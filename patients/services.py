@@ -190,15 +190,18 @@ def patient_record_clinical_context(
         Patient.objects.filter(pk=patient.pk).update(**updates)
         for name, value in updates.items():
             setattr(patient, name, value)
-    known = set(patient.diagnoses.values_list("code_system", "code"))
-    Diagnosis.objects.bulk_create(
-        Diagnosis(patient=patient, **item)
-        for item in diagnoses or []
-        if (item["code_system"], item["code"]) not in known
-    )
-    measured = set(patient.observations.values_list("kind", "observed_on", "value", "diastolic"))
-    Observation.objects.bulk_create(
-        Observation(patient=patient, **item)
-        for item in observations or []
-        if (item["kind"], item["observed_on"], item["value"], item.get("diastolic")) not in measured
-    )
+    # Most prescriptions send neither: then there is nothing to compare against.
+    if diagnoses:
+        known = set(patient.diagnoses.values_list("code_system", "code"))
+        Diagnosis.objects.bulk_create(
+            Diagnosis(patient=patient, **item)
+            for item in diagnoses
+            if (item["code_system"], item["code"]) not in known
+        )
+    if observations:
+        measured = set(patient.observations.values_list("kind", "observed_on", "value", "diastolic"))
+        Observation.objects.bulk_create(
+            Observation(patient=patient, **item)
+            for item in observations
+            if (item["kind"], item["observed_on"], item["value"], item.get("diastolic")) not in measured
+        )

@@ -25,9 +25,10 @@ from saga import cancellation
 
 
 def _detail(prescription: Prescription) -> dict[str, Any]:
-    prescription.timeline_events = events_for(  # type: ignore[attr-defined]  # read by the detail serializer
-        aggregate_type="prescription", aggregate_id=prescription.pk
-    )
+    if not hasattr(prescription, "timeline_events"):  # a new one comes with its timeline
+        prescription.timeline_events = events_for(  # type: ignore[attr-defined]  # read by the detail serializer
+            aggregate_type="prescription", aggregate_id=prescription.pk
+        )
     return PrescriptionDetailSerializer(prescription).data
 
 
@@ -60,7 +61,7 @@ class PrescriptionListCreateApi(generics.ListAPIView):
         prescription = services.prescription_create(
             clinic=clinic, actor=f"client:{principal_of(request).client_id}", **serializer.validated_data
         )
-        prescription = selectors.prescription_list(clinic=clinic).get(pk=prescription.pk)
+        # As selectors.prescription_list would read it back (prescription_create's answer).
         return Response(_detail(prescription), status=status.HTTP_201_CREATED)
 
 

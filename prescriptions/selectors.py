@@ -1,6 +1,7 @@
 from datetime import date
 
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import FilteredRelation, Q, QuerySet
 
 from patients.models import Clinic, Patient
 from patients.selectors import person_patient_ids
@@ -74,3 +75,29 @@ def prescription_repeat_course(*, prescription: Prescription) -> tuple[Prescript
     if current.repeats == 0:
         return None
     return current, issue_number
+
+
+def prescription_parties(
+    *, clinic: Clinic, patient_id: int | None, prescriber_id: int | None
+) -> tuple[Patient | None, Prescriber | None]:
+    """The patient and the prescriber a new prescription names, each only if it is `clinic`'s
+    (None otherwise), read together: two LEFT JOINs from the clinic's row, one query."""
+    # An id no row can have would empty the whole query (Django drops it), not just its join.
+    low, high = connection.ops.integer_field_range("BigAutoField")
+    patient_id, prescriber_id = (
+        value if value is not None and low <= value <= high else None for value in (patient_id, prescriber_id)
+    )
+    row = (
+        Clinic.objects.filter(pk=clinic.pk)
+        .annotate(
+            named_patient=FilteredRelation("patients", condition=Q(patients__pk=patient_id)),
+            named_prescriber=FilteredRelation("prescribers", condition=Q(prescribers__pk=prescriber_id)),
+        )
+        .select_related("named_patient", "named_prescriber")  # type: ignore[misc]  # FilteredRelation aliases
+        .order_by()
+        .first()
+    )
+    if row is None:
+        return None, None
+    # A join that matched nothing leaves its attribute unset.
+    return getattr(row, "named_patient", None), getattr(row, "named_prescriber", None)

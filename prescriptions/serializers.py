@@ -2,6 +2,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from django.utils.functional import cached_property
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -13,6 +14,7 @@ from patients.models import Clinic, Jurisdiction, Observation, Patient
 from patients.serializers import ClinicalContextSerializer
 from prescriptions.checks.validity import appropriate_date
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
+from prescriptions.selectors import prescription_parties
 from prescriptions.status_link import status_link_url
 
 MAX_ITEMS = 20
@@ -257,8 +259,23 @@ class PrescriptionInputSerializer(serializers.Serializer):
     def clinic(self) -> Clinic:
         return self.context["clinic"]
 
+    @cached_property
+    def _parties(self) -> tuple[Patient | None, Prescriber | None]:
+        # Both people the body names, read in one query the first time either is validated.
+        return prescription_parties(
+            clinic=self.clinic,
+            patient_id=self._named_id("patient"),
+            prescriber_id=self._named_id("prescriber"),
+        )
+
+    def _named_id(self, field: str) -> int | None:
+        try:
+            return self.fields[field].run_validation(self.initial_data.get(field))
+        except serializers.ValidationError:
+            return None
+
     def validate_patient(self, value: int) -> Patient:
-        patient = Patient.objects.filter(clinic=self.clinic, pk=value).first()
+        patient = self._parties[0]
         if patient is None:
             # Same words for "absent" and "another clinic's": existence is not disclosed.
             raise serializers.ValidationError("No such patient.")
@@ -269,7 +286,7 @@ class PrescriptionInputSerializer(serializers.Serializer):
         return patient
 
     def validate_prescriber(self, value: int) -> Prescriber:
-        prescriber = Prescriber.objects.filter(clinic=self.clinic, pk=value).first()
+        prescriber = self._parties[1]
         if prescriber is None:
             raise serializers.ValidationError("No such prescriber.")
         return prescriber

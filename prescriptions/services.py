@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from events.models import Event
 from events.services import event_record
 from patients.models import Clinic, Patient
 from patients.services import patient_record_clinical_context
@@ -119,7 +120,9 @@ def prescription_transition(
     return True
 
 
-@transaction.atomic
+# No savepoint of its own inside a caller's transaction (the clinic API's, a FHIR message's):
+# nobody goes on after a failed create, so its writes go or stay with the caller's.
+@transaction.atomic(savepoint=False)
 def prescription_create(
     *,
     clinic: Clinic,
@@ -176,13 +179,13 @@ def prescription_create(
     patient_record_clinical_context(
         patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
     )
-    PrescriptionItem.objects.bulk_create(
+    created_items = PrescriptionItem.objects.bulk_create(
         PrescriptionItem(prescription=prescription, **item) for item in items
     )
     OffFormularyItem.objects.bulk_create(
         OffFormularyItem(prescription=prescription, **item) for item in off_formulary_items or []
     )
-    event_record(
+    received = event_record(
         aggregate_type="prescription",
         aggregate_id=prescription.pk,
         clinic_id=clinic.pk,
@@ -196,7 +199,20 @@ def prescription_create(
             **({"previous": previous.pk, "link_kind": prescription.link_kind} if previous else {}),
         },
     )
+    _as_read(prescription, items=created_items, events=[received])
     return prescription
+
+
+def _as_read(prescription: Prescription, *, items: list[PrescriptionItem], events: list[Event]) -> None:
+    """Hand a new prescription back as selectors.prescription_list reads it (items with their
+    medications, no payment) with its timeline, from what was just written: the intake answers
+    without reading its own rows back."""
+    Prescription.payment.related.set_cached_value(prescription, None)
+    cached_items = prescription.items.all()
+    cached_items._result_cache = items
+    cached_items._prefetch_done = True  # type: ignore[attr-defined]  # Django's prefetch cache, filled by hand
+    prescription._prefetched_objects_cache = {"items": cached_items}  # type: ignore[attr-defined]  # as above
+    prescription.timeline_events = events  # type: ignore[attr-defined]  # read by the detail serializer
 
 
 def prescription_run_checks(*, prescription_id: int) -> str | None:

@@ -7,7 +7,8 @@ is a one-item private prescription with a fresh Idempotency-Key, for one of 200 
 the real OAuth token, tenancy, checks and outbox. Prints requests/s, p50 and p99 per round and
 the ratio of the medians.
 
-Options: --seconds per round (10), --rounds (2), --workers per gunicorn (4), --connections (16).
+Options: --seconds per round (10), --rounds (2), --workers per gunicorn (4), --connections (16);
+--e2e runs the end-to-end benchmark instead (scripts/bench_e2e.py, `make bench-e2e`).
 Uses DATABASE_URL's server when set (a database named scriptline_bench on it), else the
 embedded PostgreSQL under var/.
 """
@@ -102,7 +103,7 @@ def prepare(env: dict[str, str]) -> dict[str, Any]:
 
 
 SETUP_CODE = r"""
-import datetime, json, secrets
+import datetime, json, os, secrets
 from django.core.management import call_command
 from oauth2_provider.models import Application
 from patients.models import ClinicClient
@@ -111,20 +112,43 @@ from patients.services import patient_create
 from prescriptions.models import Prescriber
 
 call_command("load_formulary", verbosity=0)
+# A GB clinic with what an NHS EPS message says about it (invented), as seed_demo makes one.
 clinic = Clinic.objects.create(name=f"Bench clinic {secrets.token_hex(4)}", jurisdiction="GB", currency="GBP",
-                               address="1 Example Street, Demo Town")
+                               address="1 Example Street, Demo Town", ods_code=f"B{secrets.randbelow(10**5):05d}",
+                               phone="0113 496 0000", address_line="1 Example Street", city="Leeds",
+                               district="West Yorkshire", postal_code="LS2 9JT", managing_organisation_ods_code="QWO",
+                               managing_organisation_name="NHS West Yorkshire Integrated Care Board")
+# New people each run: the checks would otherwise see an earlier run's supply as an early re-supply.
+run = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+
+
+def nhs_numbers():
+    # The 999 range reserved for testing, with valid check digits (EPS identifies patients by it).
+    number = 999000000 + secrets.randbelow(990000)
+    while True:
+        number += 1
+        digits = [int(d) for d in str(number)]
+        check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1))) % 11
+        if check != 10:
+            yield f"{number}{0 if check == 11 else check}"
+
+
+numbers = nhs_numbers()
 prescriber = Prescriber.objects.create(clinic=clinic, given_name="Ada", family_name="Bench",
-    registration_body="GMC", registration_number=str(7100000 + clinic.pk), address="1 Clinic Road, Leeds LS2 9JT")
+    registration_body="GMC", registration_number=str(7100000 + clinic.pk), address="1 Clinic Road, Leeds LS2 9JT",
+    sds_user_id=str(555100000000 + clinic.pk), sds_role_profile_id=str(200100000000 + clinic.pk),
+    sds_job_role_code="R8000")
 secret = secrets.token_urlsafe(32)
 application = Application(name=f"bench {clinic.pk}", client_type=Application.CLIENT_CONFIDENTIAL,
     authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS, client_secret=secret)
 application.save()
 ClinicClient.objects.create(application=application, clinic=clinic)
 patients = [
-    patient_create(clinic=clinic, given_name="Bench", family_name=f"Patient{index}",
+    patient_create(clinic=clinic, given_name="Bench", family_name=f"Patient{run}{index}",
                    birth_date=datetime.date(1980 + index % 30, 1 + index % 12, 1 + index % 28), sex="unknown",
-                   address_line="1 Example Street", city="Leeds", postal_code="LS1 1AA").pk
-    for index in range(200)
+                   address_line="1 Example Street", city="Leeds", postal_code="LS1 1AA",
+                   nhs_number=next(numbers)).pk
+    for index in range(max(200, int(os.environ.get("BENCH_PATIENT_COUNT", "200"))))
 ]
 print(json.dumps({"client_id": application.client_id, "client_secret": secret,
                   "prescriber": prescriber.pk, "patients": patients}))
@@ -199,6 +223,13 @@ def run_wrk(url: str, script: Path, env: dict[str, str], seconds: int, connectio
 
 
 def main() -> None:
+    if "--e2e" in sys.argv[1:]:
+        # The whole journey instead (scripts/bench_e2e.py).
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_e2e
+
+        bench_e2e.main(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -36,16 +36,105 @@ STRIPE_URL = f"http://127.0.0.1:{STRIPE_PORT}"
 MCP_PORT = int(os.environ.get("MCP_PORT", "8001"))
 MCP_URL = f"http://127.0.0.1:{MCP_PORT}/mcp"
 LOG_DIR = ROOT / "var" / "log"
+# Every queue (config/settings.py CELERY_QUEUES_ALL): the demo runs one worker for all of them.
+QUEUES = "default,events,checks,payments,dispatch,webhooks,notifications"
 
 
 def run(*arguments: str) -> None:
     subprocess.run([PYTHON, "manage.py", *arguments], cwd=ROOT, check=True)
 
 
-def start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-    print(f"  starting {name:<10} (log: var/log/{name}.log)")
+def start(
+    name: str, command: list[str], env: dict[str, str], log_dir: Path = LOG_DIR
+) -> subprocess.Popen[bytes]:
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    print(f"  starting {name:<10} (log: {os.path.relpath(log_dir / name, ROOT)}.log)")
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+def layout(
+    *,
+    web_port: int = WEB_PORT,
+    gateway_port: int = GATEWAY_PORT,
+    stripe_port: int = STRIPE_PORT,
+    mcp_port: int | None = MCP_PORT,
+    step_delay: float = 3,
+    confirm_delay: float = 2,
+) -> list[tuple[str, list[str]]]:
+    """The demo's processes, as (name, command): gunicorn with 2 workers, one Celery worker on
+    every queue, beat, the MCP server (unless mcp_port is None), the gateway simulator
+    (advancing each order every `step_delay` seconds) and the Stripe simulator (paying each
+    PaymentIntent after `confirm_delay` seconds). `make bench-e2e` starts the same layout."""
+    base_url = f"http://127.0.0.1:{web_port}"
+    manage = [PYTHON, "manage.py"]
+    processes = [
+        (
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "-b",
+                f"127.0.0.1:{web_port}",
+                "-w",
+                "2",
+                "--timeout",
+                "30",
+            ],
+        ),
+        (
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", QUEUES, "-c", "2", "-l", "INFO"],
+        ),
+        ("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"]),
+    ]
+    if mcp_port is not None:
+        # The MCP server for agents, over streamable HTTP (each request brings its bearer token).
+        processes.append(("mcp", [*manage, "run_mcp_server", "--http", str(mcp_port)]))
+    processes += [
+        (
+            "gateway",
+            [
+                *manage,
+                "run_gateway_simulator",
+                "--port",
+                str(gateway_port),
+                "--webhook-url",
+                f"{base_url}/webhooks/gateway/",
+                "--step-delay",
+                str(step_delay),
+            ],
+        ),
+        # Stripe simulator: confirms each PaymentIntent with a test card after confirm_delay.
+        (
+            "stripe",
+            [
+                *manage,
+                "run_stripe_simulator",
+                "--port",
+                str(stripe_port),
+                "--webhook-url",
+                f"{base_url}/webhooks/stripe/",
+                "--auto-confirm",
+                "--auto-confirm-delay",
+                str(confirm_delay),
+            ],
+        ),
+    ]
+    return processes
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, SIGKILL what is still there after 15 seconds."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_for(url: str, what: str, seconds: float = 120) -> None:
@@ -343,77 +432,7 @@ def main() -> None:
         # Status links (status_url) point at this demo's web server.
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", BASE_URL),
     }
-    processes = [
-        start(
-            "web",
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "-b",
-                f"127.0.0.1:{WEB_PORT}",
-                "-w",
-                "2",
-                "--timeout",
-                "30",
-            ],
-            env,
-        ),
-        start(
-            "worker",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "default,events,checks,payments,dispatch,webhooks,notifications",
-                "-c",
-                "2",
-                "-l",
-                "INFO",
-            ],
-            env,
-        ),
-        start("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
-        # The MCP server for agents, over streamable HTTP (each request brings its bearer token).
-        start("mcp", [PYTHON, "manage.py", "run_mcp_server", "--http", str(MCP_PORT)], env),
-        start(
-            "gateway",
-            [
-                PYTHON,
-                "manage.py",
-                "run_gateway_simulator",
-                "--port",
-                str(GATEWAY_PORT),
-                "--webhook-url",
-                f"{BASE_URL}/webhooks/gateway/",
-                "--step-delay",
-                "3",
-            ],
-            env,
-        ),
-        # Stripe simulator: confirms each demo PaymentIntent with a test card after 2 seconds.
-        start(
-            "stripe",
-            [
-                PYTHON,
-                "manage.py",
-                "run_stripe_simulator",
-                "--port",
-                str(STRIPE_PORT),
-                "--webhook-url",
-                f"{BASE_URL}/webhooks/stripe/",
-                "--auto-confirm",
-                "--auto-confirm-delay",
-                "2",
-            ],
-            env,
-        ),
-    ]
+    processes = [start(name, command, env) for name, command in layout()]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -422,14 +441,7 @@ def main() -> None:
             return
         stopping = True
         print("\nStopping ...")
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_all(processes)
         print("Stopped every process the demo started (the embedded database keeps running: make stop).")
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))

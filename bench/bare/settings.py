@@ -14,7 +14,9 @@ MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.bare.urls"
 WSGI_APPLICATION = "bench.bare.wsgi.application"
 DATABASES = {"default": env.db_url("DATABASE_URL")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+# Scriptline's default, so the comparison is like for like.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 REST_FRAMEWORK = {

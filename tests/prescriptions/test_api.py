@@ -232,3 +232,65 @@ def test_the_schema_and_docs_are_served(client):  # type: ignore[no-untyped-def]
     assert "/api/v1/prescriptions/{id}/cancel/" in schema.json()["paths"]
     assert docs.status_code == 200
     assert b"drf_spectacular_sidecar" in docs.content  # assets served here, not from a CDN
+
+
+@pytest.mark.django_db(transaction=True)
+def test_intake_is_one_transaction_of_at_most_twelve_queries_whatever_the_number_of_items(
+    clinic_a, patient_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    # Transactional, so the request's transaction is the outermost one, as in production:
+    # its BEGIN and COMMIT are counted, and nothing is reset for an enclosing test transaction.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from events.models import OutboxMessage
+    from prescriptions.models import Medication
+
+    others = list(Medication.objects.filter(is_active=True).exclude(pk=paracetamol.pk).order_by("id")[:2])
+    one = prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)
+    three = prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)
+    three["items"] += [
+        {**three["items"][0], "medication": {"system": other.code_system, "code": other.code}}
+        for other in others
+    ]
+    # The client's last-used time is written at most once a minute: this request writes it.
+    assert post(clinic_a, one, key="first").status_code == 201
+
+    with CaptureQueriesContext(connection) as single:
+        assert post(clinic_a, one, key="one").status_code == 201
+    with CaptureQueriesContext(connection) as several:
+        response = post(clinic_a, three, key="three")
+
+    statements = [query["sql"] for query in single.captured_queries]
+    assert len(statements) <= 12, "\n".join(statements)
+    assert (statements[0], statements[-1]) == ("BEGIN", "COMMIT")
+    assert not [sql for sql in statements if "SAVEPOINT" in sql]
+    assert len(several.captured_queries) == len(statements)
+    assert response.status_code == 201
+    body = response.json()
+    assert [item["medication"]["code"] for item in body["items"]] == [
+        paracetamol.code,
+        *(other.code for other in others),
+    ]
+    assert [event["type"] for event in body["timeline"]] == ["prescription.received"]
+    # What the answer says is what was stored, with its event, outbox row and idempotency key.
+    stored = Prescription.objects.get(pk=body["id"])
+    assert list(stored.items.values_list("medication__code", flat=True)) == [
+        item["medication"]["code"] for item in body["items"]
+    ]
+    assert Event.objects.filter(aggregate_type="prescription", aggregate_id=stored.pk).count() == 1
+    assert OutboxMessage.objects.filter(event__aggregate_id=stored.pk).count() == 1
+    assert IdempotencyKey.objects.filter(key="three").count() == 1
+    replay = post(clinic_a, three, key="three")
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == body
+
+
+def test_an_id_no_row_can_have_is_refused_for_its_own_field_only(clinic_a, patient_a, paracetamol):
+    body = prescription_body(2**63 + 5, clinic_a.prescriber.pk, paracetamol)
+
+    response = post(clinic_a, body)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{"pointer": "#/patient", "detail": "No such patient."}]
+    assert Prescription.objects.count() == 0

@@ -111,9 +111,9 @@ def test_the_last_use_of_a_client_is_recorded_at_most_once_a_minute(clinic_a):
 
 def test_an_api_request_makes_a_constant_number_of_queries(clinic_a, django_assert_num_queries):
     clinic_a.api.get("/api/v1/prescribers/")  # records last use once
-    # savepoint, token, client+clinic, SET ROLE, set_config, count, page, release, reset x2
-    with django_assert_num_queries(10):
+    # savepoint, token with client and clinic, role and clinic id, count, page, release, reset
+    with django_assert_num_queries(7):
         assert clinic_a.api.get("/api/v1/prescribers/").json()["count"] == 1
     PrescriberFactory.create_batch(5, clinic=clinic_a.clinic)
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(7):
         assert clinic_a.api.get("/api/v1/prescribers/").json()["count"] == 6

@@ -1,0 +1,48 @@
+"""The clinic API's lean path: staff-only middleware steps aside for /api/v1/ and /fhir/.
+
+Clinic requests authenticate with an OAuth2 bearer token (accounts.authentication), never with
+a session cookie, so sessions, Django users, the second factor and flash messages have nothing
+to do there. Each class below is the stock middleware for every other path (the admin, the
+back office, the token endpoint keep the full stack); on the clinic prefixes it passes the
+request straight on. django-otp's middleware has no user to wrap there, so it does nothing;
+CSRF (DRF's views are exempt), security headers and the sign-in lockout stay on every path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.deprecation import MiddlewareMixin
+
+from accounts.tenancy import TENANT_PREFIXES
+
+
+def is_clinic_api(request: HttpRequest) -> bool:
+    return request.path.startswith(TENANT_PREFIXES)
+
+
+class StaffOnlyMiddlewareMixin(MiddlewareMixin):
+    """Put before a stock middleware class: it then runs on every path but the clinic API's."""
+
+    async_capable = False
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if is_clinic_api(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class StaffSessionMiddleware(StaffOnlyMiddlewareMixin, SessionMiddleware):
+    pass
+
+
+class StaffAuthenticationMiddleware(StaffOnlyMiddlewareMixin, AuthenticationMiddleware):
+    pass
+
+
+class StaffMessageMiddleware(StaffOnlyMiddlewareMixin, MessageMiddleware):
+    pass
