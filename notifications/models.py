@@ -33,6 +33,7 @@ class Notification(models.Model):
     requested_by = models.CharField(max_length=120, blank=True, help_text="Who asked for a resend.")
 
     class Meta:
+        indexes = [models.Index(fields=["kind"], name="notification_kind")]
         constraints = [
             models.UniqueConstraint(
                 fields=["event", "channel"],
