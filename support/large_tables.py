@@ -50,8 +50,8 @@ def planner_row_estimate(queryset: QuerySet[Any]) -> int:
 class LargeTableAdminMixin:
     """For a ModelAdmin whose table grows with traffic."""
 
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    show_full_result_count: bool = False
+    paginator: type[Paginator] = EstimatedCountPaginator
 
 
 def distinct_column_values(model: type[Any], column: str, *, limit: int = DISTINCT_VALUES_SHOWN) -> list[str]:
