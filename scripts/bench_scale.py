@@ -40,19 +40,26 @@ BUDGET_MS = 200
 
 
 def measure(name: str, call: Callable[[], object], runs: int) -> tuple[float, int]:
+    """Median wall time, and of it the median time in SQL and in this process's own CPU: on a
+    loaded machine the wall time is mostly waiting for a core."""
     call()  # warm the cache and the connection
-    timings, queries = [], []
+    timings, cpu, sql, queries = [], [], [], []
     for _ in range(runs):
         with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             response = call()
             timings.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
         status = getattr(response, "status_code", 200)
         assert status < 300, (name, status)
         queries.append(len(captured))
+        sql.append(sum(float(query["time"]) for query in captured.captured_queries) * 1000)
     median = statistics.median(timings)
-    flag = "" if median <= BUDGET_MS else "  OVER BUDGET"
-    print(f"{name:<58} median {median:7.1f} ms  max {max(timings):7.1f} ms  queries {max(queries)}{flag}")
+    flag = "" if median <= BUDGET_MS else "  over 200 ms"
+    print(
+        f"| {name} | {median:.0f} | {statistics.median(sql):.0f} | {statistics.median(cpu):.0f} "
+        f"| {max(queries)} |{flag}"
+    )
     return median, max(queries)
 
 
@@ -102,6 +109,8 @@ def main() -> None:
         f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     runs = arguments.runs
+    print("| request | wall ms | SQL ms | CPU ms | queries |")
+    print("|---|---:|---:|---:|---:|")
     measure("GET /api/v1/prescriptions/", lambda: api.get("/api/v1/prescriptions/"), runs)
     measure(
         "GET /api/v1/prescriptions/?status=delivered",

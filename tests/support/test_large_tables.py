@@ -168,3 +168,26 @@ def test_the_hot_reads_use_their_indexes(seeded):
     } == dict.fromkeys(plans, True), str(
         {index: _indexes_used(queryset) for index, queryset in plans.items()}
     )
+
+
+@pytest.mark.django_db
+def test_admin_searches_are_exact_index_lookups_and_refuse_nothing(admin_client):
+    call_command("bench_seed", prescriptions=30, patients=3)
+    prescription = Prescription.objects.order_by("pk").first()
+    events = reverse("admin:events_event_changelist")
+
+    found = admin_client.get(events, {"q": str(prescription.pk)}).context["cl"].result_list
+    assert {event.aggregate_id for event in found} == {prescription.pk}
+    assert len(found) == Event.objects.filter(aggregate_id=prescription.pk).count()
+    by_type = admin_client.get(events, {"q": "prescription.received"}).context["cl"].result_list
+    assert {event.type for event in by_type} == {"prescription.received"}
+    for term in ["not-a-number", "9" * 30]:
+        response = admin_client.get(events, {"q": term})
+        assert response.status_code == 200
+        assert list(response.context["cl"].result_list) == []
+
+    # Across a relation: the related row is looked up first, then this table by its id.
+    accesses = reverse("admin:audit_patientaccess_changelist")
+    admin_client.get(reverse("admin:patients_patient_change", args=[prescription.patient_id]))
+    mine = admin_client.get(accesses, {"q": "admin"}).context["cl"].result_list
+    assert [access.staff_user.username for access in mine] == ["admin"]
