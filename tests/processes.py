@@ -150,7 +150,11 @@ def queued_messages(queue: str) -> int:
     from config.celery import app
 
     with app.connection_for_write() as broker:
-        return broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+        try:
+            return broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except broker.channel_errors:
+            # No such queue: on Redis an empty queue has no key at all.
+            return 0
 
 
 def broker_flush() -> None:
