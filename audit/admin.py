@@ -3,11 +3,12 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from audit.models import PatientAccess
+from support.large_tables import LargeTableAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 
 
 @admin.register(PatientAccess)
-class PatientAccessAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class PatientAccessAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     """Append-only: readable, never added, changed or deleted here (nor in the database)."""
 
     list_display = [
@@ -25,7 +26,6 @@ class PatientAccessAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ["patient", "clinic", "staff_user"]
     search_fields = ["=patient__id", "=client_id", "=staff_user__username", "=request_id"]
     readonly_fields = [field.name for field in PatientAccess._meta.fields]
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -36,7 +36,13 @@ class PatientAccess(models.Model):
         verbose_name = "patient record access"
         verbose_name_plural = "patient record access log"
         ordering = ["-id"]
-        indexes = [models.Index(fields=["patient", "-id"])]
+        # The admin's clinic filter in its newest-first order, and its exact-match searches.
+        indexes = [
+            models.Index(fields=["patient", "-id"]),
+            models.Index(fields=["clinic", "-id"], name="patient_access_clinic_newest"),
+            models.Index(fields=["client_id"], name="patient_access_client_id"),
+            models.Index(fields=["request_id"], name="patient_access_request_id"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=(

@@ -26,6 +26,7 @@ from billing.models import (
 )
 from billing.payments import PaymentError
 from billing.services import nhs, payments
+from support.large_tables import LargeTableAdminMixin, distinct_values_filter
 from support.scoping import ClinicScopedAdminMixin
 
 if TYPE_CHECKING:
@@ -41,16 +42,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
+class PaymentAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, ReadOnlyAdmin):
     list_display = ["id", "prescription", "clinic", "status", "amount_minor", "currency", "created_at"]
-    list_filter = ["status", "clinic", "currency"]
-    date_hierarchy = "created_at"
+    # A date filter, not date_hierarchy: its drill-down reads every row's date.
+    list_filter = [
+        "status",
+        "clinic",
+        distinct_values_filter("currency"),
+        ("created_at", admin.DateFieldListFilter),
+    ]
     list_select_related = ["prescription", "clinic"]
     raw_id_fields = ["prescription", "clinic"]
     search_fields = ["=prescription__id", "=stripe_payment_intent_id"]
     readonly_fields = [field.name for field in Payment._meta.fields if field.name != "client_secret"]
     exclude = ["client_secret"]
-    show_full_result_count = False
     actions = ["sync_from_stripe"]
     change_list_template = "admin/billing/payment/change_list.html"
 
@@ -105,10 +110,9 @@ class PaymentAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = ["id", "payment", "status", "amount_minor", "created_at", "completed_at"]
-    list_filter = ["status", "payment__clinic"]
-    date_hierarchy = "created_at"
+    list_filter = ["status", "payment__clinic", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["payment"]
     raw_id_fields = ["payment"]
     search_fields = ["=payment__prescription__id", "=stripe_refund_id"]
@@ -126,16 +130,15 @@ class RefundAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(ReadOnlyAdmin):
+class StripeEventAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = ["event_id", "type", "payment_intent_id", "applied", "received_at"]
-    list_filter = ["type", "applied"]
+    list_filter = [distinct_values_filter("type"), "applied"]
     search_fields = ["=event_id", "=payment_intent_id"]
     readonly_fields = [field.name for field in StripeEvent._meta.fields]
-    show_full_result_count = False
 
 
 @admin.register(CancellationRequest)
-class CancellationRequestAdmin(ReadOnlyAdmin):
+class CancellationRequestAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = [
         "id",
         "prescription",
@@ -145,7 +148,11 @@ class CancellationRequestAdmin(ReadOnlyAdmin):
         "created_at",
         "resolved_at",
     ]
-    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "clinic", "status_when_requested"]
+    list_filter = [
+        ("resolved_at", admin.EmptyFieldListFilter),
+        "clinic",
+        distinct_values_filter("status_when_requested"),
+    ]
     list_select_related = ["prescription", "clinic"]
     raw_id_fields = ["prescription", "clinic", "payment"]
     search_fields = ["=prescription__id"]
@@ -174,7 +181,7 @@ class NhsChargeRateAdmin(admin.ModelAdmin):
 
 
 @admin.register(NhsCharge)
-class NhsChargeAdmin(ReadOnlyAdmin):
+class NhsChargeAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = [
         "id",
         "prescription",
@@ -184,8 +191,12 @@ class NhsChargeAdmin(ReadOnlyAdmin):
         "total_minor",
         "recorded_at",
     ]
-    list_filter = ["exemption_category", "exemption_verified", "clinic"]
-    date_hierarchy = "recorded_at"
+    list_filter = [
+        distinct_values_filter("exemption_category"),
+        "exemption_verified",
+        "clinic",
+        ("recorded_at", admin.DateFieldListFilter),
+    ]
     list_select_related = ["prescription", "clinic"]
     raw_id_fields = ["prescription", "clinic", "rate"]
     search_fields = ["=prescription__id"]

@@ -37,7 +37,13 @@ class Payment(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["status", "id"])]
+        # The admin's filters (status, clinic, currency, date) and its newest-first order.
+        indexes = [
+            models.Index(fields=["status", "id"]),
+            models.Index(fields=["clinic", "-id"], name="payment_clinic_newest"),
+            models.Index(fields=["currency"], name="payment_currency"),
+            models.Index(fields=["created_at"], name="payment_created_at"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["stripe_payment_intent_id"],
@@ -89,6 +95,7 @@ class StripeEvent(models.Model):
     class Meta:
         verbose_name = "Stripe event"
         ordering = ["-id"]
+        indexes = [models.Index(fields=["type"], name="stripe_event_type")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
@@ -110,6 +117,7 @@ class CancellationRequest(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [models.Index(fields=["status_when_requested"], name="cancellation_request_status")]
         constraints = [
             models.UniqueConstraint(
                 fields=["prescription"],
@@ -165,6 +173,10 @@ class NhsCharge(models.Model):
     class Meta:
         verbose_name = "NHS charge"
         ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["exemption_category"], name="nhs_charge_exemption"),
+            models.Index(fields=["recorded_at"], name="nhs_charge_recorded_at"),
+        ]
 
     def __str__(self) -> str:
         return f"NHS charge for {self.prescription}"

@@ -15,6 +15,7 @@ from events.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from support.large_tables import LargeTableAdminMixin, distinct_values_filter
 from support.scoping import ClinicScopedAdminMixin
 
 
@@ -32,27 +33,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ClinicScopedAdminMixin, ReadOnlyAdmin):
+class EventAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, ReadOnlyAdmin):
     clinic_path = "clinic_id"
     list_display = ["id", "aggregate_type", "aggregate_id", "sequence", "type", "actor", "created_at"]
-    list_filter = ["aggregate_type", "type"]
-    search_fields = ["=aggregate_id", "type"]
-    show_full_result_count = False
+    list_filter = [distinct_values_filter("aggregate_type"), distinct_values_filter("type")]
+    # Exact matches only: each is an index lookup, where a substring search reads the whole log.
+    search_fields = ["=aggregate_id", "=type"]
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = ["id", "event", "published_at", "attempts", "created_at"]
     list_filter = [("published_at", admin.EmptyFieldListFilter)]
     list_select_related = ["event"]
     raw_id_fields = ["event"]
-    show_full_result_count = False
 
 
 @admin.register(ProcessedEvent)
-class ProcessedEventAdmin(ReadOnlyAdmin):
+class ProcessedEventAdmin(LargeTableAdminMixin, ReadOnlyAdmin):
     list_display = ["id", "consumer", "event", "processed_at"]
-    list_filter = ["consumer"]
+    list_filter = [distinct_values_filter("consumer")]
     list_select_related = ["event"]
     search_fields = ["=event__id"]
 
@@ -115,7 +115,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     clinic_path = "endpoint__clinic"
     list_display = [
         "id",
@@ -134,7 +134,6 @@ class WebhookDeliveryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
     inlines = [WebhookAttemptInline]
     actions = ["resend"]
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

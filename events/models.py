@@ -28,7 +28,11 @@ class Event(models.Model):
                 name="event_sequence_unique_per_aggregate",
             ),
         ]
-        indexes = [models.Index(fields=["type", "created_at"])]
+        indexes = [
+            models.Index(fields=["type", "created_at"]),
+            # The admin's search by prescription id (the unique index leads with the type).
+            models.Index(fields=["aggregate_id"], name="event_aggregate_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.aggregate_type}#{self.aggregate_id}.{self.sequence} {self.type}"
@@ -134,7 +138,10 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once_per_event"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["aggregate_id", "sequence"], name="webhook_delivery_order"),
+        ]
 
     def __str__(self) -> str:
         return f"delivery of event {self.event_id} to endpoint {self.endpoint_id}"

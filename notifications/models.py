@@ -36,6 +36,7 @@ class Notification(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        indexes = [models.Index(fields=["kind"], name="notification_kind")]
         constraints = [
             models.UniqueConstraint(
                 fields=["event", "channel"],

@@ -23,6 +23,7 @@ from patients.models import (
     Observation,
     Patient,
 )
+from support.large_tables import LargeTableAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 
 ACCESS_HISTORY_SHOWN = 200
@@ -99,7 +100,7 @@ class ObservationInline(admin.TabularInline):
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class PatientAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
     list_filter = ["clinic", "sex"]
     list_select_related = ["clinic"]
@@ -110,7 +111,6 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     sortable_by = ["id", "clinic", "created_at"]
     readonly_fields = ["created_at", "merged_into", "access_history"]
     inlines = [AllergyInline, CurrentMedicationInline, DiagnosisInline, ObservationInline]
-    show_full_result_count = False
     actions = ["merge_into_oldest"]
 
     # Merging rewrites patient records: the change permission, which no role holds (superusers).
@@ -211,13 +211,12 @@ class PatientAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class IdempotencyKeyAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["key", "clinic", "method", "path", "response_status", "created_at", "expires_at"]
     list_filter = ["clinic", "method", "response_status"]
     list_select_related = ["clinic"]
     search_fields = ["=key"]
     readonly_fields = [field.name for field in IdempotencyKey._meta.fields]
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

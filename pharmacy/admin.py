@@ -8,11 +8,12 @@ from common.errors import DomainError
 from pharmacy import services
 from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent, OrderAlert
 from saga import cancellation
+from support.large_tables import LargeTableAdminMixin, distinct_values_filter
 from support.scoping import ClinicScopedAdminMixin
 
 
 @admin.register(Dispatch)
-class DispatchAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class DispatchAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     clinic_path = "prescription__clinic"
 
     list_display = ["id", "prescription", "status", "attempts", "gateway_order_id", "updated_at"]
@@ -21,11 +22,10 @@ class DispatchAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ["prescription"]
     search_fields = ["=prescription__id", "=gateway_order_id"]
     readonly_fields = [field.name for field in Dispatch._meta.fields]
-    show_full_result_count = False
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class DeadLetterAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     clinic_path = "dispatch__prescription__clinic"
 
     list_display = ["id", "dispatch", "attempts", "error", "created_at", "resolved_at", "resolution"]
@@ -87,16 +87,15 @@ class DeadLetterAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(GatewayWebhookEvent)
-class GatewayWebhookEventAdmin(admin.ModelAdmin):
+class GatewayWebhookEventAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_display = ["event_id", "type", "order_id", "applied", "received_at"]
-    list_filter = ["type", "applied"]
+    list_filter = [distinct_values_filter("type"), "applied"]
     search_fields = ["=event_id", "=order_id"]
     readonly_fields = [field.name for field in GatewayWebhookEvent._meta.fields]
-    show_full_result_count = False
 
 
 @admin.register(OrderAlert)
-class OrderAlertAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class OrderAlertAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     """Orders the gateway went quiet about (pharmacy.services.orders_poll_stale), for operators."""
 
     clinic_path = "dispatch__prescription__clinic"
@@ -108,7 +107,6 @@ class OrderAlertAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["=dispatch__prescription__id", "=dispatch__gateway_order_id"]
     readonly_fields = [field.name for field in OrderAlert._meta.fields]
     actions = ["resolve"]
-    show_full_result_count = False
 
     @admin.action(description="Mark resolved", permissions=["change"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[OrderAlert]) -> None:

@@ -73,6 +73,7 @@ class GatewayWebhookEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [models.Index(fields=["type"], name="gateway_webhook_event_type")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"

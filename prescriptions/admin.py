@@ -37,6 +37,7 @@ from prescriptions.models import (
     Status,
 )
 from saga import cancellation
+from support.large_tables import LargeTableAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_can_decide
 from support.templatetags.backoffice import waited
@@ -176,7 +177,7 @@ class ReviewForm(forms.Form):
 
 
 @admin.register(Prescription)
-class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class PrescriptionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "status", "clinic", "patient", "issued_on", "created_at", "updated_at"]
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
@@ -206,7 +207,6 @@ class PrescriptionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     ]
     exclude = ["check_results"]
     inlines = [ItemInline, ReviewInline]
-    show_full_result_count = False
     change_form_template = "admin/prescriptions/prescription/change_form.html"
     # Pharmacists cancel with compensation (gateway cancellation, refund); support asks for a
     # cancellation from the patient page, with a reason, within their clinics.
@@ -380,7 +380,7 @@ def _next_in_queue_url(*, after: int) -> str:
 
 
 @admin.register(PharmacistQueue)
-class PharmacistQueueAdmin(admin.ModelAdmin):
+class PharmacistQueueAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     """Prescriptions awaiting a pharmacist, oldest first; each row opens the one-screen review."""
 
     list_display = ["review_link", "waiting_since", "waited", "clinic", "medicines", "flags", "controlled"]
@@ -389,7 +389,6 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
     list_select_related = ["clinic"]
     search_fields = ["=id"]
     list_per_page = 100
-    show_full_result_count = False
     ordering = ["id"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PharmacistQueue]:
@@ -446,7 +445,7 @@ class PharmacistQueueAdmin(admin.ModelAdmin):
 
 
 @admin.register(RepeatSeries)
-class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class RepeatSeriesAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     clinic_path = "origin__clinic"
     list_display = [
         "id",
@@ -464,7 +463,6 @@ class RepeatSeriesAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["=origin__id", "=latest__id"]
     readonly_fields = [field.name for field in RepeatSeries._meta.fields]
     actions = ["pause", "resume", "stop"]
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -326,6 +326,8 @@ class Prescription(models.Model):
         indexes = [
             models.Index(fields=["clinic", "-id"]),
             models.Index(fields=["status", "id"]),
+            # Support's search by tracking number.
+            models.Index(fields=["tracking_number"], name="prescription_tracking_number"),
         ]
         constraints = [
             models.UniqueConstraint(

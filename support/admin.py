@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from auditlog.models import LogEntry
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
@@ -17,9 +19,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
 
 from common.auth import staff_user_of
 from support import enquiries
+from support.large_tables import LargeTableAdminMixin
 from support.models import Enquiry, EnquiryNote, SupportAction
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_clinics, staff_may_change_account, staff_roles_grantable
@@ -104,7 +108,7 @@ class NoteInline(admin.TabularInline):
 
 
 @admin.register(Enquiry)
-class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class EnquiryAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     list_display = [
         "enquiry",
         "due",
@@ -123,7 +127,6 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     search_help_text = "Exact: enquiry, patient or prescription number."
     ordering = ["due_at", "id"]
     inlines = [NoteInline]
-    show_full_result_count = False
     actions = ["assign_to_me"]
 
     def get_inlines(self, request: HttpRequest, obj: Enquiry | None = None) -> list[Any]:
@@ -228,7 +231,7 @@ class EnquiryAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SupportAction)
-class SupportActionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
+class SupportActionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     """Append-only: what support did, for whom, why (the reason is encrypted at rest)."""
 
     list_display = ["created_at", "kind", "staff_user", "patient", "prescription", "enquiry", "outcome"]
@@ -237,7 +240,6 @@ class SupportActionAdmin(ClinicScopedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ["patient", "prescription", "enquiry", "staff_user", "clinic"]
     search_fields = ["=patient__id", "=prescription__id", "=enquiry__id", "=staff_user__username"]
     readonly_fields = [field.name for field in SupportAction._meta.fields]
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -302,3 +304,24 @@ class StaffTOTPDeviceAdmin(TOTPDeviceAdmin):
 
     def qrcode_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied
+
+
+# --- Other packages' logs, which grow with traffic ------------------------------------------------
+def _without_full_counts(model: type[Any]) -> None:
+    """Re-register `model` with its package's admin plus LargeTableAdminMixin."""
+    registered = type(admin.site.get_model_admin(model))
+    admin.site.unregister(model)
+    admin.site.register(model, type(registered.__name__, (LargeTableAdminMixin, registered), {}))
+
+
+for _model in (
+    LogEntry,
+    AccessAttempt,
+    AccessFailureLog,
+    AccessLog,
+    AccessToken,
+    RefreshToken,
+    Grant,
+    IDToken,
+):
+    _without_full_counts(_model)

@@ -58,9 +58,13 @@ def patient_search(*, user: User, term: str) -> list[PatientMatch]:
     for column, digest in phi.search_indexes(term):
         identifiers |= Q(**{column: digest})
     reference = term.lstrip("#")
-    by_prescription = Q(prescriptions__tracking_number=term) if len(term) <= 60 else Q(pk__in=[])
+    prescriptions = Q(tracking_number=term) if len(term) <= 60 else Q(pk__in=[])
     if reference.isdigit() and len(reference) < 12:
-        by_prescription |= Q(prescriptions__pk=int(reference))
+        prescriptions |= Q(pk=int(reference))
+    # Two index lookups: an OR across the join to prescriptions would read every patient.
+    by_prescription = Q(
+        pk__in=list(Prescription.objects.filter(prescriptions).values_list("patient_id", flat=True)[:20])
+    )
     matches = (
         patients_in_scope(user=user)
         .filter(identifiers | by_prescription if identifiers else by_prescription)

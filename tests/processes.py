@@ -23,6 +23,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = "default,events,checks,payments,dispatch,webhooks,notifications"
+# tests/test_rabbitmq.py names the virtual hosts it creates (and deletes) for a run so.
+RABBITMQ_TEST_VHOST_PREFIX = "scriptline-test-"
 
 
 @dataclass
@@ -140,6 +142,54 @@ def purge_queues() -> None:
             # A queue that does not exist yet has nothing to purge.
             with contextlib.suppress(Exception):
                 channel.queue_purge(queue)
+
+
+def queued_messages(queue: str) -> int:
+    """Messages ready in `queue` (not those a worker holds), asked of the broker itself: a
+    passive queue.declare answers with the count on RabbitMQ and on Redis alike."""
+    from config.celery import app
+
+    with app.connection_for_write() as broker:
+        try:
+            return broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except broker.channel_errors:
+            # No such queue: on Redis an empty queue has no key at all.
+            return 0
+
+
+def broker_flush() -> None:
+    """The broker loses every queued message, as a restart without persistence would: FLUSHDB
+    of the suite's Redis database, or on RabbitMQ every task queue of the suite's vhost purged."""
+    from config.celery import app
+
+    if not settings.CELERY_BROKER_IS_AMQP:
+        with app.connection_for_write() as broker:
+            broker.default_channel.client.flushdb()
+        return
+    purge_queues()
+
+
+def rabbitmq_vhost_disposable() -> str | None:
+    """The RabbitMQ virtual host of this run when it is one tests/test_rabbitmq.py made for the
+    run (so its connections are the suite's to break), else None."""
+    if not settings.CELERY_BROKER_IS_AMQP or not shutil.which("rabbitmqctl"):
+        return None
+    from config.celery import app
+
+    with app.connection_for_write() as broker:
+        vhost = broker.virtual_host
+    return vhost if vhost.startswith(RABBITMQ_TEST_VHOST_PREFIX) else None
+
+
+def rabbitmq_connections_close(vhost: str) -> None:
+    """Drop every client connection to `vhost`, as a broker restart would; RabbitMQ hands each
+    unacknowledged message back to its queue at once."""
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "fault injection"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def start_worker(

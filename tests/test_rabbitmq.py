@@ -1,5 +1,6 @@
-"""The same code on RabbitMQ: the journey suite runs against a real RabbitMQ broker, in a virtual
-host of its own, and every task queue it declared is a quorum queue on a topic exchange.
+"""The same code on RabbitMQ: the journey suite and the fault suite run against a real RabbitMQ
+broker, each in a virtual host of its own, and every task queue the journey declared is a quorum
+queue on a topic exchange.
 
 CI's machine runs RabbitMQ on 127.0.0.1:5672 (guest/guest) with `rabbitmqctl`; there the test
 must run. Elsewhere, without a RabbitMQ server, it says how to get one and is skipped.
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from tests.processes import RABBITMQ_TEST_VHOST_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ = ("127.0.0.1", 5672)
@@ -41,7 +44,7 @@ def vhost() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("CI runs RabbitMQ on 127.0.0.1:5672 with rabbitmqctl; neither answered")
         pytest.skip("no RabbitMQ here: apt-get install rabbitmq-server (guest/guest on 127.0.0.1:5672)")
-    name = f"scriptline-test-{uuid.uuid4().hex[:8]}"
+    name = f"{RABBITMQ_TEST_VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", name)
     _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     try:
@@ -50,10 +53,10 @@ def vhost() -> Iterator[str]:
         _rabbitmqctl("delete_vhost", name)
 
 
-@pytest.mark.timeout(1200)
-def test_the_journey_suite_passes_on_rabbitmq_with_quorum_queues(vhost: str):
+def _suite_on_rabbitmq(vhost: str, *arguments: str, timeout: int) -> str:
+    """Run pytest on `arguments` in a child process whose broker is `vhost`; its summary line."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/e2e/test_journey.py", "-q", "-p", "no:randomly", "-x"],
+        [sys.executable, "-m", "pytest", *arguments, "-q", "-p", "no:randomly", "-x"],
         cwd=ROOT,
         env={
             **os.environ,
@@ -63,12 +66,18 @@ def test_the_journey_suite_passes_on_rabbitmq_with_quorum_queues(vhost: str):
         },
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in summary
     assert "skipped" not in summary
+    return summary
+
+
+@pytest.mark.timeout(1200)
+def test_the_journey_suite_passes_on_rabbitmq_with_quorum_queues(vhost: str):
+    _suite_on_rabbitmq(vhost, "tests/e2e/test_journey.py", timeout=900)
 
     queues = dict(
         line.split("\t")[:2] for line in _rabbitmqctl("list_queues", "-p", vhost, "name", "type").splitlines()
@@ -80,3 +89,13 @@ def test_the_journey_suite_passes_on_rabbitmq_with_quorum_queues(vhost: str):
         for line in _rabbitmqctl("list_exchanges", "-p", vhost, "name", "type").splitlines()
     )
     assert {name: exchanges.get(name) for name in task_queues} == dict.fromkeys(task_queues, "topic")
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(1800)
+def test_the_fault_suite_passes_on_rabbitmq(vhost: str):
+    # Workers SIGKILLed mid-task, every connection of the vhost dropped and its queues purged
+    # (a restart without data), the queues flushed under pending compensations: the same
+    # invariants as on Redis, with RabbitMQ's redelivery (at once, when a consumer dies).
+    summary = _suite_on_rabbitmq(vhost, "tests/faults", "-m", "faults", timeout=1500)
+    assert "failed" not in summary

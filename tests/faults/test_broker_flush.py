@@ -1,6 +1,7 @@
-"""The broker loses every message (FLUSHDB of its database) while gateway cancellations, refunds,
-clinic webhook deliveries and notifications are pending: with beat and a worker started for
-real, each completes, exactly once, counted at the partners and the clinic's receiver.
+"""The broker loses every message (FLUSHDB of its Redis database, or every RabbitMQ queue purged)
+while gateway cancellations, refunds, clinic webhook deliveries and notifications are pending:
+with beat and a worker started for real, each completes, exactly once, counted at the partners
+and the clinic's receiver.
 
 What brings them back: the owed tasks (events.OutboxTask) are published again when their lease
 ends; the events whose consumer messages were lost are re-sent by the reconciler."""
@@ -15,7 +16,6 @@ import pytest
 from billing.adapters import stripe as stripe_api
 from billing.models import Payment, Refund
 from billing.services import payments
-from config.celery import app
 from events.models import ClinicWebhookEndpoint, Event, OutboxTask, WebhookDelivery
 from events.services import outbox_relay_all, outbox_task_done
 from notifications import services as notifications
@@ -26,7 +26,7 @@ from prescriptions.models import Prescription, Status
 from saga import cancellation
 from tests.billing.factories import approved_prescription, deliver, events_by_type
 from tests.events.receiver import receiver_start
-from tests.processes import wait_until
+from tests.processes import broker_flush, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -75,11 +75,6 @@ def _paid_then_cancelled(stripe_sim, clinic, medication) -> int:  # type: ignore
     return payment.prescription_id
 
 
-def _flush_broker() -> None:
-    with app.connection_for_write() as connection:
-        connection.default_channel.client.flushdb()
-
-
 def test_a_flushed_broker_loses_no_refund_cancellation_delivery_or_notification_and_repeats_none(
     clinic_a, paracetamol_loaded, gateway, stripe_sim, workers, beat, settings
 ):
@@ -104,7 +99,7 @@ def test_a_flushed_broker_loses_no_refund_cancellation_delivery_or_notification_
         assert outbox_relay_all() > 0
 
         # When the broker loses every message, then beat and a worker start
-        _flush_broker()
+        broker_flush()
         workers(STRIPE_API_BASE=stripe_sim.url, **FAST)
         beat(RECONCILE_BEAT_SECONDS="2")
 

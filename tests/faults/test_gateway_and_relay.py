@@ -23,7 +23,7 @@ from tests.faults.pipeline import (
     nhs_funded_prescriptions,
     wait_with_reconciler,
 )
-from tests.processes import wait_until
+from tests.processes import queued_messages, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("core_consumers_only")]
 
@@ -130,13 +130,8 @@ def test_a_relay_that_dies_after_publishing_but_before_marking_causes_no_second_
     )
     assert sorted(published) == sorted([("pharmacy.tasks.dispatch_on_approved", pk) for pk in funded] * 2)
     wait_until(lambda: acknowledged_count(ids) == count, seconds=60, what="all acknowledged")
-    wait_until(lambda: _queued("dispatch") == 0, seconds=20, what="the second deliveries consumed")
+    wait_until(lambda: queued_messages("dispatch") == 0, seconds=20, what="the second deliveries consumed")
     time.sleep(1)
     assert ProcessedEvent.objects.filter(event__in=funded).count() == count
     assert Dispatch.objects.filter(prescription_id__in=ids).count() == count
     assert_one_order_per_prescription(gateway, ids)
-
-
-def _queued(queue: str) -> int:
-    with app.connection_for_write() as connection:
-        return connection.default_channel.client.llen(queue)

@@ -1,4 +1,5 @@
-"""Workers killed mid-dispatch, tasks that outlive the visibility timeout, and a broker restart.
+"""Workers killed mid-dispatch, tasks redelivered while still running, and a broker restart,
+on Redis or RabbitMQ (tests/test_rabbitmq.py runs this suite in a vhost of its own).
 
 Invariant 7 (nothing accepted is lost) and invariant 2 (at most one pharmacy order per
 prescription), counted at the gateway simulator rather than read from logs.
@@ -25,7 +26,13 @@ from tests.faults.pipeline import (
     nhs_funded_prescriptions,
     wait_with_reconciler,
 )
-from tests.processes import stop_process, wait_until
+from tests.processes import (
+    broker_flush,
+    rabbitmq_connections_close,
+    rabbitmq_vhost_disposable,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -62,16 +69,26 @@ def test_a_worker_killed_mid_dispatch_loses_nothing_and_orders_once(
     )
 
 
-def test_a_task_that_outlives_the_visibility_timeout_runs_twice_but_orders_once(
+def test_a_task_redelivered_while_its_first_run_waits_on_the_gateway_runs_twice_but_orders_once(
     clinic_a, paracetamol_loaded, gateway, workers
 ):
-    # Invariant: a dispatch redelivered while its first run is still waiting on the gateway
-    # (visibility 2 s, gateway latency 4 s) makes one order and one acknowledged event.
+    # Invariant: a dispatch delivered a second time while its first run is still waiting on the
+    # gateway (latency 4 s) makes one order and one acknowledged event. Each broker redelivers
+    # in its own way: Redis once the visibility timeout (2 s) passes, the first run still
+    # going; RabbitMQ at once when the consumer holding it unacknowledged dies.
     (prescription_id,) = nhs_funded_prescriptions(clinic_a, paracetamol_loaded, 1)
     gateway.control(latency=4)
-    workers(**{**FAST_REDELIVERY, "CELERY_VISIBILITY_TIMEOUT": "2"})
-    outbox_relay()
+    if settings.CELERY_BROKER_IS_AMQP:
+        first = workers()
+        outbox_relay()
+        wait_until(lambda: gateway.stats()["requests"] >= 1, seconds=30, what="the first send")
+        stop_process(first, sig=signal.SIGKILL)
+        workers()
+    else:
+        workers(**{**FAST_REDELIVERY, "CELERY_VISIBILITY_TIMEOUT": "2"})
+        outbox_relay()
 
+    # Well inside the owed task's lease (45 s): the broker's redelivery, not the relay's.
     wait_until(
         lambda: Prescription.objects.filter(pk=prescription_id, status=Status.ACKNOWLEDGED).exists(),
         seconds=30,
@@ -88,13 +105,13 @@ def test_a_task_that_outlives_the_visibility_timeout_runs_twice_but_orders_once(
 
 
 @pytest.mark.skipif(
-    bool(os.environ.get("CELERY_BROKER_URL")),
-    reason="restarts the embedded Redis only; a configured broker is not ours to kill",
+    bool(os.environ.get("CELERY_BROKER_URL")) and rabbitmq_vhost_disposable() is None,
+    reason="breaks the embedded Redis or a RabbitMQ vhost made for the run; a configured broker is not ours",
 )
 def test_a_broker_restarted_without_its_data_mid_run_loses_nothing(
     clinic_a, paracetamol_loaded, gateway, workers
 ):
-    # Invariant: a Redis restart that drops every queued message (no persistence) delays work
+    # Invariant: a broker restart that drops every queued message (no persistence) delays work
     # but loses none: the outbox relay and the reconciler republish it, one order each.
     count = 40
     ids = nhs_funded_prescriptions(clinic_a, paracetamol_loaded, count)
@@ -103,17 +120,25 @@ def test_a_broker_restarted_without_its_data_mid_run_loses_nothing(
     outbox_relay()
     wait_until(lambda: acknowledged_count(ids) >= 5, seconds=30, what="dispatching under way")
 
-    redis_dir = Path(settings.VAR_DIR) / "redis"
-    os.kill(int((redis_dir / "redis.pid").read_text().strip()), signal.SIGKILL)
-    wait_until(
-        lambda: not (redis_dir / "redis.sock").exists() or _redis_down(redis_dir),
-        seconds=10,
-        what="redis down",
-    )
-    lost_at = acknowledged_count(ids)
-    time.sleep(1)
-    embedded.redis_url(Path(settings.VAR_DIR))
-    _flush_test_database()
+    vhost = rabbitmq_vhost_disposable()
+    if vhost is not None:
+        # Every connection dropped (the unacknowledged messages go back to their queues), then
+        # every queue emptied: what a restarted RabbitMQ without its data would hold.
+        rabbitmq_connections_close(vhost)
+        lost_at = acknowledged_count(ids)
+        broker_flush()
+    else:
+        redis_dir = Path(settings.VAR_DIR) / "redis"
+        os.kill(int((redis_dir / "redis.pid").read_text().strip()), signal.SIGKILL)
+        wait_until(
+            lambda: not (redis_dir / "redis.sock").exists() or _redis_down(redis_dir),
+            seconds=10,
+            what="redis down",
+        )
+        lost_at = acknowledged_count(ids)
+        time.sleep(1)
+        embedded.redis_url(Path(settings.VAR_DIR))
+        broker_flush()
     assert lost_at < count
 
     wait_with_reconciler(lambda: acknowledged_count(ids) == count, seconds=90, what="all acknowledged")
@@ -122,11 +147,3 @@ def test_a_broker_restarted_without_its_data_mid_run_loses_nothing(
 
 def _redis_down(redis_dir: Path) -> bool:
     return not embedded._redis_answers(redis_dir / "redis.sock")
-
-
-def _flush_test_database() -> None:
-    """Drop every message in this suite's broker database: a restart without persistence."""
-    from config.celery import app
-
-    with app.connection_for_write() as connection:
-        connection.default_channel.client.flushdb()
