@@ -15,7 +15,11 @@ from pharmacy.gateway import (
     OrderAlreadyDispensed,
     OrderStatus,
     OrderUnknown,
+    PartnerCannotFill,
 )
+
+# OperationOutcome detail codes by which a pharmacy says it cannot fill an order (another may).
+CANNOT_FILL_CODES = frozenset({"out-of-stock", "cannot-dispense", "not-licensed"})
 
 
 class HttpGateway:
@@ -41,10 +45,12 @@ class HttpGateway:
         if response.status_code >= 500 or response.status_code == 429:
             raise GatewayUnavailable(f"gateway answered {response.status_code}")
         if response.status_code >= 400:
-            raise GatewayRejected(
-                f"gateway refused the order: {response.status_code} {_diagnostics(response)}",
-                outcome=_operation_outcome(response),
-            )
+            outcome = _operation_outcome(response)
+            message = f"gateway refused the order: {response.status_code} {_diagnostics(response)}"
+            cannot_fill = _cannot_fill_code(outcome)
+            if cannot_fill:
+                raise PartnerCannotFill(message, reason=cannot_fill.replace("-", "_"), outcome=outcome)
+            raise GatewayRejected(message, outcome=outcome)
         body = response.json()
         return OrderAcknowledgement(
             order_id=str(body["order_id"]),
@@ -136,6 +142,14 @@ def _operation_outcome(response: requests.Response) -> dict[str, Any] | None:
             trimmed["details"] = codes
         kept.append(trimmed)
     return {"resourceType": "OperationOutcome", "issue": kept}
+
+
+def _cannot_fill_code(outcome: dict[str, Any] | None) -> str:
+    for issue in (outcome or {}).get("issue", []):
+        for code in issue.get("details") or []:
+            if code in CANNOT_FILL_CODES:
+                return str(code)
+    return ""
 
 
 def gateway_from_settings() -> HttpGateway:
