@@ -13,7 +13,6 @@ import io
 import logging
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -22,7 +21,9 @@ from common import signing
 from common.errors import NotFound
 from common.jsonsafe import json_loads_bounded
 from pharmacy import services
-from pharmacy.adapters.registry import PartnerNotConfigured, partner_endpoint
+from pharmacy.adapters.http import stock_csv_fetch
+from pharmacy.adapters.registry import partner_endpoint
+from pharmacy.gateway import GatewayError
 from pharmacy.models import Partner, PartnerStock, StockFeedEvent
 
 logger = logging.getLogger(__name__)
@@ -114,18 +115,15 @@ def stock_webhook_receive(*, partner_code: str, body: bytes, signature_header: s
 
 def partner_stock_pull(*, partner: Partner) -> int:
     """GET the partner's stock CSV (`product_code,quantity` with a header line) and record it;
-    raises StockFeedRejected for a file we cannot read, requests' errors when unreachable."""
-    api_key = partner_endpoint(partner).api_key
-    response = requests.get(
-        partner.stock_csv_url,
-        headers={"Authorization": f"Bearer {api_key}", "Accept": "text/csv"},
+    raises StockFeedRejected for a file we cannot read, a GatewayError when it cannot be had."""
+    content = stock_csv_fetch(
+        url=partner.stock_csv_url,
+        api_key=partner_endpoint(partner).api_key,
         timeout=settings.GATEWAY_TIMEOUT_SECONDS,
+        max_bytes=MAX_CSV_BYTES,
     )
-    response.raise_for_status()
-    if len(response.content) > MAX_CSV_BYTES:
-        raise StockFeedRejected("stock file too large")
     try:
-        rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8"))))
+        rows = list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error) as error:
         raise StockFeedRejected(f"stock file is not UTF-8 CSV: {error}") from error
     lines = [
@@ -147,7 +145,7 @@ def partner_stock_pull_all() -> dict[str, int]:
     for partner in Partner.objects.filter(is_active=True).exclude(stock_csv_url=""):
         try:
             report["lines"] += partner_stock_pull(partner=partner)
-        except (requests.RequestException, StockFeedRejected, PartnerNotConfigured) as error:
+        except (GatewayError, StockFeedRejected) as error:
             report["failed"] += 1
             logger.warning("stock CSV of %s not pulled: %s", partner.code, str(error)[:200])
             continue

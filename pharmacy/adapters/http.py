@@ -152,6 +152,30 @@ def _cannot_fill_code(outcome: dict[str, Any] | None) -> str:
     return ""
 
 
+def stock_csv_fetch(*, url: str, api_key: str, timeout: float, max_bytes: int) -> bytes:
+    """GET a partner's stock CSV file; GatewayUnavailable when it cannot be had now,
+    GatewayRejected when the partner refuses or the file is larger than `max_bytes`."""
+    try:
+        with requests.get(
+            url,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "text/csv"},
+            timeout=timeout,
+            stream=True,
+        ) as response:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise GatewayUnavailable(f"stock file answered {response.status_code}")
+            if response.status_code >= 400:
+                raise GatewayRejected(f"stock file refused: {response.status_code}")
+            content = b""
+            for chunk in response.iter_content(chunk_size=65536):
+                content += chunk
+                if len(content) > max_bytes:
+                    raise GatewayRejected(f"stock file larger than {max_bytes} bytes")
+    except requests.RequestException as error:
+        raise GatewayUnavailable(f"stock file unreachable: {type(error).__name__}") from error
+    return content
+
+
 def gateway_from_settings() -> HttpGateway:
     return HttpGateway(
         base_url=settings.GATEWAY_URL,
