@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from pharmacy.adapters.registry import PartnerNotConfigured, partner_endpoint
+from pharmacy.adapters.registry import DEFAULT_PARTNER_CODE, PartnerNotConfigured, partner_endpoint
 from pharmacy.models import Dispatch, Partner, PartnerStock
 from prescriptions import services as prescriptions
 from prescriptions.models import Prescription, Status
@@ -114,7 +114,25 @@ class Decision:
         }
 
 
-US_STATE_COUNT = 51  # the 50 states and DC
+US_STATES = (
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS",
+    "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC",
+    "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY",
+)  # fmt: skip
+US_STATE_COUNT = len(US_STATES)  # the 50 states and DC
+# The partner every prescription went to before routing (GATEWAY_* settings): licensed
+# everywhere the service dispenses, for every schedule, until operators narrow it.
+DEFAULT_PARTNER = {
+    "name": "Pharmacy gateway (FHIR R4 messaging)",
+    "adapter": "fhir_gateway",
+    "status_by": "webhook",
+    "countries": ["GB", "US"],
+    "us_states": list(US_STATES),
+    "controlled_schedules": [f"GB:{n}" for n in ("1", "2", "3", "4", "5")]
+    + [f"US:{n}" for n in ("I", "II", "IIN", "III", "IIIN", "IV", "V")],
+    "cold_chain": True,
+    "capacity": 1_000_000,
+}
 
 
 def ineligibility(order: Order, partner: PartnerFacts, *, tried: Iterable[str] = ()) -> str | None:
@@ -224,7 +242,8 @@ def order_for(prescription: Prescription) -> Order:
 
 
 def partner_facts(*, product_codes: Iterable[str]) -> list[PartnerFacts]:
-    """Every partner as routing sees it now: three queries whatever the number of partners."""
+    """Every partner as routing sees it now: a few queries whatever the number of partners."""
+    default_partner_ensure()
     partners = list(Partner.objects.order_by("code"))
     in_flight = dict(
         Dispatch.objects.filter(
@@ -260,6 +279,13 @@ def partner_facts(*, product_codes: Iterable[str]) -> list[PartnerFacts]:
         )
         for partner in partners
     ]
+
+
+def default_partner_ensure() -> Partner:
+    """The default partner (created by a migration; made again if its row is gone, so the
+    gateway configured by GATEWAY_* is always a partner operators can switch off but not lose)."""
+    partner, _ = Partner.objects.get_or_create(code=DEFAULT_PARTNER_CODE, defaults=DEFAULT_PARTNER)
+    return partner
 
 
 def _price_list(prices: object) -> dict[str, int]:

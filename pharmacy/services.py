@@ -20,7 +20,6 @@ from common.jsonsafe import json_loads_bounded
 from events.services import RetryLater, outbox_task_enqueue
 from pharmacy import fhir, routing
 from pharmacy.adapters.registry import (
-    DEFAULT_PARTNER_CODE,
     PartnerNotConfigured,
     adapter_for,
     partner_endpoint,
@@ -248,7 +247,7 @@ def dispatches_route_waiting_owe() -> None:
 
 def dispatch_partner(dispatch: Dispatch) -> Partner:
     """The partner holding the dispatch's order (orders from before routing: the default)."""
-    return dispatch.partner or Partner.objects.get(code=DEFAULT_PARTNER_CODE)
+    return dispatch.partner or routing.default_partner_ensure()
 
 
 def dispatch_message(*, dispatch: Dispatch) -> dict[str, Any]:

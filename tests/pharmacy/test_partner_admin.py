@@ -112,3 +112,11 @@ def test_route_again_sends_a_waiting_dispatch_once_a_partner_takes_it(operator_c
 
     dispatch.refresh_from_db()
     assert (dispatch.status, dispatch.partner.code) == (Dispatch.Status.PENDING, "gateway")
+
+
+def test_the_default_partner_is_the_gateway_everywhere_and_comes_back_if_its_row_is_lost():
+    migrated = Partner.objects.values(*routing.DEFAULT_PARTNER).get(code="gateway")
+    assert migrated == routing.DEFAULT_PARTNER  # the migration and the code agree
+
+    Partner.objects.filter(code="gateway").delete()
+    assert routing.default_partner_ensure().us_states == list(routing.US_STATES)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
-from importlib import import_module
 
 import pytest
 
-from pharmacy.routing import Item, Order, PartnerFacts, cost_minor, ineligibility, route
+from pharmacy.routing import US_STATES, Item, Order, PartnerFacts, cost_minor, ineligibility, route
 
 # Every state and DC, as the default partner is licensed.
-ALL_STATES = frozenset(import_module("pharmacy.migrations.0008_default_partner").US_STATES)
+ALL_STATES = frozenset(US_STATES)
 ITEM = Item(product_code="349594", quantity=Decimal(28), therapy_area="adhd")
 US_ORDER = Order(country="US", state="NY", items=(ITEM,))
 PARTNER = PartnerFacts(
