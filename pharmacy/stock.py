@@ -22,7 +22,7 @@ from common.errors import NotFound
 from common.jsonsafe import json_loads_bounded
 from pharmacy import services
 from pharmacy.adapters.http import stock_csv_fetch
-from pharmacy.adapters.registry import partner_endpoint
+from pharmacy.adapters.registry import stock_feed_headers
 from pharmacy.gateway import GatewayError
 from pharmacy.models import Partner, PartnerStock, StockFeedEvent
 
@@ -118,7 +118,7 @@ def partner_stock_pull(*, partner: Partner) -> int:
     raises StockFeedRejected for a file we cannot read, a GatewayError when it cannot be had."""
     content = stock_csv_fetch(
         url=partner.stock_csv_url,
-        api_key=partner_endpoint(partner).api_key,
+        headers=stock_feed_headers(partner),
         timeout=settings.GATEWAY_TIMEOUT_SECONDS,
         max_bytes=MAX_CSV_BYTES,
     )

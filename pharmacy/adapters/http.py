@@ -152,13 +152,13 @@ def _cannot_fill_code(outcome: dict[str, Any] | None) -> str:
     return ""
 
 
-def stock_csv_fetch(*, url: str, api_key: str, timeout: float, max_bytes: int) -> bytes:
+def stock_csv_fetch(*, url: str, headers: dict[str, str], timeout: float, max_bytes: int) -> bytes:
     """GET a partner's stock CSV file; GatewayUnavailable when it cannot be had now,
     GatewayRejected when the partner refuses or the file is larger than `max_bytes`."""
     try:
         with requests.get(
             url,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "text/csv"},
+            headers={**headers, "Accept": "text/csv"},
             timeout=timeout,
             stream=True,
         ) as response:

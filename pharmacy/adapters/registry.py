@@ -56,6 +56,14 @@ def _simulator_keys(adapter: str) -> dict[str, str]:
     return {"api_key": settings.GATEWAY_API_KEY, "webhook_secret": settings.GATEWAY_WEBHOOK_SECRET}
 
 
+def stock_feed_headers(partner: Partner) -> dict[str, str]:
+    """How the partner wants its API key on a stock file request (raises PartnerNotConfigured)."""
+    api_key = partner_endpoint(partner).api_key
+    if partner.adapter == "mailorder":
+        return {"X-Api-Key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
+
+
 def adapter_for(partner: Partner) -> Gateway:
     """The Gateway that speaks `partner`'s contract (raises PartnerNotConfigured)."""
     endpoint = partner_endpoint(partner)
