@@ -382,13 +382,16 @@ def option_defaults(
     return default
 
 
-def add_state_arguments(parser: argparse.ArgumentParser, *, name: str) -> None:
+def add_state_arguments(parser: argparse.ArgumentParser, *, name: str, webhooks: bool = True) -> None:
+    """`--state-file`, and `--drop-pending-webhooks` for a simulator that sends webhooks."""
     parser.add_argument(
         "--state-file",
         type=lambda text: Path(text) if text else None,
         default=DEFAULT_STATE_DIRECTORY / f"{name}.json",
         help=f"where state survives a restart (default var/sandbox/{name}.json; '' keeps it in memory)",
     )
+    if not webhooks:
+        return
     parser.add_argument(
         "--drop-pending-webhooks",
         action="store_true",

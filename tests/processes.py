@@ -257,3 +257,48 @@ def start_stripe_simulator(*, webhook_url: str | None = None, **options: Any) ->
         options=options,
     )
     return StripeSimulator(*started)
+
+
+# --- The mail-order pharmacy simulator as a process -------------------------------------------
+
+MAILORDER_API_KEY = "test-mailorder-key"
+
+
+@dataclass
+class MailOrderSimulator(Simulator):
+    api_key: str = MAILORDER_API_KEY
+
+    def reset(self) -> None:
+        """Forget every order and counter, restock, and clear the fault knobs."""
+        request = urllib.request.Request(f"{self.url}/_reset", data=b"", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+        self.control(
+            error_rate=0,
+            down=False,
+            timeout_rate=0,
+            rate_limit_rate=0,
+            latency=0,
+            stall=False,
+            out_of_stock=[],
+        )
+
+    def set_stock(self, **levels: int) -> dict[str, int]:
+        request = urllib.request.Request(
+            f"{self.url}/_stock",
+            data=json.dumps(levels).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+
+def start_mailorder_simulator(*, step_delay: float = 0.2, **options: Any) -> MailOrderSimulator:
+    """`python -m sandbox.mailorder` on a free port with a state file of its own."""
+    started = _simulator_process(
+        "sandbox.mailorder",
+        ["--api-key", MAILORDER_API_KEY, "--step-delay", str(step_delay)],
+        webhook_url=None,
+        options=options,
+    )
+    return MailOrderSimulator(*started)

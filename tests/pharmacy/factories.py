@@ -1,4 +1,5 @@
 import datetime
+from typing import Any
 
 from events.services import event_record
 from prescriptions import services
@@ -54,3 +55,69 @@ def force_status(prescription: Prescription, status: str) -> None:
             type="test.forced",
             payload={"to": status},
         )
+
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+US_AMOXICILLIN = "308191"  # RxNorm: amoxicillin 250 MG Oral Capsule (on the US formulary)
+US_NPI = "1234567893"  # the CMS example NPI
+US_DEA = "AB1234563"  # check digit valid
+
+
+def us_prescription(
+    *, patient: dict[str, Any] | None = None, prescriber: dict[str, Any] | None = None, **item: Any
+) -> Prescription:
+    """A US prescription for one RxNorm product, received (not checked), for encoding as the
+    Scriptline profile; `patient`, `prescriber` and `item` override their fields."""
+    from tests.patients.factories import ClinicFactory
+    from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+
+    clinic = ClinicFactory(jurisdiction="US", currency="USD", ods_code="", managing_organisation_ods_code="")
+    patient_fields = {
+        "given_name": "Stacey",
+        "family_name": "Twitchett",
+        "birth_date": datetime.date(1948, 4, 30),
+        "sex": "female",
+        "address_line": "10 Heathfield Ave",
+        "city": "Albany",
+        "region": "NY",
+        "postal_code": "12207",
+        "phone": "518 555 0100",
+        "email": "stacey@example.org",
+        **(patient or {}),
+    }
+    us_patient = PatientFactory(clinic=clinic, nhs_number="", nhs_number_index="", **patient_fields)
+    us_prescriber = PrescriberFactory(
+        clinic=clinic,
+        **{
+            "registration_body": "NPI",
+            "registration_number": US_NPI,
+            "dea_number": US_DEA,
+            "licensed_states": ["NY"],
+            **(prescriber or {}),
+        },
+    )
+    medication = MedicationFactory(
+        code_system=RXNORM,
+        code=US_AMOXICILLIN,
+        name="Amoxicillin",
+        strength="250mg",
+        form="capsule",
+        unit="capsule",
+    )
+    return services.prescription_create(
+        clinic=clinic,
+        patient=us_patient,
+        prescriber=us_prescriber,
+        issued_on=datetime.date(2026, 11, 20),
+        note="Synthetic test prescription",
+        items=[
+            {
+                "medication": medication,
+                "dose_text": "One capsule three times a day",
+                "quantity": 21,
+                "unit": "capsule",
+                "days_supply": 7,
+                **item,
+            }
+        ],
+    )
