@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from pharmacy.adapters.http import HttpGateway
+from pharmacy.adapters.mailorder import MailOrderGateway
 from pharmacy.gateway import Gateway, GatewayRejected
 
 if TYPE_CHECKING:
@@ -69,10 +69,5 @@ def adapter_for(partner: Partner) -> Gateway:
     endpoint = partner_endpoint(partner)
     timeout = settings.GATEWAY_TIMEOUT_SECONDS
     if partner.adapter == "mailorder":
-        # Imported when needed: the mail-order adapter is its own module.
-        module = import_module("pharmacy.adapters.mailorder")
-        return cast(
-            Gateway,
-            module.MailOrderGateway(base_url=endpoint.url, api_key=endpoint.api_key, timeout=timeout),
-        )
+        return MailOrderGateway(base_url=endpoint.url, api_key=endpoint.api_key, timeout=timeout)
     return HttpGateway(base_url=endpoint.url, api_key=endpoint.api_key, timeout=timeout)
