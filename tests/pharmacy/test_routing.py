@@ -63,7 +63,12 @@ def paid_us_prescription(state: str) -> Prescription:
     prescription = scenario(
         jurisdiction="US",
         code=ATOMOXETINE,
-        patient={"region": state},
+        patient={
+            "region": state,
+            "city": "Albany",
+            "address_line": "20 State Street",
+            "postal_code": "12207",
+        },
         prescriber={"licensed_states": [state]},
     )
     force_status(prescription, Status.PAID)
@@ -263,3 +268,52 @@ def test_orders_at_a_polling_partner_are_asked_about(partners, simulators):  # t
     assert again == {"polled": 0, "advanced": 0, "alerted": 0}  # asked a moment ago
     assert Dispatch.objects.get(pk=at_west.pk).status_checked_at is not None
     assert Dispatch.objects.get(pk=at_east.pk).status_checked_at is None
+
+
+@pytest.fixture(scope="module")
+def mailorder_simulator():  # type: ignore[no-untyped-def]
+    from tests.processes import start_mailorder_simulator
+
+    running = start_mailorder_simulator(step_delay=0.1)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def mailorder(partners, mailorder_simulator, settings):  # type: ignore[no-untyped-def]
+    """A third partner on the other contract: the mail-order pharmacy, cheapest, status by polling."""
+    from tests.processes import MAILORDER_API_KEY
+
+    mailorder_simulator.reset()
+    settings.PARTNER_SECRETS = {"mo": {"api_key": MAILORDER_API_KEY}}
+    Partner.objects.create(
+        code="mo",
+        name="Mail-Order",
+        adapter=Partner.Adapter.MAILORDER,
+        status_by=Partner.StatusBy.POLLING,
+        base_url=mailorder_simulator.url,
+        countries=["US"],
+        us_states=["NY", "CA"],
+        fee_per_item_minor=10,
+    )
+    return mailorder_simulator
+
+
+def test_routing_and_failover_work_across_both_contracts(mailorder, simulators):  # type: ignore[no-untyped-def]
+    east_sim, _ = simulators
+    to_mailorder = dispatched(paid_us_prescription("NY"))
+    outcome = services.dispatch_send(dispatch_id=to_mailorder.pk)
+    assert outcome == "acknowledged", Dispatch.objects.get(pk=to_mailorder.pk).last_error
+    to_mailorder.refresh_from_db()
+    assert to_mailorder.partner.code == "mo"
+    assert to_mailorder.gateway_order_id.startswith("MO-")
+
+    # The mail-order pharmacy refuses (out of stock, in its own error codes): the FHIR partner fills it.
+    mailorder.control(out_of_stock=[ATOMOXETINE])
+    refused = dispatched(paid_us_prescription("NY"))
+    assert services.dispatch_send(dispatch_id=refused.pk) == "failed-over"
+    assert services.dispatch_send(dispatch_id=refused.pk) == "acknowledged"
+    refused.refresh_from_db()
+    assert refused.partner.code == "east"
+    assert [entry["partner"] for entry in refused.partners_tried] == ["mo"]
+    assert east_sim.stats()["orders"] == 1
