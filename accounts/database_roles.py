@@ -43,6 +43,8 @@ REFERENCE_TABLES = frozenset(
         "prescriptions_paediatricdoserule",
         "prescriptions_statevaliditylimit",
         "billing_nhschargerate",
+        "pharmacy_partner",
+        "pharmacy_partnerstock",
         "django_content_type",
     }
 )

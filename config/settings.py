@@ -271,6 +271,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pharmacy.tasks.orders_poll_stale",
         "schedule": env.float("ORDER_POLL_BEAT_SECONDS", default=300.0),
     },
+    # Partners' stock CSV files (pharmacy.services.partner_stock_pull_all).
+    "partner-stock-pull": {
+        "task": "pharmacy.tasks.partner_stock_pull_all",
+        "schedule": env.float("PARTNER_STOCK_PULL_BEAT_SECONDS", default=600.0),
+    },
+    # Orders at partners that report status only when asked (status_by=polling).
+    "partner-orders-poll": {
+        "task": "pharmacy.tasks.partner_orders_poll",
+        "schedule": env.float("PARTNER_POLL_BEAT_SECONDS", default=60.0),
+    },
     # Held prescriptions (a start date in the future): send the ones now due to the pharmacy.
     "held-prescriptions-release": {
         "task": "pharmacy.tasks.held_prescriptions_release",
@@ -419,6 +429,26 @@ ORDER_POLL_INTERVAL_SECONDS = env.int("ORDER_POLL_INTERVAL_SECONDS", default=360
 ORDER_ESCALATE_AFTER_SECONDS = env.int("ORDER_ESCALATE_AFTER_SECONDS", default=3 * 24 * 3600)
 GATEWAY_WEBHOOK_TOLERANCE_SECONDS = env.int("GATEWAY_WEBHOOK_TOLERANCE_SECONDS", default=300)
 PHARMACY_ODS_CODE = env.str("PHARMACY_ODS_CODE", default="FSC01")
+
+# --- Pharmacy partners and routing (pharmacy.routing) ------------------------------------------
+# Each partner's API key and webhook secret, and its URL when its row has none, by partner code:
+# PARTNER_SECRETS='{"acme": {"url": "https://...", "api_key": "...", "webhook_secret": "..."}}'.
+# The default partner ("gateway") uses GATEWAY_*. In local mode a partner missing here gets its
+# simulator's keys; outside it, a partner without keys is never routed to (fail closed).
+PARTNER_SECRETS = env.json("PARTNER_SECRETS", default={})
+if not isinstance(PARTNER_SECRETS, dict) or not all(
+    isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+    for value in PARTNER_SECRETS.values()
+):
+    raise ImproperlyConfigured("PARTNER_SECRETS must map each partner code to an object of strings")
+PARTNER_SIMULATOR_KEYS = _LOCAL
+MAILORDER_SIMULATOR_API_KEY = "sim-mailorder-key"
+# Stock levels older than this count as unknown: such a partner stays eligible, ranked after
+# those whose stock is known.
+PARTNER_STOCK_MAX_AGE_SECONDS = env.int("PARTNER_STOCK_MAX_AGE_SECONDS", default=6 * 3600)
+PARTNER_STOCK_WEBHOOK_TOLERANCE_SECONDS = env.int("PARTNER_STOCK_WEBHOOK_TOLERANCE_SECONDS", default=300)
+# Partners whose order status is polled (status_by=polling): orders not moved for this long are asked about.
+PARTNER_POLL_AFTER_SECONDS = env.int("PARTNER_POLL_AFTER_SECONDS", default=60)
 
 # --- Billing: Stripe and NHS charges -------------------------------------------------
 # The default API base is the local Stripe simulator (manage.py run_stripe_simulator); set

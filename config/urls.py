@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.views import ThrottledTokenView
 from billing.views import stripe_webhook
 from patients.api import PatientDetailApi, PatientListCreateApi
-from pharmacy.views import gateway_webhook
+from pharmacy.views import gateway_webhook, partner_stock_webhook
 from prescriptions.api import (
     MedicationListApi,
     PrescriberListApi,
@@ -53,6 +53,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("webhooks/gateway/", gateway_webhook, name="gateway-webhook"),
+    path("webhooks/partners/<slug:partner_code>/stock/", partner_stock_webhook, name="partner-stock-webhook"),
     path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("health/", health, name="health"),
     path("metrics", metrics_view, name="metrics"),

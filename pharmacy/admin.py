@@ -1,3 +1,6 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -6,7 +9,17 @@ from django.utils.safestring import mark_safe
 
 from common.errors import DomainError
 from pharmacy import services
-from pharmacy.models import DeadLetter, Dispatch, GatewayWebhookEvent, OrderAlert
+from pharmacy.adapters.registry import PartnerNotConfigured, partner_endpoint
+from pharmacy.models import (
+    DeadLetter,
+    Dispatch,
+    GatewayWebhookEvent,
+    OrderAlert,
+    Partner,
+    PartnerStock,
+    StockFeedEvent,
+)
+from pharmacy.routing import US_STATE_COUNT
 from saga import cancellation
 from support.large_tables import LargeTableAdminMixin, distinct_values_filter
 from support.scoping import ClinicScopedAdminMixin
@@ -16,12 +29,45 @@ from support.scoping import ClinicScopedAdminMixin
 class DispatchAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmin):
     clinic_path = "prescription__clinic"
 
-    list_display = ["id", "prescription", "status", "attempts", "gateway_order_id", "updated_at"]
-    list_filter = ["status"]
-    list_select_related = ["prescription"]
+    list_display = ["id", "prescription", "status", "partner", "attempts", "gateway_order_id", "updated_at"]
+    list_filter = ["status", "partner"]
+    list_select_related = ["prescription", "partner"]
     raw_id_fields = ["prescription"]
     search_fields = ["=prescription__id", "=gateway_order_id"]
-    readonly_fields = [field.name for field in Dispatch._meta.fields]
+    readonly_fields = [
+        *(field.name for field in Dispatch._meta.fields if field.name not in {"routing", "partners_tried"}),
+        "routing_decision",
+        "refused_by",
+    ]
+    exclude = ["routing", "partners_tried"]
+    actions = ["route_again"]
+
+    @admin.display(description="Routing decision")
+    def routing_decision(self, dispatch: Dispatch) -> str:
+        """The partner chosen (or none) and why each other partner was passed over."""
+        decision = dispatch.routing or {}
+        passed_over = decision.get("passed_over") or {}
+        chosen = decision.get("chosen") or "none: waiting for an eligible partner"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {}",
+            [("chosen", chosen), *((code, why) for code, why in passed_over.items())],
+        )
+
+    @admin.display(description="Refused by")
+    def refused_by(self, dispatch: Dispatch) -> str:
+        tried = [entry for entry in dispatch.partners_tried if isinstance(entry, dict)]
+        return ", ".join(f"{entry.get('partner')} ({entry.get('reason')})" for entry in tried) or "-"
+
+    @admin.action(description="Route again (dispatches waiting for a partner)", permissions=["change"])
+    def route_again(self, request: HttpRequest, queryset: QuerySet[Dispatch]) -> None:
+        waiting = queryset.filter(status=Dispatch.Status.AWAITING_PARTNER).count()
+        routed = services.dispatches_route_waiting()
+        self.message_user(
+            request,
+            f"{len(routed)} waiting dispatch(es) found a partner; {max(waiting - len(routed), 0)} selected still wait.",
+            messages.SUCCESS if routed else messages.WARNING,
+        )
 
 
 @admin.register(DeadLetter)
@@ -112,3 +158,117 @@ class OrderAlertAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelA
     def resolve(self, request: HttpRequest, queryset: QuerySet[OrderAlert]) -> None:
         resolved = sum(services.order_alert_resolve(alert_id=alert.pk) for alert in queryset)
         self.message_user(request, f"Resolved {resolved} alert(s).", messages.SUCCESS)
+
+
+US_STATE_CODES_LENGTH = 2
+SCHEDULE_PREFIXES = ("GB:", "US:")
+
+
+class PartnerForm(forms.ModelForm):
+    class Meta:
+        model = Partner
+        fields = [
+            "code",
+            "name",
+            "is_active",
+            "adapter",
+            "base_url",
+            "stock_csv_url",
+            "status_by",
+            "countries",
+            "us_states",
+            "controlled_schedules",
+            "cold_chain",
+            "therapy_areas",
+            "fee_per_item_minor",
+            "price_list",
+            "capacity",
+        ]
+
+    def clean_countries(self) -> list[str]:
+        countries = [code.strip().upper() for code in self.cleaned_data["countries"]]
+        unknown = sorted(set(countries) - {"GB", "US"})
+        if unknown:
+            raise forms.ValidationError(f"Scriptline dispenses in GB and US only, not {', '.join(unknown)}.")
+        return countries
+
+    def clean_us_states(self) -> list[str]:
+        states = [code.strip().upper() for code in self.cleaned_data["us_states"]]
+        if any(len(state) != US_STATE_CODES_LENGTH or not state.isalpha() for state in states):
+            raise forms.ValidationError("US states are two-letter codes, e.g. NY.")
+        if len(set(states)) > US_STATE_COUNT:
+            raise forms.ValidationError("More states than the US has.")
+        return states
+
+    def clean_controlled_schedules(self) -> list[str]:
+        schedules = [code.strip().upper() for code in self.cleaned_data["controlled_schedules"]]
+        if any(not schedule.startswith(SCHEDULE_PREFIXES) or len(schedule) < 4 for schedule in schedules):
+            raise forms.ValidationError('Schedules name their country, e.g. "GB:2" or "US:II".')
+        return schedules
+
+    def clean_price_list(self) -> dict[str, Any]:
+        prices = self.cleaned_data["price_list"]
+        if not isinstance(prices, dict) or not all(
+            isinstance(price, int) and not isinstance(price, bool) and price >= 0 for price in prices.values()
+        ):
+            raise forms.ValidationError("A price list maps product codes to whole prices in minor units.")
+        return prices
+
+
+@admin.register(Partner)
+class PartnerAdmin(admin.ModelAdmin):
+    """Pharmacy partners routing may choose (operators); saving one routes waiting dispatches again."""
+
+    form = PartnerForm
+    list_display = [
+        "code",
+        "name",
+        "is_active",
+        "adapter",
+        "status_by",
+        "countries",
+        "capacity",
+        "configured",
+    ]
+    list_filter = ["is_active", "adapter", "status_by"]
+    list_select_related: list[str] = []
+    raw_id_fields: list[str] = []
+    search_fields = ["code", "name"]
+    readonly_fields = ["created_at", "updated_at", "configured"]
+
+    @admin.display(description="URL and keys", boolean=True)
+    def configured(self, partner: Partner) -> bool:
+        try:
+            partner_endpoint(partner)
+        except PartnerNotConfigured:
+            return False
+        return True
+
+    def has_delete_permission(self, request: HttpRequest, obj: Partner | None = None) -> bool:
+        return False  # dispatches keep their partner: deactivate instead
+
+    def save_model(self, request: HttpRequest, obj: Partner, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.dispatches_route_waiting_owe()
+
+
+@admin.register(PartnerStock)
+class PartnerStockAdmin(admin.ModelAdmin):
+    list_display = ["partner", "product_code", "quantity", "source", "updated_at"]
+    list_filter = ["partner", "source"]
+    list_select_related = ["partner"]
+    raw_id_fields = ["partner"]
+    search_fields = ["=product_code"]
+    readonly_fields = [field.name for field in PartnerStock._meta.fields]
+    show_full_result_count = False
+
+
+@admin.register(StockFeedEvent)
+class StockFeedEventAdmin(admin.ModelAdmin):
+    list_display = ["event_id", "partner", "items", "received_at"]
+    list_filter = ["partner"]
+    list_select_related = ["partner"]
+    raw_id_fields = ["partner"]
+    search_fields = ["=event_id"]
+    readonly_fields = [field.name for field in StockFeedEvent._meta.fields]
+    show_full_result_count = False

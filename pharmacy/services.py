@@ -18,8 +18,12 @@ from common import signing
 from common.errors import InvalidInput, NotFound
 from common.jsonsafe import json_loads_bounded
 from events.services import RetryLater, outbox_task_enqueue
-from pharmacy import fhir
-from pharmacy.adapters.http import gateway_from_settings
+from pharmacy import fhir, routing
+from pharmacy.adapters.registry import (
+    PartnerNotConfigured,
+    adapter_for,
+    partner_endpoint,
+)
 from pharmacy.fhir.eps import prescription_id
 from pharmacy.gateway import (
     Gateway,
@@ -28,6 +32,7 @@ from pharmacy.gateway import (
     OrderAlreadyDispensed,
     OrderStatus,
     OrderUnknown,
+    PartnerCannotFill,
 )
 from pharmacy.models import (
     DeadLetter,
@@ -35,6 +40,7 @@ from pharmacy.models import (
     GatewayCancellation,
     GatewayWebhookEvent,
     OrderAlert,
+    Partner,
     PartnerCircuit,
 )
 from prescriptions import selectors as prescription_selectors
@@ -47,6 +53,7 @@ logger = logging.getLogger(__name__)
 # The tasks that send to the gateway (pharmacy.tasks), owed through the outbox by name.
 DISPATCH_SEND_TASK = "pharmacy.tasks.dispatch_send"
 CANCELLATION_SEND_TASK = "pharmacy.tasks.gateway_cancellation_send"
+ROUTE_WAITING_TASK = "pharmacy.tasks.dispatches_route_waiting"
 
 # Only a paid (private) or NHS-funded prescription is dispatched.
 READY_FOR_DISPATCH = frozenset({Status.PAID, Status.NHS_FUNDED})
@@ -103,7 +110,7 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
 def _load_for_sending(dispatch_id: int) -> Dispatch | None:
     return (
         Dispatch.objects.select_related(
-            "prescription__clinic", "prescription__patient", "prescription__prescriber"
+            "prescription__clinic", "prescription__patient", "prescription__prescriber", "partner"
         )
         .prefetch_related("prescription__items__medication")
         .filter(pk=dispatch_id, status=Dispatch.Status.PENDING)
@@ -112,10 +119,11 @@ def _load_for_sending(dispatch_id: int) -> Dispatch | None:
 
 
 def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
-    """Send one pending dispatch; returns what happened.
+    """Send one pending dispatch to its partner (routing it first); returns what happened.
 
     Raises GatewayUnavailable only when the caller should retry later. Network I/O happens
     outside any transaction; the acknowledgement is recorded afterwards with a guarded update.
+    A partner that cannot fill the order passes it to the next eligible partner.
     """
     dispatch = _load_for_sending(dispatch_id)
     if dispatch is None:
@@ -131,29 +139,115 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     except fhir.FhirEncodingError as error:
         dispatch_dead_letter(dispatch_id=dispatch_id, error=f"cannot encode: {error}")
         return "dead-lettered"
-    circuit_check(partner=GATEWAY_PARTNER)
+    partner = dispatch.partner or routing.dispatch_route(dispatch=dispatch)
+    if partner is None:
+        return "awaiting-partner"
+    circuit_check(partner=partner.code)
+    try:
+        client = gateway or adapter_for(partner)
+    except PartnerNotConfigured as error:
+        dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
+        return "dead-lettered"
     # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
     Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
     try:
-        acknowledgement = (gateway or gateway_from_settings()).order_submit(
-            bundle=bundle, idempotency_key=str(dispatch.idempotency_key)
+        acknowledgement = client.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
+    except PartnerCannotFill as error:
+        circuit_record_success(partner=partner.code)  # it answered
+        return dispatch_fail_over(
+            dispatch_id=dispatch_id, partner=partner, reason=error.reason, detail=str(error)
         )
     except GatewayRejected as error:
-        circuit_record_success(partner=GATEWAY_PARTNER)  # it answered
+        circuit_record_success(partner=partner.code)  # it answered
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
-        circuit_record_failure(partner=GATEWAY_PARTNER)
+        circuit_record_failure(partner=partner.code)
         attempts = Dispatch.objects.filter(pk=dispatch_id).values_list("attempts", flat=True)[0]
         Dispatch.objects.filter(pk=dispatch_id).update(last_error=str(error)[:1000])
         if _retries_spent(attempts=attempts, window_started_at=dispatch.window_started_at):
             dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
             return "dead-lettered"
         raise
-    circuit_record_success(partner=GATEWAY_PARTNER)
+    circuit_record_success(partner=partner.code)
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
-    logger.info("dispatch %s acknowledged by the gateway", dispatch_id)
+    logger.info("dispatch %s acknowledged by %s", dispatch_id, partner.code)
     return "acknowledged"
+
+
+def dispatch_fail_over(*, dispatch_id: int, partner: Partner, reason: str, detail: str) -> str:
+    """`partner` cannot fill the order: note it as tried (never sent to again for this
+    prescription), tell the clinic, and owe a send that routes to the next eligible partner,
+    which holds the dispatch in the staff queue when none is left. The payment stays as it is:
+    it is taken once per prescription, whichever partner fills it."""
+    with transaction.atomic():
+        dispatch = (
+            Dispatch.objects.select_for_update()
+            .filter(pk=dispatch_id, status=Dispatch.Status.PENDING, partner=partner)
+            .first()
+        )
+        if dispatch is None:
+            return "not-pending"
+        dispatch.partners_tried = [*dispatch.partners_tried, {"partner": partner.code, "reason": reason[:60]}]
+        dispatch.partner = None
+        dispatch.attempts = 0
+        dispatch.window_started_at = timezone.now()
+        dispatch.last_error = detail[:1000]
+        dispatch.save(
+            update_fields=[
+                "partners_tried",
+                "partner",
+                "attempts",
+                "window_started_at",
+                "last_error",
+                "updated_at",
+            ]
+        )
+        prescriptions.prescription_record_event(
+            prescription_id=dispatch.prescription_id,
+            event_type="prescription.partner_refused",
+            payload={
+                "partner": partner.code,
+                "reason": reason[:60],
+                "summary": f"{partner.name} cannot fill it ({reason[:60]}): trying the next partner.",
+            },
+            actor=f"partner:{partner.code}",
+        )
+        outbox_task_enqueue(task=DISPATCH_SEND_TASK, args=[dispatch_id])
+    logger.warning("dispatch %s refused by %s (%s): routing again", dispatch_id, partner.code, reason[:60])
+    return "failed-over"
+
+
+def dispatches_route_waiting(*, limit: int = 200) -> list[int]:
+    """Route again the dispatches waiting for a partner (stock or partners changed); those that
+    now have one are owed their send. Returns their ids."""
+    routed = []
+    for dispatch in routing.dispatches_waiting(limit=limit):
+        decision = routing.decide(dispatch=dispatch)
+        if decision.chosen is None:
+            Dispatch.objects.filter(pk=dispatch.pk).update(routing=decision.as_json())
+            continue
+        with transaction.atomic():
+            partner = routing.dispatch_assign(
+                dispatch_id=dispatch.pk, decision=decision, from_status=Dispatch.Status.AWAITING_PARTNER
+            )
+            if partner is None:
+                continue
+            outbox_task_enqueue(task=DISPATCH_SEND_TASK, args=[dispatch.pk])
+        routed.append(dispatch.pk)
+    return routed
+
+
+def dispatches_route_waiting_owe() -> None:
+    """Owe a pass over the waiting dispatches (after a stock feed or a partner changed)."""
+    if Dispatch.objects.filter(status=Dispatch.Status.AWAITING_PARTNER).exists():
+        with transaction.atomic():
+            outbox_task_enqueue(task=ROUTE_WAITING_TASK, args=[])
+
+
+def dispatch_partner(dispatch: Dispatch) -> Partner:
+    """The partner holding the dispatch's order (orders from before routing: the default)."""
+    return dispatch.partner or routing.default_partner_ensure()
 
 
 def dispatch_message(*, dispatch: Dispatch) -> dict[str, Any]:
@@ -326,15 +420,28 @@ def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int
 # --- Gateway webhooks ---------------------------------------------------------------------
 
 
-def signature_check(*, body: bytes, header: str, secret: str, tolerance: int) -> None:
+def signature_check(*, body: bytes, header: str, secrets: list[str], tolerance: int) -> None:
     parsed = signing.signature_parse(header)
     if parsed is None:
         raise WebhookRejected("malformed Gateway-Signature header")
     timestamp, _ = parsed
     if abs(time.time() - timestamp) > tolerance:
         raise WebhookRejected("stale Gateway-Signature timestamp")
-    if not signing.signature_verify(header=header, secrets=[secret], body=body, tolerance_seconds=tolerance):
+    if not signing.signature_verify(header=header, secrets=secrets, body=body, tolerance_seconds=tolerance):
         raise WebhookRejected("bad Gateway-Signature")
+
+
+def partner_webhook_secret(partner: Partner) -> str:
+    """The secret `partner` signs its webhooks with ('' when it has none: nothing verifies)."""
+    try:
+        return partner_endpoint(partner).webhook_secret
+    except PartnerNotConfigured:
+        return ""
+
+
+def _webhook_secrets() -> list[str]:
+    partners = Partner.objects.filter(status_by=Partner.StatusBy.WEBHOOK)
+    return sorted({secret for secret in map(partner_webhook_secret, partners) if secret})
 
 
 EVENT_ID_LENGTH = GatewayWebhookEvent._meta.get_field("event_id").max_length or 80
@@ -366,12 +473,8 @@ def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
 
 def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
-    signature_check(
-        body=body,
-        header=signature_header,
-        secret=settings.GATEWAY_WEBHOOK_SECRET,
-        tolerance=settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS,
-    )
+    tolerance = settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS
+    signature_check(body=body, header=signature_header, secrets=_webhook_secrets(), tolerance=tolerance)
     event = _parse_event(body)
     data = event["data"]
     key = _uuid_or_none(data.get("idempotency_key"))
@@ -382,6 +485,12 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
     ).first()
     if dispatch is None:
         raise WebhookForUnknownOrder()
+    secret = partner_webhook_secret(dispatch_partner(dispatch))
+    if not signing.signature_verify(
+        header=signature_header, secrets=[secret], body=body, tolerance_seconds=tolerance
+    ):
+        # Signed by some partner, but not by the one holding this order.
+        raise WebhookRejected("bad Gateway-Signature")
     order_id = str(data.get("order_id", ""))[:80]
     if dispatch.status == Dispatch.Status.PENDING and not order_id:
         raise WebhookRejected("event for an order we have not recorded carries no order_id")
@@ -498,16 +607,17 @@ def _gateway_cancellation_open(
 def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None = None) -> str:
     """Send one pending cancellation; raises GatewayUnavailable when the caller should retry."""
     cancellation = (
-        GatewayCancellation.objects.select_related("dispatch")
+        GatewayCancellation.objects.select_related("dispatch__partner")
         .filter(pk=cancellation_id, status=GatewayCancellation.Status.PENDING)
         .first()
     )
     if cancellation is None:
         return "not-pending"
-    circuit_check(partner=GATEWAY_PARTNER)
+    partner = dispatch_partner(cancellation.dispatch)
+    circuit_check(partner=partner.code)
     GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
     try:
-        (gateway or gateway_from_settings()).order_cancel(
+        (gateway or adapter_for(partner)).order_cancel(
             order_id=cancellation.dispatch.gateway_order_id, idempotency_key=str(cancellation.idempotency_key)
         )
     except OrderAlreadyDispensed as error:
@@ -517,14 +627,14 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
         _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
         return "failed"
     except GatewayUnavailable as error:
-        circuit_record_failure(partner=GATEWAY_PARTNER)
+        circuit_record_failure(partner=partner.code)
         attempts = GatewayCancellation.objects.values_list("attempts", flat=True).get(pk=cancellation_id)
         GatewayCancellation.objects.filter(pk=cancellation_id).update(last_error=str(error)[:500])
         if _retries_spent(attempts=attempts, window_started_at=cancellation.created_at):
             _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
             return "failed"
         raise
-    circuit_record_success(partner=GATEWAY_PARTNER)
+    circuit_record_success(partner=partner.code)
     with transaction.atomic():
         done = GatewayCancellation.objects.filter(
             pk=cancellation_id, status=GatewayCancellation.Status.PENDING
@@ -599,19 +709,49 @@ def orders_poll_stale(*, gateway: Gateway | None = None, limit: int = 100) -> di
             older_than_seconds=settings.ORDER_POLL_AFTER_SECONDS,
             checked_before_seconds=settings.ORDER_POLL_INTERVAL_SECONDS,
         )
-        .select_related("prescription")
+        .select_related("prescription", "partner")
         .order_by("status_checked_at", "id")[:limit]
     )
-    Dispatch.objects.filter(pk__in=[dispatch.pk for dispatch in quiet]).update(
-        status_checked_at=timezone.now()
-    )
-    report = {"polled": len(quiet), "advanced": 0, "alerted": 0}
-    client = gateway or gateway_from_settings()
-    for dispatch in quiet:
-        outcome = _order_poll(dispatch, client)
-        report[outcome] = report.get(outcome, 0) + 1
+    report = _orders_poll(quiet, gateway=gateway)
     if report["advanced"] or report["alerted"]:
         logger.warning("orders polled at the gateway: %s", report)
+    return report
+
+
+def partner_orders_poll(*, gateway: Gateway | None = None, limit: int = 200) -> dict[str, int]:
+    """Ask partners that report status only when asked (status_by=polling) where each order in
+    flight is, at most once per PARTNER_POLL_AFTER_SECONDS each, and apply the answers. A beat task."""
+    checked_before = timezone.now() - timedelta(seconds=settings.PARTNER_POLL_AFTER_SECONDS)
+    in_flight = list(
+        Dispatch.objects.filter(
+            status=Dispatch.Status.ACKNOWLEDGED,
+            partner__status_by=Partner.StatusBy.POLLING,
+            prescription__status__in=WITH_THE_PHARMACY,
+        )
+        .exclude(status_checked_at__gte=checked_before)
+        .exclude(gateway_order_id="")
+        .select_related("prescription", "partner")
+        .order_by("status_checked_at", "id")[:limit]
+    )
+    return _orders_poll(in_flight, gateway=gateway)
+
+
+def _orders_poll(dispatches: list[Dispatch], *, gateway: Gateway | None) -> dict[str, int]:
+    Dispatch.objects.filter(pk__in=[dispatch.pk for dispatch in dispatches]).update(
+        status_checked_at=timezone.now()
+    )
+    report = {"polled": len(dispatches), "advanced": 0, "alerted": 0}
+    clients: dict[str, Gateway] = {}
+    for dispatch in dispatches:
+        partner = dispatch_partner(dispatch)
+        try:
+            client = gateway or clients.get(partner.code) or adapter_for(partner)
+        except PartnerNotConfigured as error:
+            outcome = _order_alert(dispatch, str(error), "")
+        else:
+            clients[partner.code] = client
+            outcome = _order_poll(dispatch, client)
+        report[outcome] = report.get(outcome, 0) + 1
     return report
 
 
@@ -684,8 +824,6 @@ def order_alert_resolve(*, alert_id: int) -> bool:
 
 
 # --- Retry budget and the partner's circuit breaker ------------------------------------------------
-
-GATEWAY_PARTNER = "gateway"
 
 
 def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:

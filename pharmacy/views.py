@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from api.problems import domain_error_response
 from common.errors import DomainError
-from pharmacy import services
+from pharmacy import services, stock
 
 logger = logging.getLogger(__name__)
 
@@ -21,5 +21,21 @@ def gateway_webhook(request: HttpRequest) -> JsonResponse:
         )
     except DomainError as error:
         logger.warning("gateway webhook rejected: %s", error)
+        return domain_error_response(request, error)
+    return JsonResponse({"outcome": outcome})
+
+
+@csrf_exempt
+@require_POST
+def partner_stock_webhook(request: HttpRequest, partner_code: str) -> JsonResponse:
+    """Signed stock levels from a pharmacy partner (its ERP or warehouse)."""
+    try:
+        outcome = stock.stock_webhook_receive(
+            partner_code=partner_code,
+            body=request.body,
+            signature_header=request.headers.get("Partner-Signature", ""),
+        )
+    except DomainError as error:
+        logger.warning("stock webhook rejected: %s", error)
         return domain_error_response(request, error)
     return JsonResponse({"outcome": outcome})

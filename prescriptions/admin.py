@@ -250,8 +250,18 @@ class PrescriptionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.Mode
         return (
             format_html_join(
                 "\n",
-                "<div>{}. {} — {} <small>({})</small></div>",
-                ((e.sequence, e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.type, e.actor) for e in events),
+                "<div>{}. {} — {} <small>({})</small>{}</div>",
+                (
+                    (
+                        e.sequence,
+                        e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        e.type,
+                        e.actor,
+                        # Routing says why in a PHI-free summary (partner names and reasons).
+                        f" {e.payload['summary']}"[:300] if e.payload.get("summary") else "",
+                    )
+                    for e in events
+                ),
             )
             or "—"
         )

@@ -92,6 +92,7 @@ class Medication(models.Model):
     strength_unit = models.CharField(max_length=20, blank=True, help_text="e.g. mg, per unit.")
     schedule_gb = models.CharField("GB schedule", max_length=5, blank=True)
     schedule_us = models.CharField("US schedule", max_length=5, blank=True)
+    cold_chain = models.BooleanField(default=False, help_text="Stored and shipped refrigerated.")
     max_daily_dose = models.DecimalField(
         max_digits=10, decimal_places=3, null=True, blank=True, help_text="Adult maximum, in strength_unit."
     )

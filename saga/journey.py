@@ -39,6 +39,10 @@ EVENT_CONSUMERS: dict[str, tuple[str, ...]] = {
     "prescription.nhs_funded": (DISPATCH, CLINIC_WEBHOOK),
     "prescription.acknowledged": (NOTIFY, CLINIC_WEBHOOK),
     "prescription.dead_lettered": (CLINIC_WEBHOOK,),
+    # Routing: a partner could not fill the order (the next one is tried), or none is eligible
+    # and the prescription waits for staff.
+    "prescription.partner_refused": (CLINIC_WEBHOOK,),
+    "prescription.awaiting_partner": (CLINIC_WEBHOOK,),
     "prescription.dispensed": (CLINIC_WEBHOOK,),
     "prescription.shipped": (NOTIFY, CLINIC_WEBHOOK),
     "prescription.delivered": (NOTIFY, CLINIC_WEBHOOK),

@@ -25,6 +25,7 @@ from django.utils import timezone
 from config.celery import app
 from events.models import Event, OutboxMessage, ProcessedEvent
 from events.services import outbox_relay
+from pharmacy import routing
 from pharmacy.services import dispatches_requeue_stale
 from prescriptions.models import Prescription, Status
 
@@ -40,8 +41,9 @@ def stuck_prescriptions(*, older_than_seconds: int) -> QuerySet[Prescription]:
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     today = timezone.localdate()
     # A prescription held until its start date is waiting on purpose, not stuck.
+    # So is one whose dispatch waits in the staff queue for an eligible partner.
     return Prescription.objects.filter(status__in=WAITING_ON_A_CONSUMER, updated_at__lt=cutoff).exclude(
-        Q(start_date__gt=today) | Q(earliest_fill_date__gt=today)
+        Q(start_date__gt=today) | Q(earliest_fill_date__gt=today) | routing.waiting_filter()
     )
 
 

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import enum
 import hashlib
 import hmac
+import io
 import json
 import os
 import random
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -75,6 +79,24 @@ def operation_outcome(code: str, diagnostics: str) -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+
+
+def out_of_stock_outcome(products: Sequence[str]) -> dict[str, Any]:
+    """The refusal of an order this pharmacy cannot fill: a business-rule issue whose detail code
+    says why (out-of-stock), so the client knows another pharmacy may fill it."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "business-rule",
+                "details": {"coding": [{"code": "out-of-stock", "display": "Out of stock"}]},
+                "diagnostics": f"Out of stock: {product}.",
+                "expression": ["MedicationRequest.medicationCodeableConcept"],
+            }
+            for product in products
+        ],
     }
 
 
@@ -183,6 +205,43 @@ class Knobs:
     # Seconds between taking a new order and answering: a client killed meanwhile never
     # hears of the order it made.
     answer_delay: float = 0.0
+    # Stock levels served as GET /stock.csv (product code -> quantity), and the product codes
+    # the pharmacy has none of: an order naming one is refused (422, detail code out-of-stock).
+    stock: dict[str, int] = field(default_factory=dict)
+    out_of_stock: list[str] = field(default_factory=list)
+
+
+def stock_levels(name: str, value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        isinstance(code, str)
+        and code
+        and isinstance(quantity, int)
+        and not isinstance(quantity, bool)
+        and quantity >= 0
+        for code, quantity in value.items()
+    ):
+        raise ValueError(f"{name} must map product codes to whole numbers, zero or more")
+    return dict(value)
+
+
+def product_codes(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(code, str) and code for code in value):
+        raise ValueError(f"{name} must be a list of product codes")
+    return list(value)
+
+
+def ordered_product_codes(bundle: Mapping[str, Any]) -> set[str]:
+    """Every medication code the message's MedicationRequests name."""
+    codes = set()
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
+            continue
+        concept = resource.get("medicationCodeableConcept")
+        for coding in (concept.get("coding") if isinstance(concept, dict) else None) or []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                codes.add(coding["code"])
+    return codes
 
 
 @dataclass
@@ -197,6 +256,7 @@ class Counters:
     cancellations: int = 0
     rejections: int = 0
     refused_by_eps_rules: int = 0
+    refused_out_of_stock: int = 0
 
 
 @dataclass
@@ -243,6 +303,8 @@ class Simulator(server.Simulator):
         "acknowledged_webhook": server.flag,
         "drop_next_webhooks": server.count,
         "answer_delay": server.number,
+        "stock": stock_levels,
+        "out_of_stock": product_codes,
     }
 
     def __init__(
@@ -355,6 +417,8 @@ class Simulator(server.Simulator):
             self._orders_by_id.clear()
             self._pending.clear()
             self._counters = Counters()
+            self._knobs.stock = {}
+            self._knobs.out_of_stock = []
             self._generation += 1
             self._random = random.Random(self._seed)
             self._changed.notify_all()
@@ -382,6 +446,47 @@ class Simulator(server.Simulator):
     def messages(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._messages)
+
+    def missing_products(self, bundle: Mapping[str, Any]) -> list[str]:
+        """The ordered products this pharmacy has none of (the out_of_stock knob)."""
+        with self._lock:
+            missing = sorted(ordered_product_codes(bundle) & set(self._knobs.out_of_stock))
+            if missing:
+                self._counters.refused_out_of_stock += 1
+                self.save()
+        return missing
+
+    def stock_publish(self, target: str) -> str | None:
+        """POST the stock levels to `target` as a signed stock webhook (Partner-Signature), as a
+        partner's warehouse does when its levels change; None when accepted, else why not."""
+        with self._lock:
+            levels = sorted(self._knobs.stock.items())
+        event = {
+            "id": f"stk_{uuid.uuid4().hex}",
+            "items": [{"product_code": code, "quantity": quantity} for code, quantity in levels],
+        }
+        body = json.dumps(event, separators=(",", ":")).encode("utf-8")
+        headers = {
+            "Content-Type": JSON_CONTENT_TYPE,
+            "Partner-Signature": signature_header(secrets=[self.webhook_secret], body=body),
+        }
+        request = urllib.request.Request(target, data=body, method="POST", headers=headers)
+        try:
+            with self._opener.open(request, timeout=10) as response:
+                return None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as error:
+            return f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            return type(error).__name__
+
+    def stock_csv(self) -> str:
+        """The stock levels as the CSV file partners publish: `product_code,quantity`."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["product_code", "quantity"])
+        with self._lock:
+            writer.writerows(sorted(self._knobs.stock.items()))
+        return out.getvalue()
 
     def record_request(self) -> None:
         with self._lock:
@@ -575,6 +680,7 @@ class GatewayRequestHandler(SimulatorHandler):
             "/_stats": self._stats,
             "/_control": self._show_knobs,
             "/_messages": self._list_messages,
+            "/stock.csv": self._stock_csv,
         }
         self._dispatch(routes, allowed_elsewhere={"/orders", "/_reset"})
 
@@ -583,7 +689,12 @@ class GatewayRequestHandler(SimulatorHandler):
         if path.startswith("/orders/") and path.endswith("/cancel"):
             self._cancel(path.removeprefix("/orders/").removesuffix("/cancel"))
             return
-        routes = {"/orders": self._orders, "/_control": self._control, "/_reset": self._reset}
+        routes = {
+            "/orders": self._orders,
+            "/_control": self._control,
+            "/_reset": self._reset,
+            "/_publish_stock": self._publish_stock,
+        }
         self._dispatch(routes, allowed_elsewhere={"/health", "/_stats"})
 
     def _dispatch(self, routes: Mapping[str, Any], allowed_elsewhere: set[str]) -> None:
@@ -606,6 +717,31 @@ class GatewayRequestHandler(SimulatorHandler):
 
     def _list_messages(self) -> None:
         self.send_json(HTTPStatus.OK, self.simulator.messages())
+
+    def _publish_stock(self) -> None:
+        """`POST /_publish_stock {"url": ...}`: send the stock levels there as a signed webhook."""
+        try:
+            target = server.url("url", json.loads(self.read_body() or b"{}").get("url"))
+        except (ValueError, AttributeError) as error:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        if target is None:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": "url is required"})
+            return
+        failure = self.simulator.stock_publish(target)
+        self.send_json(HTTPStatus.OK if failure is None else HTTPStatus.BAD_GATEWAY, {"error": failure})
+
+    def _stock_csv(self) -> None:
+        """`GET /stock.csv`: the pharmacy's stock levels, as its warehouse exports them."""
+        if not self.simulator.is_authorized(self.headers.get("Authorization")):
+            self._send_outcome(HTTPStatus.UNAUTHORIZED, "login", "Missing or invalid API key.")
+            return
+        body = self.simulator.stock_csv().encode("utf-8")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/csv; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _show_knobs(self) -> None:
         self.send_json(HTTPStatus.OK, self.simulator.knobs())
@@ -696,6 +832,14 @@ class GatewayRequestHandler(SimulatorHandler):
         if issues:
             self.send_json(
                 HTTPStatus.BAD_REQUEST, eps_rules.operation_outcome(issues), content_type=FHIR_CONTENT_TYPE
+            )
+            return
+        missing = self.simulator.missing_products(bundle)
+        if missing:
+            self.send_json(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                out_of_stock_outcome(missing),
+                content_type=FHIR_CONTENT_TYPE,
             )
             return
         submission, order = self.simulator.submit_order(idempotency_key, bundle, body)

@@ -199,6 +199,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         gateway_port=gateway_port,
         stripe_port=stripe_port,
         mcp_port=None,
+        mailorder_port=free_port(),
         step_delay=arguments.step_delay,
         confirm_delay=arguments.confirm_delay,
     )

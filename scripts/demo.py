@@ -31,6 +31,8 @@ WEB_PORT = int(os.environ.get("DEMO_PORT", "8000"))
 GATEWAY_PORT = int(os.environ.get("GATEWAY_SIM_PORT", "8765"))
 BASE_URL = f"http://127.0.0.1:{WEB_PORT}"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+MAILORDER_PORT = int(os.environ.get("MAILORDER_SIM_PORT", "8766"))
+MAILORDER_URL = f"http://127.0.0.1:{MAILORDER_PORT}"
 STRIPE_PORT = int(os.environ.get("STRIPE_SIM_PORT", "12111"))
 STRIPE_URL = f"http://127.0.0.1:{STRIPE_PORT}"
 MCP_PORT = int(os.environ.get("MCP_PORT", "8001"))
@@ -58,12 +60,14 @@ def layout(
     gateway_port: int = GATEWAY_PORT,
     stripe_port: int = STRIPE_PORT,
     mcp_port: int | None = MCP_PORT,
+    mailorder_port: int = MAILORDER_PORT,
     step_delay: float = 3,
     confirm_delay: float = 2,
 ) -> list[tuple[str, list[str]]]:
     """The demo's processes, as (name, command): gunicorn with 2 workers, one Celery worker on
-    every queue, beat, the MCP server (unless mcp_port is None), the gateway simulator
-    (advancing each order every `step_delay` seconds) and the Stripe simulator (paying each
+    every queue, beat, the MCP server (unless mcp_port is None), the two pharmacy partners' simulators
+    (the FHIR gateway and the mail-order pharmacy, advancing each order every `step_delay` seconds)
+    and the Stripe simulator (paying each
     PaymentIntent after `confirm_delay` seconds). `make bench-e2e` starts the same layout."""
     base_url = f"http://127.0.0.1:{web_port}"
     manage = [PYTHON, "manage.py"]
@@ -105,6 +109,11 @@ def layout(
                 "--step-delay",
                 str(step_delay),
             ],
+        ),
+        # The second pharmacy partner: a US mail-order pharmacy (JSON API, status by polling).
+        (
+            "mailorder",
+            [*manage, "run_mailorder_simulator", "--port", str(mailorder_port), "--step-delay", str(step_delay)],
         ),
         # Stripe simulator: confirms each PaymentIntent with a test card after confirm_delay.
         (
@@ -273,6 +282,59 @@ def post_samples(credentials: dict[str, Any]) -> list[int]:
     return ids
 
 
+def post_us_sample(credentials: dict[str, Any]) -> int:
+    """A US clinic's prescription: routing sends it to the mail-order pharmacy (licensed in the
+    patient's state, no fee), not the gateway."""
+    us = credentials["us_clinic"]
+    auth = {"Authorization": f"Bearer {access_token(us)}"}
+    patient = {
+        "given_name": "Taylor",
+        "family_name": "Demopatient",
+        "birth_date": "1991-05-17",
+        "sex": "unknown",
+        "address_line": "20 State Street",
+        "city": "Albany",
+        "region": "NY",
+        "postal_code": "12207",
+        "email": "taylor@example.invalid",
+    }
+    status, created = call(
+        "POST", "/api/v1/patients/", patient, {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    )
+    if status != 201:
+        raise SystemExit(f"could not register the US demo patient: {status} {created}")
+    today = time.strftime("%Y-%m-%d")
+    body = {
+        "patient": created["id"],
+        "prescriber": us["prescriber_id"],
+        "items": [
+            {
+                "medication": {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "349594"},
+                "dose_text": "Take one capsule each morning",
+                "quantity": "28",
+                "quantity_words": "twenty eight",
+                "unit": "capsule",
+                "days_supply": 28,
+            }
+        ],
+        "diagnoses": [
+            {"code_system": "http://hl7.org/fhir/sid/icd-10", "code": "F90.0", "recorded_on": today}
+        ],
+        "observations": [
+            {"kind": "blood_pressure", "value": "118", "diastolic": "76", "observed_on": today},
+            {"kind": "pulse", "value": "72", "observed_on": today},
+            {"kind": "weight", "value": "70", "observed_on": today},
+        ],
+    }
+    status, prescription = call(
+        "POST", "/api/v1/prescriptions/", body, {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    )
+    print(f"  POST /api/v1/prescriptions/ (US clinic) -> {status} (prescription #{prescription.get('id')})")
+    if status != 201:
+        raise SystemExit(f"could not post the US sample: {status} {prescription}")
+    return int(prescription["id"])
+
+
 def wait_for_port(port: int, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -421,7 +483,7 @@ def main() -> None:
     print("Preparing the database ...")
     run("migrate", "--noinput", "-v", "0")
     run("collectstatic", "--noinput", "-v", "0")
-    run("seed_demo", "--base-url", BASE_URL)
+    run("seed_demo", "--base-url", BASE_URL, "--mailorder-url", MAILORDER_URL)
     credentials = json.loads((ROOT / "var" / "demo-credentials.json").read_text())
 
     env = {
@@ -449,12 +511,14 @@ def main() -> None:
         wait_for(f"{BASE_URL}/health/", "the web server")
         wait_for(f"{GATEWAY_URL}/health", "the gateway simulator")
         wait_for(f"{STRIPE_URL}/health", "the Stripe simulator")
+        wait_for(f"{MAILORDER_URL}/health", "the mail-order pharmacy simulator")
         wait_for_port(MCP_PORT, "the MCP server")
         print("Posting sample prescriptions through the API ...")
         ids = post_samples(credentials)
         mcp_token = access_token(credentials)
         mcp_status = mcp_check(mcp_token)
         mcp_config = mcp_client_file(mcp_token)
+        ids.append(post_us_sample(credentials))
         fhir_id = post_fhir_order(credentials)
         if fhir_id is not None:
             ids.append(fhir_id)
@@ -477,7 +541,9 @@ Scriptline is running.
   API docs      {BASE_URL}/api/docs/
   API schema    {BASE_URL}/api/schema/
   FHIR          {BASE_URL}/fhir/R4/$process-message (NHS EPS messages), {BASE_URL}/fhir/R4/MedicationRequest
-  Gateway sim   {GATEWAY_URL}/_stats
+  Gateway sim   {GATEWAY_URL}/_stats   (partner "gateway": GB, and US controlled drugs)
+  Mail-order    {MAILORDER_URL}/_stats   (partner "mailorder": the US sample; routing's reasons are
+                on each dispatch's admin page, {BASE_URL}/admin/pharmacy/dispatch/)
   Stripe sim    {STRIPE_URL}/_stats   (pays each PaymentIntent after 2 s)
   Credentials   var/demo-credentials.json
   MCP server    {MCP_URL}   (streamable HTTP; send "Authorization: Bearer <token>", the token

@@ -15,7 +15,11 @@ from pharmacy.gateway import (
     OrderAlreadyDispensed,
     OrderStatus,
     OrderUnknown,
+    PartnerCannotFill,
 )
+
+# OperationOutcome detail codes by which a pharmacy says it cannot fill an order (another may).
+CANNOT_FILL_CODES = frozenset({"out-of-stock", "cannot-dispense", "not-licensed"})
 
 
 class HttpGateway:
@@ -41,10 +45,12 @@ class HttpGateway:
         if response.status_code >= 500 or response.status_code == 429:
             raise GatewayUnavailable(f"gateway answered {response.status_code}")
         if response.status_code >= 400:
-            raise GatewayRejected(
-                f"gateway refused the order: {response.status_code} {_diagnostics(response)}",
-                outcome=_operation_outcome(response),
-            )
+            outcome = _operation_outcome(response)
+            message = f"gateway refused the order: {response.status_code} {_diagnostics(response)}"
+            cannot_fill = _cannot_fill_code(outcome)
+            if cannot_fill:
+                raise PartnerCannotFill(message, reason=cannot_fill.replace("-", "_"), outcome=outcome)
+            raise GatewayRejected(message, outcome=outcome)
         body = response.json()
         return OrderAcknowledgement(
             order_id=str(body["order_id"]),
@@ -136,6 +142,38 @@ def _operation_outcome(response: requests.Response) -> dict[str, Any] | None:
             trimmed["details"] = codes
         kept.append(trimmed)
     return {"resourceType": "OperationOutcome", "issue": kept}
+
+
+def _cannot_fill_code(outcome: dict[str, Any] | None) -> str:
+    for issue in (outcome or {}).get("issue", []):
+        for code in issue.get("details") or []:
+            if code in CANNOT_FILL_CODES:
+                return str(code)
+    return ""
+
+
+def stock_csv_fetch(*, url: str, headers: dict[str, str], timeout: float, max_bytes: int) -> bytes:
+    """GET a partner's stock CSV file; GatewayUnavailable when it cannot be had now,
+    GatewayRejected when the partner refuses or the file is larger than `max_bytes`."""
+    try:
+        with requests.get(
+            url,
+            headers={**headers, "Accept": "text/csv"},
+            timeout=timeout,
+            stream=True,
+        ) as response:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise GatewayUnavailable(f"stock file answered {response.status_code}")
+            if response.status_code >= 400:
+                raise GatewayRejected(f"stock file refused: {response.status_code}")
+            content = b""
+            for chunk in response.iter_content(chunk_size=65536):
+                content += chunk
+                if len(content) > max_bytes:
+                    raise GatewayRejected(f"stock file larger than {max_bytes} bytes")
+    except requests.RequestException as error:
+        raise GatewayUnavailable(f"stock file unreachable: {type(error).__name__}") from error
+    return content
 
 
 def gateway_from_settings() -> HttpGateway:

@@ -44,6 +44,11 @@ JOURNEY = [
 # Stripe may confirm the payment before the worker has recorded the PaymentIntent it created:
 # the prescription then goes from approved straight to paid, a path the state machine allows.
 JOURNEY_PAID_BEFORE_INTENT_RECORDED = [event for event in JOURNEY if event != "prescription.awaiting_payment"]
+# The timeline also records the routing decision (no consumer: the clinic is not told of it).
+TIMELINE = [*JOURNEY[:4], "prescription.routed", *JOURNEY[4:]]
+TIMELINE_PAID_BEFORE_INTENT_RECORDED = [
+    event for event in TIMELINE if event != "prescription.awaiting_payment"
+]
 
 
 @pytest.fixture
@@ -126,7 +131,7 @@ def test_prescriptions_posted_through_the_api_reach_delivered(running_pipeline):
             .order_by("sequence")
             .values_list("type", flat=True)
         )
-        assert types in (JOURNEY, JOURNEY_PAID_BEFORE_INTENT_RECORDED)
+        assert types in (TIMELINE, TIMELINE_PAID_BEFORE_INTENT_RECORDED)
         detail = requests.get(
             f"{live_server.url}/api/v1/prescriptions/{prescription_id}/", headers=headers, timeout=10
         ).json()
@@ -382,6 +387,7 @@ def test_an_nhs_prescription_with_an_exemption_is_delivered_free_and_claimed(run
         "prescription.received",
         "prescription.approved",
         "prescription.nhs_funded",
+        "prescription.routed",
         "prescription.acknowledged",
         "prescription.dispensed",
         "prescription.shipped",

@@ -18,6 +18,8 @@ from oauth2_provider.models import Application
 
 from patients.models import Clinic, ClinicClient, Patient
 from patients.services import patient_create
+from pharmacy import routing
+from pharmacy.models import Partner
 from prescriptions.models import PharmacistProfile, Prescriber
 from support import roles
 from support.services import staff_assign_clinic, staff_totp_enrol
@@ -30,6 +32,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument("--mailorder-url", default="http://127.0.0.1:8766")
 
     def handle(self, *args: object, **options: str) -> None:
         call_command("load_formulary", verbosity=0)
@@ -55,13 +58,20 @@ class Command(BaseCommand):
             )
             self._patients(clinic)
             staff = self._staff(clinic)
-            client_id, client_secret = self._client(clinic)
+            client_id, client_secret = self._client(clinic, "Riverside demo integration")
+            us_client_id, us_client_secret = self._client(us_clinic, "Lakeshore demo integration")
+            self._partners(options["mailorder_url"])
         credentials = {
             "base_url": options["base_url"],
             "client_id": client_id,
             "client_secret": client_secret,
             "clinic_id": clinic.pk,
             "prescriber_id": prescriber.pk,
+            "us_clinic": {
+                "client_id": us_client_id,
+                "client_secret": us_client_secret,
+                "prescriber_id": us_prescriber.pk,
+            },
             "staff": staff,
         }
         path = Path(settings.VAR_DIR) / "demo-credentials.json"
@@ -169,12 +179,33 @@ class Command(BaseCommand):
         staff_assign_clinic(user=User.objects.get(username="support"), clinic=clinic)
         return credentials
 
-    def _client(self, clinic: Clinic) -> tuple[str, str]:
+    def _partners(self, mailorder_url: str) -> None:
+        """Two pharmacy partners: the FHIR gateway (GB and US, every schedule, a fee per item) and
+        the US mail-order pharmacy (no controlled drugs, no fee), so routing sends the US
+        non-controlled sample to the mail-order pharmacy and everything else to the gateway."""
+        Partner.objects.filter(code="gateway").update(fee_per_item_minor=300)
+        Partner.objects.update_or_create(
+            code="mailorder",
+            defaults={
+                "name": "Lakeshore Mail-Order Pharmacy (US)",
+                "adapter": Partner.Adapter.MAILORDER,
+                "status_by": Partner.StatusBy.POLLING,
+                "base_url": mailorder_url,
+                "stock_csv_url": f"{mailorder_url}/v2/inventory.csv",
+                "countries": ["US"],
+                "us_states": list(routing.US_STATES),
+                "controlled_schedules": [],
+                "fee_per_item_minor": 0,
+                "capacity": 500,
+            },
+        )
+
+    def _client(self, clinic: Clinic, name: str) -> tuple[str, str]:
         secret = secrets.token_urlsafe(32)
-        application = Application.objects.filter(name="Riverside demo integration").first()
+        application = Application.objects.filter(name=name).first()
         if application is None:
             application = Application(
-                name="Riverside demo integration",
+                name=name,
                 client_type=Application.CLIENT_CONFIDENTIAL,
                 authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
             )
