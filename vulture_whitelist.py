@@ -191,3 +191,22 @@ open_enquiries  # variable, support/selectors.py
 timeline  # variable, support/selectors.py
 urgent  # variable, support/views.py
 q  # variable, support/views.py
+paginator  # variable, support/large_tables.py (ModelAdmin.paginator)
+DEBUG  # attribute, scripts/bench_scale.py (settings.DEBUG)
+_load_access_token  # method, accounts/authentication.py (django-oauth-toolkit's OAuth2Validator hook)
+async_capable  # variable, config/middleware.py (Django's middleware flag)
+StaffSessionMiddleware  # class, config/middleware.py (named in settings.MIDDLEWARE)
+StaffAuthenticationMiddleware  # class, config/middleware.py (named in settings.MIDDLEWARE)
+StaffMessageMiddleware  # class, config/middleware.py (named in settings.MIDDLEWARE)
+trust_env  # attribute, events/adapters/http.py (requests.Session)
+adding  # attribute, events/services.py (Model._state.adding)
+claimed_at  # variable, notifications/models.py (model field)
+status_by  # variable, pharmacy/models.py (model field)
+_result_cache  # attribute, prescriptions/services.py (Django's prefetch cache)
+_prefetch_done  # attribute, prescriptions/services.py (Django's prefetch cache)
+_prefetched_objects_cache  # attribute, prescriptions/services.py (Django's prefetch cache)
+refused_out_of_stock  # variable, sandbox/gateway.py (a simulator counter, read through /_stats)
+DESCRIPTION  # variable, sandbox/mailorder/app.py
+orders_created  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
+replays  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
+rate_limited  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)

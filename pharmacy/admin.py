@@ -231,8 +231,7 @@ class PartnerAdmin(admin.ModelAdmin):
         "configured",
     ]
     list_filter = ["is_active", "adapter", "status_by"]
-    list_select_related: list[str] = []
-    raw_id_fields: list[str] = []
+    list_select_related = False
     search_fields = ["code", "name"]
     readonly_fields = ["created_at", "updated_at", "configured"]
 

@@ -113,7 +113,14 @@ def layout(
         # The second pharmacy partner: a US mail-order pharmacy (JSON API, status by polling).
         (
             "mailorder",
-            [*manage, "run_mailorder_simulator", "--port", str(mailorder_port), "--step-delay", str(step_delay)],
+            [
+                *manage,
+                "run_mailorder_simulator",
+                "--port",
+                str(mailorder_port),
+                "--step-delay",
+                str(step_delay),
+            ],
         ),
         # Stripe simulator: confirms each PaymentIntent with a test card after confirm_delay.
         (

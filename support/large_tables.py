@@ -45,7 +45,7 @@ def planner_row_estimate(queryset: QuerySet[Any]) -> int:
     sql, params = queryset.order_by().query.sql_with_params()
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]  # type: ignore[index]
+        plan = cursor.fetchone()[0]
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
@@ -120,11 +120,13 @@ class DistinctValuesFilter(admin.SimpleListFilter):
     """
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
-        return [(value, value) for value in distinct_column_values(model_admin.model, self.parameter_name)]
+        return [
+            (value, value) for value in distinct_column_values(model_admin.model, str(self.parameter_name))
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
 
 
 def distinct_values_filter(column: str, title: str | None = None) -> type[DistinctValuesFilter]:

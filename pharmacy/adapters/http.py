@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import requests
-from django.conf import settings
 
 from pharmacy.gateway import (
     GatewayRejected,
@@ -174,11 +173,3 @@ def stock_csv_fetch(*, url: str, headers: dict[str, str], timeout: float, max_by
     except requests.RequestException as error:
         raise GatewayUnavailable(f"stock file unreachable: {type(error).__name__}") from error
     return content
-
-
-def gateway_from_settings() -> HttpGateway:
-    return HttpGateway(
-        base_url=settings.GATEWAY_URL,
-        api_key=settings.GATEWAY_API_KEY,
-        timeout=settings.GATEWAY_TIMEOUT_SECONDS,
-    )

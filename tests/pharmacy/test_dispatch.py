@@ -60,10 +60,13 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(ga
     prescription = approved_prescription(clinic_a, paracetamol)
     dispatch = create_dispatch(prescription)
     # An earlier attempt reached the gateway but its answer was lost (timeout, killed worker):
-    from pharmacy.adapters.http import gateway_from_settings
+    from django.conf import settings
+
+    from pharmacy.adapters.http import HttpGateway
 
     bundle = services.dispatch_message(dispatch=services._load_for_sending(dispatch.pk))
-    gateway_from_settings().order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
+    gateway = HttpGateway(base_url=settings.GATEWAY_URL, api_key=settings.GATEWAY_API_KEY, timeout=10.0)
+    gateway.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
 

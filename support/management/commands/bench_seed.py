@@ -17,11 +17,12 @@ import random
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
+from django.db.models import Field
 from tqdm import tqdm
 
 from accounts.tenancy import system_scope
@@ -150,7 +151,7 @@ PATIENT_COLUMNS = [
 def _patients_copy(*, count: int, clinics: list[int], rng: random.Random) -> int:
     """Patients with their own encrypted identifiers and blind indexes, by COPY; the first id."""
     first = _ids_reserve(Patient._meta.db_table, count)
-    fields = {name: Patient._meta.get_field(name) for name in phi.PHI_FIELDS}
+    fields = {name: cast("Field[Any, Any]", Patient._meta.get_field(name)) for name in phi.PHI_FIELDS}
     nhs_numbers = _nhs_numbers()
     with tqdm(total=count, desc="patients", unit="row") as progress:
         for start in range(0, count, BATCH):
@@ -230,7 +231,7 @@ def _prescriptions_insert(
         for start in range(0, count, BATCH):
             size = min(BATCH, count - start)
             with transaction.atomic(), connection.cursor() as cursor:
-                parameters = {
+                parameters: dict[str, Any] = {
                     "low": first + start,
                     "high": first + start + size - 1,
                     "first": first,
