@@ -206,7 +206,6 @@ _result_cache  # attribute, prescriptions/services.py (Django's prefetch cache)
 _prefetch_done  # attribute, prescriptions/services.py (Django's prefetch cache)
 _prefetched_objects_cache  # attribute, prescriptions/services.py (Django's prefetch cache)
 refused_out_of_stock  # variable, sandbox/gateway.py (a simulator counter, read through /_stats)
-DESCRIPTION  # variable, sandbox/mailorder/app.py
 orders_created  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
 replays  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
 rate_limited  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)

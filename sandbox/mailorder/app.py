@@ -28,7 +28,6 @@ from sandbox.mailorder.simulator import (
 )
 from sandbox.server import SimulatorHandler, SimulatorServer, rate, seconds
 
-DESCRIPTION = "Mail-order pharmacy simulator: a US mail-order pharmacy's JSON order API."
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8766
 MAXIMUM_BODY_BYTES = 256 * 1024
