@@ -226,7 +226,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     }
                 ],
             }
-            for patient in setup["patients"][:count]  # type: ignore[index]
+            for patient in setup["patients"][:count]  # type: ignore[index]  # prepare() answers JSON
         ]
         roots = {name: process.pid for (name, _command), process in zip(commands, processes, strict=True)}
         roots.update(server_pids())
