@@ -2,6 +2,7 @@ import datetime
 from typing import Any
 
 import factory
+from django.utils import timezone
 
 from events.services import event_record
 from pharmacy.models import (
@@ -10,7 +11,10 @@ from pharmacy.models import (
     GatewayCancellation,
     GatewayWebhookEvent,
     OrderAlert,
+    Partner,
     PartnerCircuit,
+    PartnerStock,
+    StockFeedEvent,
 )
 from prescriptions import services
 from prescriptions.models import Medication, Prescription, Status
@@ -187,3 +191,33 @@ class PartnerCircuitFactory(factory.django.DjangoModelFactory):
         model = PartnerCircuit
 
     partner = factory.Sequence(lambda n: f"partner-{n}")
+
+
+class PartnerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Partner
+
+    code = factory.Sequence(lambda n: f"partner-{n}")
+    name = factory.Sequence(lambda n: f"Partner pharmacy {n}")
+    base_url = "http://127.0.0.1:8765"
+    countries = factory.LazyFunction(lambda: ["GB"])
+
+
+class PartnerStockFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PartnerStock
+
+    partner = factory.SubFactory(PartnerFactory)
+    product_code = factory.Sequence(lambda n: f"3222360{n:02d}")
+    quantity = 100
+    source = "csv"
+    updated_at = factory.LazyFunction(timezone.now)
+
+
+class StockFeedEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StockFeedEvent
+
+    partner = factory.SubFactory(PartnerFactory)
+    event_id = factory.Sequence(lambda n: f"stock_{n}")
+    items = 3
