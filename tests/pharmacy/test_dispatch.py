@@ -65,8 +65,8 @@ def test_a_send_repeated_after_a_lost_acknowledgement_creates_no_second_order(ga
     from pharmacy.adapters.http import HttpGateway
 
     bundle = services.dispatch_message(dispatch=services._load_for_sending(dispatch.pk))
-    gateway = HttpGateway(base_url=settings.GATEWAY_URL, api_key=settings.GATEWAY_API_KEY, timeout=10.0)
-    gateway.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
+    adapter = HttpGateway(base_url=settings.GATEWAY_URL, api_key=settings.GATEWAY_API_KEY, timeout=10.0)
+    adapter.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
 
     assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
 
