@@ -12,6 +12,7 @@ Exception messages and logs name fields, codes and HTTP statuses only, never pat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -179,6 +180,10 @@ def _patient(patient: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+# The partner ships to US ZIP codes only; anything else it would refuse as our bad data.
+ZIP_CODE: Final = re.compile(r"\d{5}(-\d{4})?")
+
+
 def _shipping_address(patient: Mapping[str, Any]) -> dict[str, Any]:
     addresses = [address for address in patient.get("address") or [] if isinstance(address, dict)]
     if not addresses:
@@ -195,11 +200,13 @@ def _shipping_address(patient: Mapping[str, Any]) -> dict[str, Any]:
     ):
         if not value:
             raise Untranslatable(f"Patient.address.{element}: missing")
+    if not ZIP_CODE.fullmatch(str(address["postalCode"]).strip()):
+        raise Untranslatable("Patient.address.postalCode: not a ZIP or ZIP+4")
     result = {
         "line1": lines[0],
         "city": str(address["city"]),
         "state": str(address["state"]),
-        "postal_code": str(address["postalCode"]),
+        "postal_code": str(address["postalCode"]).strip(),
         "country": "US",
     }
     if len(lines) > 1:

@@ -147,6 +147,10 @@ def prescriber_without_npi(bundle: dict[str, Any]) -> None:
     practitioner["identifier"] = [i for i in practitioner["identifier"] if "npi" not in i["system"]]
 
 
+def postcode_not_a_zip(bundle: dict[str, Any]) -> None:
+    resource(bundle, "Patient")["address"][0]["postalCode"] = "LS1 1AA"
+
+
 def not_a_scriptline_message(bundle: dict[str, Any]) -> None:
     resource(bundle, "MessageHeader")["eventCoding"] = {
         "system": "https://fhir.nhs.uk/CodeSystem/message-event",
@@ -164,6 +168,7 @@ def without_sig(bundle: dict[str, Any]) -> None:
         (without_address, "Patient.address"),
         (abroad, "Patient.address.country"),
         (without_state, "Patient.address.state"),
+        (postcode_not_a_zip, "Patient.address.postalCode"),
         (snomed_coded, "MedicationRequest[0].medicationCodeableConcept"),
         (prescriber_without_npi, "Practitioner.identifier"),
         (not_a_scriptline_message, "MessageHeader.eventCoding"),
