@@ -2,7 +2,7 @@ import os
 from typing import Any
 
 from celery import Celery, signals
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from common.logs import celery_signals_connect
 
@@ -15,9 +15,12 @@ app.autodiscover_tasks()
 
 def _connections_tidy(sender: Any = None, **kwargs: Any) -> None:
     # Database connections live per task as per web request (settings.CELERY_DB_REUSE_MAX);
-    # an eager task runs inside its caller's transaction, which must keep its connection.
-    if not getattr(getattr(sender, "request", None), "is_eager", False):
-        close_old_connections()
+    # a task run inside its caller's transaction (eager, or in a test) must keep its connection.
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    if any(connection.in_atomic_block for connection in connections.all(initialized_only=True)):
+        return
+    close_old_connections()
 
 
 signals.task_prerun.connect(_connections_tidy, weak=False)

@@ -252,22 +252,20 @@ class PartnerAdmin(admin.ModelAdmin):
 
 
 @admin.register(PartnerStock)
-class PartnerStockAdmin(admin.ModelAdmin):
+class PartnerStockAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_display = ["partner", "product_code", "quantity", "source", "updated_at"]
     list_filter = ["partner", "source"]
     list_select_related = ["partner"]
     raw_id_fields = ["partner"]
     search_fields = ["=product_code"]
     readonly_fields = [field.name for field in PartnerStock._meta.fields]
-    show_full_result_count = False
 
 
 @admin.register(StockFeedEvent)
-class StockFeedEventAdmin(admin.ModelAdmin):
+class StockFeedEventAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_display = ["event_id", "partner", "items", "received_at"]
     list_filter = ["partner"]
     list_select_related = ["partner"]
     raw_id_fields = ["partner"]
     search_fields = ["=event_id"]
     readonly_fields = [field.name for field in StockFeedEvent._meta.fields]
-    show_full_result_count = False

@@ -33,6 +33,7 @@ SMALL_TABLES = {
     "otp_totp.TOTPDevice",
     "patients.Clinic",
     "patients.ClinicClient",
+    "pharmacy.Partner",
     "prescriptions.AllergyClass",
     "prescriptions.FormularyRelease",
     "prescriptions.InteractionRule",

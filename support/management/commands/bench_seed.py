@@ -295,13 +295,14 @@ SEED_STATEMENTS = [
     """
     INSERT INTO pharmacy_dispatch (prescription_id, idempotency_key, status, attempts, last_error,
                                    gateway_order_id, created_at, updated_at, acknowledged_at,
-                                   window_started_at)
+                                   window_started_at, partner_id, partners_tried, routing)
     SELECT id, gen_random_uuid(),
            CASE WHEN status = 'dead_lettered' THEN 'dead_lettered' ELSE 'acknowledged' END,
            1, '', CASE WHEN status = 'dead_lettered' THEN '' ELSE 'ord_bench_' || id END,
            created_at + interval '3 hours', created_at + interval '4 hours',
            CASE WHEN status = 'dead_lettered' THEN NULL ELSE created_at + interval '4 hours' END,
-           created_at + interval '3 hours'
+           created_at + interval '3 hours',
+           (SELECT id FROM pharmacy_partner WHERE code = 'gateway'), '[]'::jsonb, '{}'::jsonb
       FROM bench_batch WHERE 'acknowledged' = ANY(path) OR status = 'dead_lettered';
     """,
     """
