@@ -108,5 +108,9 @@ def test_a_journey_with_synthetic_phi_leaves_no_identifier_in_any_log_line(
     leaks = [line for line in lines for needle in NEEDLES if needle.lower() in line.lower()]
     assert leaks == []
     parsed = [json.loads(line) for line in worker_lines if line.startswith("{")]
-    acknowledged = [entry for entry in parsed if "acknowledged by the gateway" in entry["event"]]
+    acknowledged = [
+        entry
+        for entry in parsed
+        if entry["event"].startswith("dispatch ") and " acknowledged by " in entry["event"]
+    ]
     assert [entry["request_id"] for entry in acknowledged] == ["req-journey-1"]
