@@ -10,6 +10,7 @@ import requests
 
 from billing.models import Payment
 from events.models import ClinicWebhookEndpoint, Event
+from pharmacy import routing
 from pharmacy.models import Dispatch, Partner
 from prescriptions.formulary import formulary_load
 from prescriptions.models import Prescriber, Prescription, Status
@@ -44,7 +45,7 @@ def two_partners(live_server, settings):  # type: ignore[no-untyped-def]
     )
     worker = start_worker(gateway_url=east.url, extra_env={"STRIPE_API_BASE": stripe.url})
     receiver = receiver_start()
-    Partner.objects.filter(code="gateway").update(is_active=False)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(is_active=False)
     common = {"countries": ["US"], "capacity": 100}
     Partner.objects.create(
         code="east",

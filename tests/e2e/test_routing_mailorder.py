@@ -15,6 +15,7 @@ import pytest
 
 from billing.models import Payment
 from events.models import ClinicWebhookEndpoint, Event
+from pharmacy import routing
 from pharmacy.models import Dispatch, Partner
 from prescriptions.formulary import formulary_load
 from prescriptions.models import Prescriber
@@ -61,7 +62,7 @@ def both_contracts(live_server, settings):  # type: ignore[no-untyped-def]
     worker = start_worker(gateway_url=gateway.url, extra_env=env)
     beat = start_beat(gateway_url=gateway.url, extra_env=env)
     receiver = receiver_start()
-    Partner.objects.filter(code="gateway").update(fee_per_item_minor=300)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(fee_per_item_minor=300)
     Partner.objects.create(
         code="mailorder",
         name="Mail-Order Pharmacy",

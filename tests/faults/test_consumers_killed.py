@@ -146,7 +146,12 @@ def test_consumers_killed_with_their_worker_resume_within_a_minute_and_do_nothin
     republished = OutboxMessage.objects.filter(
         event__aggregate_id__in=stranded, event__type="prescription.approved", attempts__gte=2
     )
-    assert republished.count() == len(stranded)
+    # RabbitMQ hands a dead consumer's unacknowledged message to the next one at once; Redis
+    # keeps it until its visibility timeout, so there the relay's lease is what resumes it.
+    if settings.CELERY_BROKER_IS_AMQP:
+        assert republished.count() <= len(stranded)
+    else:
+        assert republished.count() == len(stranded)
     assert_one_order_per_prescription(gateway, ids)
     stats = stripe.stats()
     assert stats["payment_intents"] == COUNT

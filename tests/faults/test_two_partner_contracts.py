@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from billing.models import Payment
+from pharmacy import routing
 from pharmacy.models import DeadLetter, Dispatch, OrderAlert, Partner
 from prescriptions.formulary import formulary_load
 from prescriptions.models import Prescription, Status
@@ -84,7 +85,7 @@ def test_a_flaky_mail_order_pharmacy_restarted_mid_journey_and_the_fhir_gateway_
 ):  # type: ignore[no-untyped-def]
     # Given the default FHIR partner (everywhere, a fee per item) and the mail-order pharmacy
     # (NY only, no fee), retries and polling fast
-    Partner.objects.filter(code="gateway").update(fee_per_item_minor=300)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(fee_per_item_minor=300)
     Partner.objects.create(
         code="mailorder",
         name="Mail-Order Pharmacy",

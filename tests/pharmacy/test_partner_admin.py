@@ -100,11 +100,11 @@ def test_the_dispatch_page_shows_the_partner_chosen_and_why_others_were_passed_o
 
 
 def test_route_again_sends_a_waiting_dispatch_once_a_partner_takes_it(operator_client, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
-    Partner.objects.filter(code="gateway").update(is_active=False)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(is_active=False)
     dispatch = services.dispatch_create(prescription_id=approved_prescription(clinic_a, paracetamol).pk)
     assert routing.dispatch_route(dispatch=services._load_for_sending(dispatch.pk)) is None
     assert Dispatch.objects.get(pk=dispatch.pk).status == Dispatch.Status.AWAITING_PARTNER
-    Partner.objects.filter(code="gateway").update(is_active=True)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(is_active=True)
 
     operator_client.post(
         "/admin/pharmacy/dispatch/", {"action": "route_again", "_selected_action": [dispatch.pk]}

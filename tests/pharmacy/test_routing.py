@@ -36,7 +36,7 @@ def partners(simulators, formulary):  # type: ignore[no-untyped-def]
     east_sim, west_sim = simulators
     for simulator in simulators:
         simulator.reset()
-    Partner.objects.filter(code="gateway").update(is_active=False)
+    Partner.objects.filter(pk=routing.default_partner_ensure().pk).update(is_active=False)
     common = {"countries": ["US"], "controlled_schedules": ["US:II"], "capacity": 10}
     east = Partner.objects.create(
         code="east",
