@@ -308,7 +308,10 @@ def post_us_sample(credentials: dict[str, Any]) -> int:
     status, created = call(
         "POST", "/api/v1/patients/", patient, {**auth, "Idempotency-Key": str(uuid.uuid4())}
     )
-    if status != 201:
+    # A second `make demo` finds the patient registered by the first: use that record.
+    if status == 409 and isinstance(created.get("existing_patient_id"), int):
+        created = {"id": created["existing_patient_id"]}
+    elif status != 201:
         raise SystemExit(f"could not register the US demo patient: {status} {created}")
     today = time.strftime("%Y-%m-%d")
     body = {
