@@ -133,15 +133,28 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             )
             if not rows:
                 return published
-            # One broker connection and producer for the whole batch.
-            with app.producer_or_acquire() as producer:
-                for row in rows:
-                    for task_name in settings.EVENT_CONSUMERS.get(row.event.type, ()):
-                        app.send_task(task_name, args=[row.event_id], producer=producer)
+            event_consumers_send(
+                [
+                    (consumer, row.event_id)
+                    for row in rows
+                    for consumer in settings.EVENT_CONSUMERS.get(row.event.type, ())
+                ]
+            )
             _outbox_mark_published(message_ids=[row.pk for row in rows])
             published += len(rows)
         if len(rows) < batch_size:
             return published
+
+
+def event_consumers_send(pairs: list[tuple[str, int]]) -> None:
+    """Send each (consumer, event id) to the broker on one connection: the one place an event
+    reaches its consumers, for the relay, its lease pass and the reconciler. What the broker
+    loses is sent again from the outbox row (its lease) or by the reconciler."""
+    if not pairs:
+        return
+    with app.producer_or_acquire() as producer:
+        for consumer, event_id in pairs:
+            app.send_task(consumer, args=[event_id], producer=producer)
 
 
 def _outbox_mark_published(*, message_ids: list[int]) -> None:
@@ -193,6 +206,7 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
         settled: list[int] = []
         republished: list[int] = []
         waiting: list[int] = []
+        resent: list[tuple[str, int]] = []
         for row in rows:
             missing = [
                 consumer
@@ -203,9 +217,9 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
                 settled.append(row.pk)
                 continue
             resend = [consumer for consumer in missing if pending[(row.event_id, consumer)] not in owed]
-            for consumer in resend:
-                app.send_task(consumer, args=[row.event_id])
+            resent += [(consumer, row.event_id) for consumer in resend]
             (republished if resend else waiting).append(row.pk)
+        event_consumers_send(resent)
         OutboxMessage.objects.filter(pk__in=settled).update(settled_at=now)
         _outbox_mark_published(message_ids=republished)
         # Only owed rows left: look again one lease later.

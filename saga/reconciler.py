@@ -22,9 +22,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from config.celery import app
 from events.models import Event, OutboxMessage, ProcessedEvent
-from events.services import outbox_relay
+from events.services import event_consumers_send, outbox_relay
 from pharmacy import routing
 from pharmacy.services import dispatches_requeue_stale
 from prescriptions.models import Prescription, Status
@@ -73,8 +72,8 @@ def stuck_events_republish(*, older_than_seconds: int, limit: int) -> list[tuple
     for event in entering:
         for consumer in settings.EVENT_CONSUMERS[event.type]:
             if (consumer, event.pk) not in processed:
-                app.send_task(consumer, args=[event.pk])
                 sent.append((consumer, event.pk))
+    event_consumers_send(sent)
     return sent
 
 
@@ -107,10 +106,9 @@ def unconsumed_events_republish(
         if not missing:
             settled.append(message_id)
         for consumer in missing:
-            if (consumer, event_id) in already_sent:
-                continue
-            app.send_task(consumer, args=[event_id])
-            sent.append((consumer, event_id))
+            if (consumer, event_id) not in already_sent:
+                sent.append((consumer, event_id))
+    event_consumers_send(sent)
     OutboxMessage.objects.filter(pk__in=settled).update(settled_at=timezone.now())
     return sent
 

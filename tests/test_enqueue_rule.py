@@ -1,5 +1,6 @@
 """Every enqueue of work goes through the outbox: only the relay (events/services.py, which
-publishes events and owed tasks) and the reconciler (saga/reconciler.py) talk to the broker.
+publishes events and owed tasks, and sends events again for its lease pass and for the
+reconciler through `event_consumers_send`) talks to the broker.
 A direct `.delay()` elsewhere is a message the broker can lose with nothing to send it again."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PRODUCT_PACKAGES = (
     "support",
 )
 PUBLISHING = frozenset({"delay", "apply_async", "send_task", "retry"})
-MAY_PUBLISH = frozenset({"events/services.py", "saga/reconciler.py"})
+MAY_PUBLISH = frozenset({"events/services.py"})
 
 
 def publishing_calls(source: str) -> list[tuple[int, str]]:
@@ -106,3 +107,16 @@ def test_no_task_retries_through_the_broker_by_itself():
     assert broker_retries(
         'RETRY = {"autoretry_for": (OSError,)}\n@shared_task(autoretry_for=(OSError,))\ndef f(): ...'
     ) == [2, 1]
+
+
+def test_in_the_relay_only_its_two_publishers_talk_to_the_broker() -> None:
+    """Events reach their consumers through `event_consumers_send`, owed tasks through
+    `outbox_tasks_publish`: a send anywhere else in the relay module bypasses both."""
+    tree = ast.parse((ROOT / "events" / "services.py").read_text())
+    publishers = {
+        function.name
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef)
+        and any(line for line, _ in publishing_calls(ast.unparse(function)))
+    }
+    assert publishers == {"event_consumers_send", "outbox_tasks_publish"}
