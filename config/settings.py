@@ -301,6 +301,8 @@ RECONCILE_DISPATCH_STALE_SECONDS = env.int("RECONCILE_DISPATCH_STALE_SECONDS", d
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=500)
 # Publish each transaction's events straight after commit; the beat relay is the safety net.
 OUTBOX_PUBLISH_ON_COMMIT = env.bool("OUTBOX_PUBLISH_ON_COMMIT", default=True)
+# A worker writes its task statistics (support.metrics) at most this often, and when it stops.
+TASK_STATISTICS_FLUSH_SECONDS = env.float("TASK_STATISTICS_FLUSH_SECONDS", default=5.0)
 # An owed task (events.OutboxTask) is published again this long after its last publication
 # unless it finished or set its next retry, and so is a published event to each consumer that
 # has not processed it: longer than the hard time limit of every task run that way (40 s),

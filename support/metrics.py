@@ -9,6 +9,7 @@ themselves (task_postrun, below) into one cumulative row per (queue, task, outco
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -34,14 +35,15 @@ logger = logging.getLogger(__name__)
 # Upper bounds (seconds) of the task run-time histogram buckets; +Inf is the count.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-# One statement, no transaction of its own: counters grow in place, and concurrent workers
-# serialise on the row for the length of one UPDATE. Arrays of different lengths (buckets
-# changed between releases) add up as far as the new one goes.
+# Counters grow in place, one statement for a batch of (queue, task, outcome) rows; arrays of
+# different lengths (buckets changed between releases) add up as far as the new one goes.
 RECORD_SQL = """
 INSERT INTO support_taskstatistic (queue, task, outcome, count, seconds_total, bucket_counts, updated_at)
-VALUES (%s, %s, %s, 1, %s, %s, now())
+SELECT queue, task, outcome, count, seconds_total, buckets, now()
+FROM jsonb_to_recordset(%s::jsonb)
+    AS batch(queue text, task text, outcome text, count int, seconds_total float8, buckets int[])
 ON CONFLICT (queue, task, outcome) DO UPDATE SET
-    count = support_taskstatistic.count + 1,
+    count = support_taskstatistic.count + EXCLUDED.count,
     seconds_total = support_taskstatistic.seconds_total + EXCLUDED.seconds_total,
     bucket_counts = ARRAY(
         SELECT COALESCE(old, 0) + COALESCE(new, 0)
@@ -51,13 +53,52 @@ ON CONFLICT (queue, task, outcome) DO UPDATE SET
     updated_at = now()
 """
 
+# What this process measured and has not written yet: (queue, task, outcome) → count,
+# seconds, bucket counts. A worker writes at most every TASK_STATISTICS_FLUSH_SECONDS and when
+# its process ends, not after every task (a row lock and a commit per task would cost more
+# than many of the tasks measured).
+_pending: dict[tuple[str, str, str], list[Any]] = {}
+_flushed_at = 0.0
 
-def task_statistic_record(*, queue: str, task: str, outcome: str, seconds: float) -> None:
-    buckets = [1 if seconds <= bound else 0 for bound in LATENCY_BUCKETS]
+
+def task_statistic_add(*, queue: str, task: str, outcome: str, seconds: float) -> None:
+    entry = _pending.setdefault((queue[:40], task[:120], outcome[:10]), [0, 0.0, [0] * len(LATENCY_BUCKETS)])
+    entry[0] += 1
+    entry[1] += seconds
+    for index, bound in enumerate(LATENCY_BUCKETS):
+        if seconds <= bound:
+            entry[2][index] += 1
+
+
+def task_statistics_flush() -> int:
+    """Write what this process has measured; returns how many rows it touched."""
+    global _flushed_at
+    _flushed_at = time.monotonic()
+    if not _pending:
+        return 0
+    batch = [
+        {
+            "queue": queue,
+            "task": task,
+            "outcome": outcome,
+            "count": count,
+            "seconds_total": seconds,
+            "buckets": buckets,
+        }
+        for (queue, task, outcome), (count, seconds, buckets) in _pending.items()
+    ]
+    _pending.clear()
     # A statistic lost in a crash costs nothing: this commit does not wait for the disk.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.execute(RECORD_SQL, [queue[:40], task[:120], outcome[:10], seconds, buckets])
+        cursor.execute(RECORD_SQL, [json.dumps(batch)])
+    return len(batch)
+
+
+def task_statistic_record(*, queue: str, task: str, outcome: str, seconds: float) -> None:
+    """Count one run and write it now (with whatever else this process had pending)."""
+    task_statistic_add(queue=queue, task=task, outcome=outcome, seconds=seconds)
+    task_statistics_flush()
 
 
 # --- Celery hooks (connected in SupportConfig.ready; they fire only inside workers) -----------
@@ -79,18 +120,23 @@ def _on_task_postrun(
     delivery = getattr(task.request, "delivery_info", None) or {}
     queue = delivery.get("routing_key") or settings.CELERY_TASK_DEFAULT_QUEUE
     outcome = {"SUCCESS": "success", "RETRY": "retry", "FAILURE": "failure"}.get(state or "", "other")
+    task_statistic_add(queue=queue, task=task.name, outcome=outcome, seconds=time.monotonic() - started)
+    if time.monotonic() - _flushed_at >= settings.TASK_STATISTICS_FLUSH_SECONDS:
+        _flush_quietly()
+
+
+def _flush_quietly(**kwargs: Any) -> None:
     try:
-        task_statistic_record(
-            queue=queue, task=task.name, outcome=outcome, seconds=time.monotonic() - started
-        )
+        task_statistics_flush()
     except DatabaseError:
         # Metrics must never fail the work they measure.
-        logger.warning("task statistic not recorded for %s", task.name)
+        logger.warning("task statistics not recorded")
 
 
 def task_metrics_connect() -> None:
     signals.task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="support.metrics.prerun")
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="support.metrics.postrun")
+    signals.worker_process_shutdown.connect(_flush_quietly, weak=False, dispatch_uid="support.metrics.flush")
 
 
 # --- The exposition -------------------------------------------------------------------------------

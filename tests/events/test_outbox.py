@@ -185,3 +185,37 @@ def test_two_relays_running_at_once_each_publish_rows_and_together_every_row_exa
     assert sum(counts.values()) == 50
     assert sorted(published_ids) == received_event_ids()
     assert unpublished() == 0
+
+
+def test_after_commit_the_transaction_publishes_its_own_events_and_leaves_older_rows_to_the_relay(
+    broker, settings, django_capture_on_commit_callbacks
+):
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    (older,) = prescriptions_created(1)
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        (newer,) = prescriptions_created(1)
+
+    assert len(callbacks) == 1
+    newer_event = Event.objects.get(aggregate_type="prescription", aggregate_id=newer.pk)
+    assert broker.published == [(HARMLESS, [newer_event.pk])]
+    assert OutboxMessage.objects.get(event=newer_event).published_at is not None
+    assert OutboxMessage.objects.get(event__aggregate_id=older.pk).published_at is None
+    assert outbox_relay() == 1
+
+
+def test_after_commit_a_broker_outage_leaves_the_rows_for_the_relay(
+    broker, settings, django_capture_on_commit_callbacks
+):
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    broker.failing = True
+
+    with django_capture_on_commit_callbacks(execute=True):
+        prescriptions_created(2)
+
+    assert broker.published == []
+    assert unpublished() == 2
+    broker.failing = False
+    assert outbox_relay() == 2
+    assert sorted(args[0] for _name, args in broker.published) == received_event_ids()

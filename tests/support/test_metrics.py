@@ -131,8 +131,10 @@ def test_the_cumulative_row_adds_up_bucket_by_bucket():
     assert len(row.bucket_counts) == len(LATENCY_BUCKETS)
 
 
-def test_a_worker_records_its_tasks_through_the_celery_signals():
+def test_a_worker_records_its_tasks_through_the_celery_signals(settings):
     from celery import signals
+
+    settings.TASK_STATISTICS_FLUSH_SECONDS = 0
 
     class Request:
         delivery_info = {"routing_key": "notifications"}
@@ -151,3 +153,29 @@ def test_a_worker_records_its_tasks_through_the_celery_signals():
         "failure",
         1,
     )
+
+
+def test_a_worker_writes_its_statistics_in_batches_not_after_every_task(settings):
+    from celery import signals
+
+    from support import metrics
+
+    class Request:
+        delivery_info = {"routing_key": "checks"}
+
+    class Task:
+        name = "prescriptions.tasks.prescription_check"
+        request = Request()
+
+    settings.TASK_STATISTICS_FLUSH_SECONDS = 3600
+    metrics.task_statistics_flush()
+    for number in range(3):
+        signals.task_prerun.send(sender=Task, task_id=f"b-{number}", task=Task())
+        signals.task_postrun.send(sender=Task, task_id=f"b-{number}", task=Task(), state="SUCCESS")
+    assert not TaskStatistic.objects.exists()
+
+    signals.worker_process_shutdown.send(sender=None, pid=1, exitcode=0)
+
+    row = TaskStatistic.objects.get()
+    assert (row.queue, row.outcome, row.count) == ("checks", "success", 3)
+    assert row.bucket_counts[-1] == 3
