@@ -1,8 +1,9 @@
 import os
+import time
 from typing import Any
 
 from celery import Celery, signals
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from common.logs import celery_signals_connect
 
@@ -13,14 +14,32 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+# A connection that passed a health check this recently is trusted for the next task without
+# another `SELECT 1` (a busy worker would otherwise spend a round trip per task on it); an idle
+# worker's first task after this long checks again, and so does any task after an error.
+HEALTH_CHECK_SECONDS = 5.0
+
+
 def _connections_tidy(sender: Any = None, **kwargs: Any) -> None:
     # Database connections live per task as per web request (settings.CELERY_DB_REUSE_MAX);
     # a task run inside its caller's transaction (eager, or in a test) must keep its connection.
     if getattr(getattr(sender, "request", None), "is_eager", False):
         return
-    if any(connection.in_atomic_block for connection in connections.all(initialized_only=True)):
+    opened = connections.all(initialized_only=True)
+    if any(connection.in_atomic_block for connection in opened):
         return
-    close_old_connections()
+    now = time.monotonic()
+    for connection in opened:
+        # Closes a connection that is broken (after an error), past its age or in the wrong mode.
+        connection.close_if_unusable_or_obsolete()
+        if connection.connection is None:
+            continue
+        checked_at = getattr(connection, "health_checked_at", None)
+        if checked_at is not None and now - checked_at < HEALTH_CHECK_SECONDS:
+            connection.health_check_done = True
+        else:
+            # Django checks it on its first query; trust it for HEALTH_CHECK_SECONDS after that.
+            connection.health_checked_at = now
 
 
 signals.task_prerun.connect(_connections_tidy, weak=False)

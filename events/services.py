@@ -172,11 +172,46 @@ def event_consumers_send(pairs: list[tuple[str, int]]) -> None:
     """Send each (consumer, event id) to the broker on one connection: the one place an event
     reaches its consumers, for the relay, its lease pass and the reconciler. What the broker
     loses is sent again from the outbox row (its lease) or by the reconciler."""
+    pairs = _nothing_to_do_drop(pairs)
     if not pairs:
         return
     with app.producer_or_acquire() as producer:
         for consumer, event_id in pairs:
             app.send_task(consumer, args=[event_id], producer=producer)
+
+
+# The clinic-webhook consumer (saga.journey.CLINIC_WEBHOOK) has nothing to do for a clinic
+# without an active endpoint: such events are recorded as handled by it at publish time, in
+# the statement that finds them, instead of costing a task each.
+CLINIC_WEBHOOK_CONSUMER = "events.tasks.webhook_on_prescription_event"
+_NO_ENDPOINT_SQL = """
+WITH no_endpoint AS (
+    SELECT event.id FROM events_event AS event
+    WHERE event.id = ANY(%(event_ids)s) AND NOT EXISTS (
+        SELECT 1 FROM events_clinicwebhookendpoint AS endpoint
+        WHERE endpoint.clinic_id = event.clinic_id AND endpoint.is_active
+    )
+), handled AS (
+    INSERT INTO events_processedevent (consumer, event_id, processed_at)
+    SELECT %(consumer)s, id, now() FROM no_endpoint
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM no_endpoint
+"""
+
+
+def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    event_ids = [event_id for consumer, event_id in pairs if consumer == CLINIC_WEBHOOK_CONSUMER]
+    if not event_ids:
+        return pairs
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(_NO_ENDPOINT_SQL, {"event_ids": event_ids, "consumer": CLINIC_WEBHOOK_CONSUMER})
+        handled = {row[0] for row in cursor.fetchall()}
+    return [
+        (consumer, event_id)
+        for consumer, event_id in pairs
+        if not (consumer == CLINIC_WEBHOOK_CONSUMER and event_id in handled)
+    ]
 
 
 def _outbox_mark_published(*, message_ids: list[int]) -> None:

@@ -144,6 +144,9 @@ def milestones(database_url: str, ids: list[int]) -> tuple[dict[str, list[float]
     return reached, statuses
 
 
+E2E_DATABASE = "scriptline_bench_e2e"
+
+
 def leftovers_drop(database_url: str, env: dict[str, str]) -> None:
     """Work an earlier, interrupted run left behind is not this run's: its queued messages are
     purged and its outbox rows settled, so the CPU counted is this run's prescriptions'."""
@@ -161,6 +164,11 @@ def leftovers_drop(database_url: str, env: dict[str, str]) -> None:
             " WHERE settled_at IS NULL"
         )
         connection.execute("DELETE FROM events_outboxtask")
+        # An interrupted run's prescriptions would otherwise be picked up by the reconciler.
+        connection.execute(
+            "UPDATE prescriptions_prescription SET status = 'cancelled', updated_at = now()"
+            " WHERE status NOT IN ('delivered', 'cancelled', 'rejected')"
+        )
 
 
 def wait_for_worker(log: Path, seconds: float = 120) -> None:
@@ -174,7 +182,8 @@ def wait_for_worker(log: Path, seconds: float = 120) -> None:
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     count = arguments.prescriptions
-    database_url = bench_load.bench_database_url()
+    # Its own database: the load benchmark leaves thousands of received prescriptions behind.
+    database_url = bench_load.bench_database_url(E2E_DATABASE)
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -182,7 +191,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "PYTHONPATH": str(ROOT),
         "BENCH_PATIENT_COUNT": str(count),
     }
-    print(f"preparing {bench_load.BENCH_DATABASE} ({count} patients) ...")
+    print(f"preparing {E2E_DATABASE} ({count} patients) ...")
     setup = bench_load.prepare(env)
     leftovers_drop(database_url, env)
     web_port, gateway_port, stripe_port = free_port(), free_port(), free_port()

@@ -65,20 +65,20 @@ end
 """
 
 
-def bench_database_url() -> str:
+def bench_database_url(database: str = BENCH_DATABASE) -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url:
         sys.path.insert(0, str(ROOT))
         from config import embedded
 
-        return embedded.postgres_url(ROOT / "var", BENCH_DATABASE)
+        return embedded.postgres_url(ROOT / "var", database)
     import psycopg
 
     parts = urllib.parse.urlsplit(url)
     with psycopg.connect(urllib.parse.urlunsplit(parts._replace(path="/postgres")), autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DATABASE]).fetchone():
-            admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{BENCH_DATABASE}"))
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
+            admin.execute(f'CREATE DATABASE "{database}"')
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def prepare(env: dict[str, str]) -> dict[str, Any]:

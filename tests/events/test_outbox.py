@@ -219,3 +219,26 @@ def test_after_commit_a_broker_outage_leaves_the_rows_for_the_relay(
     broker.failing = False
     assert outbox_relay() == 2
     assert sorted(args[0] for _name, args in broker.published) == received_event_ids()
+
+
+def test_an_event_of_a_clinic_without_a_webhook_endpoint_costs_the_webhook_consumer_no_task(broker, settings):
+    from events.models import ProcessedEvent
+    from events.services import CLINIC_WEBHOOK_CONSUMER
+    from saga import journey
+    from tests.events.factories import ClinicWebhookEndpointFactory
+
+    assert journey.CLINIC_WEBHOOK == CLINIC_WEBHOOK_CONSUMER
+    settings.EVENT_CONSUMERS = {"prescription.received": [HARMLESS, CLINIC_WEBHOOK_CONSUMER]}
+    (without,) = prescriptions_created(1)
+    (with_endpoint,) = prescriptions_created(1)
+    ClinicWebhookEndpointFactory(clinic=with_endpoint.clinic)
+    silent = Event.objects.get(aggregate_id=without.pk)
+    listened = Event.objects.get(aggregate_id=with_endpoint.pk)
+
+    assert outbox_relay() == 2
+
+    assert sorted(broker.published) == sorted(
+        [(HARMLESS, [silent.pk]), (HARMLESS, [listened.pk]), (CLINIC_WEBHOOK_CONSUMER, [listened.pk])]
+    )
+    handled = set(ProcessedEvent.objects.values_list("consumer", "event_id"))
+    assert handled == {(CLINIC_WEBHOOK_CONSUMER, silent.pk)}
