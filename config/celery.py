@@ -29,17 +29,18 @@ def _connections_tidy(sender: Any = None, **kwargs: Any) -> None:
     if any(connection.in_atomic_block for connection in opened):
         return
     now = time.monotonic()
-    for connection in opened:
+    wrapper: Any  # Django's wrapper: health_check_done is not in its type stubs
+    for wrapper in opened:
         # Closes a connection that is broken (after an error), past its age or in the wrong mode.
-        connection.close_if_unusable_or_obsolete()
-        if connection.connection is None:
+        wrapper.close_if_unusable_or_obsolete()
+        if wrapper.connection is None:
             continue
-        checked_at = getattr(connection, "health_checked_at", None)
+        checked_at = getattr(wrapper, "health_checked_at", None)
         if checked_at is not None and now - checked_at < HEALTH_CHECK_SECONDS:
-            connection.health_check_done = True
+            wrapper.health_check_done = True
         else:
             # Django checks it on its first query; trust it for HEALTH_CHECK_SECONDS after that.
-            connection.health_checked_at = now
+            wrapper.health_checked_at = now
 
 
 signals.task_prerun.connect(_connections_tidy, weak=False)
