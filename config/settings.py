@@ -314,6 +314,7 @@ OUTBOX_EVENT_REPUBLISH_LIMIT = env.int("OUTBOX_EVENT_REPUBLISH_LIMIT", default=5
 # Which consumer (a Celery task) reacts to which event: the prescription journey, defined once
 # in saga/journey.py. The outbox relay publishes one task per (event, consumer) pair.
 EVENT_CONSUMERS = journey.EVENT_CONSUMERS
+EVENT_CONSUMER_IDLE_WHEN = journey.CONSUMER_IDLE_WHEN
 
 # --- API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -180,38 +180,41 @@ def event_consumers_send(pairs: list[tuple[str, int]]) -> None:
             app.send_task(consumer, args=[event_id], producer=producer)
 
 
-# The clinic-webhook consumer (saga.journey.CLINIC_WEBHOOK) has nothing to do for a clinic
-# without an active endpoint: such events are recorded as handled by it at publish time, in
-# the statement that finds them, instead of costing a task each.
-CLINIC_WEBHOOK_CONSUMER = "events.tasks.webhook_on_prescription_event"
-_NO_ENDPOINT_SQL = """
-WITH no_endpoint AS (
-    SELECT event.id FROM events_event AS event
-    WHERE event.id = ANY(%(event_ids)s) AND NOT EXISTS (
-        SELECT 1 FROM events_clinicwebhookendpoint AS endpoint
-        WHERE endpoint.clinic_id = event.clinic_id AND endpoint.is_active
-    )
-), handled AS (
-    INSERT INTO events_processedevent (consumer, event_id, processed_at)
-    SELECT %(consumer)s, id, now() FROM no_endpoint
-    ON CONFLICT DO NOTHING
-)
-SELECT id FROM no_endpoint
-"""
-
-
 def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    event_ids = [event_id for consumer, event_id in pairs if consumer == CLINIC_WEBHOOK_CONSUMER]
-    if not event_ids:
+    """Leave out the pairs whose consumer would do nothing (settings.EVENT_CONSUMER_IDLE_WHEN),
+    recording them as handled in the same statement: the lease pass and the reconciler then see
+    them done, as if the consumer had run."""
+    conditions = settings.EVENT_CONSUMER_IDLE_WHEN
+    candidates = [(consumer, event_id) for consumer, event_id in pairs if consumer in conditions]
+    if not candidates:
         return pairs
+    consumers = sorted({consumer for consumer, _event_id in candidates})
+    idle_when = " OR ".join(f"(pair.consumer = %s AND {conditions[consumer]})" for consumer in consumers)
+    sql = f"""
+        WITH pair AS (
+            SELECT * FROM unnest(%s::text[], %s::bigint[]) AS pair(consumer, event_id)
+        ), idle AS (
+            SELECT pair.consumer, pair.event_id
+            FROM pair JOIN events_event AS event ON event.id = pair.event_id
+            WHERE {idle_when}
+        ), handled AS (
+            INSERT INTO events_processedevent (consumer, event_id, processed_at)
+            SELECT consumer, event_id, now() FROM idle
+            ON CONFLICT DO NOTHING
+        )
+        SELECT consumer, event_id FROM idle
+    """  # noqa: S608 - the conditions are the project's own constants, the values are parameters
     with transaction.get_connection().cursor() as cursor:
-        cursor.execute(_NO_ENDPOINT_SQL, {"event_ids": event_ids, "consumer": CLINIC_WEBHOOK_CONSUMER})
-        handled = {row[0] for row in cursor.fetchall()}
-    return [
-        (consumer, event_id)
-        for consumer, event_id in pairs
-        if not (consumer == CLINIC_WEBHOOK_CONSUMER and event_id in handled)
-    ]
+        cursor.execute(
+            sql,
+            [
+                [consumer for consumer, _event_id in candidates],
+                [event_id for _consumer, event_id in candidates],
+                *consumers,
+            ],
+        )
+        idle = set(cursor.fetchall())
+    return [pair for pair in pairs if pair not in idle]
 
 
 def _outbox_mark_published(*, message_ids: list[int]) -> None:

@@ -51,3 +51,21 @@ EVENT_CONSUMERS: dict[str, tuple[str, ...]] = {
     "prescription.cancellation_refused": (STAFF_QUEUE,),
     "prescription.refunded": (NOTIFY,),
 }
+
+# A consumer with nothing to do for an event is recorded as having handled it when the event is
+# published (events.services.event_consumers_send), in the statement that finds out, instead of
+# costing a task that would find out. Each condition is SQL over the event's row, `event`; it
+# must only hold when the consumer's own run would do nothing.
+CONSUMER_IDLE_WHEN: dict[str, str] = {
+    # No active endpoint: nothing to POST (events.webhooks.webhook_deliveries_create).
+    CLINIC_WEBHOOK: (
+        "NOT EXISTS (SELECT 1 FROM events_clinicwebhookendpoint AS endpoint"
+        " WHERE endpoint.clinic_id = event.clinic_id AND endpoint.is_active)"
+    ),
+    # Not an original with repeats: no series to start (prescriptions.repeats.repeat_series_start).
+    REPEATS: (
+        "NOT EXISTS (SELECT 1 FROM prescriptions_prescription AS prescription"
+        " WHERE prescription.id = event.aggregate_id AND prescription.repeats > 0"
+        " AND prescription.previous_id IS NULL)"
+    ),
+}

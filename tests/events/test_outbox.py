@@ -223,11 +223,9 @@ def test_after_commit_a_broker_outage_leaves_the_rows_for_the_relay(
 
 def test_an_event_of_a_clinic_without_a_webhook_endpoint_costs_the_webhook_consumer_no_task(broker, settings):
     from events.models import ProcessedEvent
-    from events.services import CLINIC_WEBHOOK_CONSUMER
-    from saga import journey
+    from saga.journey import CLINIC_WEBHOOK as CLINIC_WEBHOOK_CONSUMER
     from tests.events.factories import ClinicWebhookEndpointFactory
 
-    assert journey.CLINIC_WEBHOOK == CLINIC_WEBHOOK_CONSUMER
     settings.EVENT_CONSUMERS = {"prescription.received": [HARMLESS, CLINIC_WEBHOOK_CONSUMER]}
     (without,) = prescriptions_created(1)
     (with_endpoint,) = prescriptions_created(1)
@@ -242,3 +240,31 @@ def test_an_event_of_a_clinic_without_a_webhook_endpoint_costs_the_webhook_consu
     )
     handled = set(ProcessedEvent.objects.values_list("consumer", "event_id"))
     assert handled == {(CLINIC_WEBHOOK_CONSUMER, silent.pk)}
+
+
+def test_only_an_original_with_repeats_costs_the_repeat_consumer_a_task(broker, settings):
+    from events.models import ProcessedEvent
+    from saga.journey import REPEATS
+
+    settings.EVENT_CONSUMERS = {"prescription.received": [REPEATS]}
+    clinic = ClinicFactory()
+    prescriber = PrescriberFactory(clinic=clinic)
+    patient = PatientFactory(clinic=clinic)
+    item = {
+        "medication": MedicationFactory(),
+        "dose_text": "One a day",
+        "quantity": 28,
+        "unit": "tablet",
+        "days_supply": 28,
+    }
+    once = services.prescription_create(clinic=clinic, patient=patient, prescriber=prescriber, items=[item])
+    repeating = services.prescription_create(
+        clinic=clinic, patient=patient, prescriber=prescriber, items=[item], repeats=2
+    )
+
+    outbox_relay()
+
+    repeating_event = Event.objects.get(aggregate_id=repeating.pk)
+    once_event = Event.objects.get(aggregate_id=once.pk)
+    assert broker.published == [(REPEATS, [repeating_event.pk])]
+    assert set(ProcessedEvent.objects.values_list("consumer", "event_id")) == {(REPEATS, once_event.pk)}
