@@ -17,6 +17,7 @@ import importlib
 import logging
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from patients.models import Observation
@@ -61,7 +62,7 @@ HISTORY_DAYS = 400
 NOT_SUPPLIED = (Status.REJECTED, Status.CANCELLED)
 
 
-def _formulary() -> Formulary:
+def _formulary_read() -> Formulary:
     class_of_ingredient: dict[str, str] = {}
     by_code: dict[str, Medication] = {}
     for medication in Medication.objects.all():
@@ -77,6 +78,39 @@ def _formulary() -> Formulary:
         paediatric_rules=list(PaediatricDoseRule.objects.all()),
         state_limits={(limit.state, limit.schedule): limit for limit in StateValidityLimit.objects.all()},
     )
+
+
+# The formulary and rule tables change rarely (manage.py load_formulary, the admin) and every
+# prescription's checks read them all. A process keeps what it read while this fingerprint of
+# the tables stays the same: a committed insert, update or delete changes a table's row count,
+# the transaction ids that wrote its rows (xmin) or where its row versions sit (ctid; an update
+# writes a new version), and the next check reads the tables again.
+FORMULARY_TABLES = (
+    Medication,
+    FormularyRelease,
+    InteractionRule,
+    AllergyClass,
+    PaediatricDoseRule,
+    StateValidityLimit,
+)
+_FINGERPRINT_SQL = "SELECT " + ", ".join(
+    "(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) || ':' || coalesce(sum(hashtext(ctid::text)), 0)"
+    f" FROM {model._meta.db_table})"
+    for model in FORMULARY_TABLES
+)
+_formulary_cache: tuple[tuple[str, ...], Formulary] | None = None
+
+
+def _formulary() -> Formulary:
+    global _formulary_cache
+    with connection.cursor() as cursor:
+        cursor.execute(_FINGERPRINT_SQL)
+        fingerprint = tuple(cursor.fetchone())
+    if _formulary_cache is not None and _formulary_cache[0] == fingerprint:
+        return _formulary_cache[1]
+    formulary = _formulary_read()
+    _formulary_cache = (fingerprint, formulary)
+    return formulary
 
 
 def build_context(prescription: Prescription) -> Context:
