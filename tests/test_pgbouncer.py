@@ -26,6 +26,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from accounts.database_roles import api_login_role
 from tests.conftest import make_clinic_setup
 from tests.patients.factories import PatientFactory
 
@@ -68,7 +69,11 @@ def _run_pgbouncer(tmp_path: Path) -> Iterator[int]:
         runs_as = pwd.getpwuid(Path(host).stat().st_uid).pw_name
     listen = _free_port()
     tmp_path.chmod(0o755)
-    (tmp_path / "users.txt").write_text(f'"{user}" "{database["PASSWORD"] or ""}"\n')
+    # The API's login role too: web requests log in as it (locally with the system password).
+    api_user, api_password = api_login_role()
+    (tmp_path / "users.txt").write_text(
+        f'"{user}" "{database["PASSWORD"] or ""}"\n"{api_user}" "{api_password}"\n'
+    )
     (tmp_path / "pgbouncer.ini").write_text(
         f"""[databases]
 * = host={host} port={port}
