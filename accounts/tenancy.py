@@ -88,7 +88,7 @@ class TenantWork:
             cursor.execute("SELECT set_config('app.clinic_id', %s, true)", [str(int(clinic_id))])
 
     def _close(self, error: BaseException | None) -> None:
-        if self._atomic is None:
+        if self._atomic is None or self._system is None:
             return
         api = connections[API_ALIAS]
         # The system connection first: the commit's on_commit callbacks run on the system path.
@@ -96,7 +96,9 @@ class TenantWork:
         try:
             if self._failed and error is None:
                 transaction.set_rollback(True, using=API_ALIAS)
-            self._atomic.__exit__(type(error) if error else None, error, error.__traceback__ if error else None)
+            self._atomic.__exit__(
+                type(error) if error else None, error, error.__traceback__ if error else None
+            )
         finally:
             self._atomic = self._system = None
             api.close_if_unusable_or_obsolete()
@@ -143,13 +145,6 @@ def api_connection() -> BaseDatabaseWrapper:
         _api.connection = api
     connections[API_ALIAS] = api
     return api
-
-
-def api_connection_close() -> None:
-    """Close this thread's API connection, if it has one (a test before its database goes)."""
-    api: BaseDatabaseWrapper | None = getattr(_api, "connection", None)
-    if api is not None:
-        api.close()
 
 
 def api_connection_settings(system: dict[str, Any]) -> dict[str, Any]:

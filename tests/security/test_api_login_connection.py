@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.database_roles import api_login_role
-from accounts.tenancy import API_ALIAS, api_connection_close
+from accounts.tenancy import API_ALIAS, api_connection
 from config.urls import urlpatterns as real_urlpatterns
 from patients.models import Patient
 from tests.conftest import make_clinic_setup
@@ -102,7 +102,7 @@ def _api_login_connection(settings: Any) -> Iterator[None]:
     settings.API_LOGIN_CONNECTION = True
     yield
     # Its database is dropped after the run: nothing may stay connected to it.
-    api_connection_close()
+    api_connection().close()
 
 
 def test_raw_sql_in_an_api_request_runs_as_the_api_role_and_cannot_leave_it():

@@ -106,7 +106,9 @@ _STOCK_FEED = {
                 "type": "object",
                 "properties": {
                     "product_code": {"anyOf": [{"enum": ["fuzz-product"]}, _TEXT]},
-                    "quantity": {"anyOf": [{"type": "integer"}, {"type": "number"}, _TEXT, {"type": "boolean"}]},
+                    "quantity": {
+                        "anyOf": [{"type": "integer"}, {"type": "number"}, _TEXT, {"type": "boolean"}]
+                    },
                 },
             },
         },
