@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.utils import DatabaseError
 from django.http import HttpRequest, JsonResponse
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from psycopg import sql
 from rest_framework.request import Request
@@ -28,7 +29,7 @@ from accounts.database_roles import api_login_role
 from accounts.tenancy import API_ALIAS, api_connection
 from config.urls import urlpatterns as real_urlpatterns
 from patients.models import Patient
-from tests.conftest import make_clinic_setup
+from tests.conftest import make_clinic_setup, prescription_body
 from tests.patients.factories import PatientFactory
 from tests.patients.test_api import a_patient_body
 from tests.processes import test_database_url
@@ -198,3 +199,30 @@ def test_a_process_serving_no_request_uses_the_system_role():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [_system_role(), _system_role()]
+
+
+def test_intake_on_the_api_connection_costs_the_same_queries_one_of_them_the_token_on_the_system_one(
+    paracetamol,
+):  # type: ignore[no-untyped-def]
+    setup = make_clinic_setup("Clinic A")
+    patient = PatientFactory(clinic=setup.clinic)
+    body = prescription_body(patient.pk, setup.prescriber.pk, paracetamol)
+
+    def intake(key: str) -> Any:
+        return setup.api.post("/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    # The client's last-used time is written at most once a minute: this request writes it.
+    assert intake("first").status_code == 201
+    with (
+        CaptureQueriesContext(connections["default"]) as system,
+        CaptureQueriesContext(api_connection()) as api,
+    ):
+        assert intake("second").status_code == 201
+
+    on_system = [query["sql"] for query in system.captured_queries]
+    on_api = [query["sql"] for query in api.captured_queries]
+    assert len(on_system) == 1, on_system
+    assert "oauth2_provider_accesstoken" in on_system[0]
+    assert (on_api[0], on_api[-1]) == ("BEGIN", "COMMIT")
+    assert "app.clinic_id" in on_api[1]
+    assert len(on_system) + len(on_api) <= 12, "\n".join(on_system + on_api)
