@@ -134,3 +134,24 @@ def test_a_nul_character_in_a_query_parameter_is_a_400_problem(clinic_a):  # typ
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["detail"] == "Query parameters must not contain NUL characters."
+
+
+def test_production_runs_clinic_requests_as_the_api_role_whatever_api_login_connection_says():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.conf import settings; print(settings.API_LOGIN_CONNECTION, settings.DATABASE_API['USER'])",
+        ],
+        cwd=ROOT,
+        env=_production_environment(**PRODUCTION, API_LOGIN_CONNECTION="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["True", "scriptline_api"]
