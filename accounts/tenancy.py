@@ -151,7 +151,8 @@ def api_connection_settings(system: dict[str, Any]) -> dict[str, Any]:
     configured = settings.DATABASE_API
     return {
         **system,
-        **{key: configured[key] for key in _API_URL_KEYS if configured.get(key) not in (None, "")},
+        # A URL without a host, port or options keeps the system connection's.
+        **{key: configured[key] for key in _API_URL_KEYS if configured.get(key) not in (None, "", {})},
         "ATOMIC_REQUESTS": False,
         "TEST": {},
     }

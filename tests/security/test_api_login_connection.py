@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.database_roles import api_login_role
-from accounts.tenancy import API_ALIAS, api_connection
+from accounts.tenancy import API_ALIAS, api_connection, api_connection_settings
 from config.urls import urlpatterns as real_urlpatterns
 from patients.models import Patient
 from tests.conftest import make_clinic_setup, prescription_body
@@ -226,3 +226,39 @@ def test_intake_on_the_api_connection_costs_the_same_queries_one_of_them_the_tok
     assert (on_api[0], on_api[-1]) == ("BEGIN", "COMMIT")
     assert "app.clinic_id" in on_api[1]
     assert len(on_system) + len(on_api) <= 12, "\n".join(on_system + on_api)
+
+
+def test_the_api_connection_takes_the_login_from_its_url_and_the_database_from_the_system_one(settings):  # type: ignore[no-untyped-def]
+    system = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "test_scriptline",
+        "USER": "scriptline",
+        "PASSWORD": "system-pw",
+        "HOST": "db.internal",
+        "PORT": 5432,
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"sslmode": "require"},
+        "TEST": {"NAME": "test_scriptline"},
+    }
+    settings.DATABASE_API = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "elsewhere",
+        "USER": "scriptline_api",
+        "PASSWORD": "api-pw",
+        "HOST": "db.internal",
+        "PORT": 6432,
+        "CONN_MAX_AGE": 60,
+        "OPTIONS": {},
+    }
+
+    derived = api_connection_settings(system)
+
+    assert derived == {
+        **system,
+        "USER": "scriptline_api",
+        "PASSWORD": "api-pw",
+        "PORT": 6432,
+        "CONN_MAX_AGE": 60,
+        "ATOMIC_REQUESTS": False,
+        "TEST": {},
+    }
