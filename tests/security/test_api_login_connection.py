@@ -158,10 +158,12 @@ def test_a_token_refused_before_the_switch_opens_no_transaction_on_the_api_conne
     setup = make_clinic_setup("Clinic A")
     setup.api.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
 
-    response = setup.api.get("/api/v1/patients/")
+    with CaptureQueriesContext(api_connection()) as api:
+        response = setup.api.get("/api/v1/patients/")
 
     assert response.status_code == 401
-    assert connections["default"].settings_dict["USER"] == connection.settings_dict["USER"]
+    assert api.captured_queries == []
+    assert connections["default"].settings_dict["USER"] == settings.DATABASES["default"]["USER"]
     assert not connection.in_atomic_block
 
 
