@@ -6,6 +6,8 @@
   restricted role: it is a member of `scriptline_tenant` and of nothing else, with no
   superuser, BYPASSRLS, CREATEROLE or CREATEDB. `RESET ROLE` on its connection leaves it
   where it was; `SET ROLE` to the system role is refused.
+- Clinic-facing requests (API, FHIR, MCP) run on a connection that logs in as the API role
+  (accounts.tenancy.tenant_work).
 - Workers, the admin, commands and migrations use the system role (the connection's own).
 
 The privileges are an allow-list applied after every `migrate` (a post_migrate receiver), so
@@ -21,6 +23,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from psycopg import sql
 
@@ -109,8 +112,9 @@ def role_grants_sql(*, tables: set[str]) -> list[sql.Composed]:
 
 
 def api_login_role() -> tuple[str, str]:
-    """The API login role's name and password: `DATABASE_API_URL`'s user and password, or
-    `scriptline_api` without a password (local mode: the embedded server trusts its socket)."""
+    """The API login role's name and password: `DATABASE_API_URL`'s user and password, or in
+    local mode `scriptline_api` with DATABASE_URL's password (none for the embedded server,
+    which trusts its socket); see config/settings.py."""
     configured = getattr(settings, "DATABASE_API", None) or {}
     return configured.get("USER") or API_LOGIN_ROLE, configured.get("PASSWORD") or ""
 
@@ -136,6 +140,10 @@ def database_roles_apply(*, using: str = "default") -> None:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         tables = {row[0] for row in cursor.fetchall()}
         name, password = api_login_role()
+        cursor.execute("SELECT current_user")
+        if cursor.fetchone()[0] == name:
+            # Altering it below would strip the system role of its own privileges.
+            raise ImproperlyConfigured("DATABASE_API_URL must name a role of its own, not the system role")
         for statement in [*login_role_sql(name=name, password=password), *role_grants_sql(tables=tables)]:
             cursor.execute(statement)
         # Membership in any other role would be a way out of the restriction: take it away.

@@ -3,10 +3,11 @@
 Authentication and tenancy follow the clinic API's path exactly. The caller presents a bearer
 token from our /oauth/token/ (for stdio, given once when the server starts; over HTTP, in the
 Authorization header of every request). Every tool call then runs, in one thread for database
-work, one transaction that checks the token with django-oauth-toolkit's validator, resolves
-the clinic its client serves and narrows the transaction to that clinic with row-level security
-(accounts.authentication.clinic_principal_enter); the read and its patient-access log rows
-happen inside it. A token that expires or a client that is revoked mid-session stops working
+work, as one unit of work like an API request (accounts.tenancy.tenant_work): it checks the
+token with django-oauth-toolkit's validator on the system connection, resolves the clinic its
+client serves and opens the call's one transaction on the API role's connection, narrowed to
+that clinic with row-level security (accounts.authentication.clinic_principal_enter); the read
+and its patient-access log rows happen inside it. A token that expires or a client that is revoked mid-session stops working
 at the next call.
 """
 
@@ -19,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
@@ -38,7 +39,7 @@ from accounts.authentication import (
     clinic_principal_enter,
 )
 from accounts.budgets import budget_spent
-from accounts.tenancy import tenant_scope_leave
+from accounts.tenancy import tenant_work
 from agents import reads, schemas
 from common.errors import DomainError
 from prescriptions.models import Status
@@ -78,19 +79,16 @@ def clinic_scoped_read(
     remote_addr: str | None,
     request_id: str,
 ) -> T:
-    """Token check, clinic scope (row-level security) and the read, in one transaction."""
-    try:
-        with structlog.contextvars.bound_contextvars(request_id=request_id), transaction.atomic():
-            access_token = bearer_token_validate(token=token, scopes=scopes, uri=_resource_url())
-            principal = clinic_principal_enter(token=access_token)
-            if principal is None:
-                raise BearerRefused("The access token is not valid (unknown, expired or revoked).")
-            caller = reads.Caller(principal=principal, remote_addr=remote_addr, request_id=request_id)
-            return read(caller=caller, **arguments)
-    finally:
-        if connection.in_atomic_block:
-            # Only under an enclosing transaction (tests): SET LOCAL would outlive the call.
-            tenant_scope_leave()
+    """Token check, clinic scope (row-level security) and the read, as one unit of work like
+    an API request (accounts.tenancy.tenant_work): the token is checked on the system connection,
+    the read runs in one transaction on the API role's connection."""
+    with structlog.contextvars.bound_contextvars(request_id=request_id), tenant_work():
+        access_token = bearer_token_validate(token=token, scopes=scopes, uri=_resource_url())
+        principal = clinic_principal_enter(token=access_token)
+        if principal is None:
+            raise BearerRefused("The access token is not valid (unknown, expired or revoked).")
+        caller = reads.Caller(principal=principal, remote_addr=remote_addr, request_id=request_id)
+        return read(caller=caller, **arguments)
 
 
 def clinic_call(**arguments: Any) -> Any:

@@ -109,6 +109,15 @@ def servers_check(**kwargs: Any) -> list[Error]:
     errors = []
     if settings.CELERY_BROKER_URL.split(":", 1)[0] in ("memory", "cache+memory"):
         errors.append(Error("CELERY_BROKER_URL is an in-process broker.", id="scriptline.E007"))
+    system_role = settings.DATABASES["default"].get("USER") or "postgres"
+    if (settings.DATABASE_API.get("USER") or "") in ("", system_role):
+        errors.append(
+            Error(
+                "DATABASE_API_URL logs in as the system role (or as nobody).",
+                hint="Give the clinic API its own login role (accounts.database_roles creates it).",
+                id="scriptline.E009",
+            )
+        )
     if settings.EMAIL_BACKEND in UNSAFE_EMAIL_BACKENDS:
         errors.append(
             Error(

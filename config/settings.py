@@ -36,6 +36,8 @@ _LOCAL_DEFAULTS = {
     "SECRET_KEY": "local-insecure-key-do-not-use-in-production",
     "ALLOWED_HOSTS": "localhost,127.0.0.1,[::1],testserver",
     "DATABASE_URL": "",
+    # Empty: the API login role `scriptline_api` on DATABASE_URL's server (local only).
+    "DATABASE_API_URL": "",
     "CELERY_BROKER_URL": "",
     "CACHE_URL": "locmemcache://",
     # A Fernet key (Fernet.generate_key()), public: local data only.
@@ -192,8 +194,18 @@ DATABASES = {
     }
 }
 # The clinic API's login role (accounts.database_roles): `migrate` creates or updates it with
-# this URL's user and password. Unset: `scriptline_api` without a password (local mode).
-DATABASE_API = env.db_url("DATABASE_API_URL") if env.str("DATABASE_API_URL", default="") else {}
+# this URL's user and password, and clinic-facing requests log in as it (accounts.tenancy;
+# the database is always DATABASE_URL's, host, port and CONN_MAX_AGE may differ). Local mode
+# without it: `scriptline_api` with DATABASE_URL's password on DATABASE_URL's server (the
+# embedded server trusts its socket).
+if env.str("DATABASE_API_URL", default="") or not _LOCAL:
+    DATABASE_API: dict[str, Any] = env.db_url("DATABASE_API_URL")
+else:
+    DATABASE_API = {"USER": "scriptline_api", "PASSWORD": _database.get("PASSWORD") or ""}
+# Clinic-facing requests (API, FHIR, MCP) run on a connection logged in as that role. Only local
+# mode may turn it off: unit tests, whose data sits in a transaction on the system connection,
+# narrow with SET LOCAL ROLE on that connection instead (tests/conftest.py).
+API_LOGIN_CONNECTION = env.bool("API_LOGIN_CONNECTION", default=True) or not _LOCAL
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Celery ----------------------------------------------------------------------------------

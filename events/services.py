@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -84,7 +84,8 @@ def event_record(
         )
         event.pk, event.sequence = cursor.fetchone()
     event._state.adding = False
-    event._state.db = connection.alias
+    # The alias the caller reached it by (a request's "default" may be the API connection).
+    event._state.db = DEFAULT_DB_ALIAS
     if consumed and settings.OUTBOX_PUBLISH_ON_COMMIT:
         _publish_after_commit_add(connection, event_id=event.pk, event_type=type)
     return event

@@ -93,6 +93,15 @@ def _no_publish_on_commit(settings):  # type: ignore[no-untyped-def]
     settings.OUTBOX_PUBLISH_ON_COMMIT = False
 
 
+@pytest.fixture(autouse=True)
+def _api_requests_narrow_the_system_connection(settings):  # type: ignore[no-untyped-def]
+    # A test's data sits in its transaction on the system connection, which the API login
+    # role's own connection could not see: in-process requests narrow that transaction with
+    # SET LOCAL ROLE instead (accounts.tenancy). tests/security/test_api_login_connection.py
+    # and the e2e processes run with the API connection.
+    settings.API_LOGIN_CONNECTION = False
+
+
 @pytest.fixture
 def nhs_charge_rates(db):  # type: ignore[no-untyped-def]
     """The seeded NHS charge rates: transactional tests truncate the migration's data rows."""

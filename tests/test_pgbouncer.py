@@ -1,4 +1,5 @@
-"""Tenant scoping through a real PgBouncer in transaction pooling (deploy/compose.yaml's web path).
+"""Tenant scoping through a real PgBouncer in transaction pooling, behind real gunicorn workers
+that log in as the API role for clinic requests (the settings' default).
 
 One server connection serves every client, so a clinic's role or scope left on the session would
 show up in the next clinic's request. PgBouncer comes from the Debian package `pgbouncer`
@@ -26,6 +27,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from accounts.database_roles import api_login_role
 from tests.conftest import make_clinic_setup
 from tests.patients.factories import PatientFactory
 
@@ -68,7 +70,11 @@ def _run_pgbouncer(tmp_path: Path) -> Iterator[int]:
         runs_as = pwd.getpwuid(Path(host).stat().st_uid).pw_name
     listen = _free_port()
     tmp_path.chmod(0o755)
-    (tmp_path / "users.txt").write_text(f'"{user}" "{database["PASSWORD"] or ""}"\n')
+    # The API's login role too: web requests log in as it (locally with the system password).
+    api_user, api_password = api_login_role()
+    (tmp_path / "users.txt").write_text(
+        f'"{user}" "{database["PASSWORD"] or ""}"\n"{api_user}" "{api_password}"\n'
+    )
     (tmp_path / "pgbouncer.ini").write_text(
         f"""[databases]
 * = host={host} port={port}
@@ -158,9 +164,17 @@ def test_two_clinics_sharing_one_pooled_server_connection_each_see_only_their_ow
         for token, patients in own.items():
             assert _patient_ids(web_through_pgbouncer, token) == patients
 
+    # The requests logged in as the API role (its server connection is still pooled).
+    database = connection.settings_dict
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND datname = %s",
+            [api_login_role()[0], database["NAME"]],
+        )
+        assert cursor.fetchone()[0] >= 1
+
     # The one server connection is back on the system role with no clinic narrowed: the
     # tenant role and clinic id lived only as long as each request's transaction.
-    database = connection.settings_dict
     with psycopg.connect(
         host="127.0.0.1",
         port=pgbouncer,

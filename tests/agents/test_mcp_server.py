@@ -20,10 +20,12 @@ import anyio
 import httpx2
 import pytest
 from django.conf import settings
+from django.db import connection
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from accounts.database_roles import api_login_role
 from audit.models import PatientAccess
 from events.models import Event
 from patients.models import ClinicClient
@@ -345,6 +347,13 @@ def test_http_lists_filters_and_pages_the_clinics_prescriptions(http_server, cli
     assert set(PatientAccess.objects.filter(channel="mcp").values_list("remote_addr", flat=True)) == {
         "127.0.0.1"
     }
+    # The server read (and logged) on a connection logged in as the API role, still open.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND datname = %s",
+            [api_login_role()[0], connection.settings_dict["NAME"]],
+        )
+        assert cursor.fetchone()[0] >= 1
 
 
 def test_http_patient_timeline_and_formulary_search_with_each_requests_own_token(http_server, clinics):  # type: ignore[no-untyped-def]

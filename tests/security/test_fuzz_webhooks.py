@@ -1,5 +1,5 @@
-"""Schemathesis generates partner webhook bodies (the pharmacy gateway's and Stripe's) from a
-schema of their events; each body is signed with the right secret, so it gets past the
+"""Schemathesis generates partner webhook bodies (the pharmacy gateway's, Stripe's and a pharmacy
+partner's stock feed) from a schema of their events; each body is signed with the right secret, so it gets past the
 signature check into parsing and applying, and posted to the real view: never a 5xx.
 Bounded for CI (FUZZ_EXAMPLES, default 100 a webhook)."""
 
@@ -18,7 +18,7 @@ from schemathesis.core import NOT_SET
 
 from billing.models import Payment
 from common.signing import signature_header
-from pharmacy.models import Dispatch
+from pharmacy.models import Dispatch, Partner
 from prescriptions.models import Status
 from tests.pharmacy.factories import force_status
 from tests.prescriptions.factories import scenario
@@ -92,6 +92,30 @@ _STRIPE_EVENT = {
 }
 
 
+STOCK_PARTNER = "fuzz-east"
+STOCK_PATH = f"/webhooks/partners/{STOCK_PARTNER}/stock/"
+_STOCK_FEED = {
+    "type": "object",
+    "required": ["id", "items"],
+    "properties": {
+        "id": _TEXT,
+        "items": {
+            "type": "array",
+            "maxItems": 20,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "product_code": {"anyOf": [{"enum": ["fuzz-product"]}, _TEXT]},
+                    "quantity": {
+                        "anyOf": [{"type": "integer"}, {"type": "number"}, _TEXT, {"type": "boolean"}]
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _operation(event_schema: dict[str, Any], summary: str) -> dict[str, Any]:
     return {
         "post": {
@@ -109,20 +133,29 @@ schema = schemathesis.openapi.from_dict(
         "paths": {
             "/webhooks/gateway/": _operation(_GATEWAY_EVENT, "Pharmacy gateway events"),
             "/webhooks/stripe/": _operation(_STRIPE_EVENT, "Stripe PaymentIntent events"),
+            STOCK_PATH: _operation(_STOCK_FEED, "A pharmacy partner's stock levels"),
         },
     }
 )
+STOCK_SECRET = "fuzz-east-stock-secret"
 SECRETS = {"/webhooks/gateway/": "GATEWAY_WEBHOOK_SECRET", "/webhooks/stripe/": "STRIPE_WEBHOOK_SECRET"}
 SIGNATURE_HEADERS = {
     "/webhooks/gateway/": "HTTP_GATEWAY_SIGNATURE",
     "/webhooks/stripe/": "HTTP_STRIPE_SIGNATURE",
+    STOCK_PATH: "HTTP_PARTNER_SIGNATURE",
 }
 
 
 @pytest.fixture
-def known_order_and_payment(db, formulary):  # type: ignore[no-untyped-def]
-    """An acknowledged order and a payment the generated events can name, so some of them
-    reach the code that applies an event, not only the lookups that miss."""
+def known_order_and_payment(db, formulary, settings):  # type: ignore[no-untyped-def]
+    """An acknowledged order, a payment and a stock partner the generated events can name, so
+    some of them reach the code that applies an event, not only the lookups that miss."""
+    settings.PARTNER_SECRETS = {
+        STOCK_PARTNER: {"url": "http://127.0.0.1:9", "api_key": "fuzz-key", "webhook_secret": STOCK_SECRET}
+    }
+    Partner.objects.get_or_create(
+        code=STOCK_PARTNER, defaults={"name": "Fuzz East", "countries": ["US"], "us_states": ["NY"]}
+    )
     prescription = scenario()
     force_status(prescription, Status.ACKNOWLEDGED)
     Dispatch.objects.create(
@@ -160,7 +193,7 @@ def test_partner_webhooks_answer_every_signed_generated_event_without_5xx(case, 
         if case.body is NOT_SET
         else json.dumps(case.body).encode()
     )
-    secret = getattr(django_settings, SECRETS[case.path])
+    secret = STOCK_SECRET if case.path == STOCK_PATH else getattr(django_settings, SECRETS[case.path])
     response = Client().post(
         case.path,
         body,

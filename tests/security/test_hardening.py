@@ -18,6 +18,7 @@ PRODUCTION = {
     "SECRET_KEY": "x" * 20 + "production-like-secret-with-enough-entropy-0123456789",
     "ALLOWED_HOSTS": "scriptline.example",
     "DATABASE_URL": "postgresql://scriptline:pw@127.0.0.1:1/scriptline",
+    "DATABASE_API_URL": "postgresql://scriptline_api:api-pw@127.0.0.1:1/scriptline",
     "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
     "CACHE_URL": "redis://127.0.0.1:1/1",
     "PHI_ENCRYPTION_KEYS": "SwEBy9ujdY5bUBOhpeu2AiE0ooNN6hZ0uX1ZN8ogmdQ=,sXDcxvGSGPGE3d2Gtnnrpq5vEaE5dxlA3nMHYA3u4WE=",
@@ -85,6 +86,8 @@ def test_check_deploy_names_every_unsafe_production_value():
         "SECRET_KEY_FALLBACKS": "short",
         "CELERY_BROKER_URL": "memory://",
         "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+        # The clinic API logging in as the system role would have every privilege.
+        "DATABASE_API_URL": PRODUCTION["DATABASE_URL"],
     }
 
     result = _check_deploy(_production_environment(**{**PRODUCTION, **unsafe}))
@@ -95,7 +98,7 @@ def test_check_deploy_names_every_unsafe_production_value():
         assert f"scriptline.E001) {name} is the repository's public local value." in output
     assert "scriptline.E002) GATEWAY_URL" in output
     assert "scriptline.E002) STRIPE_API_BASE" in output
-    for check_id in ("E003", "E004", "E005", "E006", "E007", "E008"):
+    for check_id in ("E003", "E004", "E005", "E006", "E007", "E008", "E009"):
         assert f"scriptline.{check_id})" in output
 
 
@@ -131,3 +134,24 @@ def test_a_nul_character_in_a_query_parameter_is_a_400_problem(clinic_a):  # typ
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["detail"] == "Query parameters must not contain NUL characters."
+
+
+def test_production_runs_clinic_requests_as_the_api_role_whatever_api_login_connection_says():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.conf import settings; print(settings.API_LOGIN_CONNECTION, settings.DATABASE_API['USER'])",
+        ],
+        cwd=ROOT,
+        env=_production_environment(**PRODUCTION, API_LOGIN_CONNECTION="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["True", "scriptline_api"]
