@@ -209,3 +209,5 @@ refused_out_of_stock  # variable, sandbox/gateway.py (a simulator counter, read 
 orders_created  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
 replays  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
 rate_limited  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
+health_check_done  # attribute, config/celery.py (Django's connection wrapper flag)
+CONSUMER_IDLE_WHEN  # variable, saga/journey.py (read by config/settings.py)

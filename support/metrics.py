@@ -95,12 +95,6 @@ def task_statistics_flush() -> int:
     return len(batch)
 
 
-def task_statistic_record(*, queue: str, task: str, outcome: str, seconds: float) -> None:
-    """Count one run and write it now (with whatever else this process had pending)."""
-    task_statistic_add(queue=queue, task=task, outcome=outcome, seconds=seconds)
-    task_statistics_flush()
-
-
 # --- Celery hooks (connected in SupportConfig.ready; they fire only inside workers) -----------
 
 _started: dict[str, float] = {}

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.metrics import LATENCY_BUCKETS, task_statistic_record
+from support.metrics import LATENCY_BUCKETS, task_statistic_add, task_statistics_flush
 from support.models import TaskStatistic
 from tests.events.factories import ClinicWebhookEndpointFactory, WebhookAttemptFactory, WebhookDeliveryFactory
 from tests.support.factories import dead_lettered_prescription, shipped_prescription
@@ -179,3 +179,8 @@ def test_a_worker_writes_its_statistics_in_batches_not_after_every_task(settings
     row = TaskStatistic.objects.get()
     assert (row.queue, row.outcome, row.count) == ("checks", "success", 3)
     assert row.bucket_counts[-1] == 3
+
+
+def task_statistic_record(*, queue: str, task: str, outcome: str, seconds: float) -> None:
+    task_statistic_add(queue=queue, task=task, outcome=outcome, seconds=seconds)
+    task_statistics_flush()
