@@ -16,6 +16,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from config.celery import app
+from events.archive import archived_events_for
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
 
 logger = logging.getLogger(__name__)
@@ -230,9 +231,12 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
 
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:
-    return list(
+    """An aggregate's events in order: from the event log, or, for a journey moved whole by
+    `manage.py events_archive`, from the archive (one more query, only then)."""
+    events = list(
         Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by("sequence")
     )
+    return events or archived_events_for(aggregate_type=aggregate_type, aggregate_id=aggregate_id)
 
 
 def consume_once(
