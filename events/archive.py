@@ -124,7 +124,9 @@ def journeys_archive(*, cutoff: datetime, limit: int, after: int = 0) -> Archive
             return ArchiveResult(journeys=0, events=0, held=len(held), last_id=last_id)
         # Lock the journeys: a late event for one of them waits, then lands in the log again.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM prescriptions_prescription WHERE id = ANY(%s) FOR UPDATE", [moving])
+            cursor.execute(
+                "SELECT id FROM prescriptions_prescription WHERE id = ANY(%s) FOR UPDATE", [moving]
+            )
             cursor.execute(
                 "SELECT min(created_at), max(created_at) FROM events_event "
                 "WHERE aggregate_type = 'prescription' AND aggregate_id = ANY(%s)",
@@ -136,8 +138,12 @@ def journeys_archive(*, cutoff: datetime, limit: int, after: int = 0) -> Archive
             selected = "FROM events_event WHERE aggregate_type = 'prescription' AND aggregate_id = ANY(%s)"
             cursor.execute(f"INSERT INTO {ARCHIVE_TABLE} ({COLUMNS}) SELECT {COLUMNS} {selected}", [moving])
             moved = cursor.rowcount
-            cursor.execute(f"DELETE FROM events_processedevent WHERE event_id IN (SELECT id {selected})", [moving])
-            cursor.execute(f"DELETE FROM events_outboxmessage WHERE event_id IN (SELECT id {selected})", [moving])
+            cursor.execute(
+                f"DELETE FROM events_processedevent WHERE event_id IN (SELECT id {selected})", [moving]
+            )
+            cursor.execute(
+                f"DELETE FROM events_outboxmessage WHERE event_id IN (SELECT id {selected})", [moving]
+            )
             cursor.execute(f"DELETE {selected}", [moving])
             if cursor.rowcount != moved:
                 raise RuntimeError(f"archived {moved} events but removed {cursor.rowcount}")

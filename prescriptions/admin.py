@@ -19,6 +19,7 @@ from audit.services import patient_access_record
 from common.auth import staff_user_of
 from common.errors import DomainError
 from events.services import events_for
+from patients import phi
 from patients.models import Observation
 from prescriptions import repeats, selectors, services
 from prescriptions.models import (
@@ -181,6 +182,7 @@ class PrescriptionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.Mode
     list_display = ["id", "status", "clinic", "patient", "issued_on", "created_at", "updated_at"]
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
+    list_defer = phi.phi_not_shown("patient", shown=("given_name", "family_name"))
     raw_id_fields = ["patient", "prescriber", "clinic"]
     search_fields = ["=id", "=tracking_number", "=eps_prescription_id"]
     readonly_fields = [

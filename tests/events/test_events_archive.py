@@ -89,7 +89,9 @@ def test_finished_journeys_move_whole_and_read_the_same_from_the_archive(seeded)
         event=Event.objects.filter(aggregate_id=notified.pk, aggregate_type="prescription").last(),
         patient=notified.patient,
     )
-    recent = Prescription.objects.filter(status=Status.DELIVERED, updated_at__gt=timezone.now() - timedelta(days=30))
+    recent = Prescription.objects.filter(
+        status=Status.DELIVERED, updated_at__gt=timezone.now() - timedelta(days=30)
+    )
     recent_events = {p.pk: _log(p.pk) for p in recent}
     before = {p.pk: _log(p.pk) for p in moving}
     kept = {p.pk: _log(p.pk) for p in (in_progress, late, notified)}
@@ -142,7 +144,11 @@ def test_the_archive_is_append_only_and_the_log_refuses_deleting_what_is_not_arc
         ("DELETE FROM events_event WHERE id = %s", [unarchived.pk]),
         ("UPDATE events_event SET actor = 'x' WHERE id = %s", [unarchived.pk]),
     ]:
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(statement, params)
         refused.append(statement.split()[0])
     assert refused == ["UPDATE", "DELETE", "DELETE", "UPDATE"]
@@ -156,7 +162,11 @@ def test_the_archive_is_append_only_and_the_log_refuses_deleting_what_is_not_arc
             " '{\"forged\": true}', actor, created_at FROM events_event WHERE id = %s",
             [unarchived.pk],
         )
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("DELETE FROM events_event WHERE id = %s", [unarchived.pk])
     assert Event.objects.filter(pk=unarchived.pk).exists()
 
@@ -167,7 +177,9 @@ def test_a_clinic_reads_an_archived_journey_s_timeline_through_its_own_api(seede
         Prescription.objects.filter(status=Status.DELIVERED, updated_at__lt=cutoff).order_by("pk").first()
     )
     assert prescription is not None
-    expected = [event.type for event in events_for(aggregate_type="prescription", aggregate_id=prescription.pk)]
+    expected = [
+        event.type for event in events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
+    ]
     call_command("events_archive", before=cutoff.date().isoformat(), execute=True, stdout=StringIO())
     assert not Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).exists()
     api = APIClient()

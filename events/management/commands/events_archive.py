@@ -53,7 +53,11 @@ class Command(BaseCommand):
             journeys = events = held = after = 0
             while True:
                 result = journeys_archive(cutoff=cutoff, limit=batch, after=after)
-                journeys, events, held = journeys + result.journeys, events + result.events, held + result.held
+                journeys, events, held = (
+                    journeys + result.journeys,
+                    events + result.events,
+                    held + result.held,
+                )
                 if not result.last_id:
                     break
                 after = result.last_id
