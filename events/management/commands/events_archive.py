@@ -7,7 +7,7 @@ EVENTS_RETENTION_DAYS ago is refused, with or without --execute.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +33,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            day = datetime.strptime(options["before"], "%Y-%m-%d").date()
+            day = date.fromisoformat(options["before"])
         except ValueError as error:
             raise CommandError("--before must be a date, YYYY-MM-DD") from error
         cutoff = datetime.combine(day, time.min, tzinfo=UTC)
