@@ -139,6 +139,15 @@ def test_the_archive_is_append_only_and_the_log_refuses_deleting_what_is_not_arc
         archived_id = cursor.fetchone()[0]
     unarchived = Event.objects.filter(aggregate_type="prescription", aggregate_id=kept.pk).first()
     assert unarchived is not None
+    with connection.cursor() as cursor:  # each month made has the clinic tables' forced RLS
+        cursor.execute(
+            "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+            [ARCHIVE_TABLE],
+        )
+        partitions = dict(cursor.fetchall())
+    assert partitions
+    assert partitions == dict.fromkeys(partitions, True)
 
     refused = []
     for statement, params in [
