@@ -38,7 +38,7 @@ from prescriptions.models import (
     Status,
 )
 from saga import cancellation
-from support.large_tables import LargeTableAdminMixin
+from support.large_tables import LargeTableAdminMixin, QuickCheckboxAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_can_decide
 from support.templatetags.backoffice import waited
@@ -47,7 +47,7 @@ SEVERITY_ORDER = {"block": 0, "needs_pharmacist": 1, "info": 2}
 
 
 @admin.register(Medication)
-class MedicationAdmin(admin.ModelAdmin):
+class MedicationAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "strength",
@@ -66,7 +66,7 @@ class MedicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(InteractionRule)
-class InteractionRuleAdmin(admin.ModelAdmin):
+class InteractionRuleAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     list_display = ["left", "right", "severity", "message", "source"]
     list_filter = ["severity"]
     search_fields = ["left", "right"]
@@ -79,7 +79,7 @@ class AllergyClassAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaediatricDoseRule)
-class PaediatricDoseRuleAdmin(admin.ModelAdmin):
+class PaediatricDoseRuleAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     """Children's dose limits, loaded from the formulary file (read here, changed there)."""
 
     list_display = [

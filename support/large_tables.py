@@ -7,7 +7,8 @@ log): no full COUNT(*) and no full-table DISTINCT on any page load.
   (`show_full_result_count`) and searches with index lookups.
 - Its changelist leaves out the columns `list_defer` names (encrypted identifiers a list does
   not show cost a decryption each per row), and draws each row's action checkbox directly
-  rather than through the form widget templates (the same markup, a fifth of the page's CPU).
+  rather than through the form widget templates (`QuickCheckboxAdminMixin`: the same markup, a
+  fifth of a 100-row page's CPU; also on the formulary's 100-row lists).
 - `DistinctValuesFilter` offers a column's values without `SELECT DISTINCT` over the whole
   table: a recursive query walks an index whose first column is that one, one lookup per value.
 """
@@ -67,7 +68,20 @@ class DeferringChangeList(ChangeList):
         return queryset.defer(*deferred) if deferred else queryset
 
 
-class LargeTableAdminMixin:
+class QuickCheckboxAdminMixin:
+    """Draws each row's action checkbox directly: ModelAdmin.action_checkbox's markup, without
+    rendering a CheckboxInput through the form templates per row (a fifth of a 100-row page)."""
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
+
+
+class LargeTableAdminMixin(QuickCheckboxAdminMixin):
     """For a ModelAdmin whose table grows with traffic.
 
     `list_defer` names the columns (also across `list_select_related`) the list does not show
@@ -83,15 +97,6 @@ class LargeTableAdminMixin:
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return DeferringChangeList
-
-    def action_checkbox(self, obj: Any) -> SafeString:
-        """ModelAdmin.action_checkbox's markup, without rendering a CheckboxInput per row."""
-        return format_html(
-            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
-            helpers.ACTION_CHECKBOX_NAME,
-            str(obj.pk),
-            format_html(_("Select this object for an action - {}"), str(obj)),
-        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

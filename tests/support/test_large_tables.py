@@ -13,7 +13,7 @@ from django.urls import reverse
 from events.models import Event
 from patients import phi
 from patients.models import Patient
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Medication, Prescription, Status
 from support import large_tables
 from support.large_tables import EstimatedCountPaginator, distinct_column_values, planner_row_estimate
 
@@ -195,13 +195,13 @@ def test_admin_searches_are_exact_index_lookups_and_refuse_nothing(admin_client)
 
 
 @pytest.mark.django_db
-def test_a_large_table_s_action_checkbox_is_django_s_own_markup():
+def test_the_quick_action_checkbox_is_django_s_own_markup():
     call_command("bench_seed", prescriptions=2, patients=1)
     prescription = Prescription.objects.select_related("patient").order_by("pk").first()
     patient = prescription.patient
-    for obj in [prescription, patient]:
+    for obj in [prescription, patient, Medication.objects.order_by("pk").first()]:
         model_admin = admin.site._registry[type(obj)]
-        assert isinstance(model_admin, large_tables.LargeTableAdminMixin)
+        assert isinstance(model_admin, large_tables.QuickCheckboxAdminMixin)
         assert model_admin.action_checkbox(obj) == admin.ModelAdmin.action_checkbox(model_admin, obj)
         assert 'class="action-select"' in model_admin.action_checkbox(obj)
 
