@@ -161,6 +161,23 @@ def archived_events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event
         return [_event(row) for row in cursor.fetchall()]
 
 
+def archived_events_of(*, aggregate_type: str, aggregate_ids: list[int]) -> dict[int, list[Event]]:
+    """The archived events of several aggregates, in order, by aggregate id (one query)."""
+    found: dict[int, list[Event]] = {}
+    if not aggregate_ids:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {COLUMNS} FROM {ARCHIVE_TABLE} WHERE aggregate_type = %s AND aggregate_id = ANY(%s) "
+            "ORDER BY aggregate_id, sequence",
+            [aggregate_type, aggregate_ids],
+        )
+        for row in cursor.fetchall():
+            event = _event(row)
+            found.setdefault(event.aggregate_id, []).append(event)
+    return found
+
+
 def _event(row: tuple[Any, ...]) -> Event:
     names = [name.strip() for name in COLUMNS.split(",")]
     values = dict(zip(names, row, strict=True))

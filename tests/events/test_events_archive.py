@@ -16,10 +16,11 @@ from rest_framework.test import APIClient
 
 from events.archive import ARCHIVE_TABLE, archive_partitions_ensure
 from events.models import Event
-from events.services import events_for
+from events.services import events_for, events_of
 from notifications.models import Notification
 from prescriptions.models import Prescription, Status
 from prescriptions.projections import projections_rebuild
+from support.selectors import patient_page
 from tests.notifications.factories import NotificationFactory
 from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory
 
@@ -207,3 +208,11 @@ def test_a_clinic_reads_an_archived_journey_s_timeline_through_its_own_api(seede
     assert [event["type"] for event in response.json()["timeline"]] == expected
     assert len(expected) >= 2
     assert foreign.status_code == 404
+    # Support's patient page and the agents' reads show it too.
+    page = patient_page(patient=prescription.patient)
+    timelines = {view.prescription.pk: [event.type for event in view.timeline] for view in page.prescriptions}
+    assert timelines[prescription.pk] == expected
+    assert [
+        e.type
+        for e in events_of(aggregate_type="prescription", aggregate_ids=[prescription.pk])[prescription.pk]
+    ] == expected
