@@ -29,7 +29,12 @@ _EVENT_INSERT_SQL = """
 WITH new_event AS (
     INSERT INTO events_event
         (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
-    SELECT %(aggregate_type)s, %(aggregate_id)s, COALESCE(MAX(sequence), 0) + 1,
+    SELECT %(aggregate_type)s, %(aggregate_id)s,
+           -- Past the log's last event, else past the archive's (read only then: a journey moved
+           -- by events_archive continues where it stopped).
+           COALESCE(MAX(sequence), (SELECT MAX(a.sequence) FROM events_event_archive a
+                                     WHERE a.aggregate_type = %(aggregate_type)s
+                                       AND a.aggregate_id = %(aggregate_id)s), 0) + 1,
            %(clinic_id)s, %(type)s, %(payload)s, %(actor)s, %(now)s
     FROM events_event
     WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = %(aggregate_id)s
@@ -232,25 +237,28 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
 
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:
-    """An aggregate's events in order: from the event log, or, for a journey moved whole by
-    `manage.py events_archive`, from the archive (one more query, only then)."""
+    """An aggregate's events in order: from the event log, and, for a journey moved by
+    `manage.py events_archive` (the log's first event is not its first), from the archive
+    before them (one more query, only then)."""
     events = list(
         Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by("sequence")
     )
-    return events or archived_events_for(aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+    if events and events[0].sequence == 1:
+        return events
+    return archived_events_for(aggregate_type=aggregate_type, aggregate_id=aggregate_id) + events
 
 
 def events_of(*, aggregate_type: str, aggregate_ids: list[int]) -> defaultdict[int, list[Event]]:
     """Several aggregates' events in order, by id (an empty list for one with none): `events_for`
-    for a list, in one query, and one more for the archive only when some have none in the log."""
+    for a list, in one query, and one more for the archive only when some journeys moved there."""
     events: defaultdict[int, list[Event]] = defaultdict(list)
     for event in Event.objects.filter(aggregate_type=aggregate_type, aggregate_id__in=aggregate_ids).order_by(
         "sequence"
     ):
         events[event.aggregate_id].append(event)
-    moved = [pk for pk in aggregate_ids if pk not in events]
-    if moved:
-        events.update(archived_events_of(aggregate_type=aggregate_type, aggregate_ids=moved))
+    moved = [pk for pk in aggregate_ids if not events.get(pk) or events[pk][0].sequence != 1]
+    for pk, archived in archived_events_of(aggregate_type=aggregate_type, aggregate_ids=moved).items():
+        events[pk] = archived + events.get(pk, [])
     return events
 
 

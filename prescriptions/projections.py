@@ -39,8 +39,8 @@ def projections_derive() -> dict[int, dict[str, str]]:
         .order_by("aggregate_id", "sequence")
         .values_list("aggregate_id", "payload")
     )
-    # A journey is in the log or, moved whole by events_archive, in the archive: never split.
-    for aggregate_id, payload in chain(events.iterator(chunk_size=2000), archived_prescription_payloads()):
+    # A journey moved by events_archive starts in the archive; any later events follow in the log.
+    for aggregate_id, payload in chain(archived_prescription_payloads(), events.iterator(chunk_size=2000)):
         state = derived.setdefault(aggregate_id, {"status": "", "tracking_number": ""})
         if payload.get("to"):
             state["status"] = payload["to"]

@@ -20,6 +20,7 @@ from events.services import events_for, events_of
 from notifications.models import Notification
 from prescriptions.models import Prescription, Status
 from prescriptions.projections import projections_rebuild
+from prescriptions.services import prescription_record_event
 from support.selectors import patient_page
 from tests.notifications.factories import NotificationFactory
 from tests.patients.factories import AccessTokenFactory, ClinicClientFactory, ClinicFactory
@@ -216,3 +217,27 @@ def test_a_clinic_reads_an_archived_journey_s_timeline_through_its_own_api(seede
         e.type
         for e in events_of(aggregate_type="prescription", aggregate_ids=[prescription.pk])[prescription.pk]
     ] == expected
+
+
+def test_a_late_event_continues_an_archived_journey_and_the_timeline_stays_whole(seeded):
+    cutoff = timezone.now() - timedelta(days=365)
+    prescription = (
+        Prescription.objects.filter(status=Status.CANCELLED, updated_at__lt=cutoff).order_by("pk").first()
+        or Prescription.objects.filter(status=Status.DELIVERED, updated_at__lt=cutoff).order_by("pk").first()
+    )
+    assert prescription is not None
+    journey = _log(prescription.pk)
+    call_command("events_archive", before=cutoff.date().isoformat(), execute=True, stdout=StringIO())
+    assert _log(prescription.pk) == []
+
+    # A refund note years later: recorded after the archived events, not as a new first event.
+    assert prescription_record_event(
+        prescription_id=prescription.pk, event_type="prescription.refund_noted", actor="test"
+    )
+    late = Event.objects.get(aggregate_type="prescription", aggregate_id=prescription.pk)
+    assert late.sequence == len(journey) + 1
+    timeline = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
+    assert [e.sequence for e in timeline] == list(range(1, len(journey) + 2))
+    assert [e.id for e in timeline] == [row[0] for row in journey] + [late.pk]
+    many = events_of(aggregate_type="prescription", aggregate_ids=[prescription.pk])
+    assert [e.id for e in many[prescription.pk]] == [e.id for e in timeline]
