@@ -10,7 +10,8 @@ A journey is moved whole: all of one prescription's events, once it has been del
 cancelled or rejected and its last event is older than the cutoff. A journey whose events a
 notification, a clinic webhook delivery or an unsettled outbox row still refers to stays where
 it is (those records point at the event by key). Settled outbox rows and consumers' processed
-markers of the moved events are bookkeeping and are deleted with them.
+markers of the moved events are bookkeeping and are deleted with them. `events_event_archive_journey`
+keeps each moved journey's last sequence, where an event recorded for it later continues.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from django.db import connection, transaction
 from events.models import Event
 
 ARCHIVE_TABLE = "events_event_archive"
+JOURNEYS_TABLE = "events_event_archive_journey"
 # prescriptions.models.Status values after which nothing happens to a prescription.
 FINISHED = ("delivered", "cancelled", "rejected")
 COLUMNS = "id, aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at"
@@ -138,6 +140,17 @@ def journeys_archive(*, cutoff: datetime, limit: int, after: int = 0) -> Archive
             selected = "FROM events_event WHERE aggregate_type = 'prescription' AND aggregate_id = ANY(%s)"
             cursor.execute(f"INSERT INTO {ARCHIVE_TABLE} ({COLUMNS}) SELECT {COLUMNS} {selected}", [moving])
             moved = cursor.rowcount
+            # Where each journey stopped, for an event recorded after (events.services).
+            cursor.execute(
+                f"""
+                INSERT INTO {JOURNEYS_TABLE} (aggregate_type, aggregate_id, clinic_id, last_sequence)
+                SELECT aggregate_type, aggregate_id, max(clinic_id), max(sequence) {selected}
+                 GROUP BY aggregate_type, aggregate_id
+                ON CONFLICT (aggregate_type, aggregate_id)
+                DO UPDATE SET last_sequence = EXCLUDED.last_sequence, archived_at = now()
+                """,
+                [moving],
+            )
             cursor.execute(
                 f"DELETE FROM events_processedevent WHERE event_id IN (SELECT id {selected})", [moving]
             )

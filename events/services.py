@@ -30,11 +30,10 @@ WITH new_event AS (
     INSERT INTO events_event
         (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
     SELECT %(aggregate_type)s, %(aggregate_id)s,
-           -- Past the log's last event, else past the archive's (read only then: a journey moved
-           -- by events_archive continues where it stopped).
-           COALESCE(MAX(sequence), (SELECT MAX(a.sequence) FROM events_event_archive a
-                                     WHERE a.aggregate_type = %(aggregate_type)s
-                                       AND a.aggregate_id = %(aggregate_id)s), 0) + 1,
+           -- Past the log's last event, else (read only then) where events_archive stopped.
+           COALESCE(MAX(sequence), (SELECT j.last_sequence FROM events_event_archive_journey j
+                                     WHERE j.aggregate_type = %(aggregate_type)s
+                                       AND j.aggregate_id = %(aggregate_id)s), 0) + 1,
            %(clinic_id)s, %(type)s, %(payload)s, %(actor)s, %(now)s
     FROM events_event
     WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = %(aggregate_id)s
