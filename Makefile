@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # (nothing connects to them).
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy CELERY_BROKER_URL=memory:// $(BIN)/mypy
 
-.PHONY: install browser-deps test-deps bench-deps demo test test-fast test-browser bench bench-load bench-e2e lint migrate stop clean
+.PHONY: install browser-deps test-deps bench-deps demo test test-fast test-browser bench bench-load bench-e2e bench-scale lint migrate stop clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,3 +72,8 @@ bench-load: install bench-deps
 # CPU per prescription (scripts/bench_e2e.py; BENCH_ARGS=--prescriptions 500 ...).
 bench-e2e: install
 	$(BIN)/python scripts/bench_e2e.py $(BENCH_ARGS)
+
+# Latency and query counts at volume, on a database `manage.py bench_seed` has filled
+# (scripts/bench_scale.py; e.g. DATABASE_URL=... make bench-scale BENCH_ARGS=--runs 9).
+bench-scale: install
+	$(BIN)/python scripts/bench_scale.py $(BENCH_ARGS)

@@ -192,6 +192,7 @@ timeline  # variable, support/selectors.py
 urgent  # variable, support/views.py
 q  # variable, support/views.py
 paginator  # variable, support/large_tables.py (ModelAdmin.paginator)
+_.action_checkbox  # method, support/large_tables.py (ModelAdmin.action_checkbox, a list_display column)
 DEBUG  # attribute, scripts/bench_scale.py (settings.DEBUG)
 _load_access_token  # method, accounts/authentication.py (django-oauth-toolkit's OAuth2Validator hook)
 async_capable  # variable, config/middleware.py (Django's middleware flag)

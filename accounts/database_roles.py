@@ -78,6 +78,9 @@ CLINIC_TABLES: dict[str, str] = {
     "billing_nhscharge": READ_WRITE,
     "billing_cancellationrequest": READ_WRITE,
     "events_event": APPEND,
+    # Finished journeys moved out of the event log (events.archive): read for a timeline.
+    "events_event_archive": READ,
+    "events_event_archive_journey": READ,
     "events_outboxmessage": READ_WRITE,
     "events_outboxtask": READ_WRITE,
     "events_clinicwebhookendpoint": READ_WRITE,

@@ -7,7 +7,6 @@ security filters again underneath), so the two cases cannot be told apart here e
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
@@ -17,6 +16,7 @@ from audit.models import PatientAccess
 from audit.services import patient_access_record
 from common.errors import InvalidInput, NotFound
 from events.models import Event
+from events.services import events_for, events_of
 from patients.models import Patient
 from prescriptions import selectors
 from prescriptions.models import Medication, Prescription, Status
@@ -61,9 +61,7 @@ def prescription_get(*, caller: Caller, prescription_id: int) -> schemas.Prescri
     )
     if prescription is None:
         raise NotFound(f"No prescription with id {prescription_id}.", code="not_found")
-    events = list(
-        Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk).order_by("sequence")
-    )
+    events = events_for(aggregate_type="prescription", aggregate_id=prescription.pk)
     _record_access(caller=caller, patient_ids=[prescription.patient_id], action=PatientAccess.Action.DETAIL)
     status = plain_status(prescription=prescription, events=events, for_patient=False)
     items = list(prescription.items.all())
@@ -237,12 +235,9 @@ def _record_access(*, caller: Caller, patient_ids: list[int], action: str) -> No
 
 
 def _events_by_prescription(prescriptions: list[Prescription]) -> dict[int, list[Event]]:
-    events: dict[int, list[Event]] = defaultdict(list)
-    for event in Event.objects.filter(
-        aggregate_type="prescription", aggregate_id__in=[prescription.pk for prescription in prescriptions]
-    ).order_by("sequence"):
-        events[event.aggregate_id].append(event)
-    return events
+    return events_of(
+        aggregate_type="prescription", aggregate_ids=[prescription.pk for prescription in prescriptions]
+    )
 
 
 def _summaries(

@@ -3,6 +3,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from audit.models import PatientAccess
+from patients import phi
 from support.large_tables import LargeTableAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 
@@ -23,6 +24,7 @@ class PatientAccessAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.Mod
     ]
     list_filter = ["channel", "action", "clinic"]
     list_select_related = ["patient", "clinic", "staff_user"]
+    list_defer = phi.phi_not_shown("patient")
     raw_id_fields = ["patient", "clinic", "staff_user"]
     search_fields = ["=patient__id", "=client_id", "=staff_user__username", "=request_id"]
     readonly_fields = [field.name for field in PatientAccess._meta.fields]

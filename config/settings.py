@@ -592,6 +592,9 @@ PUBLIC_BASE_URL = _deployment("PUBLIC_BASE_URL")
 STATUS_LINK_SALT = env.str("STATUS_LINK_SALT", default="scriptline.status-link")
 STATUS_LINK_MAX_AGE_DAYS = env.int("STATUS_LINK_MAX_AGE_DAYS", default=60)
 STATUS_LINK_RATE_PER_MINUTE = env.int("STATUS_LINK_RATE_PER_MINUTE", default=30)
+# `manage.py events_archive` moves a finished prescription's events out of the event log only
+# once its last event is older than this (README, "Growth of the event and audit tables").
+EVENTS_RETENTION_DAYS = env.int("EVENTS_RETENTION_DAYS", default=730)
 # How shipped prescriptions travel, for the plain-language status (prescriptions.plain_status).
 SHIPPING_CARRIER = env.str("SHIPPING_CARRIER", default="Royal Mail")
 SHIPPING_TRACKING_URL = env.str(

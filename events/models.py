@@ -8,7 +8,8 @@ class Event(models.Model):
     Written in the same transaction as the state change it records. `sequence` orders the
     events of one aggregate (1, 2, 3, ...) and the unique constraint makes two concurrent
     writers for the same aggregate collide instead of interleaving. A database trigger
-    (see the migration) refuses UPDATE and DELETE on this table.
+    (migrations 0002 and 0009) refuses UPDATE, and DELETE of any row whose identical copy is not
+    already in the archive (`events.archive`, where finished journeys move after retention).
     """
 
     aggregate_type = models.CharField(max_length=40)

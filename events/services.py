@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from config.celery import app
+from events.archive import archived_events_for, archived_events_of
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,11 @@ _EVENT_INSERT_SQL = """
 WITH new_event AS (
     INSERT INTO events_event
         (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
-    SELECT %(aggregate_type)s, %(aggregate_id)s, COALESCE(MAX(sequence), 0) + 1,
+    SELECT %(aggregate_type)s, %(aggregate_id)s,
+           -- Past the log's last event, else (read only then) where events_archive stopped.
+           COALESCE(MAX(sequence), (SELECT j.last_sequence FROM events_event_archive_journey j
+                                     WHERE j.aggregate_type = %(aggregate_type)s
+                                       AND j.aggregate_id = %(aggregate_id)s), 0) + 1,
            %(clinic_id)s, %(type)s, %(payload)s, %(actor)s, %(now)s
     FROM events_event
     WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = %(aggregate_id)s
@@ -291,9 +297,29 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
 
 
 def events_for(*, aggregate_type: str, aggregate_id: int) -> list[Event]:
-    return list(
+    """An aggregate's events in order: from the event log, and, for a journey moved by
+    `manage.py events_archive` (the log's first event is not its first), from the archive
+    before them (one more query, only then)."""
+    events = list(
         Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by("sequence")
     )
+    if events and events[0].sequence == 1:
+        return events
+    return archived_events_for(aggregate_type=aggregate_type, aggregate_id=aggregate_id) + events
+
+
+def events_of(*, aggregate_type: str, aggregate_ids: list[int]) -> defaultdict[int, list[Event]]:
+    """Several aggregates' events in order, by id (an empty list for one with none): `events_for`
+    for a list, in one query, and one more for the archive only when some journeys moved there."""
+    events: defaultdict[int, list[Event]] = defaultdict(list)
+    for event in Event.objects.filter(aggregate_type=aggregate_type, aggregate_id__in=aggregate_ids).order_by(
+        "sequence"
+    ):
+        events[event.aggregate_id].append(event)
+    moved = [pk for pk in aggregate_ids if not events.get(pk) or events[pk][0].sequence != 1]
+    for pk, archived in archived_events_of(aggregate_type=aggregate_type, aggregate_ids=moved).items():
+        events[pk] = archived + events.get(pk, [])
+    return events
 
 
 def consume_once(

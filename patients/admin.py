@@ -104,6 +104,7 @@ class PatientAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmi
     list_display = ["id", "family_name", "given_name", "birth_date", "clinic", "created_at"]
     list_filter = ["clinic", "sex"]
     list_select_related = ["clinic"]
+    list_defer = phi.phi_not_shown(shown=("family_name", "given_name", "birth_date"))
     # Identifiers are encrypted: search is exact, through the blind indexes (patients.phi):
     # an NHS number, an email, a phone number, or "<family name> <YYYY-MM-DD>".
     search_fields = ["=id"]

@@ -109,6 +109,15 @@ PHI_FIELDS = (
     "email",
     "phone",
 )
+
+
+def phi_not_shown(relation: str = "", *, shown: tuple[str, ...] = ()) -> list[str]:
+    """The identifier fields (of the patient at `relation`, e.g. "patient") other than `shown`:
+    what a list leaves out (LargeTableAdminMixin.list_defer), each one a decryption per row."""
+    prefix = f"{relation}__" if relation else ""
+    return [f"{prefix}{name}" for name in PHI_FIELDS if name not in shown]
+
+
 INDEX_FIELDS = (
     "nhs_number_index",
     "email_index",

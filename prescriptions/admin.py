@@ -19,6 +19,7 @@ from audit.services import patient_access_record
 from common.auth import staff_user_of
 from common.errors import DomainError
 from events.services import events_for
+from patients import phi
 from patients.models import Observation
 from prescriptions import repeats, selectors, services
 from prescriptions.models import (
@@ -37,7 +38,7 @@ from prescriptions.models import (
     Status,
 )
 from saga import cancellation
-from support.large_tables import LargeTableAdminMixin
+from support.large_tables import LargeTableAdminMixin, QuickCheckboxAdminMixin
 from support.scoping import ClinicScopedAdminMixin
 from support.services import staff_can_decide
 from support.templatetags.backoffice import waited
@@ -46,7 +47,7 @@ SEVERITY_ORDER = {"block": 0, "needs_pharmacist": 1, "info": 2}
 
 
 @admin.register(Medication)
-class MedicationAdmin(admin.ModelAdmin):
+class MedicationAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "strength",
@@ -65,7 +66,7 @@ class MedicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(InteractionRule)
-class InteractionRuleAdmin(admin.ModelAdmin):
+class InteractionRuleAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     list_display = ["left", "right", "severity", "message", "source"]
     list_filter = ["severity"]
     search_fields = ["left", "right"]
@@ -78,7 +79,7 @@ class AllergyClassAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaediatricDoseRule)
-class PaediatricDoseRuleAdmin(admin.ModelAdmin):
+class PaediatricDoseRuleAdmin(QuickCheckboxAdminMixin, admin.ModelAdmin):
     """Children's dose limits, loaded from the formulary file (read here, changed there)."""
 
     list_display = [
@@ -181,6 +182,7 @@ class PrescriptionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.Mode
     list_display = ["id", "status", "clinic", "patient", "issued_on", "created_at", "updated_at"]
     list_filter = ["status", "clinic"]
     list_select_related = ["clinic", "patient"]
+    list_defer = phi.phi_not_shown("patient", shown=("given_name", "family_name"))
     raw_id_fields = ["patient", "prescriber", "clinic"]
     search_fields = ["=id", "=tracking_number", "=eps_prescription_id"]
     readonly_fields = [

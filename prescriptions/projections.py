@@ -9,10 +9,12 @@ the gateway sent. `projections_rebuild` recomputes them and reports every differ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 from django.db import transaction
 from django.utils import timezone
 
+from events.archive import archived_prescription_payloads
 from events.models import Event
 from events.services import event_record
 from prescriptions.models import Prescription
@@ -29,7 +31,7 @@ class Difference:
 
 
 def projections_derive() -> dict[int, dict[str, str]]:
-    """Fold the whole prescription event log into {id: {"status", "tracking_number"}}."""
+    """Fold the whole prescription event log (and its archive) into {id: {"status", "tracking_number"}}."""
     derived: dict[int, dict[str, str]] = {}
     events = (
         Event.objects.filter(aggregate_type="prescription")
@@ -37,7 +39,8 @@ def projections_derive() -> dict[int, dict[str, str]]:
         .order_by("aggregate_id", "sequence")
         .values_list("aggregate_id", "payload")
     )
-    for aggregate_id, payload in events.iterator(chunk_size=2000):
+    # A journey moved by events_archive starts in the archive; any later events follow in the log.
+    for aggregate_id, payload in chain(archived_prescription_payloads(), events.iterator(chunk_size=2000)):
         state = derived.setdefault(aggregate_id, {"status": "", "tracking_number": ""})
         if payload.get("to"):
             state["status"] = payload["to"]

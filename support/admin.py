@@ -22,6 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
 
 from common.auth import staff_user_of
+from patients import phi
 from support import enquiries
 from support.large_tables import LargeTableAdminMixin
 from support.models import Enquiry, EnquiryNote, SupportAction
@@ -122,6 +123,7 @@ class EnquiryAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.ModelAdmi
     list_display_links = None
     list_filter = [QueueFilter, "category", "channel", "status"]
     list_select_related = ["patient", "prescription", "assignee"]
+    list_defer = phi.phi_not_shown("patient")
     raw_id_fields = ["patient", "prescription"]
     search_fields = ["=id", "=patient__id", "=prescription__id"]
     search_help_text = "Exact: enquiry, patient or prescription number."
@@ -237,6 +239,7 @@ class SupportActionAdmin(LargeTableAdminMixin, ClinicScopedAdminMixin, admin.Mod
     list_display = ["created_at", "kind", "staff_user", "patient", "prescription", "enquiry", "outcome"]
     list_filter = ["kind"]
     list_select_related = ["staff_user", "patient", "prescription", "enquiry"]
+    list_defer = phi.phi_not_shown("patient")
     raw_id_fields = ["patient", "prescription", "enquiry", "staff_user", "clinic"]
     search_fields = ["=patient__id", "=prescription__id", "=enquiry__id", "=staff_user__username"]
     readonly_fields = [field.name for field in SupportAction._meta.fields]

@@ -5,21 +5,31 @@ log): no full COUNT(*) and no full-table DISTINCT on any page load.
   cheap on any index), and past that takes PostgreSQL's own estimate of the filtered query.
 - `LargeTableAdminMixin` uses it, turns off the admin's second, unfiltered count
   (`show_full_result_count`) and searches with index lookups.
+- Its changelist leaves out the columns `list_defer` names (encrypted identifiers a list does
+  not show cost a decryption each per row), and draws each row's action checkbox directly
+  rather than through the form widget templates (`QuickCheckboxAdminMixin`: the same markup, a
+  fifth of a 100-row page's CPU; also on the formulary's 100-row lists).
 - `DistinctValuesFilter` offers a column's values without `SELECT DISTINCT` over the whole
   table: a recursive query walks an index whose first column is that one, one lookup per value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import CharField, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 COUNT_EXACT_UP_TO = 10_000
 SEARCH_RELATED_LIMIT = 100
@@ -49,16 +59,44 @@ def planner_row_estimate(queryset: QuerySet[Any]) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-class LargeTableAdminMixin:
+class DeferringChangeList(ChangeList):
+    """A changelist whose rows leave out the columns its admin's `list_defer` names."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        deferred = getattr(self.model_admin, "list_defer", ())
+        return queryset.defer(*deferred) if deferred else queryset
+
+
+class QuickCheckboxAdminMixin:
+    """Draws each row's action checkbox directly: ModelAdmin.action_checkbox's markup, without
+    rendering a CheckboxInput through the form templates per row (a fifth of a 100-row page)."""
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
+
+
+class LargeTableAdminMixin(QuickCheckboxAdminMixin):
     """For a ModelAdmin whose table grows with traffic.
 
-    Its search fields are exact ("=field"), and searched with `exact`, not the admin's `iexact`
+    `list_defer` names the columns (also across `list_select_related`) the list does not show
+    and would otherwise read for every row: a row that needs one reads it in a query of its own,
+    which the changelists' constant-query test would catch. Its search fields are exact ("=field"), and searched with `exact`, not the admin's `iexact`
     (`UPPER(column::text) = UPPER(term)`, which no index answers). A field across a relation is
     looked up in its own table first, so the search is one OR of index lookups on this table.
     """
 
     show_full_result_count: bool = False
     paginator: type[Paginator] = EstimatedCountPaginator
+    list_defer: Sequence[str] = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DeferringChangeList
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

@@ -6,7 +6,6 @@ has (its test holds it to that).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.db.models import Count, Q, QuerySet
 
 from billing.models import Payment, Refund
 from events.models import Event, WebhookDelivery
+from events.services import events_of
 from notifications.models import Notification
 from patients import phi
 from patients.models import Patient
@@ -115,11 +115,7 @@ def patient_page(*, patient: Patient) -> PatientPage:
         Prescription.objects.filter(patient=patient).prefetch_related("items__medication").order_by("-id")
     )
     ids = [prescription.pk for prescription in prescriptions]
-    events: dict[int, list[Event]] = defaultdict(list)
-    for event in Event.objects.filter(aggregate_type="prescription", aggregate_id__in=ids).order_by(
-        "sequence"
-    ):
-        events[event.aggregate_id].append(event)
+    events = events_of(aggregate_type="prescription", aggregate_ids=ids)
     views = {
         prescription.pk: PrescriptionView(
             prescription=prescription,

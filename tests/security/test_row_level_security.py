@@ -43,7 +43,8 @@ def _tables_with_a_clinic_column() -> set[str]:
 def _forced_rls_tables() -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relrowsecurity AND relforcerowsecurity"
+            # 'p': a partitioned table (the event archive), whose policies apply through it
+            "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relrowsecurity AND relforcerowsecurity"
         )
         return {row[0] for row in cursor.fetchall()}
 

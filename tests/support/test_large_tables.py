@@ -13,7 +13,7 @@ from django.urls import reverse
 from events.models import Event
 from patients import phi
 from patients.models import Patient
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Medication, Prescription, Status
 from support import large_tables
 from support.large_tables import EstimatedCountPaginator, distinct_column_values, planner_row_estimate
 
@@ -192,3 +192,37 @@ def test_admin_searches_are_exact_index_lookups_and_refuse_nothing(admin_client)
     admin_client.get(reverse("admin:patients_patient_change", args=[prescription.patient_id]))
     mine = admin_client.get(accesses, {"q": "admin"}).context["cl"].result_list
     assert [access.staff_user.username for access in mine] == ["admin"]
+
+
+@pytest.mark.django_db
+def test_the_quick_action_checkbox_is_django_s_own_markup():
+    call_command("bench_seed", prescriptions=2, patients=1)
+    prescription = Prescription.objects.select_related("patient").order_by("pk").first()
+    patient = prescription.patient
+    for obj in [prescription, patient, Medication.objects.order_by("pk").first()]:
+        model_admin = admin.site._registry[type(obj)]
+        assert isinstance(model_admin, large_tables.QuickCheckboxAdminMixin)
+        assert model_admin.action_checkbox(obj) == admin.ModelAdmin.action_checkbox(model_admin, obj)
+        assert 'class="action-select"' in model_admin.action_checkbox(obj)
+
+
+@pytest.mark.django_db
+def test_lists_leave_out_the_identifiers_they_do_not_show_and_still_show_the_rest(admin_client):
+    call_command("bench_seed", prescriptions=3, patients=1)
+    patient = Patient.objects.get()
+    lists = {
+        "patients_patient": phi.phi_not_shown(shown=("family_name", "given_name", "birth_date")),
+        "prescriptions_prescription": phi.phi_not_shown(shown=("given_name", "family_name")),
+        "audit_patientaccess": list(phi.PHI_FIELDS),
+    }
+    admin_client.get(reverse("admin:patients_patient_change", args=[patient.pk]))  # an access row
+    deferred = {}
+    for name, expected in lists.items():
+        response = admin_client.get(reverse(f"admin:{name}_changelist"))
+        row = response.context["cl"].result_list[0]
+        shown = row if name == "patients_patient" else row.patient
+        deferred[name] = sorted(shown.get_deferred_fields() & set(phi.PHI_FIELDS))
+        assert sorted(expected) == deferred[name], name
+        if name != "audit_patientaccess":
+            assert patient.family_name in response.content.decode(), name
+    assert deferred["audit_patientaccess"] == sorted(phi.PHI_FIELDS)

@@ -4,9 +4,9 @@ Every name and number is invented (NHS numbers from the 999 range reserved for t
 are built in Python, so each has its own identifiers, encrypted with the patient-data keys and
 blind-indexed exactly as patients.services would store them, and are loaded with COPY. The
 prescriptions and everything that hangs off them (an item, the events of the path to their
-status, a dispatch, a payment, an API read in the access log) are generated inside PostgreSQL
-with INSERT ... SELECT over generate_series, one batch per transaction, so a million take
-minutes rather than hours. Each patient belongs to one clinic and its prescriptions, prescriber,
+status, a dispatch, a payment, the patient's emails on shipping and delivery, an API read in the
+access log) are generated inside PostgreSQL with INSERT ... SELECT over generate_series, one
+batch per transaction, so a million take minutes rather than hours. Each patient belongs to one clinic and its prescriptions, prescriber,
 events and payments carry that clinic. The event log is only appended to (its trigger refuses
 anything else). Meant for an empty or a bench database: it adds, never deletes.
 """
@@ -313,6 +313,15 @@ SEED_STATEMENTS = [
            CASE WHEN status = 'awaiting_payment' THEN 'requires_payment' ELSE 'succeeded' END, 1, '',
            created_at + interval '2 hours', created_at + interval '3 hours'
       FROM bench_batch WHERE 'awaiting_payment' = ANY(path);
+    """,
+    """
+    INSERT INTO notifications_notification (event_id, patient_id, prescription_id, channel, kind, status,
+                                            error, created_at, sent_at, requested_by, claimed_at)
+    SELECT e.id, b.patient_id, b.id, 'email', e.type, 'sent', '', e.created_at + interval '1 minute',
+           e.created_at + interval '1 minute', '', e.created_at + interval '1 minute'
+      FROM bench_batch b
+      JOIN events_event e ON e.aggregate_type = 'prescription' AND e.aggregate_id = b.id
+     WHERE e.type IN ('prescription.shipped', 'prescription.delivered');
     """,
     """
     INSERT INTO audit_patientaccess (patient_id, clinic_id, channel, action, client_id, request_id, accessed_at)
