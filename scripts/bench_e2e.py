@@ -211,6 +211,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         mailorder_port=free_port(),
         step_delay=arguments.step_delay,
         confirm_delay=arguments.confirm_delay,
+        simulator_state=False,
     )
     processes = [demo.start(name, command, env, log_dir) for name, command in commands]
     # Stopped from outside (a timeout, Ctrl-C): still stop everything it started.
@@ -277,7 +278,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     }
     print(
         f"\n{count} prescriptions, {arguments.clients} clients, demo layout on {os.cpu_count()} CPUs "
-        f"(simulator steps {arguments.step_delay} s, payment confirmed after {arguments.confirm_delay} s)\n"
+        f"(simulators in memory, steps {arguments.step_delay} s, payment confirmed after {arguments.confirm_delay} s)\n"
         f"posted           {result['posted_per_second']:8.1f} prescriptions/s\n"
         f"to acknowledged  {result['acknowledged_per_second']:8.1f} prescriptions/s   (goal >= 25 to delivered)\n"
         f"to delivered     {result['delivered_per_second']:8.1f} prescriptions/s\n"

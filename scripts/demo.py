@@ -63,12 +63,16 @@ def layout(
     mailorder_port: int = MAILORDER_PORT,
     step_delay: float = 3,
     confirm_delay: float = 2,
+    simulator_state: bool = True,
 ) -> list[tuple[str, list[str]]]:
     """The demo's processes, as (name, command): gunicorn with 2 workers, one Celery worker on
     every queue, beat, the MCP server (unless mcp_port is None), the two pharmacy partners' simulators
     (the FHIR gateway and the mail-order pharmacy, advancing each order every `step_delay` seconds)
     and the Stripe simulator (paying each
-    PaymentIntent after `confirm_delay` seconds). `make bench-e2e` starts the same layout."""
+    PaymentIntent after `confirm_delay` seconds). `make bench-e2e` starts the same layout, with the
+    simulators' state kept in memory (`simulator_state=False`): each simulator rewrites its whole
+    state file after every change, a cost of the stand-in partners that is not Scriptline's."""
+    state = [] if simulator_state else ["--state-file", ""]
     base_url = f"http://127.0.0.1:{web_port}"
     manage = [PYTHON, "manage.py"]
     processes = [
@@ -108,6 +112,7 @@ def layout(
                 f"{base_url}/webhooks/gateway/",
                 "--step-delay",
                 str(step_delay),
+                *state,
             ],
         ),
         # The second pharmacy partner: a US mail-order pharmacy (JSON API, status by polling).
@@ -120,6 +125,7 @@ def layout(
                 str(mailorder_port),
                 "--step-delay",
                 str(step_delay),
+                *state,
             ],
         ),
         # Stripe simulator: confirms each PaymentIntent with a test card after confirm_delay.
@@ -135,6 +141,7 @@ def layout(
                 "--auto-confirm",
                 "--auto-confirm-delay",
                 str(confirm_delay),
+                *state,
             ],
         ),
     ]
