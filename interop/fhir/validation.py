@@ -125,7 +125,8 @@ def _envelope_problems(data: Any) -> Iterator[Issue]:
         return
     header = entries[0].get("resource") if isinstance(entries[0], dict) else None
     coding = header.get("eventCoding") if isinstance(header, dict) else None
-    if isinstance(coding, dict) and coding.get("code") not in EVENTS:
+    code = coding.get("code") if isinstance(coding, dict) else None
+    if isinstance(coding, dict) and (not isinstance(code, str) or code not in EVENTS):
         # Another kind of message altogether: its resources are not worth listing.
         yield _unsupported_event()
         return
@@ -134,7 +135,7 @@ def _envelope_problems(data: Any) -> Iterator[Issue]:
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
         if kind is None:
             yield Issue("required", f"Bundle.entry[{index}].resource", "Each entry needs a resource.")
-        elif kind not in RESOURCE_TYPES:
+        elif not isinstance(kind, str) or kind not in RESOURCE_TYPES:
             yield Issue(
                 "not-supported",
                 f"Bundle.entry[{index}].resource.resourceType",

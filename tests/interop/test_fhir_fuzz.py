@@ -115,3 +115,23 @@ def test_arbitrary_reads_never_get_a_5xx(clinic, resource_id, identifier):
     quoted = resource_id.replace("/", "").replace("?", "").replace("#", "") or "x"
     _assert_fhir_answer(clinic.api.get(f"/fhir/R4/MedicationRequest/{quoted}"))
     _assert_fhir_answer(clinic.api.get("/fhir/R4/MedicationRequest", {"identifier": identifier}))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda message: message["entry"][1]["resource"].__setitem__("resourceType", ["Patient"]),
+        lambda message: message["entry"][1]["resource"].__setitem__("resourceType", {"x": 1}),
+        lambda message: message["entry"][0]["resource"]["eventCoding"].__setitem__("code", ["order"]),
+    ],
+    ids=["resource-type-list", "resource-type-object", "event-code-list"],
+)
+def test_a_resource_type_or_event_code_that_is_not_a_string_is_refused_not_a_5xx(clinic, mutate):
+    message = json.loads(json.dumps(BASES[REPEAT_ORDER]))
+    message["identifier"]["value"] = str(uuid.uuid4())
+    mutate(message)
+
+    response = post(clinic, message)
+
+    _assert_fhir_answer(response)
+    assert response.status_code == 400
