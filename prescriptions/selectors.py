@@ -1,15 +1,12 @@
-from collections.abc import Sequence
 from datetime import date
-from typing import Any, TypeVar, cast
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Model, Q, QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet
 
+from common import rows
 from patients.models import Clinic, Patient
 from patients.selectors import person_patient_ids
 from prescriptions.models import LinkKind, Medication, Prescriber, Prescription, PrescriptionItem, Status
-
-ModelT = TypeVar("ModelT", bound=Model)
 
 
 def prescription_list(*, clinic: Clinic) -> QuerySet[Prescription]:
@@ -81,39 +78,15 @@ def prescription_repeat_course(*, prescription: Prescription) -> tuple[Prescript
     return current, issue_number
 
 
-def _parties_sql() -> str:
-    patient_columns = ", ".join(f'patient."{field.column}"' for field in Patient._meta.concrete_fields)
-    prescriber_columns = ", ".join(
-        f'prescriber."{field.column}"' for field in Prescriber._meta.concrete_fields
-    )
-    return (
-        f"SELECT {patient_columns}, {prescriber_columns}"
-        f' FROM "{Clinic._meta.db_table}" AS clinic'
-        f' LEFT JOIN "{Patient._meta.db_table}" AS patient'
-        "  ON patient.clinic_id = clinic.id AND patient.id = %(patient)s"
-        f' LEFT JOIN "{Prescriber._meta.db_table}" AS prescriber'
-        "  ON prescriber.clinic_id = clinic.id AND prescriber.id = %(prescriber)s"
-        " WHERE clinic.id = %(clinic)s"
-    )
-
-
-_PARTIES_SQL = _parties_sql()
-
-
-def _instance_from_columns(model: type[ModelT], values: Sequence[Any], alias: str) -> ModelT | None:
-    """A model instance from its concrete columns as the database answered them (the fields' own
-    converters applied, as the ORM does: decryption, JSON); None when the join matched nothing."""
-    fields = model._meta.concrete_fields
-    if values[[field.primary_key for field in fields].index(True)] is None:
-        return None
-    wrapper = connections[alias]
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        # Field.get_db_converters is Django's, missing from its type stubs.
-        for converter in cast(Any, field).get_db_converters(wrapper):
-            value = converter(value, field, wrapper)
-        converted.append(value)
-    return model.from_db(alias, [field.attname for field in fields], converted)
+_PARTIES_SQL = (
+    f"SELECT {rows.columns_sql(Patient, 'patient')}, {rows.columns_sql(Prescriber, 'prescriber')}"
+    f' FROM "{Clinic._meta.db_table}" AS clinic'
+    f' LEFT JOIN "{Patient._meta.db_table}" AS patient'
+    "  ON patient.clinic_id = clinic.id AND patient.id = %(patient)s"
+    f' LEFT JOIN "{Prescriber._meta.db_table}" AS prescriber'
+    "  ON prescriber.clinic_id = clinic.id AND prescriber.id = %(prescriber)s"
+    " WHERE clinic.id = %(clinic)s"
+)
 
 
 def prescription_parties(
@@ -134,8 +107,7 @@ def prescription_parties(
         row = cursor.fetchone()
     if row is None:
         return None, None
-    split = len(Patient._meta.concrete_fields)
-    return (
-        _instance_from_columns(Patient, row[:split], DEFAULT_DB_ALIAS),
-        _instance_from_columns(Prescriber, row[split:], DEFAULT_DB_ALIAS),
+    split = rows.column_count(Patient)
+    return rows.instance_from_columns(Patient, row[:split]), rows.instance_from_columns(
+        Prescriber, row[split:]
     )

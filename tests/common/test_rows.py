@@ -1,0 +1,52 @@
+"""Instances read by hand-written SQL are the same as the ORM's, encrypted fields included."""
+
+from __future__ import annotations
+
+import pytest
+from django.forms.models import model_to_dict
+
+from accounts.authentication import ClinicOAuth2Validator
+from patients.models import Patient
+from prescriptions.models import Prescriber
+from prescriptions.selectors import prescription_parties
+from tests.conftest import make_clinic_setup
+from tests.patients.factories import PatientFactory
+from tests.prescriptions.factories import PrescriberFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def fields(instance):  # type: ignore[no-untyped-def]
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def test_the_parties_read_equal_the_orms_and_another_clinics_come_back_as_none():
+    patient = PatientFactory(given_name="Zara", family_name="Okafor", email="zara@example.test")
+    prescriber = PrescriberFactory(clinic=patient.clinic)
+    stranger = PatientFactory()
+
+    found_patient, found_prescriber = prescription_parties(
+        clinic=patient.clinic, patient_id=patient.pk, prescriber_id=prescriber.pk
+    )
+
+    assert fields(found_patient) == fields(Patient.objects.get(pk=patient.pk))
+    assert found_patient.given_name == "Zara"
+    assert fields(found_prescriber) == fields(Prescriber.objects.get(pk=prescriber.pk))
+    assert prescription_parties(clinic=patient.clinic, patient_id=stranger.pk, prescriber_id=None) == (
+        None,
+        None,
+    )
+
+
+def test_the_token_lookup_brings_its_application_clinic_link_and_clinic():
+    from oauth2_provider.models import AccessToken
+
+    setup = make_clinic_setup("Rows clinic")
+
+    found = ClinicOAuth2Validator()._load_access_token(setup.token)
+
+    stored = AccessToken.objects.get(token_checksum=found.token_checksum)
+    assert model_to_dict(found) == model_to_dict(stored)
+    assert found.application.clinic_client.clinic == setup.clinic
+    assert found.user is None
+    assert ClinicOAuth2Validator()._load_access_token("not-a-token") is None
