@@ -75,6 +75,7 @@ def test_a_pharmacist_approves_a_controlled_drug_with_a_reason(  # type: ignore[
     page.click(f"text=Review #{prescription.pk}")
     expect(page.locator("h2").first).to_contain_text(f"Prescription #{prescription.pk}")
     expect(page.locator(".prescriber-registration")).to_contain_text("controlled drugs authorised")
+    page.wait_for_load_state("load")  # the shortcuts' deferred script has run
     page.keyboard.press("a")  # the shortcut picks "approved" and moves to the reason
     expect(page.locator("input[name=decision][value=approved]")).to_be_checked()
     page.keyboard.type("Schedule 2 checked: dose, quantity in words and prescriber address are lawful.")

@@ -32,7 +32,7 @@ from patients.models import Patient
 from tests.conftest import make_clinic_setup, prescription_body
 from tests.patients.factories import PatientFactory
 from tests.patients.test_api import a_patient_body
-from tests.processes import test_database_url
+from tests.processes import test_database_url as database_url_of_tests
 from tests.support.factories import StaffFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_a_process_serving_no_request_uses_the_system_role():
         env={
             "PATH": "/usr/bin:/bin",
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url_of_tests(),
             "API_LOGIN_CONNECTION": "true",
             "CELERY_BROKER_URL": "memory://",
         },
