@@ -8,24 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PRODUCT_PACKAGES = (
-    "accounts",
-    "agents",
-    "api",
-    "audit",
-    "billing",
-    "common",
-    "config",
-    "events",
-    "interop",
-    "notifications",
-    "patients",
-    "pharmacy",
-    "prescriptions",
-    "saga",
-    "support",
-)
+from tests.packages import PRODUCT_PACKAGES, ROOT
+
 PUBLISHING = frozenset({"delay", "apply_async", "send_task", "retry"})
 MAY_PUBLISH = frozenset({"events/services.py"})
 

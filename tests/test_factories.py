@@ -4,32 +4,15 @@ row: tests make their data with factories, not with hand-built rows."""
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import factory
 import pytest
 from django.apps import apps
 from django.db.models import Model
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT_APPS = (
-    "accounts",
-    "agents",
-    "api",
-    "audit",
-    "billing",
-    "common",
-    "config",
-    "events",
-    "interop",
-    "notifications",
-    "patients",
-    "pharmacy",
-    "prescriptions",
-    "saga",
-    "sandbox",
-    "support",
-)
+from tests.packages import PRODUCT_PACKAGES, ROOT
+
+PROJECT_APPS = (*PRODUCT_PACKAGES, "sandbox")
 
 
 def project_models() -> list[type[Model]]:
