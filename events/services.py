@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -119,9 +119,11 @@ class _AfterCommitPublish:
             # The broker is down: the rows stay unpublished and the beat relay retries them.
             logger.warning("outbox publish after commit failed; the relay will retry")
             return
-        OutboxMessage.objects.filter(
-            event_id__in=[event_id for event_id, _type in self.events], published_at__isnull=True
-        ).update(published_at=timezone.now(), attempts=F("attempts") + 1)
+        _outbox_mark_published(
+            OutboxMessage.objects.filter(
+                event_id__in=[event_id for event_id, _type in self.events], published_at__isnull=True
+            )
+        )
 
 
 def _publish_after_commit_add(connection: Any, *, event_id: int, event_type: str) -> None:
@@ -169,7 +171,7 @@ def outbox_relay(*, batch_size: int = 200) -> int:
                     for consumer in settings.EVENT_CONSUMERS.get(row.event.type, ())
                 ]
             )
-            _outbox_mark_published(message_ids=[row.pk for row in rows])
+            _outbox_mark_published(OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]))
             published += len(rows)
         if len(rows) < batch_size:
             return published
@@ -224,10 +226,8 @@ def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
     return [pair for pair in pairs if pair not in idle]
 
 
-def _outbox_mark_published(*, message_ids: list[int]) -> None:
-    OutboxMessage.objects.filter(pk__in=message_ids).update(
-        published_at=timezone.now(), attempts=F("attempts") + 1
-    )
+def _outbox_mark_published(messages: QuerySet[OutboxMessage]) -> None:
+    messages.update(published_at=timezone.now(), attempts=F("attempts") + 1)
 
 
 def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
@@ -288,7 +288,7 @@ def outbox_events_lease_expired_republish(*, batch_size: int = 200) -> int:
             (republished if resend else waiting).append(row.pk)
         event_consumers_send(resent)
         OutboxMessage.objects.filter(pk__in=settled).update(settled_at=now)
-        _outbox_mark_published(message_ids=republished)
+        _outbox_mark_published(OutboxMessage.objects.filter(pk__in=republished))
         # Only owed rows left: look again one lease later.
         OutboxMessage.objects.filter(pk__in=waiting).update(published_at=now)
     if republished:
