@@ -122,6 +122,30 @@ def event_types(prescription_id: int) -> list[str]:
     )
 
 
+def assert_failed_over_once(prescription_id: int, receiver) -> None:  # type: ignore[no-untyped-def]
+    """Refused by the first partner and filled by the next: routed twice, charged once, and the
+    clinic told of the refusal."""
+    assert event_types(prescription_id) == [
+        "prescription.paid",
+        "prescription.routed",
+        "prescription.partner_refused",
+        "prescription.routed",
+        "prescription.acknowledged",
+        "prescription.delivered",
+    ]
+    payments = Payment.objects.filter(prescription_id=prescription_id)
+    assert list(payments.values_list("status", flat=True)) == ["succeeded"]
+    wait_until(
+        lambda: any(
+            payload["type"] == "prescription.partner_refused"
+            and payload["prescription"]["id"] == prescription_id
+            for payload in receiver.accepted()
+        ),
+        seconds=30,
+        what="the clinic told of the refusal",
+    )
+
+
 def test_prescriptions_are_routed_across_two_partners_by_licence_stock_and_price(two_partners):  # type: ignore[no-untyped-def]
     live_server, east, west, receiver = two_partners
     clinic = ClinicFactory(jurisdiction="US")
@@ -142,25 +166,7 @@ def test_prescriptions_are_routed_across_two_partners_by_licence_stock_and_price
     assert partner_of(refused_once) == "west"
     assert east.stats()["refused_out_of_stock"] == 1
     assert (east.stats()["orders"], west.stats()["orders"]) == (0, 2)
-    assert event_types(refused_once) == [
-        "prescription.paid",
-        "prescription.routed",
-        "prescription.partner_refused",
-        "prescription.routed",
-        "prescription.acknowledged",
-        "prescription.delivered",
-    ]
-    payments = Payment.objects.filter(prescription_id=refused_once)
-    assert list(payments.values_list("status", flat=True)) == ["succeeded"]  # charged once
-    wait_until(
-        lambda: any(
-            payload["type"] == "prescription.partner_refused"
-            and payload["prescription"]["id"] == refused_once
-            for payload in receiver.accepted()
-        ),
-        seconds=30,
-        what="the clinic told of the refusal",
-    )
+    assert_failed_over_once(refused_once, receiver)
 
     # East has it again (its stock unknown): the cheaper partner wins.
     east.control(out_of_stock=[])
