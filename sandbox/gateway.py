@@ -488,22 +488,10 @@ class Simulator(server.Simulator):
             writer.writerows(sorted(self._knobs.stock.items()))
         return out.getvalue()
 
-    def record_request(self) -> None:
-        with self._lock:
-            self._counters.requests += 1
-
     def choose_fault(self) -> Fault | None:
-        """One draw partitions requests so each rate is its exact share."""
-        with self._lock:
-            knobs = self._knobs
-            draw = self._random.random()
-            if knobs.down or draw < knobs.error_rate:
-                self._counters.errors += 1
-                return Fault.ERROR
-            if draw < knobs.error_rate + knobs.timeout_rate:
-                self._counters.timeouts += 1
-                return Fault.TIMEOUT
-            return None
+        return self.fault_draw(
+            [("error_rate", "errors", Fault.ERROR), ("timeout_rate", "timeouts", Fault.TIMEOUT)]
+        )
 
     def submit_order(
         self, idempotency_key: str, bundle: Mapping[str, Any], body: bytes

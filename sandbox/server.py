@@ -20,11 +20,11 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 WEBHOOK_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -74,6 +74,9 @@ def url(name: str, value: Any) -> str | None:
     return value
 
 
+FaultT = TypeVar("FaultT")
+
+
 class Delivery(enum.Enum):
     SENT = "sent"
     FAILED = "failed"
@@ -120,6 +123,8 @@ class Simulator:
     API on top, and say how it is written (`snapshot`) and read back (`restore`)."""
 
     knob_validators: ClassVar[Mapping[str, Validator]] = {}
+    # Each simulator's counters (read through /_stats); record_request and fault_draw count here.
+    _counters: Any
 
     def __init__(
         self,
@@ -201,6 +206,25 @@ class Simulator:
         threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
     # Requests
+
+    def record_request(self) -> None:
+        with self._lock:
+            self._counters.requests += 1
+
+    def fault_draw(self, faults: Sequence[tuple[str, str, FaultT]]) -> FaultT | None:
+        """Which injected fault this request meets, if any: `faults` are (rate knob, counter,
+        answer), and one draw partitions requests so each rate is its exact share. A simulator
+        that is `down` answers the first fault to every request."""
+        with self._lock:
+            knobs, counters = self._knobs, self._counters
+            draw = self._random.random()
+            bound = 0.0
+            for index, (rate, counter, answer) in enumerate(faults):
+                bound += getattr(knobs, rate)
+                if draw < bound or (index == 0 and knobs.down):
+                    setattr(counters, counter, getattr(counters, counter) + 1)
+                    return answer
+            return None
 
     def is_authorized(self, authorization_header: str | None) -> bool:
         expected = f"Bearer {self.api_key}".encode()

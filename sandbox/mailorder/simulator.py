@@ -299,25 +299,15 @@ class Simulator(server.Simulator):
         """The vendor's API key, sent as `X-Api-Key` (not a bearer token)."""
         return hmac.compare_digest((authorization_header or "").encode(), self.api_key.encode())
 
-    def record_request(self) -> None:
-        with self._lock:
-            self._counters.requests += 1
-
     def injected_fault(self) -> str | None:
-        """One draw partitions requests so each rate is its exact share: an error code or None."""
-        with self._lock:
-            knobs = self._knobs
-            draw = self._random.random()
-            if knobs.down or draw < knobs.error_rate:
-                self._counters.errors += 1
-                return "SERVICE_UNAVAILABLE"
-            if draw < knobs.error_rate + knobs.timeout_rate:
-                self._counters.timeouts += 1
-                return "GATEWAY_TIMEOUT"
-            if draw < knobs.error_rate + knobs.timeout_rate + knobs.rate_limit_rate:
-                self._counters.rate_limited += 1
-                return "RATE_LIMITED"
-            return None
+        """An error code, or None."""
+        return self.fault_draw(
+            [
+                ("error_rate", "errors", "SERVICE_UNAVAILABLE"),
+                ("timeout_rate", "timeouts", "GATEWAY_TIMEOUT"),
+                ("rate_limit_rate", "rate_limited", "RATE_LIMITED"),
+            ]
+        )
 
     def refused(self, code: str) -> None:
         with self._lock:
