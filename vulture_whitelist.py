@@ -212,3 +212,4 @@ replays  # variable, sandbox/mailorder/simulator.py (a simulator counter, read t
 rate_limited  # variable, sandbox/mailorder/simulator.py (a simulator counter, read through /_stats)
 health_check_done  # attribute, config/celery.py (Django's connection wrapper flag)
 CONSUMER_IDLE_WHEN  # variable, saga/journey.py (read by config/settings.py)
+rate_limit_rate  # variable, sandbox/mailorder/simulator.py (a knob, read by fault_draw by name)
