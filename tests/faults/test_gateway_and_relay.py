@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db.models import QuerySet
 
 from config.celery import app
 from events import services as events
@@ -109,11 +110,11 @@ def test_a_relay_that_dies_after_publishing_but_before_marking_causes_no_second_
     real_mark = events._outbox_mark_published
     failures = iter([RuntimeError("relay killed before marking")])
 
-    def mark_failing_once(*, message_ids: list[int]) -> None:
+    def mark_failing_once(messages: QuerySet[OutboxMessage]) -> None:
         error = next(failures, None)
         if error is not None:
             raise error
-        real_mark(message_ids=message_ids)
+        real_mark(messages)
 
     monkeypatch.setattr(events, "_outbox_mark_published", mark_failing_once)
     workers()
