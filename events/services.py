@@ -11,11 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from common.rows import column_count, columns_sql, instance_from_columns
 from config.celery import app
 from events.archive import archived_events_for, archived_events_of
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
@@ -114,16 +115,10 @@ class _AfterCommitPublish:
             for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
         ]
         try:
-            event_consumers_send(pairs)
+            event_consumers_send(pairs, outbox_events=[event_id for event_id, _type in self.events])
         except BrokerError:
-            # The broker is down: the rows stay unpublished and the beat relay retries them.
+            # The broker is down: the rows are unpublished again and the beat relay retries them.
             logger.warning("outbox publish after commit failed; the relay will retry")
-            return
-        _outbox_mark_published(
-            OutboxMessage.objects.filter(
-                event_id__in=[event_id for event_id, _type in self.events], published_at__isnull=True
-            )
-        )
 
 
 def _publish_after_commit_add(connection: Any, *, event_id: int, event_type: str) -> None:
@@ -177,25 +172,36 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             return published
 
 
-def event_consumers_send(pairs: list[tuple[str, int]]) -> None:
+def event_consumers_send(pairs: list[tuple[str, int]], *, outbox_events: list[int] | None = None) -> None:
     """Send each (consumer, event id) to the broker on one connection: the one place an event
     reaches its consumers, for the relay, its lease pass and the reconciler. What the broker
-    loses is sent again from the outbox row (its lease) or by the reconciler."""
-    pairs = _nothing_to_do_drop(pairs)
+    loses is sent again from the outbox row (its lease) or by the reconciler.
+
+    `outbox_events` (the publish straight after a commit) are the events whose outbox rows this
+    send publishes: they are marked published in the statement that finds the idle consumers,
+    before the send, and marked unpublished again if the broker refuses it (the beat relay then
+    retries them). A process that dies between the two leaves them to the lease pass."""
+    pairs = _nothing_to_do_drop(pairs, outbox_events=outbox_events or [])
     if not pairs:
         return
-    with app.producer_or_acquire() as producer:
-        for consumer, event_id in pairs:
-            app.send_task(consumer, args=[event_id], producer=producer)
+    try:
+        with app.producer_or_acquire() as producer:
+            for consumer, event_id in pairs:
+                app.send_task(consumer, args=[event_id], producer=producer)
+    except BrokerError:
+        if outbox_events:
+            OutboxMessage.objects.filter(event_id__in=outbox_events).update(published_at=None)
+        raise
 
 
-def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+def _nothing_to_do_drop(pairs: list[tuple[str, int]], *, outbox_events: list[int]) -> list[tuple[str, int]]:
     """Leave out the pairs whose consumer would do nothing (settings.EVENT_CONSUMER_IDLE_WHEN),
     recording them as handled in the same statement: the lease pass and the reconciler then see
-    them done, as if the consumer had run."""
+    them done, as if the consumer had run. The same statement marks the outbox rows of
+    `outbox_events` published."""
     conditions = settings.EVENT_CONSUMER_IDLE_WHEN
     candidates = [(consumer, event_id) for consumer, event_id in pairs if consumer in conditions]
-    if not candidates:
+    if not candidates and not outbox_events:
         return pairs
     consumers = sorted({consumer for consumer, _event_id in candidates})
     idle_when = " OR ".join(f"(pair.consumer = %s AND {conditions[consumer]})" for consumer in consumers)
@@ -205,11 +211,14 @@ def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
         ), idle AS (
             SELECT pair.consumer, pair.event_id
             FROM pair JOIN events_event AS event ON event.id = pair.event_id
-            WHERE {idle_when}
+            WHERE {idle_when or "false"}
         ), handled AS (
             INSERT INTO events_processedevent (consumer, event_id, processed_at)
             SELECT consumer, event_id, now() FROM idle
             ON CONFLICT DO NOTHING
+        ), published AS (
+            UPDATE events_outboxmessage SET published_at = now(), attempts = attempts + 1
+            WHERE event_id = ANY(%s::bigint[]) AND published_at IS NULL
         )
         SELECT consumer, event_id FROM idle
     """  # noqa: S608 - the conditions are the project's own constants, the values are parameters
@@ -220,6 +229,7 @@ def _nothing_to_do_drop(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
                 [consumer for consumer, _event_id in candidates],
                 [event_id for _consumer, event_id in candidates],
                 *consumers,
+                outbox_events,
             ],
         )
         idle = set(cursor.fetchall())
@@ -339,28 +349,58 @@ def consume_once(
     the record is written after it succeeds, and a crash in between re-runs an effect that is
     itself idempotent (guarded updates, a fixed idempotency key downstream).
     """
-    event = Event.objects.filter(pk=event_id).first()
-    if event is None:
-        return False
     if not atomic:
-        if ProcessedEvent.objects.filter(consumer=consumer, event_id=event_id).exists():
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(_EVENT_UNPROCESSED_SQL, [consumer, event_id])
+            row = cursor.fetchone()
+        if row is None or row[-1]:
             return False
-        handle(event)
-        ProcessedEvent.objects.bulk_create(
-            [ProcessedEvent(consumer=consumer, event_id=event_id)], ignore_conflicts=True
-        )
+        handle(_event_from_row(row))
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(_PROCESSED_RECORD_SQL, [consumer, event_id])
         return True
-    try:
-        with transaction.atomic():
-            ProcessedEvent.objects.create(consumer=consumer, event_id=event_id)
-            handle(event)
-    except IntegrityError:
-        # Only the ProcessedEvent insert can collide here: the effect's own writes are
-        # guarded updates, so an IntegrityError means another delivery got there first.
-        if ProcessedEvent.objects.filter(consumer=consumer, event_id=event_id).exists():
+    with transaction.atomic():
+        # The claim and the read in one statement. A concurrent duplicate's claim waits on the
+        # unique index until that delivery commits (then this one finds it done) or rolls back.
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(_EVENT_CLAIM_SQL, [consumer, event_id])
+            row = cursor.fetchone()
+        if row is None:
             return False
-        raise
+        handle(_event_from_row(row))
     return True
+
+
+_EVENT_COLUMNS = columns_sql(Event, "event")
+# The event, and whether `consumer` has processed it (the last column).
+_EVENT_UNPROCESSED_SQL = f"""
+    SELECT {_EVENT_COLUMNS}, EXISTS (
+        SELECT 1 FROM events_processedevent AS processed
+        WHERE processed.consumer = %s AND processed.event_id = event.id
+    )
+    FROM events_event AS event WHERE event.id = %s
+"""  # noqa: S608 - column names from the model, values are parameters
+_PROCESSED_RECORD_SQL = """
+    INSERT INTO events_processedevent (consumer, event_id, processed_at) VALUES (%s, %s, now())
+    ON CONFLICT DO NOTHING
+"""
+# Record (consumer, event) as processed and read the event; no row if it was already processed
+# (or no such event exists).
+_EVENT_CLAIM_SQL = f"""
+    WITH claim AS (
+        INSERT INTO events_processedevent (consumer, event_id, processed_at)
+        SELECT %s, id, now() FROM events_event WHERE id = %s
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    )
+    SELECT {_EVENT_COLUMNS} FROM events_event AS event JOIN claim ON claim.event_id = event.id
+"""  # noqa: S608 - column names from the model, values are parameters
+
+
+def _event_from_row(row: Any) -> Event:
+    event = instance_from_columns(Event, row[: column_count(Event)])
+    assert event is not None  # noqa: S101 - the query selected an existing row
+    return event
 
 
 # --- Tasks owed (OutboxTask): published when due, retried by due time -------------------------

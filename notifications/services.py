@@ -51,10 +51,12 @@ def _context(event: Event, prescription: Prescription) -> dict[str, object]:
     }
 
 
-def notification_send_for_event(*, event_id: int) -> list[Notification]:
-    """Consumer of the events in KINDS: email and/or SMS the patient, once per channel."""
-    event = Event.objects.filter(pk=event_id, aggregate_type="prescription", type__in=KINDS).first()
-    if event is None:
+def notification_send_for_event(*, event_id: int, event: Event | None = None) -> list[Notification]:
+    """Consumer of the events in KINDS: email and/or SMS the patient, once per channel.
+    `event` is that event when the caller has already read it."""
+    if event is None or event.pk != event_id:
+        event = Event.objects.filter(pk=event_id).first()
+    if event is None or event.aggregate_type != "prescription" or event.type not in KINDS:
         return []
     prescription = Prescription.objects.select_related("patient").filter(pk=event.aggregate_id).first()
     if prescription is None:

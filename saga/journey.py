@@ -68,4 +68,12 @@ CONSUMER_IDLE_WHEN: dict[str, str] = {
         " WHERE prescription.id = event.aggregate_id AND prescription.repeats > 0"
         " AND prescription.previous_id IS NULL)"
     ),
+    # The patient has neither an email address nor a phone number: nobody to tell
+    # (notifications.services.notification_send_for_event). Both are encrypted, and stay ''
+    # when blank (patients.phi).
+    NOTIFY: (
+        "NOT EXISTS (SELECT 1 FROM prescriptions_prescription AS prescription"
+        " JOIN patients_patient AS patient ON patient.id = prescription.patient_id"
+        " WHERE prescription.id = event.aggregate_id AND (patient.email <> '' OR patient.phone <> ''))"
+    ),
 }

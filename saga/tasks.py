@@ -118,7 +118,7 @@ def notification_on_event(event_id: int) -> None:
     consume_once(
         consumer=journey.NOTIFY,
         event_id=event_id,
-        handle=lambda event: notifications.notification_send_for_event(event_id=event.pk),
+        handle=lambda event: notifications.notification_send_for_event(event_id=event.pk, event=event),
         atomic=False,
     )
 

@@ -268,3 +268,63 @@ def test_only_an_original_with_repeats_costs_the_repeat_consumer_a_task(broker, 
     once_event = Event.objects.get(aggregate_id=once.pk)
     assert broker.published == [(REPEATS, [repeating_event.pk])]
     assert set(ProcessedEvent.objects.values_list("consumer", "event_id")) == {(REPEATS, once_event.pk)}
+
+
+def test_only_a_patient_with_an_email_or_a_phone_costs_the_notification_consumer_a_task(broker, settings):
+    from events.models import ProcessedEvent
+    from saga.journey import NOTIFY
+
+    settings.EVENT_CONSUMERS = {"prescription.received": [NOTIFY]}
+    clinic = ClinicFactory()
+    prescriber = PrescriberFactory(clinic=clinic)
+    item = {
+        "medication": MedicationFactory(),
+        "dose_text": "One a day",
+        "quantity": 28,
+        "unit": "tablet",
+        "days_supply": 28,
+    }
+    created = {
+        contact: services.prescription_create(
+            clinic=clinic,
+            patient=PatientFactory(clinic=clinic, email=email, phone=phone),
+            prescriber=prescriber,
+            items=[item],
+        )
+        for contact, email, phone in (
+            ("none", "", ""),
+            ("email", "pat@example.org", ""),
+            ("phone", "", "+447700900123"),
+        )
+    }
+
+    outbox_relay()
+
+    event = {contact: Event.objects.get(aggregate_id=made.pk).pk for contact, made in created.items()}
+    assert sorted(broker.published) == sorted([(NOTIFY, [event["email"]]), (NOTIFY, [event["phone"]])])
+    assert set(ProcessedEvent.objects.values_list("consumer", "event_id")) == {(NOTIFY, event["none"])}
+
+
+def test_after_commit_the_publish_is_one_statement_that_marks_the_rows_and_records_idle_consumers(
+    broker, settings, django_capture_on_commit_callbacks
+):
+    from django.test.utils import CaptureQueriesContext
+
+    from events.models import ProcessedEvent
+    from saga.journey import CLINIC_WEBHOOK
+
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    settings.EVENT_CONSUMERS = {"prescription.received": [HARMLESS, CLINIC_WEBHOOK]}
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        (prescription,) = prescriptions_created(1)
+    event = Event.objects.get(aggregate_id=prescription.pk)
+
+    with CaptureQueriesContext(connection) as publish:
+        for callback in callbacks:
+            callback()
+
+    assert len(publish) == 1
+    assert broker.published == [(HARMLESS, [event.pk])]
+    assert list(ProcessedEvent.objects.values_list("consumer", "event_id")) == [(CLINIC_WEBHOOK, event.pk)]
+    assert unpublished() == 0
+    assert outbox_relay() == 0

@@ -92,8 +92,55 @@ def test_a_network_consumer_records_the_event_only_after_its_effect_succeeded():
     assert ProcessedEvent.objects.filter(consumer="test.network", event=event).count() == 1
 
 
+def statements(captured: object) -> int:
+    queries = captured.captured_queries  # type: ignore[attr-defined]
+    return sum(1 for query in queries if not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")))
+
+
+def test_a_claim_reads_the_event_in_the_statement_that_records_it():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+    seen: list[Event] = []
+
+    with CaptureQueriesContext(connection) as claim:
+        assert consume_once(consumer="test.consumer", event_id=event.pk, handle=seen.append) is True
+    with CaptureQueriesContext(connection) as repeat:
+        assert consume_once(consumer="test.consumer", event_id=event.pk, handle=seen.append) is False
+
+    # The handler gets the event as the ORM reads it; one statement claims, one finds it claimed.
+    assert [(found.pk, found.type, found.payload, found.aggregate_id) for found in seen] == [
+        (event.pk, event.type, event.payload, event.aggregate_id)
+    ]
+    # (The test's own transaction adds a savepoint around each; a worker's is the outermost.)
+    assert (statements(claim), statements(repeat)) == (1, 1)
+
+
+def test_a_network_consumer_costs_one_read_before_and_one_record_after_its_effect():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    (prescription,) = prescriptions_created(1)
+    event = received_event(prescription)
+
+    with CaptureQueriesContext(connection) as first:
+        assert consume_once(consumer="test.network", event_id=event.pk, handle=lambda e: None, atomic=False)
+    with CaptureQueriesContext(connection) as repeat:
+        assert not consume_once(
+            consumer="test.network", event_id=event.pk, handle=lambda e: 1 / 0, atomic=False
+        )
+
+    assert (len(first), len(repeat)) == (2, 1)
+
+
 def test_a_missing_event_is_a_quiet_no_op():
     assert consume_once(consumer="test.consumer", event_id=987654321, handle=lambda e: 1 / 0) is False
+    assert (
+        consume_once(consumer="test.network", event_id=987654321, handle=lambda e: 1 / 0, atomic=False)
+        is False
+    )
     assert ProcessedEvent.objects.count() == 0
 
 

@@ -133,6 +133,7 @@ def test_an_event_past_the_waiting_states_whose_consumer_never_ran_is_sent_again
     # Given two shipped-like events published long ago (states no consumer moves on from):
     # one consumer processed the first; the broker lost the second's message
     settings.EVENT_CONSUMERS = {"prescription.shipped": ["notifications.tasks.notification_on_event"]}
+    settings.EVENT_CONSUMER_IDLE_WHEN = {}  # the patients have no contact details
     first, second = prescriptions_created(2)
     events = []
     for prescription in (first, second):
