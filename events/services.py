@@ -6,7 +6,9 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -419,14 +421,51 @@ def outbox_task_enqueue(*, task: str, args: list[Any], delay_seconds: float = 0)
     """
     key = outbox_task_key(task=task, args=args)
     due_at = timezone.now() + timedelta(seconds=delay_seconds)
-    row, created = OutboxTask.objects.get_or_create(
-        key=key, defaults={"task": task, "args": args, "due_at": due_at}
-    )
+    here = _run_here.get()
+    if here is not None and delay_seconds <= 0:
+        # Claimed for this process for one lease, as a publish would (see outbox_tasks_run_here).
+        claimed_until = due_at + timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
+        row, created = OutboxTask.objects.get_or_create(
+            key=key, defaults={"task": task, "args": args, "due_at": claimed_until, "publications": 1}
+        )
+        if created:
+            transaction.on_commit(lambda: here.append((task, args)))
+            return row
+    else:
+        row, created = OutboxTask.objects.get_or_create(
+            key=key, defaults={"task": task, "args": args, "due_at": due_at}
+        )
     if not created:
         OutboxTask.objects.filter(pk=row.pk, due_at__gt=due_at).update(due_at=due_at)
     if settings.OUTBOX_PUBLISH_ON_COMMIT and delay_seconds <= 0:
         transaction.on_commit(lambda: _task_publish_after_commit(key))
     return row
+
+
+_run_here: ContextVar[list[tuple[str, list[Any]]] | None] = ContextVar("outbox_run_here", default=None)
+
+
+@contextmanager
+def outbox_tasks_run_here() -> Iterator[list[tuple[str, list[Any]]]]:
+    """Inside, a task owed due now is not published: its row is claimed for one lease, and the
+    (task, args) it names join the list once its transaction commits, for the caller to run in
+    this process with outbox_tasks_run, straight after (one task instead of two). A process that
+    dies before or during that run leaves the row to the relay when the lease ends, as for a
+    published task whose worker died."""
+    owed: list[tuple[str, list[Any]]] = []
+    token = _run_here.set(owed)
+    try:
+        yield owed
+    finally:
+        _run_here.reset(token)
+
+
+def outbox_tasks_run(owed: list[tuple[str, list[Any]]]) -> None:
+    """Run, here and now, the tasks outbox_tasks_run_here collected (each settles its own row)."""
+    for task, args in owed:
+        if task not in app.tasks:
+            app.loader.import_default_modules()  # a process other than a worker: the task modules
+        app.tasks[task](*args)
 
 
 def _task_publish_after_commit(key: str) -> None:

@@ -17,7 +17,7 @@ from billing.services import payments
 from billing.tasks import stripe_backoff_seconds
 from events import webhooks
 from events.models import Event
-from events.services import consume_once, outbox_task_run
+from events.services import consume_once, outbox_task_run, outbox_tasks_run, outbox_tasks_run_here
 from notifications import services as notifications
 from pharmacy import services as pharmacy
 from prescriptions import repeats
@@ -71,12 +71,18 @@ def billing_on_approved(event_id: int) -> None:
 
 @shared_task(name=journey.DISPATCH, time_limit=40, soft_time_limit=30)
 def dispatch_on_approved(event_id: int) -> None:
-    """prescription.paid / nhs_funded (billing done): create the dispatch."""
-    consume_once(
-        consumer=journey.DISPATCH,
-        event_id=event_id,
-        handle=lambda event: holds.dispatch_unless_held(prescription_id=event.aggregate_id),
-    )
+    """prescription.paid / nhs_funded (billing done): create the dispatch, then send it here.
+
+    The send is owed as an outbox row in the dispatch's transaction, as everywhere, but runs in
+    this task straight after the commit instead of as a second task: it shares this queue and
+    time limits, and a worker that dies first leaves the row to the relay (outbox_tasks_run_here)."""
+    with outbox_tasks_run_here() as owed:
+        consume_once(
+            consumer=journey.DISPATCH,
+            event_id=event_id,
+            handle=lambda event: holds.dispatch_unless_held(prescription_id=event.aggregate_id),
+        )
+    outbox_tasks_run(owed)
 
 
 @shared_task(name="pharmacy.tasks.held_prescriptions_release", time_limit=120, soft_time_limit=90)

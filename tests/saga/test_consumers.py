@@ -200,3 +200,61 @@ def test_stripe_being_down_owes_the_consumer_as_a_due_row_and_publishes_nothing_
     assert outcomes == ["down", "ran"]
     assert not OutboxTask.objects.filter(task=task.name).exists()
     assert ProcessedEvent.objects.filter(consumer=task.name, event_id=event.pk).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dispatch_consumer_sends_the_dispatch_it_created_without_a_second_task(
+    gateway, clinic_a, paracetamol, monkeypatch
+):
+    # Given a paid prescription whose event reaches the dispatch consumer (the gateway simulator
+    # a real process, the broker recording what is published)
+    prescription = approved_prescription(clinic_a, paracetamol)
+    paid = Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid")
+    published: list[str] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, *args, **options: published.append(name))
+
+    # When the consumer runs (its transaction commits for real)
+    saga_tasks.dispatch_on_approved(paid.pk)
+
+    # Then the dispatch was created and sent in that one task: the order is at the gateway, the
+    # send's outbox row settled, and no send was published to the broker
+    dispatch = Dispatch.objects.get(prescription=prescription)
+    assert dispatch.status == Dispatch.Status.ACKNOWLEDGED
+    assert gateway.stats()["orders"] == 1
+    assert owed_tasks() == []
+    assert DISPATCH_SEND_TASK not in published
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatch_consumer_that_dies_during_the_send_leaves_it_owed_to_the_relay_after_a_lease(
+    clinic_a, paracetamol, monkeypatch, settings
+):
+    from datetime import timedelta
+
+    from events.services import outbox_tasks_publish
+    from pharmacy import services as pharmacy_services
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    paid = Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid")
+    published: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(
+        celery_app, "send_task", lambda name, args=None, **options: published.append((name, list(args or [])))
+    )
+
+    def killed(**kwargs: object) -> str:
+        raise SystemExit("worker killed mid-send")
+
+    monkeypatch.setattr(pharmacy_services, "dispatch_send", killed)
+    with pytest.raises(SystemExit):
+        saga_tasks.dispatch_on_approved(paid.pk)
+
+    # The dispatch committed and its send is owed, claimed for one lease: the relay leaves it...
+    dispatch = Dispatch.objects.get(prescription=prescription)
+    row = OutboxTask.objects.get(task=DISPATCH_SEND_TASK)
+    assert row.args == [dispatch.pk]
+    assert row.due_at > timezone.now() + timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS - 5)
+    assert outbox_tasks_publish() == 0
+    # ...until the lease ends, then publishes it
+    OutboxTask.objects.filter(pk=row.pk).update(due_at=timezone.now())
+    assert outbox_tasks_publish() == 1
+    assert published == [(DISPATCH_SEND_TASK, [dispatch.pk])]
