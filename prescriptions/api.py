@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import HasResourceScope, IsClinicClient, clinic_of, principal_of
 from accounts.idempotency import idempotent
+from api.representation import representation
 from events.services import events_for
 from patients.api import IDEMPOTENCY_KEY_PARAMETER
 from prescriptions import selectors, services
@@ -29,7 +30,7 @@ def _detail(prescription: Prescription) -> dict[str, Any]:
         prescription.timeline_events = events_for(  # type: ignore[attr-defined]  # read by the detail serializer
             aggregate_type="prescription", aggregate_id=prescription.pk
         )
-    return PrescriptionDetailSerializer(prescription).data
+    return representation(PrescriptionDetailSerializer, prescription)
 
 
 class PrescriptionListCreateApi(generics.ListAPIView):
