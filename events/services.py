@@ -460,6 +460,13 @@ def outbox_tasks_run_here() -> Iterator[list[tuple[str, list[Any]]]]:
         _run_here.reset(token)
 
 
+def outbox_tasks_still_owed(candidates: list[tuple[str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+    """Those of `candidates` (task, args) whose outbox row is still there: not done yet."""
+    keys = {outbox_task_key(task=task, args=args): (task, args) for task, args in candidates}
+    found = OutboxTask.objects.filter(key__in=list(keys)).values_list("key", flat=True)
+    return [keys[key] for key in found]
+
+
 def outbox_tasks_run(owed: list[tuple[str, list[Any]]]) -> None:
     """Run, here and now, the tasks outbox_tasks_run_here collected (each settles its own row)."""
     for task, args in owed:

@@ -17,9 +17,17 @@ from billing.services import payments
 from billing.tasks import stripe_backoff_seconds
 from events import webhooks
 from events.models import Event
-from events.services import consume_once, outbox_task_run, outbox_tasks_run, outbox_tasks_run_here
+from events.services import (
+    consume_once,
+    outbox_task_run,
+    outbox_tasks_run,
+    outbox_tasks_run_here,
+    outbox_tasks_still_owed,
+)
 from notifications import services as notifications
 from pharmacy import services as pharmacy
+from pharmacy.models import Dispatch
+from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions import repeats
 from prescriptions import services as prescriptions
 from saga import holds, journey, reconciler
@@ -77,10 +85,24 @@ def dispatch_on_approved(event_id: int) -> None:
     this task straight after the commit instead of as a second task: it shares this queue and
     time limits, and a worker that dies first leaves the row to the relay (outbox_tasks_run_here)."""
     with outbox_tasks_run_here() as owed:
-        consume_once(
+        ran = consume_once(
             consumer=journey.DISPATCH,
             event_id=event_id,
             handle=lambda event: holds.dispatch_unless_held(prescription_id=event.aggregate_id),
+        )
+    if not ran:
+        # A second delivery (the first run's worker died, or it is still sending): the send the
+        # first run owed, if still owed, runs again here, as a redelivered send task would; the
+        # partner's idempotency key keeps it to one order.
+        owed = outbox_tasks_still_owed(
+            [
+                (DISPATCH_SEND_TASK, [dispatch_id])
+                for dispatch_id in Dispatch.objects.filter(
+                    prescription_id__in=Event.objects.filter(
+                        pk=event_id, aggregate_type="prescription"
+                    ).values("aggregate_id")
+                ).values_list("pk", flat=True)
+            ]
         )
     outbox_tasks_run(owed)
 

@@ -258,3 +258,34 @@ def test_a_dispatch_consumer_that_dies_during_the_send_leaves_it_owed_to_the_rel
     OutboxTask.objects.filter(pk=row.pk).update(due_at=timezone.now())
     assert outbox_tasks_publish() == 1
     assert published == [(DISPATCH_SEND_TASK, [dispatch.pk])]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_delivery_of_the_paid_event_runs_the_send_its_first_run_still_owes(
+    gateway, clinic_a, paracetamol, monkeypatch
+):
+    from pharmacy import services as pharmacy_services
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    paid = Event.objects.get(aggregate_id=prescription.pk, type="prescription.paid")
+    monkeypatch.setattr(celery_app, "send_task", lambda name, *args, **options: None)
+    real_send = pharmacy_services.dispatch_send
+
+    def killed(**kwargs: object) -> str:
+        raise SystemExit("worker killed mid-send")
+
+    monkeypatch.setattr(pharmacy_services, "dispatch_send", killed)
+    with pytest.raises(SystemExit):
+        saga_tasks.dispatch_on_approved(paid.pk)
+    monkeypatch.setattr(pharmacy_services, "dispatch_send", real_send)
+
+    # The broker delivers the event again (its first consumer died unacknowledged): the dispatch
+    # exists already, and the send still owed runs in this delivery, not one lease later
+    saga_tasks.dispatch_on_approved(paid.pk)
+
+    assert Dispatch.objects.get(prescription=prescription).status == Dispatch.Status.ACKNOWLEDGED
+    assert gateway.stats()["orders"] == 1
+    assert owed_tasks() == []
+    # A third delivery finds nothing owed and sends nothing
+    saga_tasks.dispatch_on_approved(paid.pk)
+    assert gateway.stats()["requests"] == 1
