@@ -38,20 +38,6 @@ def payment_idempotency_key(*, prescription_id: int) -> str:
     return f"scriptline-payment-{prescription_id}"
 
 
-def payment_amount_minor(*, prescription: Prescription) -> int:
-    """Formulary price × quantity for every item, plus the dispensing fee, in minor units."""
-    medicines = sum(
-        (Decimal(item.medication.price_minor) * item.quantity for item in prescription.items.all()),
-        Decimal(0),
-    )
-    return _amount_minor(medicines)
-
-
-def _amount_minor(medicines: Decimal) -> int:
-    total = medicines + settings.BILLING_DISPENSING_FEE_MINOR
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
 @dataclass(frozen=True)
 class Billable:
     """What billing reads of an approved prescription, in one statement."""
@@ -62,6 +48,12 @@ class Billable:
     currency: str
     # Formulary price × quantity summed over the items, before the dispensing fee.
     medicines_minor: Decimal
+
+    @property
+    def amount_minor(self) -> int:
+        """Formulary price × quantity for every item, plus the dispensing fee, in minor units."""
+        total = self.medicines_minor + settings.BILLING_DISPENSING_FEE_MINOR
+        return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 _BILLABLE_SQL = (
@@ -121,7 +113,7 @@ def payment_start(*, prescription_id: int, billable: Billable | None = None) -> 
             {
                 "prescription": prescription_id,
                 "clinic": billable.clinic_id,
-                "amount": _amount_minor(billable.medicines_minor),
+                "amount": billable.amount_minor,
                 "currency": billable.currency.lower(),
                 "key": payment_idempotency_key(prescription_id=prescription_id),
                 "creating": Payment.Status.CREATING,
