@@ -8,7 +8,6 @@ no retries of its own: Celery retries transient failures with backoff.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,24 +40,13 @@ EVENT_ID_LENGTH = StripeEvent._meta.get_field("event_id").max_length or 80
 EVENT_TYPE_LENGTH = StripeEvent._meta.get_field("type").max_length or 60
 
 
-# One client per process and configuration: building one per call rebuilt its requestor and
-# HTTP client (and opened a new connection) every time. Its requests session is per thread.
-_client_cache: tuple[tuple[Any, ...], stripe.StripeClient] | None = None
-
-
 def _client() -> stripe.StripeClient:
-    global _client_cache
-    key = (os.getpid(), settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, settings.STRIPE_TIMEOUT_SECONDS)
-    if _client_cache is not None and _client_cache[0] == key:
-        return _client_cache[1]
-    client = stripe.StripeClient(
+    return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY,
         base_addresses={"api": settings.STRIPE_API_BASE},
         http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT_SECONDS),
         max_network_retries=0,
     )
-    _client_cache = (key, client)
-    return client
 
 
 def _call(function: Callable[[], T]) -> T:
