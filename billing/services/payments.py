@@ -222,6 +222,7 @@ _RECORD_SUCCEEDED_SQL = (
     " ELSE pay.stripe_payment_intent_id END,"
     " status = %(succeeded)s, last_error = ''"
     " WHERE pay.id = %(payment)s AND pay.status = ANY(%(from)s)"
+    " AND (NOT %(intent_must_match)s OR pay.stripe_payment_intent_id IN ('', %(intent)s))"
     f" RETURNING {_PAYMENT_COLUMNS}"
 )
 
@@ -229,10 +230,12 @@ _RECORD_SUCCEEDED_SQL = (
 # No savepoint of its own inside a caller's transaction (the webhook's): nobody goes on after
 # it failed, its writes go or stay with the caller's.
 @transaction.atomic(savepoint=False)
-def payment_record_succeeded(*, payment_id: int, intent_id: str) -> bool:
+def payment_record_succeeded(*, payment_id: int, intent_id: str, intent_must_match: bool = False) -> bool:
     """Stripe captured the money: mark it and move the prescription on to dispatch.
 
-    A prescription cancelled meanwhile cannot take the money: it is refunded at once.
+    A prescription cancelled meanwhile cannot take the money: it is refunded at once. With
+    `intent_must_match`, only a payment with no intent yet or this one is changed, and nothing
+    is written when it does not change (the webhook's lookup, see stripe_webhook_receive).
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -242,14 +245,16 @@ def payment_record_succeeded(*, payment_id: int, intent_id: str) -> bool:
                 "succeeded": Payment.Status.SUCCEEDED,
                 "payment": payment_id,
                 "from": sorted(OPEN | {Payment.Status.CANCELLED}),
+                "intent_must_match": intent_must_match,
             },
         )
         row = cursor.fetchone()
     if row is None:
-        # Already settled: only the intent is recorded, if it was not yet.
-        Payment.objects.filter(pk=payment_id, stripe_payment_intent_id="").update(
-            stripe_payment_intent_id=intent_id
-        )
+        if not intent_must_match:
+            # Already settled: only the intent is recorded, if it was not yet.
+            Payment.objects.filter(pk=payment_id, stripe_payment_intent_id="").update(
+                stripe_payment_intent_id=intent_id
+            )
         return False
     payment = rows.instance_from_columns(Payment, row)
     assert payment is not None  # RETURNING names the row's primary key
@@ -351,22 +356,41 @@ def stripe_webhook_receive(*, body: bytes, signature_header: str) -> str:
     intent = event.data_object
     if intent.get("object") != "payment_intent" or not intent.get("id"):
         raise WebhookInvalid("event data is not a PaymentIntent")
-    payment = _payment_for(intent)
     try:
         with transaction.atomic():
+            # A success for the payment its metadata names (the usual case) is applied by the
+            # guarded update alone; anything else looks the payment up first.
+            applied = known = _succeeded_by_metadata(event.type, intent)
+            if not applied:
+                payment = _payment_for(intent)
+                known = payment is not None
+                applied = payment is not None and handler(payment, intent)
             # The effect, then the event stored with whether it applied: a second delivery of
             # the same event finds its effect's guards already closed, and its insert collides
             # with the first's, rolling back anything it wrote.
-            applied = payment is not None and handler(payment, intent)
             StripeEvent.objects.create(
                 event_id=event.id, type=event.type, payment_intent_id=str(intent["id"])[:80], applied=applied
             )
     except IntegrityError:
         return "duplicate"
-    if payment is None:
+    if not known:
         logger.warning("stripe event %s is for an unknown PaymentIntent; stored, not applied", event.id)
         return "unknown-payment"
     return "applied" if applied else "ignored"
+
+
+def _succeeded_by_metadata(event_type: str, intent: dict[str, Any]) -> bool:
+    """Apply a payment_intent.succeeded to the payment its metadata names, if that payment has
+    this intent or none yet and is open; False (nothing written) otherwise."""
+    if event_type != "payment_intent.succeeded":
+        return False
+    payment_id = str((intent.get("metadata") or {}).get("payment_id", ""))
+    low, high = connection.ops.integer_field_range("BigAutoField")
+    if not payment_id.isdigit() or not low <= int(payment_id) <= high:
+        return False
+    return payment_record_succeeded(
+        payment_id=int(payment_id), intent_id=str(intent["id"]), intent_must_match=True
+    )
 
 
 # --- Refunds and cancellation ------------------------------------------------------------------
