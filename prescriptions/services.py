@@ -217,15 +217,10 @@ def _as_read(prescription: Prescription, *, items: list[PrescriptionItem], event
 
 def prescription_run_checks(*, prescription_id: int) -> str | None:
     """Run the clinical checks on a received prescription; returns the new status."""
-    prescription = (
-        Prescription.objects.select_related("clinic", "patient", "prescriber")
-        .prefetch_related("items__medication", "off_formulary_items")
-        .filter(pk=prescription_id, status=Status.RECEIVED)
-        .first()
-    )
-    if prescription is None:
+    context = checks.context_load(prescription_id)
+    if context is None:
         return None
-    results = checks.run_checks(prescription)
+    results = checks.context_run(context)
     target = checks.outcome(results)
     stored = [result.as_dict() for result in results]
     reasons = "; ".join(result.message for result in results if result.severity == checks.Severity.BLOCK)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from billing.services import nhs, payments
-from prescriptions.models import Funding, Prescription, Status
+from prescriptions.models import Funding
 
 
 def prescription_bill(*, prescription_id: int) -> str:
     """Consumer side of an approval: a private prescription is charged by card, an NHS one
     has its charge or exemption recorded. Either way it then moves on to dispatch."""
-    funding = (
-        Prescription.objects.filter(pk=prescription_id, status=Status.APPROVED)
-        .values_list("funding", flat=True)
-        .first()
-    )
-    if funding is None:
+    billable = payments.billable_read(prescription_id=prescription_id)
+    if billable is None:
         return "not-approved"
-    if funding == Funding.NHS:
+    if billable.funding == Funding.NHS:
         return nhs.nhs_charge_record(prescription_id=prescription_id)
-    return payments.payment_start(prescription_id=prescription_id)
+    return payments.payment_start(prescription_id=prescription_id, billable=billable)

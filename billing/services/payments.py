@@ -16,16 +16,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from billing.adapters import stripe as stripe_api
 from billing.models import CancellationRequest, Payment, Refund, StripeEvent
 from billing.payments import Intent, PaymentRejected, PaymentUnavailable, WebhookInvalid
+from common import rows
 from events.services import outbox_task_enqueue
+from patients.models import Clinic
 from prescriptions import services as prescriptions
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Medication, Prescription, PrescriptionItem, Status
 
 logger = logging.getLogger(__name__)
 
@@ -36,43 +38,94 @@ def payment_idempotency_key(*, prescription_id: int) -> str:
     return f"scriptline-payment-{prescription_id}"
 
 
-def payment_amount_minor(*, prescription: Prescription) -> int:
-    """Formulary price × quantity for every item, plus the dispensing fee, in minor units."""
-    medicines = sum(
-        (Decimal(item.medication.price_minor) * item.quantity for item in prescription.items.all()),
-        Decimal(0),
-    )
-    total = medicines + settings.BILLING_DISPENSING_FEE_MINOR
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+@dataclass(frozen=True)
+class Billable:
+    """What billing reads of an approved prescription, in one statement."""
+
+    prescription_id: int
+    funding: str
+    clinic_id: int
+    currency: str
+    # Formulary price × quantity summed over the items, before the dispensing fee.
+    medicines_minor: Decimal
+
+    @property
+    def amount_minor(self) -> int:
+        """Formulary price × quantity for every item, plus the dispensing fee, in minor units."""
+        total = self.medicines_minor + settings.BILLING_DISPENSING_FEE_MINOR
+        return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def payment_start(*, prescription_id: int) -> str:
+_BILLABLE_SQL = (
+    "SELECT p.funding, p.clinic_id, c.currency,"
+    " coalesce(sum(m.price_minor * i.quantity), 0)"
+    f' FROM "{Prescription._meta.db_table}" AS p'
+    f' JOIN "{Clinic._meta.db_table}" AS c ON c.id = p.clinic_id'
+    f' LEFT JOIN "{PrescriptionItem._meta.db_table}" AS i ON i.prescription_id = p.id'
+    f' LEFT JOIN "{Medication._meta.db_table}" AS m ON m.id = i.medication_id'
+    " WHERE p.id = %s AND p.status = %s"
+    " GROUP BY p.id, c.id"
+)
+
+
+def billable_read(*, prescription_id: int) -> Billable | None:
+    """The funding, clinic, currency and medicines' price of an approved prescription (None
+    when it is not approved)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BILLABLE_SQL, [prescription_id, Status.APPROVED])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    funding, clinic_id, currency, medicines = row
+    return Billable(prescription_id, funding, clinic_id, currency, Decimal(medicines))
+
+
+_PAYMENT_COLUMNS = rows.columns_sql(Payment, "pay")
+# The payment row of a prescription, created on the first attempt, and the attempt counted,
+# in one statement; no row when an existing payment is past creating/requires_payment.
+_PAYMENT_ATTEMPT_SQL = (
+    f'INSERT INTO "{Payment._meta.db_table}" AS pay'
+    " (prescription_id, clinic_id, amount_minor, currency, idempotency_key, stripe_payment_intent_id,"
+    " client_secret, status, attempts, last_error, created_at, updated_at)"
+    " VALUES (%(prescription)s, %(clinic)s, %(amount)s, %(currency)s, %(key)s, '', '', %(creating)s, 1, '',"
+    " %(now)s, %(now)s)"
+    " ON CONFLICT (prescription_id) DO UPDATE SET attempts = pay.attempts + 1"
+    " WHERE pay.status IN (%(creating)s, %(requires_payment)s)"
+    f" RETURNING {_PAYMENT_COLUMNS}"
+)
+
+
+def payment_start(*, prescription_id: int, billable: Billable | None = None) -> str:
     """Create the PaymentIntent of an approved private prescription; returns what happened.
 
     Safe to run any number of times: the Payment row and the Stripe idempotency key are fixed
-    per prescription. Raises PaymentUnavailable when the caller should retry later.
+    per prescription. Raises PaymentUnavailable when the caller should retry later. `billable`
+    is the prescription as billable_read just read it, if the caller has it.
     """
-    prescription = (
-        Prescription.objects.select_related("clinic")
-        .prefetch_related("items__medication")
-        .filter(pk=prescription_id, status=Status.APPROVED)
-        .first()
-    )
-    if prescription is None:
+    if billable is None:
+        billable = billable_read(prescription_id=prescription_id)
+    if billable is None:
         return "not-approved"
-    with transaction.atomic():
-        payment, _ = Payment.objects.get_or_create(
-            prescription_id=prescription_id,
-            defaults={
-                "clinic_id": prescription.clinic_id,
-                "amount_minor": payment_amount_minor(prescription=prescription),
-                "currency": prescription.clinic.currency.lower(),
-                "idempotency_key": payment_idempotency_key(prescription_id=prescription_id),
+    # The row exists (and counts this attempt) before Stripe is called.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PAYMENT_ATTEMPT_SQL,
+            {
+                "prescription": prescription_id,
+                "clinic": billable.clinic_id,
+                "amount": billable.amount_minor,
+                "currency": billable.currency.lower(),
+                "key": payment_idempotency_key(prescription_id=prescription_id),
+                "creating": Payment.Status.CREATING,
+                "requires_payment": Payment.Status.REQUIRES_PAYMENT,
+                "now": timezone.now(),
             },
         )
-    if payment.status not in (Payment.Status.CREATING, Payment.Status.REQUIRES_PAYMENT):
+        row = cursor.fetchone()
+    if row is None:
         return "already-settled"
-    Payment.objects.filter(pk=payment.pk).update(attempts=F("attempts") + 1)
+    payment = rows.instance_from_columns(Payment, row)
+    assert payment is not None  # RETURNING names the row's primary key
     try:
         intent = stripe_api.payment_intent_create(
             amount_minor=payment.amount_minor,
@@ -84,7 +137,7 @@ def payment_start(*, prescription_id: int) -> str:
         _payment_record_error(payment_id=payment.pk, error=str(error))
         return "error"
     except PaymentUnavailable as error:
-        attempts = Payment.objects.values_list("attempts", flat=True).get(pk=payment.pk)
+        attempts = payment.attempts  # counted above, before the call
         if attempts >= settings.STRIPE_MAX_ATTEMPTS:
             _payment_record_error(payment_id=payment.pk, error=f"gave up after {attempts} attempts: {error}")
             return "error"
@@ -93,15 +146,37 @@ def payment_start(*, prescription_id: int) -> str:
     return "awaiting-payment"
 
 
+# The intent recorded once (the first one stays) and a creating payment moved to
+# requires_payment, in one statement that hands back the row; no row (and no write) when both
+# were done already.
+_RECORD_INTENT_SQL = (
+    f'UPDATE "{Payment._meta.db_table}" AS pay SET'
+    " stripe_payment_intent_id = CASE WHEN pay.stripe_payment_intent_id = '' THEN %(intent)s"
+    " ELSE pay.stripe_payment_intent_id END,"
+    " client_secret = CASE WHEN pay.stripe_payment_intent_id = '' THEN %(secret)s ELSE pay.client_secret END,"
+    " status = CASE WHEN pay.status = %(creating)s THEN %(requires_payment)s ELSE pay.status END,"
+    " last_error = CASE WHEN pay.status = %(creating)s THEN '' ELSE pay.last_error END"
+    " WHERE pay.id = %(payment)s AND (pay.stripe_payment_intent_id = '' OR pay.status = %(creating)s)"
+    f" RETURNING {_PAYMENT_COLUMNS}"
+)
+
+
 def payment_record_intent(*, payment_id: int, intent: Intent) -> None:
     with transaction.atomic():
-        Payment.objects.filter(pk=payment_id, stripe_payment_intent_id="").update(
-            stripe_payment_intent_id=intent.id, client_secret=intent.client_secret
-        )
-        Payment.objects.filter(pk=payment_id, status=Payment.Status.CREATING).update(
-            status=Payment.Status.REQUIRES_PAYMENT, last_error=""
-        )
-        payment = Payment.objects.get(pk=payment_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _RECORD_INTENT_SQL,
+                {
+                    "intent": intent.id,
+                    "secret": intent.client_secret,
+                    "creating": Payment.Status.CREATING,
+                    "requires_payment": Payment.Status.REQUIRES_PAYMENT,
+                    "payment": payment_id,
+                },
+            )
+            row = cursor.fetchone()
+        recorded = rows.instance_from_columns(Payment, row) if row is not None else None
+        payment = recorded if recorded is not None else Payment.objects.get(pk=payment_id)
         if payment.status in (Payment.Status.REQUIRES_PAYMENT, Payment.Status.FAILED):
             prescriptions.prescription_transition(
                 prescription_id=payment.prescription_id,
@@ -139,31 +214,60 @@ def _money(payment: Payment) -> dict[str, object]:
 # --- What Stripe tells us (webhooks, and reconciliation) ---------------------------------------
 
 
-def payment_record_succeeded(*, payment_id: int, intent_id: str) -> bool:
+# A captured payment: succeeded from any open state (or cancelled: refunded below), the intent
+# recorded if it was not yet; the row handed back.
+_RECORD_SUCCEEDED_SQL = (
+    f'UPDATE "{Payment._meta.db_table}" AS pay SET'
+    " stripe_payment_intent_id = CASE WHEN pay.stripe_payment_intent_id = '' THEN %(intent)s"
+    " ELSE pay.stripe_payment_intent_id END,"
+    " status = %(succeeded)s, last_error = ''"
+    " WHERE pay.id = %(payment)s AND pay.status = ANY(%(from)s)"
+    " AND (NOT %(intent_must_match)s OR pay.stripe_payment_intent_id IN ('', %(intent)s))"
+    f" RETURNING {_PAYMENT_COLUMNS}"
+)
+
+
+# No savepoint of its own inside a caller's transaction (the webhook's): nobody goes on after
+# it failed, its writes go or stay with the caller's.
+@transaction.atomic(savepoint=False)
+def payment_record_succeeded(*, payment_id: int, intent_id: str, intent_must_match: bool = False) -> bool:
     """Stripe captured the money: mark it and move the prescription on to dispatch.
 
-    A prescription cancelled meanwhile cannot take the money: it is refunded at once.
+    A prescription cancelled meanwhile cannot take the money: it is refunded at once. With
+    `intent_must_match`, only a payment with no intent yet or this one is changed, and nothing
+    is written when it does not change (the webhook's lookup, see stripe_webhook_receive).
     """
-    with transaction.atomic():
-        Payment.objects.filter(pk=payment_id, stripe_payment_intent_id="").update(
-            stripe_payment_intent_id=intent_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SUCCEEDED_SQL,
+            {
+                "intent": intent_id,
+                "succeeded": Payment.Status.SUCCEEDED,
+                "payment": payment_id,
+                "from": sorted(OPEN | {Payment.Status.CANCELLED}),
+                "intent_must_match": intent_must_match,
+            },
         )
-        updated = Payment.objects.filter(pk=payment_id, status__in=OPEN | {Payment.Status.CANCELLED}).update(
-            status=Payment.Status.SUCCEEDED, last_error=""
-        )
-        if not updated:
-            return False
-        payment = Payment.objects.get(pk=payment_id)
-        moved = prescriptions.prescription_transition(
-            prescription_id=payment.prescription_id,
-            to=Status.PAID,
-            from_statuses=frozenset({Status.APPROVED, Status.AWAITING_PAYMENT, Status.PAYMENT_FAILED}),
-            event_type="prescription.paid",
-            payload=_money(payment),
-            actor="stripe",
-        )
-        if not moved:
-            refund_request(payment_id=payment_id, reason="paid after the prescription was cancelled")
+        row = cursor.fetchone()
+    if row is None:
+        if not intent_must_match:
+            # Already settled: only the intent is recorded, if it was not yet.
+            Payment.objects.filter(pk=payment_id, stripe_payment_intent_id="").update(
+                stripe_payment_intent_id=intent_id
+            )
+        return False
+    payment = rows.instance_from_columns(Payment, row)
+    assert payment is not None  # RETURNING names the row's primary key
+    moved = prescriptions.prescription_transition(
+        prescription_id=payment.prescription_id,
+        to=Status.PAID,
+        from_statuses=frozenset({Status.APPROVED, Status.AWAITING_PAYMENT, Status.PAYMENT_FAILED}),
+        event_type="prescription.paid",
+        payload=_money(payment),
+        actor="stripe",
+    )
+    if not moved:
+        refund_request(payment_id=payment_id, reason="paid after the prescription was cancelled")
     return True
 
 
@@ -252,21 +356,41 @@ def stripe_webhook_receive(*, body: bytes, signature_header: str) -> str:
     intent = event.data_object
     if intent.get("object") != "payment_intent" or not intent.get("id"):
         raise WebhookInvalid("event data is not a PaymentIntent")
-    payment = _payment_for(intent)
     try:
         with transaction.atomic():
-            stored = StripeEvent.objects.create(
-                event_id=event.id, type=event.type, payment_intent_id=str(intent["id"])[:80]
+            # A success for the payment its metadata names (the usual case) is applied by the
+            # guarded update alone; anything else looks the payment up first.
+            applied = known = _succeeded_by_metadata(event.type, intent)
+            if not applied:
+                payment = _payment_for(intent)
+                known = payment is not None
+                applied = payment is not None and handler(payment, intent)
+            # The effect, then the event stored with whether it applied: a second delivery of
+            # the same event finds its effect's guards already closed, and its insert collides
+            # with the first's, rolling back anything it wrote.
+            StripeEvent.objects.create(
+                event_id=event.id, type=event.type, payment_intent_id=str(intent["id"])[:80], applied=applied
             )
-            applied = payment is not None and handler(payment, intent)
-            if applied:
-                StripeEvent.objects.filter(pk=stored.pk).update(applied=True)
     except IntegrityError:
         return "duplicate"
-    if payment is None:
+    if not known:
         logger.warning("stripe event %s is for an unknown PaymentIntent; stored, not applied", event.id)
         return "unknown-payment"
     return "applied" if applied else "ignored"
+
+
+def _succeeded_by_metadata(event_type: str, intent: dict[str, Any]) -> bool:
+    """Apply a payment_intent.succeeded to the payment its metadata names, if that payment has
+    this intent or none yet and is open; False (nothing written) otherwise."""
+    if event_type != "payment_intent.succeeded":
+        return False
+    payment_id = str((intent.get("metadata") or {}).get("payment_id", ""))
+    low, high = connection.ops.integer_field_range("BigAutoField")
+    if not payment_id.isdigit() or not low <= int(payment_id) <= high:
+        return False
+    return payment_record_succeeded(
+        payment_id=int(payment_id), intent_id=str(intent["id"]), intent_must_match=True
+    )
 
 
 # --- Refunds and cancellation ------------------------------------------------------------------

@@ -107,6 +107,8 @@ class Formulary:
     paediatric_rules: list[PaediatricDoseRule] = field(default_factory=list)
     # (state, schedule or "rx") -> the state's limit on filling after issue
     state_limits: dict[tuple[str, str], StateValidityLimit] = field(default_factory=dict)
+    # id -> medication: the items' medications, read with the formulary
+    medications_by_id: dict[int, Medication] = field(default_factory=dict)
 
     def resolve(self, current: CurrentMedication) -> ResolvedMedicine | None:
         reported: dict[str, Any] = {

@@ -22,7 +22,9 @@ def test_the_amount_is_prices_times_quantities_plus_the_dispensing_fee(clinic_a,
     medication = MedicationFactory(price_minor=13)
     prescription = approved_prescription(clinic_a, medication, quantity=28)
 
-    assert payments.payment_amount_minor(prescription=prescription) == 13 * 28 + 250
+    billable = payments.billable_read(prescription_id=prescription.pk)
+    assert billable is not None
+    assert billable.amount_minor == 13 * 28 + 250
 
 
 def test_an_approved_private_prescription_gets_one_payment_intent_and_awaits_payment(
@@ -171,3 +173,46 @@ def test_the_prescription_list_costs_the_same_queries_with_payments(
     assert len(response.json()["results"]) == 5
     assert all(row["payment"]["status"] == "requires_payment" for row in response.json()["results"])
     assert len(five) == len(one)
+
+
+def _transition_statements(prescription_id: int, to: str, from_status: str) -> int:  # type: ignore[no-untyped-def]
+    """How many statements one guarded prescription transition with its event costs."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from prescriptions.services import prescription_transition
+
+    with CaptureQueriesContext(connection) as transition:
+        assert prescription_transition(
+            prescription_id=prescription_id,
+            to=to,
+            from_statuses=frozenset({from_status}),
+            event_type=f"prescription.{to}",
+            payload={"payment_id": 1, "amount_minor": 306, "currency": "gbp"},
+            actor="billing",
+        )
+    return len(transition)
+
+
+def test_billing_an_approved_prescription_costs_a_fixed_number_of_statements(
+    stripe_sim, clinic_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    """One read of the prescription (funding, clinic, price), the payment created and the
+    attempt counted in one statement before Stripe is called, then the intent recorded with the
+    transition in one transaction."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    other = approved_prescription(clinic_a, paracetamol)
+    transition = _transition_statements(other.pk, Status.AWAITING_PAYMENT, Status.APPROVED)
+
+    with CaptureQueriesContext(connection) as billing:
+        assert services.prescription_bill(prescription_id=prescription.pk) == "awaiting-payment"
+
+    # read, upsert, then (begin/savepoint, record the intent, the transition, commit/release)
+    assert len(billing) == 2 + 3 + transition
+    sql = [query["sql"] for query in billing.captured_queries]
+    assert sql[1].startswith('INSERT INTO "billing_payment"')
+    payment = Payment.objects.get(prescription=prescription)
+    assert (payment.attempts, payment.status) == (1, Payment.Status.REQUIRES_PAYMENT)

@@ -211,3 +211,75 @@ def test_an_event_for_an_unknown_intent_is_stored_and_not_applied(db):  # type: 
 
     assert response.json() == {"outcome": "unknown-payment"}
     assert StripeEvent.objects.get().applied is False
+
+
+def test_one_succeeded_webhook_costs_a_fixed_number_of_statements(
+    stripe_sim, awaiting, clinic_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    """One transaction: the guarded update of the payment the metadata names, returning the
+    row, the prescription's transition, and the event stored with its outcome."""
+    import time
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from common.signing import signature_header
+    from prescriptions.services import prescription_transition
+    from tests.billing.factories import SECRET
+
+    other = approved_prescription(clinic_a, paracetamol)
+    with CaptureQueriesContext(connection) as transition:
+        assert prescription_transition(
+            prescription_id=other.pk,
+            to=Status.PAID,
+            from_statuses=frozenset({Status.APPROVED}),
+            event_type="prescription.paid",
+            payload={"payment_id": 1, "amount_minor": 306, "currency": "gbp"},
+            actor="stripe",
+        )
+    pay(awaiting)
+    body = events_by_type(stripe_sim, awaiting.stripe_payment_intent_id)["payment_intent.succeeded"].encode()
+    header = signature_header(secrets=[SECRET], body=body, timestamp=int(time.time()))
+
+    with CaptureQueriesContext(connection) as webhook:
+        assert payments.stripe_webhook_receive(body=body, signature_header=header) == "applied"
+
+    # begin/savepoint, payment update, the transition, event insert, commit/release
+    assert len(webhook) == 4 + len(transition)
+    assert StripeEvent.objects.get().applied is True
+    assert payments.stripe_webhook_receive(body=body, signature_header=header) == "duplicate"
+    assert StripeEvent.objects.count() == 1
+
+
+def test_a_success_whose_metadata_names_another_payment_applies_to_the_payment_of_its_intent(
+    stripe_sim, awaiting, clinic_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    """The metadata's payment has another intent: the event's intent decides, as without
+    metadata; a payment id out of range is no payment."""
+    other = approved_prescription(clinic_a, paracetamol)
+    payments.payment_start(prescription_id=other.pk)
+    other_payment = Payment.objects.get(prescription=other)
+    for event_id, named in (("evt_other", str(other_payment.pk)), ("evt_huge", "9" * 30)):
+        body = json.dumps(
+            {
+                "id": event_id,
+                "object": "event",
+                "type": "payment_intent.succeeded",
+                "data": {
+                    "object": {
+                        "id": awaiting.stripe_payment_intent_id,
+                        "object": "payment_intent",
+                        "metadata": {"payment_id": named},
+                    }
+                },
+            }
+        )
+        response = deliver(body)
+        assert response.status_code == 200
+
+    awaiting.refresh_from_db()
+    other_payment.refresh_from_db()
+    assert [event.applied for event in StripeEvent.objects.order_by("id")] == [True, False]
+    assert awaiting.status == Payment.Status.SUCCEEDED
+    assert other_payment.status == Payment.Status.REQUIRES_PAYMENT
+    assert status_of(awaiting) == Status.PAID

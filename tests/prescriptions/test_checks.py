@@ -554,11 +554,50 @@ def test_the_engine_reads_everything_in_a_constant_number_of_queries(formulary, 
         checks.run_checks(big)
 
     assert len(many) == len(few)
-    # The patient's records and context, the history, and the formulary's fingerprint: a fixed
-    # number. The first run also read the formulary's medications, interactions, allergy
-    # classes, children's doses and state limits, which later runs keep while it is unchanged.
-    assert len(few) <= 9
+    # The formulary's fingerprint, then the patient's records and context, the history and the
+    # items in one statement. The first run also read the formulary's medications,
+    # interactions, allergy classes, children's doses and state limits, which later runs keep
+    # while it is unchanged.
+    assert len(few) == 2
     assert len(first) == len(few) + 6
+
+
+def test_one_check_run_reads_in_two_statements_then_moves_the_prescription(formulary):
+    """prescription_run_checks: the prescription with its clinic, patient, prescriber and the
+    formulary's fingerprint in one statement, every record the checks read in a second, then
+    the guarded transition."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from prescriptions import services
+
+    past = cd_scenario(issued_on=TODAY() - datetime.timedelta(days=60))
+    Prescription.objects.filter(pk=past.pk).update(status=Status.DELIVERED)
+    prescription = cd_scenario(
+        clinic=past.clinic, patient_object=past.patient, prescriber_object=past.prescriber
+    )
+    AllergyFactory(patient=prescription.patient, substance="latex")
+    CurrentMedicationFactory(patient=prescription.patient, name="Ramipril 5mg")
+    other = cd_scenario(clinic=past.clinic, patient_object=past.patient, prescriber_object=past.prescriber)
+    checks._formulary()
+
+    with CaptureQueriesContext(connection) as transition:
+        services.prescription_transition(
+            prescription_id=other.pk,
+            to=Status.AWAITING_PHARMACIST,
+            from_statuses=frozenset({Status.RECEIVED}),
+            event_type="prescription.awaiting_pharmacist",
+            payload={"checks": []},
+            check_results=[],
+            status_reason="",
+            actor="checks",
+        )
+    with CaptureQueriesContext(connection) as run:
+        assert services.prescription_run_checks(prescription_id=prescription.pk) == Status.AWAITING_PHARMACIST
+
+    assert len(run) == 2 + len(transition)
+    assert checked(prescription)  # stored results (a second run is a no-op: not received)
+    assert services.prescription_run_checks(prescription_id=prescription.pk) is None
 
 
 def test_clinic_and_patient_fixtures_are_unaffected(formulary):
