@@ -27,7 +27,9 @@ Two paths, both explicit:
 from __future__ import annotations
 
 import logging
+import select
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,6 +40,9 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
 from django.http import HttpRequest, HttpResponse
+from psycopg.pq import TransactionStatus
+
+from config.celery import HEALTH_CHECK_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ class TenantWork:
             raise RuntimeError("the clinic's transaction cannot start inside one on the system connection")
         api = api_connection()
         api.close_if_unusable_or_obsolete()
+        connection_health_check_defer(api)
         atomic = transaction.atomic(using=API_ALIAS)
         atomic.__enter__()
         self._atomic, self._system = atomic, system
@@ -145,6 +151,44 @@ def api_connection() -> BaseDatabaseWrapper:
         _api.connection = api
     connections[API_ALIAS] = api
     return api
+
+
+def connection_health_check_defer(wrapper: Any) -> None:
+    """Right after Django's close_if_unusable_or_obsolete (each request's start): spare a
+    connection its `SELECT 1` health check when one passed less than HEALTH_CHECK_SECONDS ago
+    (as a worker does between tasks) and nothing has arrived on its socket since.
+
+    A server that ends a session (a restart, pg_terminate_backend, an idle timeout, a pooler
+    closing it) says so on the socket, which then polls readable: such a connection, or one
+    due again, is checked by Django on its first query as before, and replaced if broken.
+    `wrapper` is Django's connection wrapper (health_check_done is not in its type stubs)."""
+    raw = wrapper.connection
+    if (
+        raw is None
+        or not wrapper.health_check_enabled
+        or wrapper.health_check_done
+        or wrapper.in_atomic_block
+    ):
+        return
+    now = time.monotonic()
+    checked_at = getattr(wrapper, "health_checked_at", None)
+    if checked_at is not None and now - checked_at < HEALTH_CHECK_SECONDS and _socket_quiet(raw):
+        wrapper.health_check_done = True
+    else:
+        # Django checks it on its first query; trust it for HEALTH_CHECK_SECONDS after that.
+        wrapper.health_checked_at = now
+
+
+def _socket_quiet(raw: Any) -> bool:
+    """An idle psycopg connection with nothing to read: no error, notice or end of stream."""
+    try:
+        if raw.closed or raw.broken or raw.info.transaction_status != TransactionStatus.IDLE:
+            return False
+        poller = select.poll()
+        poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def api_connection_settings(system: dict[str, Any]) -> dict[str, Any]:

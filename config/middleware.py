@@ -15,10 +15,12 @@ from collections.abc import Awaitable
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.signals import request_started
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
 
-from accounts.tenancy import TENANT_PREFIXES
+from accounts.tenancy import TENANT_PREFIXES, connection_health_check_defer
 
 
 def is_clinic_api(request: HttpRequest) -> bool:
@@ -46,3 +48,15 @@ class StaffAuthenticationMiddleware(StaffOnlyMiddlewareMixin, AuthenticationMidd
 
 class StaffMessageMiddleware(StaffOnlyMiddlewareMixin, MessageMiddleware):
     pass
+
+
+def _connections_health_check_defer(**kwargs: object) -> None:
+    """request_started receiver, after Django's close_old_connections (connected before it):
+    a connection checked a moment ago whose socket is quiet skips its per-request `SELECT 1`
+    (accounts.tenancy.connection_health_check_defer)."""
+    for wrapper in connections.all(initialized_only=True):
+        connection_health_check_defer(wrapper)
+
+
+# Connected when Django builds its request handler, which loads this module as middleware.
+request_started.connect(_connections_health_check_defer, dispatch_uid="connections_health_check_defer")

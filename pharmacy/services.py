@@ -20,6 +20,7 @@ from common.jsonsafe import json_loads_bounded
 from events.services import RetryLater, outbox_task_enqueue
 from pharmacy import fhir, routing
 from pharmacy.adapters.registry import (
+    DEFAULT_PARTNER_CODE,
     PartnerNotConfigured,
     adapter_for,
     partner_endpoint,
@@ -301,17 +302,33 @@ def _eps_identifiers_fix(prescription: Prescription) -> None:
     raise fhir.FhirEncodingError("MedicationRequest.groupIdentifier.value: no free short-form ID")
 
 
+_ACKNOWLEDGE_SQL = """
+UPDATE pharmacy_dispatch
+SET status = %s, gateway_order_id = %s, acknowledged_at = %s, last_error = ''
+WHERE id = %s AND status = %s
+RETURNING prescription_id
+"""
+
+
 def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
-    with transaction.atomic():
-        updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
-            status=Dispatch.Status.ACKNOWLEDGED,
-            gateway_order_id=order_id,
-            acknowledged_at=timezone.now(),
-            last_error="",
-        )
-        if updated != 1:
+    # No savepoint inside a caller's transaction (a gateway webhook's): that caller rolls back
+    # whole on any error, it never goes on after one.
+    with transaction.atomic(savepoint=False):
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(
+                _ACKNOWLEDGE_SQL,
+                [
+                    Dispatch.Status.ACKNOWLEDGED,
+                    order_id,
+                    timezone.now(),
+                    dispatch_id,
+                    Dispatch.Status.PENDING,
+                ],
+            )
+            row = cursor.fetchone()
+        if row is None:
             return False
-        prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        prescription_id = row[0]
         moved = prescriptions.prescription_record_acknowledged(
             prescription_id=prescription_id, order_id=order_id
         )
@@ -420,13 +437,18 @@ def dispatches_requeue_stale(*, older_than_seconds: int, limit: int) -> list[int
 # --- Gateway webhooks ---------------------------------------------------------------------
 
 
-def signature_check(*, body: bytes, header: str, secrets: list[str], tolerance: int) -> None:
+def signature_header_check(*, header: str, tolerance: int) -> None:
+    """A well-formed, fresh Gateway-Signature header (before any secret is looked up)."""
     parsed = signing.signature_parse(header)
     if parsed is None:
         raise WebhookRejected("malformed Gateway-Signature header")
     timestamp, _ = parsed
     if abs(time.time() - timestamp) > tolerance:
         raise WebhookRejected("stale Gateway-Signature timestamp")
+
+
+def signature_check(*, body: bytes, header: str, secrets: list[str], tolerance: int) -> None:
+    """The body signed with one of `secrets` (after signature_header_check)."""
     if not signing.signature_verify(header=header, secrets=secrets, body=body, tolerance_seconds=tolerance):
         raise WebhookRejected("bad Gateway-Signature")
 
@@ -439,9 +461,15 @@ def partner_webhook_secret(partner: Partner) -> str:
         return ""
 
 
-def _webhook_secrets() -> list[str]:
-    partners = Partner.objects.filter(status_by=Partner.StatusBy.WEBHOOK)
-    return sorted({secret for secret in map(partner_webhook_secret, partners) if secret})
+def _webhook_secrets(partners: list[list[str]]) -> list[str]:
+    """The secrets of the webhook partners, from their (code, adapter, base_url)."""
+    return sorted(
+        {
+            secret
+            for code, adapter, base_url in partners
+            if (secret := partner_webhook_secret(Partner(code=code, adapter=adapter, base_url=base_url)))
+        }
+    )
 
 
 EVENT_ID_LENGTH = GatewayWebhookEvent._meta.get_field("event_id").max_length or 80
@@ -464,6 +492,13 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     return event
 
 
+def _parse_event_or_refusal(body: bytes) -> dict[str, Any] | WebhookRejected:
+    try:
+        return _parse_event(body)
+    except WebhookRejected as refusal:
+        return refusal
+
+
 def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
     """The event as kept: the pharmacy's reason for a refusal lives encrypted on the
     prescription (its status reason), not in clear here."""
@@ -471,34 +506,93 @@ def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "data": data}
 
 
-def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
-    """Verify, de-duplicate and apply one gateway webhook; returns what happened."""
-    tolerance = settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS
-    signature_check(body=body, header=signature_header, secrets=_webhook_secrets(), tolerance=tolerance)
-    event = _parse_event(body)
-    data = event["data"]
+# One round trip for what a webhook needs before it changes anything: every webhook partner's
+# (code, adapter, base_url) for the signature check, and the dispatch the event names (by our
+# idempotency key, else by the gateway's order id) with the partner holding its order (the
+# default partner's row for an order from before routing).
+_WEBHOOK_CONTEXT_SQL = """
+SELECT w.partners, d.id, d.prescription_id, d.status, p.code, p.adapter, p.base_url
+FROM (SELECT array_agg(ARRAY[code, adapter, base_url]) AS partners
+      FROM pharmacy_partner WHERE status_by = %(webhook)s) AS w
+LEFT JOIN LATERAL (
+    SELECT id, prescription_id, status, partner_id FROM pharmacy_dispatch
+    WHERE %(lookup)s AND (idempotency_key = %(key)s OR (gateway_order_id = %(order_id)s
+                                                       AND gateway_order_id <> ''))
+    ORDER BY idempotency_key = %(key)s DESC NULLS LAST, id
+    LIMIT 1
+) AS d ON true
+LEFT JOIN pharmacy_partner AS p
+    ON d.id IS NOT NULL
+   AND p.id = COALESCE(d.partner_id, (SELECT id FROM pharmacy_partner WHERE code = %(default)s))
+"""
+
+
+class _WebhookDispatch:
+    """The few columns of the dispatch a webhook acts on."""
+
+    __slots__ = ("pk", "prescription_id", "status")
+
+    def __init__(self, pk: int, prescription_id: int, status: str) -> None:
+        self.pk = pk
+        self.prescription_id = prescription_id
+        self.status = status
+
+
+def _webhook_context(
+    event: dict[str, Any] | None,
+) -> tuple[list[str], _WebhookDispatch | None, Partner | None]:
+    """The webhook partners' secrets, the dispatch `event` names and its order's partner."""
+    data = event["data"] if event is not None else {}
     key = _uuid_or_none(data.get("idempotency_key"))
-    dispatch = (
-        Dispatch.objects.filter(idempotency_key=key).first() if key is not None else None
-    ) or Dispatch.objects.filter(gateway_order_id=str(data.get("order_id", ""))).exclude(
-        gateway_order_id=""
-    ).first()
-    if dispatch is None:
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            _WEBHOOK_CONTEXT_SQL,
+            {
+                "webhook": Partner.StatusBy.WEBHOOK,
+                "lookup": event is not None,
+                "key": uuid.UUID(key) if key is not None else None,
+                "order_id": str(data.get("order_id", "")),
+                "default": DEFAULT_PARTNER_CODE,
+            },
+        )
+        partners, dispatch_id, prescription_id, status, code, adapter, base_url = cursor.fetchone()
+    if dispatch_id is None:
+        return _webhook_secrets(partners or []), None, None
+    dispatch = _WebhookDispatch(dispatch_id, prescription_id, status)
+    partner = (
+        Partner(code=code, adapter=adapter, base_url=base_url)
+        if code is not None
+        else routing.default_partner_ensure()
+    )
+    return _webhook_secrets(partners or []), dispatch, partner
+
+
+def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
+    """Verify, de-duplicate and apply one gateway webhook; returns what happened.
+
+    The body is read before its signature is checked only to find the order in the same query
+    as the secrets; a bad signature is refused before anything the body says is answered or
+    stored.
+    """
+    tolerance = settings.GATEWAY_WEBHOOK_TOLERANCE_SECONDS
+    signature_header_check(header=signature_header, tolerance=tolerance)
+    event = _parse_event_or_refusal(body)
+    secrets, dispatch, partner = _webhook_context(None if isinstance(event, WebhookRejected) else event)
+    signature_check(body=body, header=signature_header, secrets=secrets, tolerance=tolerance)
+    if isinstance(event, WebhookRejected):
+        raise event
+    data = event["data"]
+    if dispatch is None or partner is None:
         raise WebhookForUnknownOrder()
-    secret = partner_webhook_secret(dispatch_partner(dispatch))
-    if not signing.signature_verify(
-        header=signature_header, secrets=[secret], body=body, tolerance_seconds=tolerance
-    ):
-        # Signed by some partner, but not by the one holding this order.
-        raise WebhookRejected("bad Gateway-Signature")
+    # Signed by some partner, but it must be the one holding this order.
+    signature_check(
+        body=body, header=signature_header, secrets=[partner_webhook_secret(partner)], tolerance=tolerance
+    )
     order_id = str(data.get("order_id", ""))[:80]
     if dispatch.status == Dispatch.Status.PENDING and not order_id:
         raise WebhookRejected("event for an order we have not recorded carries no order_id")
     try:
         with transaction.atomic():
-            stored = GatewayWebhookEvent.objects.create(
-                event_id=event["id"], type=event["type"], order_id=order_id, payload=_stored_payload(event)
-            )
             if dispatch.status == Dispatch.Status.PENDING and event["type"] != "order.acknowledged":
                 # The gateway is ahead of us (the worker sending the order died between the
                 # gateway's answer and our commit, say): its signed event proves the order
@@ -506,8 +600,15 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
                 # Refusing it would lose it for good once the gateway stops retrying.
                 dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id=order_id)
             applied = _apply(dispatch, event["type"], data)
-            if applied:
-                GatewayWebhookEvent.objects.filter(pk=stored.pk).update(applied=True)
+            # Stored last, with its outcome: a redelivery fails on the unique event id here and
+            # rolls back whatever it did above, so an event takes effect once.
+            GatewayWebhookEvent.objects.create(
+                event_id=event["id"],
+                type=event["type"],
+                order_id=order_id,
+                payload=_stored_payload(event),
+                applied=applied,
+            )
     except IntegrityError:
         return "duplicate"
     return "applied" if applied else "ignored"
@@ -518,7 +619,7 @@ LIFECYCLE = frozenset({"order.acknowledged", "order.rejected"})
 REJECTION_REASON_LENGTH = 300
 
 
-def _apply(dispatch: Dispatch, event_type: str, data: dict[str, Any]) -> bool:
+def _apply(dispatch: _WebhookDispatch, event_type: str, data: dict[str, Any]) -> bool:
     if event_type == "order.acknowledged":
         return dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id=str(data.get("order_id", "")))
     if event_type == "order.rejected":

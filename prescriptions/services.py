@@ -85,6 +85,30 @@ def sources_of(target: str) -> list[str]:
     return [source for source, targets in TRANSITIONS.items() if target in targets]
 
 
+# Lock the row in the states it may leave, move it, and hand back the status it left and its
+# clinic (for the event) in one round trip. The FOR UPDATE in the subquery re-reads a row a
+# concurrent transaction changed once that one commits, so the guard and `from` see its status.
+_TRANSITION_SQL = """
+UPDATE prescriptions_prescription AS p SET {assignments}
+FROM (SELECT id, status, clinic_id FROM prescriptions_prescription
+      WHERE id = %s AND status = ANY(%s) FOR UPDATE) AS old
+WHERE p.id = old.id
+RETURNING old.status, old.clinic_id
+"""
+
+
+def _transition_columns(fields: dict[str, Any], connection: Any) -> tuple[str, list[Any]]:
+    """The SET list and its parameters for `fields` (each prepared by its field, so an
+    encrypted one is encrypted and a JSON one adapted, as QuerySet.update does)."""
+    assignments: list[str] = []
+    params: list[Any] = []
+    for name, value in fields.items():
+        field = Prescription._meta.get_field(name)
+        assignments.append(f'"{field.column}" = %s')  # type: ignore[union-attr]  # a concrete field
+        params.append(field.get_db_prep_save(value, connection))  # type: ignore[union-attr]  # as above
+    return ", ".join(assignments), params
+
+
 def prescription_transition(
     *,
     prescription_id: int,
@@ -95,27 +119,37 @@ def prescription_transition(
     actor: str = "",
     **fields: Any,
 ) -> bool:
-    """Move a prescription to `to` if it is in one of `from_statuses`; True if it moved."""
+    """Move a prescription to `to` if it is in one of `from_statuses`; True if it moved.
+
+    Joins the caller's transaction without a savepoint of its own: no caller goes on in that
+    transaction after a failed transition, so its writes go or stay with the caller's.
+    """
     allowed = set(sources_of(to))
     if from_statuses is not None:
         allowed &= set(from_statuses)
-    with transaction.atomic():
-        previous = (
-            Prescription.objects.select_for_update()
-            .filter(pk=prescription_id, status__in=allowed)
-            .values("status", "clinic_id")
-            .first()
+    if not allowed:
+        return False
+    with transaction.atomic(savepoint=False):
+        connection = transaction.get_connection()
+        assignments, params = _transition_columns(
+            {"status": to, "updated_at": timezone.now(), **fields}, connection
         )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TRANSITION_SQL.format(assignments=assignments),
+                [*params, prescription_id, sorted(allowed)],
+            )
+            previous = cursor.fetchone()
         if previous is None:
             return False
-        Prescription.objects.filter(pk=prescription_id).update(status=to, updated_at=timezone.now(), **fields)
+        previous_status, clinic_id = previous
         event_record(
             aggregate_type="prescription",
             aggregate_id=prescription_id,
-            clinic_id=previous["clinic_id"],
+            clinic_id=clinic_id,
             type=event_type,
             actor=actor,
-            payload={"from": previous["status"], "to": to, **(payload or {})},
+            payload={"from": previous_status, "to": to, **(payload or {})},
         )
     return True
 
@@ -359,9 +393,10 @@ def prescription_record_event(
 ) -> bool:
     """Record an event on a prescription without changing its status (e.g. a refund).
 
-    Joins the caller's transaction if there is one; the row lock keeps the sequence ordered.
+    Joins the caller's transaction if there is one (without a savepoint, as a transition);
+    the row lock keeps the sequence ordered.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         clinic_id = (
             Prescription.objects.select_for_update()
             .filter(pk=prescription_id)

@@ -304,3 +304,35 @@ def test_an_eps_error_response_is_kept_as_the_refusals_outcome(settings):  # typ
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "value", "details": ["MISSING_FIELD"]}],
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_the_acknowledgement_is_one_transaction_of_three_statements(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from events.models import Event
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+
+    with CaptureQueriesContext(connection) as statements:
+        assert services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_9")
+
+    # The dispatch's guarded UPDATE ... RETURNING, the prescription's, and its event.
+    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+        "BEGIN",
+        "UPDATE",
+        "UPDATE",
+        "WITH",
+        "COMMIT",
+    ]
+    dispatch.refresh_from_db()
+    assert (dispatch.status, dispatch.gateway_order_id, dispatch.last_error) == ("acknowledged", "ord_9", "")
+    assert dispatch.acknowledged_at is not None
+    acknowledged = Event.objects.get(aggregate_id=prescription.pk, type="prescription.acknowledged")
+    assert acknowledged.payload == {"from": "paid", "to": "acknowledged", "order_id": "ord_9"}
+    # Again: the guard matches nothing, one statement in a transaction that changes nothing.
+    assert not services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_10")
+    dispatch.refresh_from_db()
+    assert dispatch.gateway_order_id == "ord_9"

@@ -144,3 +144,55 @@ def test_an_order_event_signed_by_another_partner_is_refused(east, clinic_a, par
     assert response.json()["detail"] == "bad Gateway-Signature"
     prescription.refresh_from_db()
     assert prescription.status == "acknowledged"
+
+
+def _order_event(dispatch: Dispatch, kind: str = "order.dispensed") -> bytes:
+    return json.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "type": kind,
+            "created": int(time.time()),
+            "data": {"order_id": "ord_1", "idempotency_key": str(dispatch.idempotency_key)},
+        }
+    ).encode()
+
+
+def _deliver_order_event(body: bytes, secret: str):  # type: ignore[no-untyped-def]
+    return Client().post(
+        "/webhooks/gateway/",
+        body,
+        content_type="application/json",
+        HTTP_GATEWAY_SIGNATURE=signature_header(secrets=[secret], body=body),
+    )
+
+
+def test_an_order_event_signed_by_the_partner_holding_the_order_is_applied(east, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    Dispatch.objects.filter(pk=dispatch.pk).update(partner=east)
+    services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_1")
+
+    refused = _deliver_order_event(_order_event(dispatch), "sim-webhook-secret")  # the default's
+    applied = _deliver_order_event(_order_event(dispatch), SECRET)
+
+    assert refused.json()["detail"] == "bad Gateway-Signature"
+    assert applied.json() == {"outcome": "applied"}
+    prescription.refresh_from_db()
+    assert prescription.status == "dispensed"
+
+
+def test_an_unrouted_order_is_the_default_partners_even_when_its_row_is_gone(settings, clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    settings.PARTNER_SECRETS = {
+        "west": {"url": "http://127.0.0.1:9", "api_key": "k", "webhook_secret": "sim-webhook-secret"}
+    }
+    Partner.objects.create(code="west", name="West", countries=["US"])
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_1")
+    Dispatch.objects.filter(pk=dispatch.pk).update(partner=None)
+    Partner.objects.filter(code="gateway").delete()
+
+    response = _deliver_order_event(_order_event(dispatch), "sim-webhook-secret")
+
+    assert response.json() == {"outcome": "applied"}
+    assert Partner.objects.filter(code="gateway").exists()  # made again (routing.default_partner_ensure)

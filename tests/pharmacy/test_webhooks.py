@@ -7,7 +7,9 @@ import time
 import uuid
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from common.signing import signature_header
 from events.models import Event
@@ -202,3 +204,64 @@ def pending(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
 
 def test_get_is_not_allowed(db):  # type: ignore[no-untyped-def]
     assert Client().get(URL).status_code == 405
+
+
+def test_a_bad_signature_is_refused_before_the_body_is_judged(acknowledged):  # type: ignore[no-untyped-def]
+    unknown_order = json.dumps(
+        {"id": "evt_x", "type": "order.dispensed", "data": {"order_id": "ord_nope"}}
+    ).encode()
+
+    for body in [b"{not json", unknown_order]:
+        response = deliver(body, secret="wrong-secret")
+
+        assert response.status_code == 400
+        assert response.json()["detail"] == "bad Gateway-Signature"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_progress_webhook_is_one_read_and_one_transaction_of_three_writes(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    from pharmacy import routing, services
+
+    routing.default_partner_ensure()  # a migration's row: gone after an earlier test's flush
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_1")
+    dispatch.refresh_from_db()
+    body = event(dispatch, "order.shipped", tracking_number="SIM0000000003")
+
+    with CaptureQueriesContext(connection) as statements:
+        response = deliver(body)
+
+    assert response.json() == {"outcome": "applied"}
+    # The secrets with the dispatch and its partner; then the guarded move of the prescription,
+    # its event, and the webhook event stored with its outcome.
+    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+        "SELECT",
+        "BEGIN",
+        "UPDATE",
+        "WITH",
+        "INSERT",
+        "COMMIT",
+    ]
+    assert status_of(dispatch) == Status.SHIPPED
+    assert events_of(dispatch)[-1] == "prescription.shipped"
+    stored = GatewayWebhookEvent.objects.get()
+    assert (stored.applied, stored.type) == (True, "order.shipped")
+    shipped = Event.objects.filter(aggregate_id=dispatch.prescription_id, type="prescription.shipped").get()
+    assert shipped.payload == {"from": "acknowledged", "to": "shipped", "tracking_number": "SIM0000000003"}
+    assert shipped.clinic_id == clinic_a.clinic.pk
+
+    # A redelivery moves nothing and stores nothing: the same read, then a rolled-back attempt.
+    with CaptureQueriesContext(connection) as statements:
+        response = deliver(body)
+
+    assert response.json() == {"outcome": "duplicate"}
+    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+        "SELECT",
+        "BEGIN",
+        "UPDATE",
+        "INSERT",
+        "ROLLBACK",
+    ]
+    assert GatewayWebhookEvent.objects.count() == 1
+    assert events_of(dispatch).count("prescription.shipped") == 1
