@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
 from common import signing
@@ -46,7 +46,7 @@ from pharmacy.models import (
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.checks.validity import supply_from
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Prescription, PrescriptionItem, Status
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,17 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
     return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
 
 
+def _with_items() -> Prefetch:
+    """A prescription's items with their medications, in one query."""
+    return Prefetch("items", queryset=PrescriptionItem.objects.select_related("medication"))
+
+
 def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
-    """Create the one dispatch of a paid or NHS-funded prescription and owe its send."""
+    """Create the one dispatch of a paid or NHS-funded prescription and owe its send.
+
+    None when the prescription is not ready for dispatch or not yet due (see saga.holds)."""
     prescription = (
-        Prescription.objects.prefetch_related("items__medication")
+        Prescription.objects.prefetch_related(_with_items())
         .filter(pk=prescription_id, status__in=READY_FOR_DISPATCH)
         .first()
     )
@@ -89,8 +96,10 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
     if supply_from(prescription) > (today or timezone.localdate()):
         # Not before its start (or earliest fill) date: the saga holds it and releases it then.
         return None
-    with transaction.atomic():
-        dispatch, created = Dispatch.objects.get_or_create(prescription_id=prescription_id)
+    # No savepoint: nothing here raises for the caller to catch and go on (the insert ignores
+    # an existing dispatch rather than failing on it).
+    with transaction.atomic(savepoint=False):
+        dispatch, created = _dispatch_insert(prescription_id)
         if _controlled_without_approval(prescription):
             # Invariant: a controlled drug never reaches dispatch without a pharmacist's approval.
             Dispatch.objects.filter(pk=dispatch.pk).update(
@@ -107,12 +116,41 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
     return dispatch
 
 
+_DISPATCH_INSERT_FIELDS = [field for field in Dispatch._meta.concrete_fields if not field.primary_key]
+_DISPATCH_INSERT_COLUMNS = ", ".join(f'"{field.column}"' for field in _DISPATCH_INSERT_FIELDS)
+_DISPATCH_INSERT_SQL = (
+    f'INSERT INTO "{Dispatch._meta.db_table}" ({_DISPATCH_INSERT_COLUMNS})'
+    f" VALUES ({', '.join(['%s'] * len(_DISPATCH_INSERT_FIELDS))})"
+    ' ON CONFLICT ("prescription_id") DO NOTHING RETURNING "id"'
+)
+
+
+def _dispatch_insert(prescription_id: int) -> tuple[Dispatch, bool]:
+    """The prescription's dispatch, inserted (with the model's defaults) unless one exists:
+    one statement, where get_or_create takes a select and a savepoint around the insert.
+    A concurrent insert is waited for, then read."""
+    dispatch = Dispatch(prescription_id=prescription_id)
+    values = [
+        field.get_db_prep_save(field.pre_save(dispatch, True), connection)
+        for field in _DISPATCH_INSERT_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_DISPATCH_INSERT_SQL, values)
+        row = cursor.fetchone()
+    if row is None:
+        return Dispatch.objects.get(prescription_id=prescription_id), False
+    dispatch.pk = row[0]
+    dispatch._state.adding = False
+    dispatch._state.db = connection.alias
+    return dispatch, True
+
+
 def _load_for_sending(dispatch_id: int) -> Dispatch | None:
     return (
         Dispatch.objects.select_related(
             "prescription__clinic", "prescription__patient", "prescription__prescriber", "partner"
         )
-        .prefetch_related("prescription__items__medication")
+        .prefetch_related(Prefetch("prescription__items", queryset=_with_items().queryset))
         .filter(pk=dispatch_id, status=Dispatch.Status.PENDING)
         .first()
     )
@@ -142,7 +180,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     partner = dispatch.partner or routing.dispatch_route(dispatch=dispatch)
     if partner is None:
         return "awaiting-partner"
-    circuit_check(partner=partner.code)
+    circuit_to_close = circuit_check(partner=partner.code)
     try:
         client = gateway or adapter_for(partner)
     except PartnerNotConfigured as error:
@@ -153,12 +191,14 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     try:
         acknowledgement = client.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
     except PartnerCannotFill as error:
-        circuit_record_success(partner=partner.code)  # it answered
+        if circuit_to_close:
+            circuit_record_success(partner=partner.code)  # it answered
         return dispatch_fail_over(
             dispatch_id=dispatch_id, partner=partner, reason=error.reason, detail=str(error)
         )
     except GatewayRejected as error:
-        circuit_record_success(partner=partner.code)  # it answered
+        if circuit_to_close:
+            circuit_record_success(partner=partner.code)  # it answered
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
@@ -169,8 +209,11 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
             return "dead-lettered"
         raise
-    circuit_record_success(partner=partner.code)
-    dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
+    if circuit_to_close:
+        circuit_record_success(partner=partner.code)
+    dispatch_record_acknowledged(
+        dispatch_id=dispatch_id, order_id=acknowledgement.order_id, prescription_id=prescription.pk
+    )
     logger.info("dispatch %s acknowledged by %s", dispatch_id, partner.code)
     return "acknowledged"
 
@@ -290,18 +333,27 @@ def _eps_identifiers_fix(prescription: Prescription) -> None:
             )
         except prescription_id.PrescriptionIdError as error:
             raise fhir.FhirEncodingError(f"MedicationRequest.groupIdentifier.value: {error}") from None
+        long_form_id = uuid.uuid4()
         try:
-            prescriptions.prescription_record_eps_identifiers(
-                prescription_id=prescription.pk, short_form_id=short_form_id, long_form_id=uuid.uuid4()
+            fixed = prescriptions.prescription_record_eps_identifiers(
+                prescription_id=prescription.pk, short_form_id=short_form_id, long_form_id=long_form_id
             )
         except IntegrityError:
             continue
-        prescription.refresh_from_db(fields=["eps_prescription_id", "eps_prescription_uuid"])
+        if fixed:
+            prescription.eps_prescription_id = short_form_id
+            prescription.eps_prescription_uuid = long_form_id
+        else:  # another send fixed them first: theirs stay
+            prescription.refresh_from_db(fields=["eps_prescription_id", "eps_prescription_uuid"])
         return
     raise fhir.FhirEncodingError("MedicationRequest.groupIdentifier.value: no free short-form ID")
 
 
-def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
+def dispatch_record_acknowledged(
+    *, dispatch_id: int, order_id: str, prescription_id: int | None = None
+) -> bool:
+    """Record the gateway's acknowledgement of a pending dispatch (`prescription_id`: its
+    prescription, when the caller knows it)."""
     with transaction.atomic():
         updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
             status=Dispatch.Status.ACKNOWLEDGED,
@@ -311,7 +363,8 @@ def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
         )
         if updated != 1:
             return False
-        prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        if prescription_id is None:
+            prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
         moved = prescriptions.prescription_record_acknowledged(
             prescription_id=prescription_id, order_id=order_id
         )
@@ -614,7 +667,7 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
     if cancellation is None:
         return "not-pending"
     partner = dispatch_partner(cancellation.dispatch)
-    circuit_check(partner=partner.code)
+    circuit_to_close = circuit_check(partner=partner.code)
     GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
     try:
         (gateway or adapter_for(partner)).order_cancel(
@@ -634,7 +687,8 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
             _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
             return "failed"
         raise
-    circuit_record_success(partner=partner.code)
+    if circuit_to_close:
+        circuit_record_success(partner=partner.code)
     with transaction.atomic():
         done = GatewayCancellation.objects.filter(
             pk=cancellation_id, status=GatewayCancellation.Status.PENDING
@@ -834,17 +888,25 @@ def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:
     return capped or timezone.now() - window_started_at >= window
 
 
-def circuit_check(*, partner: str) -> None:
-    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted."""
-    open_until = (
-        PartnerCircuit.objects.filter(partner=partner, open_until__gt=timezone.now())
-        .values_list("open_until", flat=True)
+def circuit_check(*, partner: str) -> bool:
+    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted.
+
+    Otherwise True when an answer from the partner has something to close (failures counted or
+    a pause to reset), so a send to a partner with a clean circuit writes nothing to it (a
+    failure another send records meanwhile stays counted, as if this answer had come first)."""
+    state = (
+        PartnerCircuit.objects.filter(partner=partner)
+        .values_list("open_until", "failures", "times_opened")
         .first()
     )
-    if open_until is not None:
+    if state is None:
+        return False
+    open_until, failures, times_opened = state
+    if open_until is not None and open_until > timezone.now():
         # Spread the waiting sends over a few seconds so they do not all probe at once.
         wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
         raise RetryLater(wait, f"{partner} circuit open")
+    return bool(failures or times_opened)
 
 
 def circuit_record_failure(*, partner: str) -> None:
