@@ -76,8 +76,7 @@ def test_sending_a_private_prescription_routes_it_and_records_the_acknowledgemen
         assert services.dispatch_send(dispatch_id=dispatch.pk, gateway=gateway) == "acknowledged"
 
     assert statements(sent) == [
-        # The dispatch with its prescription, parties and partner; the items with medications.
-        "SELECT",
+        # The dispatch with its prescription, parties, partner, items and medications.
         "SELECT",
         # The prescription's EPS identifiers, fixed on its first send.
         "SAVEPOINT",
@@ -136,3 +135,43 @@ def test_a_send_to_a_partner_with_failures_counted_closes_its_circuit(clinic_a, 
 
     circuit = PartnerCircuit.objects.get(partner="gateway")
     assert (circuit.failures, circuit.times_opened, circuit.open_until) == (0, 0, None)
+
+
+def test_a_send_reads_what_the_orm_would_and_writes_the_same_message(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
+    prescription = approved_prescription(clinic_a, paracetamol)
+    first = prescription.items.get()
+    first.pk = None
+    first.quantity = 56
+    first.save()  # a second line
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    assert dispatch is not None
+
+    loaded = services._load_for_sending(dispatch.pk)
+    expected = (
+        Dispatch.objects.select_related(
+            "prescription__clinic", "prescription__patient", "prescription__prescriber", "partner"
+        )
+        .prefetch_related("prescription__items__medication")
+        .get(pk=dispatch.pk)
+    )
+
+    assert loaded is not None
+    with CaptureQueriesContext(connection) as reads:
+        read = loaded.prescription
+        assert read.patient.family_name == expected.prescription.patient.family_name
+        assert (read.clinic, read.prescriber, loaded.partner) == (
+            expected.prescription.clinic,
+            expected.prescription.prescriber,
+            None,
+        )
+        items = list(read.items.all())
+        assert [(item.pk, item.quantity, item.medication.code) for item in items] == [
+            (item.pk, item.quantity, item.medication.code) for item in expected.prescription.items.all()
+        ]
+        assert len(items) == 2
+    assert reads.captured_queries == []  # all of it read already
+    assert services.dispatch_message(dispatch=loaded) == services.dispatch_message(dispatch=expected)
+    Prescription.objects.filter(pk=prescription.pk).update(status=Status.CANCELLED)
+    assert services._load_for_sending(dispatch.pk) is not None  # pending, whatever the prescription
+    Dispatch.objects.filter(pk=dispatch.pk).update(status=Dispatch.Status.ACKNOWLEDGED)
+    assert services._load_for_sending(dispatch.pk) is None
