@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -237,14 +237,13 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     partner = dispatch.partner or routing.dispatch_route(dispatch=dispatch)
     if partner is None:
         return "awaiting-partner"
-    circuit_to_close = circuit_check(partner=partner.code)
     try:
         client = gateway or adapter_for(partner)
     except PartnerNotConfigured as error:
+        circuit_check(partner=partner.code)  # an open circuit holds the send back all the same
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
         return "dead-lettered"
-    # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
-    Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
+    circuit_to_close = _attempt_unless_circuit_open(dispatch_id=dispatch_id, partner=partner.code)
     try:
         acknowledgement = client.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
     except PartnerCannotFill as error:
@@ -268,9 +267,7 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
         raise
     if circuit_to_close:
         circuit_record_success(partner=partner.code)
-    dispatch_record_acknowledged(
-        dispatch_id=dispatch_id, order_id=acknowledgement.order_id, prescription_id=prescription.pk
-    )
+    dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
     logger.info("dispatch %s acknowledged by %s", dispatch_id, partner.code)
     return "acknowledged"
 
@@ -406,22 +403,31 @@ def _eps_identifiers_fix(prescription: Prescription) -> None:
     raise fhir.FhirEncodingError("MedicationRequest.groupIdentifier.value: no free short-form ID")
 
 
-def dispatch_record_acknowledged(
-    *, dispatch_id: int, order_id: str, prescription_id: int | None = None
-) -> bool:
-    """Record the gateway's acknowledgement of a pending dispatch (`prescription_id`: its
-    prescription, when the caller knows it)."""
+_ACKNOWLEDGE_SQL = (
+    f'UPDATE "{Dispatch._meta.db_table}" SET status = %s, gateway_order_id = %s, acknowledged_at = %s,'
+    " last_error = '' WHERE id = %s AND status = %s RETURNING prescription_id"
+)
+
+
+def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
+    """Record the gateway's acknowledgement of a pending dispatch (a guarded update that names
+    the dispatch's prescription) and move its prescription on."""
     with transaction.atomic():
-        updated = Dispatch.objects.filter(pk=dispatch_id, status=Dispatch.Status.PENDING).update(
-            status=Dispatch.Status.ACKNOWLEDGED,
-            gateway_order_id=order_id,
-            acknowledged_at=timezone.now(),
-            last_error="",
-        )
-        if updated != 1:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ACKNOWLEDGE_SQL,
+                [
+                    Dispatch.Status.ACKNOWLEDGED.value,
+                    order_id,
+                    timezone.now(),
+                    dispatch_id,
+                    Dispatch.Status.PENDING.value,
+                ],
+            )
+            updated = cursor.fetchone()
+        if updated is None:
             return False
-        if prescription_id is None:
-            prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        (prescription_id,) = updated
         moved = prescriptions.prescription_record_acknowledged(
             prescription_id=prescription_id, order_id=order_id
         )
@@ -945,6 +951,38 @@ def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:
     return capped or timezone.now() - window_started_at >= window
 
 
+# The partner's circuit and, unless it is open, the dispatch's attempt counted, in one statement.
+# updated_at is the reconciler's "last touched" mark.
+_ATTEMPT_SQL = (
+    "WITH circuit AS ("
+    f' SELECT open_until, failures, times_opened FROM "{PartnerCircuit._meta.db_table}"'
+    " WHERE partner = %(partner)s),"
+    " attempt AS ("
+    f' UPDATE "{Dispatch._meta.db_table}" SET attempts = attempts + 1, updated_at = %(now)s'
+    " WHERE id = %(dispatch)s AND NOT EXISTS (SELECT FROM circuit WHERE open_until > %(now)s)"
+    " RETURNING id)"
+    " SELECT circuit.open_until, circuit.failures, circuit.times_opened, EXISTS (SELECT FROM attempt)"
+    " FROM (SELECT) AS one LEFT JOIN circuit ON true"
+)
+
+
+def _attempt_unless_circuit_open(*, dispatch_id: int, partner: str) -> bool:
+    """Count an attempt of the dispatch, unless the partner's circuit is open (then raise
+    RetryLater, as circuit_check does); True when the partner's answer has a circuit to close."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ATTEMPT_SQL, {"partner": partner, "now": timezone.now(), "dispatch": dispatch_id})
+        open_until, failures, times_opened, attempted = cursor.fetchone()
+    if not attempted:
+        _circuit_wait(partner, open_until)
+    return bool(failures or times_opened)
+
+
+def _circuit_wait(partner: str, open_until: datetime) -> NoReturn:
+    # Spread the waiting sends over a few seconds so they do not all probe at once.
+    wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
+    raise RetryLater(wait, f"{partner} circuit open")
+
+
 def circuit_check(*, partner: str) -> bool:
     """Raise RetryLater while the partner's circuit is open: the send waits, unattempted.
 
@@ -960,9 +998,7 @@ def circuit_check(*, partner: str) -> bool:
         return False
     open_until, failures, times_opened = state
     if open_until is not None and open_until > timezone.now():
-        # Spread the waiting sends over a few seconds so they do not all probe at once.
-        wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
-        raise RetryLater(wait, f"{partner} circuit open")
+        _circuit_wait(partner, open_until)
     return bool(failures or times_opened)
 
 

@@ -91,9 +91,9 @@ def test_sending_a_private_prescription_routes_it_and_records_the_acknowledgemen
         "WITH",
         "RELEASE",
         "RELEASE",
-        # The partner's circuit (clean: nothing to close afterwards), then the attempt.
-        "SELECT",
-        "UPDATE",
+        # The partner's circuit read and, as it is not open, the attempt counted (clean: nothing
+        # to close afterwards).
+        "WITH",
         # The acknowledgement and the prescription's move.
         "SAVEPOINT",
         "UPDATE",
