@@ -11,7 +11,7 @@ from typing import Any, NoReturn, cast
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Model, Prefetch, QuerySet
+from django.db.models import F, Model, QuerySet
 from django.utils import timezone
 
 from common import rows, signing
@@ -78,20 +78,63 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
     return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
 
 
-def _with_items() -> Prefetch:
-    """A prescription's items with their medications, in one query."""
-    return Prefetch("items", queryset=PrescriptionItem.objects.select_related("medication"))
+_READY_SQL = (
+    f"SELECT {rows.columns_sql(Prescription, 'prescription')}, {rows.columns_sql(PrescriptionItem, 'item')},"
+    f" {rows.columns_sql(Medication, 'medication')}"
+    f' FROM "{Prescription._meta.db_table}" AS prescription'
+    f' LEFT JOIN "{PrescriptionItem._meta.db_table}" AS item ON item.prescription_id = prescription.id'
+    f' LEFT JOIN "{Medication._meta.db_table}" AS medication ON medication.id = item.medication_id'
+    " WHERE prescription.id = %s AND prescription.status = ANY(%s)"
+    " ORDER BY item.id"
+)
+
+
+def _ready_for_dispatch(prescription_id: int) -> Prescription | None:
+    """The prescription if it is paid or NHS-funded, with its items and their medications
+    (read together, as a prefetch would), else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(_READY_SQL, [prescription_id, sorted(str(status) for status in READY_FOR_DISPATCH)])
+        found = cursor.fetchall()
+    if not found:
+        return None
+    models: tuple[type[Model], ...] = (Prescription, PrescriptionItem, Medication)
+    prescription = _instances(found[0], models)[0]
+    _items_cache(prescription, [_instances(row, models)[1:] for row in found])
+    return cast(Prescription, prescription)
+
+
+def _instances(row: tuple[Any, ...], models: tuple[type[Model], ...]) -> list[Any]:
+    """The instances of `models` from a row of their columns (common.rows), in that order."""
+    instances, start = [], 0
+    for model in models:
+        width = rows.column_count(model)
+        instances.append(rows.instance_from_columns(model, row[start : start + width]))
+        start += width
+    return instances
+
+
+def _items_cache(prescription: Prescription, items: list[list[Any]]) -> None:
+    """Give `prescription` its items (each [item, medication], or Nones from a LEFT JOIN when
+    it has none), as prefetch_related("items__medication") would."""
+    loaded = []
+    for item, medication in items:
+        if item is None:
+            continue
+        item.medication = medication
+        item.prescription = prescription
+        loaded.append(item)
+    cached: Any = prescription.items.all()
+    cached._result_cache = loaded
+    cached._prefetch_done = True
+    target: Any = prescription
+    target._prefetched_objects_cache = {"items": cached}
 
 
 def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
     """Create the one dispatch of a paid or NHS-funded prescription and owe its send.
 
     None when the prescription is not ready for dispatch or not yet due (see saga.holds)."""
-    prescription = (
-        Prescription.objects.prefetch_related(_with_items())
-        .filter(pk=prescription_id, status__in=READY_FOR_DISPATCH)
-        .first()
-    )
+    prescription = _ready_for_dispatch(prescription_id)
     if prescription is None:
         return None
     if supply_from(prescription) > (today or timezone.localdate()):
@@ -185,31 +228,13 @@ def _load_for_sending(dispatch_id: int) -> Dispatch | None:
         found = cursor.fetchall()
     if not found:
         return None
-    widths = [rows.column_count(model) for model in _SENDING_MODELS]
-    starts = [sum(widths[:index]) for index in range(len(widths) + 1)]
-
-    def instance(row: tuple[Any, ...], index: int) -> Any:
-        return rows.instance_from_columns(_SENDING_MODELS[index], row[starts[index] : starts[index + 1]])
-
-    first = found[0]
-    dispatch, prescription = instance(first, 0), instance(first, 1)
-    prescription.clinic = instance(first, 2)
-    prescription.patient = instance(first, 3)
-    prescription.prescriber = instance(first, 4)
-    dispatch.partner = instance(first, 5)
+    dispatch, prescription, clinic, patient, prescriber, partner = _instances(found[0], _SENDING_MODELS)[:6]
+    prescription.clinic = clinic
+    prescription.patient = patient
+    prescription.prescriber = prescriber
+    dispatch.partner = partner
     dispatch.prescription = prescription
-    items = []
-    for row in found:
-        item = instance(row, 6)
-        if item is None:  # no items: the LEFT JOIN's one row of NULLs
-            continue
-        item.medication = instance(row, 7)
-        item.prescription = prescription
-        items.append(item)
-    cached = prescription.items.all()
-    cached._result_cache = items
-    cached._prefetch_done = True
-    prescription._prefetched_objects_cache = {"items": cached}
+    _items_cache(prescription, [_instances(row, _SENDING_MODELS)[6:] for row in found])
     return cast(Dispatch, dispatch)
 
 
