@@ -345,12 +345,13 @@ def dispatch_route(*, dispatch: Dispatch) -> Partner | None:
     if decision.chosen is None:
         dispatch_hold(dispatch_id=dispatch.pk, decision=decision, prescription_id=dispatch.prescription_id)
         return None
-    return dispatch_assign(
-        dispatch_id=dispatch.pk,
-        decision=decision,
-        partner=partners[decision.chosen],
-        prescription_id=dispatch.prescription_id,
-    )
+    return dispatch_assign(dispatch_id=dispatch.pk, decision=decision, partner=partners[decision.chosen])
+
+
+_ASSIGN_SQL = (
+    f"UPDATE \"{Dispatch._meta.db_table}\" SET partner_id = %s, status = %s, routing = %s, last_error = '',"
+    " updated_at = %s WHERE id = %s AND status = %s AND partner_id IS NULL RETURNING prescription_id"
+)
 
 
 def dispatch_assign(
@@ -359,25 +360,30 @@ def dispatch_assign(
     decision: Decision,
     from_status: str = Dispatch.Status.PENDING,
     partner: Partner | None = None,
-    prescription_id: int | None = None,
 ) -> Partner | None:
     """Give the dispatch the chosen partner (guarded: only while it has none) and record the
-    decision on the prescription's timeline. `partner` is the chosen partner's row and
-    `prescription_id` the dispatch's prescription, when the caller has them."""
+    decision on the prescription's timeline. `partner` is the chosen partner's row, when the
+    caller has it."""
     if partner is None:
         partner = Partner.objects.get(code=decision.chosen)
+    routing = Dispatch._meta.get_field("routing").get_db_prep_save(decision.as_json(), connection)
     with transaction.atomic():
-        updated = Dispatch.objects.filter(pk=dispatch_id, status=from_status, partner__isnull=True).update(
-            partner=partner,
-            status=Dispatch.Status.PENDING,
-            routing=decision.as_json(),
-            last_error="",
-            updated_at=timezone.now(),
-        )
-        if not updated:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ASSIGN_SQL,
+                [
+                    partner.pk,
+                    Dispatch.Status.PENDING.value,
+                    routing,
+                    timezone.now(),
+                    dispatch_id,
+                    str(from_status),
+                ],
+            )
+            updated = cursor.fetchone()
+        if updated is None:
             return Dispatch.objects.get(pk=dispatch_id).partner
-        if prescription_id is None:
-            prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        (prescription_id,) = updated
         prescriptions.prescription_record_event(
             prescription_id=prescription_id,
             event_type="prescription.routed",
