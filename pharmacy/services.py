@@ -997,7 +997,7 @@ def _attempt_unless_circuit_open(*, dispatch_id: int, partner: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_ATTEMPT_SQL, {"partner": partner, "now": timezone.now(), "dispatch": dispatch_id})
         open_until, failures, times_opened, attempted = cursor.fetchone()
-    if not attempted:
+    if not attempted and open_until is not None:
         _circuit_wait(partner, open_until)
     return bool(failures or times_opened)
 
