@@ -16,6 +16,7 @@ was passed over), or holds the dispatch in the staff queue (`prescription.awaiti
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from common import rows
 from pharmacy.adapters.registry import DEFAULT_PARTNER_CODE, PartnerNotConfigured, partner_endpoint
 from pharmacy.models import Dispatch, Partner, PartnerStock
 from prescriptions import services as prescriptions
@@ -241,44 +243,64 @@ def order_for(prescription: Prescription) -> Order:
     return Order(country=country, state=state, items=tuple(items))
 
 
-def partner_facts(*, product_codes: Iterable[str]) -> list[PartnerFacts]:
-    """Every partner as routing sees it now: a few queries whatever the number of partners."""
-    default_partner_ensure()
-    partners = list(Partner.objects.order_by("code"))
-    in_flight = dict(
-        Dispatch.objects.filter(
-            partner__isnull=False,
-            status__in=[Dispatch.Status.PENDING, Dispatch.Status.ACKNOWLEDGED],
-            prescription__status__in=IN_FLIGHT_PRESCRIPTION_STATUSES,
-        )
-        .values("partner_id")
-        .annotate(count=Count("id"))
-        .values_list("partner_id", "count")
-    )
+# Every partner with its orders in flight and its fresh stock of the order's products: one
+# statement whatever the number of partners.
+_PARTNERS_SQL = (
+    f"SELECT {rows.columns_sql(Partner, 'partner')},"
+    " (SELECT COUNT(*)"
+    f' FROM "{Dispatch._meta.db_table}" AS dispatch'
+    f' JOIN "{Prescription._meta.db_table}" AS prescription ON prescription.id = dispatch.prescription_id'
+    " WHERE dispatch.partner_id = partner.id AND dispatch.status = ANY(%s)"
+    " AND prescription.status = ANY(%s)),"
+    " (SELECT json_object_agg(stock.product_code, stock.quantity)::text"
+    f' FROM "{PartnerStock._meta.db_table}" AS stock'
+    " WHERE stock.partner_id = partner.id AND stock.product_code = ANY(%s) AND stock.updated_at >= %s)"
+    f' FROM "{Partner._meta.db_table}" AS partner ORDER BY partner.code'
+)
+
+
+def partners_with_facts(*, product_codes: Iterable[str]) -> list[tuple[Partner, PartnerFacts]]:
+    """Every partner (by code), with routing's view of it now."""
     fresh_after = timezone.now() - timedelta(seconds=settings.PARTNER_STOCK_MAX_AGE_SECONDS)
-    stock: dict[int, dict[str, int]] = {}
-    for partner_id, code, quantity in PartnerStock.objects.filter(
-        product_code__in=list(product_codes), updated_at__gte=fresh_after
-    ).values_list("partner_id", "product_code", "quantity"):
-        stock.setdefault(partner_id, {})[code] = quantity
-    return [
-        PartnerFacts(
-            code=partner.code,
-            countries=frozenset(partner.countries),
-            us_states=frozenset(state.upper() for state in partner.us_states),
-            controlled_schedules=frozenset(schedule.upper() for schedule in partner.controlled_schedules),
-            cold_chain=partner.cold_chain,
-            therapy_areas=frozenset(partner.therapy_areas),
-            fee_per_item_minor=partner.fee_per_item_minor,
-            price_list=_price_list(partner.price_list),
-            capacity=partner.capacity,
-            in_flight=in_flight.get(partner.pk, 0),
-            stock=stock.get(partner.pk, {}),
-            is_active=partner.is_active,
-            is_configured=_is_configured(partner),
-        )
-        for partner in partners
-    ]
+    params = (
+        [Dispatch.Status.PENDING.value, Dispatch.Status.ACKNOWLEDGED.value],
+        [str(status) for status in IN_FLIGHT_PRESCRIPTION_STATUSES],
+        sorted(product_codes),
+        fresh_after,
+    )
+    for _ in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(_PARTNERS_SQL, params)
+            found = cursor.fetchall()
+        width = rows.column_count(Partner)
+        partners = []
+        for row in found:
+            partner = rows.instance_from_columns(Partner, row[:width])
+            assert partner is not None
+            in_flight, stock = row[width], row[width + 1]
+            partners.append((partner, _facts(partner, in_flight=in_flight, stock=json.loads(stock or "{}"))))
+        if any(partner.code == DEFAULT_PARTNER_CODE for partner, _ in partners):
+            break
+        default_partner_ensure()  # its row is gone: made again, then read with the rest
+    return partners
+
+
+def _facts(partner: Partner, *, in_flight: int, stock: dict[str, int]) -> PartnerFacts:
+    return PartnerFacts(
+        code=partner.code,
+        countries=frozenset(partner.countries),
+        us_states=frozenset(state.upper() for state in partner.us_states),
+        controlled_schedules=frozenset(schedule.upper() for schedule in partner.controlled_schedules),
+        cold_chain=partner.cold_chain,
+        therapy_areas=frozenset(partner.therapy_areas),
+        fee_per_item_minor=partner.fee_per_item_minor,
+        price_list=_price_list(partner.price_list),
+        capacity=partner.capacity,
+        in_flight=in_flight,
+        stock=stock,
+        is_active=partner.is_active,
+        is_configured=_is_configured(partner),
+    )
 
 
 def default_partner_ensure() -> Partner:
@@ -304,39 +326,64 @@ def _is_configured(partner: Partner) -> bool:
 
 def decide(*, dispatch: Dispatch) -> Decision:
     """The routing decision for a dispatch (its prescription's items prefetched)."""
+    return _decide(dispatch)[0]
+
+
+def _decide(dispatch: Dispatch) -> tuple[Decision, dict[str, Partner]]:
+    """The decision, and the partners it was made among by code."""
     order = order_for(dispatch.prescription)
-    facts = partner_facts(product_codes={item.product_code for item in order.items})
+    partners = partners_with_facts(product_codes={item.product_code for item in order.items})
     tried = [str(entry.get("partner", "")) for entry in dispatch.partners_tried if isinstance(entry, dict)]
-    return route(order, facts, tried=tried)
+    decision = route(order, [facts for _, facts in partners], tried=tried)
+    return decision, {partner.code: partner for partner, _ in partners}
 
 
 def dispatch_route(*, dispatch: Dispatch) -> Partner | None:
     """Choose the dispatch's partner and record why; or hold it in the staff queue, saying why.
     None when it is held (or no longer pending)."""
-    decision = decide(dispatch=dispatch)
+    decision, partners = _decide(dispatch)
     if decision.chosen is None:
-        dispatch_hold(dispatch_id=dispatch.pk, decision=decision)
+        dispatch_hold(dispatch_id=dispatch.pk, decision=decision, prescription_id=dispatch.prescription_id)
         return None
-    return dispatch_assign(dispatch_id=dispatch.pk, decision=decision)
+    return dispatch_assign(dispatch_id=dispatch.pk, decision=decision, partner=partners[decision.chosen])
+
+
+_ASSIGN_SQL = (
+    f"UPDATE \"{Dispatch._meta.db_table}\" SET partner_id = %s, status = %s, routing = %s, last_error = '',"
+    " updated_at = %s WHERE id = %s AND status = %s AND partner_id IS NULL RETURNING prescription_id"
+)
 
 
 def dispatch_assign(
-    *, dispatch_id: int, decision: Decision, from_status: str = Dispatch.Status.PENDING
+    *,
+    dispatch_id: int,
+    decision: Decision,
+    from_status: str = Dispatch.Status.PENDING,
+    partner: Partner | None = None,
 ) -> Partner | None:
     """Give the dispatch the chosen partner (guarded: only while it has none) and record the
-    decision on the prescription's timeline."""
-    partner = Partner.objects.get(code=decision.chosen)
+    decision on the prescription's timeline. `partner` is the chosen partner's row, when the
+    caller has it."""
+    if partner is None:
+        partner = Partner.objects.get(code=decision.chosen)
+    routing = Dispatch._meta.get_field("routing").get_db_prep_save(decision.as_json(), connection)
     with transaction.atomic():
-        updated = Dispatch.objects.filter(pk=dispatch_id, status=from_status, partner__isnull=True).update(
-            partner=partner,
-            status=Dispatch.Status.PENDING,
-            routing=decision.as_json(),
-            last_error="",
-            updated_at=timezone.now(),
-        )
-        if not updated:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ASSIGN_SQL,
+                [
+                    partner.pk,
+                    Dispatch.Status.PENDING.value,
+                    routing,
+                    timezone.now(),
+                    dispatch_id,
+                    str(from_status),
+                ],
+            )
+            updated = cursor.fetchone()
+        if updated is None:
             return Dispatch.objects.get(pk=dispatch_id).partner
-        prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        (prescription_id,) = updated
         prescriptions.prescription_record_event(
             prescription_id=prescription_id,
             event_type="prescription.routed",
@@ -351,7 +398,7 @@ def dispatch_assign(
     return partner
 
 
-def dispatch_hold(*, dispatch_id: int, decision: Decision) -> bool:
+def dispatch_hold(*, dispatch_id: int, decision: Decision, prescription_id: int | None = None) -> bool:
     """No eligible partner: the dispatch waits in the staff queue with the reason."""
     reason = decision.reason
     with transaction.atomic():
@@ -365,7 +412,8 @@ def dispatch_hold(*, dispatch_id: int, decision: Decision) -> bool:
         )
         if not updated:
             return False
-        prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
+        if prescription_id is None:
+            prescription_id = Dispatch.objects.values_list("prescription_id", flat=True).get(pk=dispatch_id)
         prescriptions.prescription_record_event(
             prescription_id=prescription_id,
             event_type="prescription.awaiting_partner",

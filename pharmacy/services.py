@@ -7,17 +7,18 @@ import random
 import time
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Model, QuerySet
 from django.utils import timezone
 
-from common import signing
+from common import rows, signing
 from common.errors import InvalidInput, NotFound
 from common.jsonsafe import json_loads_bounded
 from events.services import RetryLater, outbox_task_enqueue
+from patients.models import Clinic, Patient
 from pharmacy import fhir, routing
 from pharmacy.adapters.registry import (
     DEFAULT_PARTNER_CODE,
@@ -47,7 +48,7 @@ from pharmacy.models import (
 from prescriptions import selectors as prescription_selectors
 from prescriptions import services as prescriptions
 from prescriptions.checks.validity import supply_from
-from prescriptions.models import Prescription, Status
+from prescriptions.models import Medication, Prescriber, Prescription, PrescriptionItem, Status
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +79,72 @@ def _controlled_without_approval(prescription: Prescription) -> bool:
     return controlled and not prescriptions.has_pharmacist_approval(prescription_id=prescription.pk)
 
 
+_READY_SQL = (
+    f"SELECT {rows.columns_sql(Prescription, 'prescription')}, {rows.columns_sql(PrescriptionItem, 'item')},"
+    f" {rows.columns_sql(Medication, 'medication')}"
+    f' FROM "{Prescription._meta.db_table}" AS prescription'
+    f' LEFT JOIN "{PrescriptionItem._meta.db_table}" AS item ON item.prescription_id = prescription.id'
+    f' LEFT JOIN "{Medication._meta.db_table}" AS medication ON medication.id = item.medication_id'
+    " WHERE prescription.id = %s AND prescription.status = ANY(%s)"
+    " ORDER BY item.id"
+)
+
+
+def _ready_for_dispatch(prescription_id: int) -> Prescription | None:
+    """The prescription if it is paid or NHS-funded, with its items and their medications
+    (read together, as a prefetch would), else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(_READY_SQL, [prescription_id, sorted(str(status) for status in READY_FOR_DISPATCH)])
+        found = cursor.fetchall()
+    if not found:
+        return None
+    models: tuple[type[Model], ...] = (Prescription, PrescriptionItem, Medication)
+    prescription = _instances(found[0], models)[0]
+    _items_cache(prescription, [_instances(row, models)[1:] for row in found])
+    return cast(Prescription, prescription)
+
+
+def _instances(row: tuple[Any, ...], models: tuple[type[Model], ...]) -> list[Any]:
+    """The instances of `models` from a row of their columns (common.rows), in that order."""
+    instances, start = [], 0
+    for model in models:
+        width = rows.column_count(model)
+        instances.append(rows.instance_from_columns(model, row[start : start + width]))
+        start += width
+    return instances
+
+
+def _items_cache(prescription: Prescription, items: list[list[Any]]) -> None:
+    """Give `prescription` its items (each [item, medication], or Nones from a LEFT JOIN when
+    it has none), as prefetch_related("items__medication") would."""
+    loaded = []
+    for item, medication in items:
+        if item is None:
+            continue
+        item.medication = medication
+        item.prescription = prescription
+        loaded.append(item)
+    cached: Any = prescription.items.all()
+    cached._result_cache = loaded
+    cached._prefetch_done = True
+    target: Any = prescription
+    target._prefetched_objects_cache = {"items": cached}
+
+
 def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispatch | None:
-    """Create the one dispatch of a paid or NHS-funded prescription and owe its send."""
-    prescription = (
-        Prescription.objects.prefetch_related("items__medication")
-        .filter(pk=prescription_id, status__in=READY_FOR_DISPATCH)
-        .first()
-    )
+    """Create the one dispatch of a paid or NHS-funded prescription and owe its send.
+
+    None when the prescription is not ready for dispatch or not yet due (see saga.holds)."""
+    prescription = _ready_for_dispatch(prescription_id)
     if prescription is None:
         return None
     if supply_from(prescription) > (today or timezone.localdate()):
         # Not before its start (or earliest fill) date: the saga holds it and releases it then.
         return None
-    with transaction.atomic():
-        dispatch, created = Dispatch.objects.get_or_create(prescription_id=prescription_id)
+    # No savepoint: nothing here raises for the caller to catch and go on (the insert ignores
+    # an existing dispatch rather than failing on it).
+    with transaction.atomic(savepoint=False):
+        dispatch, created = _dispatch_insert(prescription_id)
         if _controlled_without_approval(prescription):
             # Invariant: a controlled drug never reaches dispatch without a pharmacist's approval.
             Dispatch.objects.filter(pk=dispatch.pk).update(
@@ -108,15 +161,82 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
     return dispatch
 
 
+_DISPATCH_INSERT_FIELDS = [field for field in Dispatch._meta.concrete_fields if not field.primary_key]
+_DISPATCH_INSERT_COLUMNS = ", ".join(f'"{field.column}"' for field in _DISPATCH_INSERT_FIELDS)
+_DISPATCH_INSERT_SQL = (
+    f'INSERT INTO "{Dispatch._meta.db_table}" ({_DISPATCH_INSERT_COLUMNS})'
+    f" VALUES ({', '.join(['%s'] * len(_DISPATCH_INSERT_FIELDS))})"
+    ' ON CONFLICT ("prescription_id") DO NOTHING RETURNING "id"'
+)
+
+
+def _dispatch_insert(prescription_id: int) -> tuple[Dispatch, bool]:
+    """The prescription's dispatch, inserted (with the model's defaults) unless one exists:
+    one statement, where get_or_create takes a select and a savepoint around the insert.
+    A concurrent insert is waited for, then read."""
+    dispatch = Dispatch(prescription_id=prescription_id)
+    values = [
+        field.get_db_prep_save(field.pre_save(dispatch, True), connection)
+        for field in _DISPATCH_INSERT_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_DISPATCH_INSERT_SQL, values)
+        row = cursor.fetchone()
+    if row is None:
+        return Dispatch.objects.get(prescription_id=prescription_id), False
+    dispatch.pk = row[0]
+    dispatch._state.adding = False
+    dispatch._state.db = connection.alias
+    return dispatch, True
+
+
+# A pending dispatch with its prescription, the prescription's clinic, patient and prescriber,
+# the dispatch's partner, and one row per item with its medication: what a send reads, in one
+# statement (written in SQL: building it through the ORM cost more than running it).
+_SENDING_MODELS: tuple[type[Model], ...] = (
+    Dispatch,
+    Prescription,
+    Clinic,
+    Patient,
+    Prescriber,
+    Partner,
+    PrescriptionItem,
+    Medication,
+)
+_SENDING_SQL = (
+    f"SELECT {rows.columns_sql(Dispatch, 'dispatch')}, {rows.columns_sql(Prescription, 'prescription')},"
+    f" {rows.columns_sql(Clinic, 'clinic')}, {rows.columns_sql(Patient, 'patient')},"
+    f" {rows.columns_sql(Prescriber, 'prescriber')}, {rows.columns_sql(Partner, 'partner')},"
+    f" {rows.columns_sql(PrescriptionItem, 'item')}, {rows.columns_sql(Medication, 'medication')}"
+    f' FROM "{Dispatch._meta.db_table}" AS dispatch'
+    f' JOIN "{Prescription._meta.db_table}" AS prescription ON prescription.id = dispatch.prescription_id'
+    f' JOIN "{Clinic._meta.db_table}" AS clinic ON clinic.id = prescription.clinic_id'
+    f' JOIN "{Patient._meta.db_table}" AS patient ON patient.id = prescription.patient_id'
+    f' JOIN "{Prescriber._meta.db_table}" AS prescriber ON prescriber.id = prescription.prescriber_id'
+    f' LEFT JOIN "{Partner._meta.db_table}" AS partner ON partner.id = dispatch.partner_id'
+    f' LEFT JOIN "{PrescriptionItem._meta.db_table}" AS item ON item.prescription_id = prescription.id'
+    f' LEFT JOIN "{Medication._meta.db_table}" AS medication ON medication.id = item.medication_id'
+    " WHERE dispatch.id = %s AND dispatch.status = %s"
+    " ORDER BY item.id"
+)
+
+
 def _load_for_sending(dispatch_id: int) -> Dispatch | None:
-    return (
-        Dispatch.objects.select_related(
-            "prescription__clinic", "prescription__patient", "prescription__prescriber", "partner"
-        )
-        .prefetch_related("prescription__items__medication")
-        .filter(pk=dispatch_id, status=Dispatch.Status.PENDING)
-        .first()
-    )
+    """The pending dispatch, its relations read with it (as select_related and a prefetch of
+    the items with their medications would), or None."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SENDING_SQL, [dispatch_id, Dispatch.Status.PENDING.value])
+        found = cursor.fetchall()
+    if not found:
+        return None
+    dispatch, prescription, clinic, patient, prescriber, partner = _instances(found[0], _SENDING_MODELS)[:6]
+    prescription.clinic = clinic
+    prescription.patient = patient
+    prescription.prescriber = prescriber
+    dispatch.partner = partner
+    dispatch.prescription = prescription
+    _items_cache(prescription, [_instances(row, _SENDING_MODELS)[6:] for row in found])
+    return cast(Dispatch, dispatch)
 
 
 def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
@@ -143,23 +263,24 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
     partner = dispatch.partner or routing.dispatch_route(dispatch=dispatch)
     if partner is None:
         return "awaiting-partner"
-    circuit_check(partner=partner.code)
     try:
         client = gateway or adapter_for(partner)
     except PartnerNotConfigured as error:
+        circuit_check(partner=partner.code)  # an open circuit holds the send back all the same
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
         return "dead-lettered"
-    # updated_at is the reconciler's "last touched" mark (QuerySet.update skips auto_now).
-    Dispatch.objects.filter(pk=dispatch_id).update(attempts=F("attempts") + 1, updated_at=timezone.now())
+    circuit_to_close = _attempt_unless_circuit_open(dispatch_id=dispatch_id, partner=partner.code)
     try:
         acknowledgement = client.order_submit(bundle=bundle, idempotency_key=str(dispatch.idempotency_key))
     except PartnerCannotFill as error:
-        circuit_record_success(partner=partner.code)  # it answered
+        if circuit_to_close:
+            circuit_record_success(partner=partner.code)  # it answered
         return dispatch_fail_over(
             dispatch_id=dispatch_id, partner=partner, reason=error.reason, detail=str(error)
         )
     except GatewayRejected as error:
-        circuit_record_success(partner=partner.code)  # it answered
+        if circuit_to_close:
+            circuit_record_success(partner=partner.code)  # it answered
         dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error), outcome=error.outcome)
         return "dead-lettered"
     except GatewayUnavailable as error:
@@ -170,7 +291,8 @@ def dispatch_send(*, dispatch_id: int, gateway: Gateway | None = None) -> str:
             dispatch_dead_letter(dispatch_id=dispatch_id, error=str(error))
             return "dead-lettered"
         raise
-    circuit_record_success(partner=partner.code)
+    if circuit_to_close:
+        circuit_record_success(partner=partner.code)
     dispatch_record_acknowledged(dispatch_id=dispatch_id, order_id=acknowledgement.order_id)
     logger.info("dispatch %s acknowledged by %s", dispatch_id, partner.code)
     return "acknowledged"
@@ -291,13 +413,18 @@ def _eps_identifiers_fix(prescription: Prescription) -> None:
             )
         except prescription_id.PrescriptionIdError as error:
             raise fhir.FhirEncodingError(f"MedicationRequest.groupIdentifier.value: {error}") from None
+        long_form_id = uuid.uuid4()
         try:
-            prescriptions.prescription_record_eps_identifiers(
-                prescription_id=prescription.pk, short_form_id=short_form_id, long_form_id=uuid.uuid4()
+            fixed = prescriptions.prescription_record_eps_identifiers(
+                prescription_id=prescription.pk, short_form_id=short_form_id, long_form_id=long_form_id
             )
         except IntegrityError:
             continue
-        prescription.refresh_from_db(fields=["eps_prescription_id", "eps_prescription_uuid"])
+        if fixed:
+            prescription.eps_prescription_id = short_form_id
+            prescription.eps_prescription_uuid = long_form_id
+        else:  # another send fixed them first: theirs stay
+            prescription.refresh_from_db(fields=["eps_prescription_id", "eps_prescription_uuid"])
         return
     raise fhir.FhirEncodingError("MedicationRequest.groupIdentifier.value: no free short-form ID")
 
@@ -715,7 +842,7 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
     if cancellation is None:
         return "not-pending"
     partner = dispatch_partner(cancellation.dispatch)
-    circuit_check(partner=partner.code)
+    circuit_to_close = circuit_check(partner=partner.code)
     GatewayCancellation.objects.filter(pk=cancellation_id).update(attempts=F("attempts") + 1)
     try:
         (gateway or adapter_for(partner)).order_cancel(
@@ -735,7 +862,8 @@ def gateway_cancellation_send(*, cancellation_id: int, gateway: Gateway | None =
             _cancellation_end(cancellation, GatewayCancellation.Status.FAILED, str(error))
             return "failed"
         raise
-    circuit_record_success(partner=partner.code)
+    if circuit_to_close:
+        circuit_record_success(partner=partner.code)
     with transaction.atomic():
         done = GatewayCancellation.objects.filter(
             pk=cancellation_id, status=GatewayCancellation.Status.PENDING
@@ -935,17 +1063,55 @@ def _retries_spent(*, attempts: int, window_started_at: datetime) -> bool:
     return capped or timezone.now() - window_started_at >= window
 
 
-def circuit_check(*, partner: str) -> None:
-    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted."""
-    open_until = (
-        PartnerCircuit.objects.filter(partner=partner, open_until__gt=timezone.now())
-        .values_list("open_until", flat=True)
+# The partner's circuit and, unless it is open, the dispatch's attempt counted, in one statement.
+# updated_at is the reconciler's "last touched" mark.
+_ATTEMPT_SQL = (
+    "WITH circuit AS ("
+    f' SELECT open_until, failures, times_opened FROM "{PartnerCircuit._meta.db_table}"'
+    " WHERE partner = %(partner)s),"
+    " attempt AS ("
+    f' UPDATE "{Dispatch._meta.db_table}" SET attempts = attempts + 1, updated_at = %(now)s'
+    " WHERE id = %(dispatch)s AND NOT EXISTS (SELECT FROM circuit WHERE open_until > %(now)s)"
+    " RETURNING id)"
+    " SELECT circuit.open_until, circuit.failures, circuit.times_opened, EXISTS (SELECT FROM attempt)"
+    " FROM (SELECT) AS one LEFT JOIN circuit ON true"
+)
+
+
+def _attempt_unless_circuit_open(*, dispatch_id: int, partner: str) -> bool:
+    """Count an attempt of the dispatch, unless the partner's circuit is open (then raise
+    RetryLater, as circuit_check does); True when the partner's answer has a circuit to close."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ATTEMPT_SQL, {"partner": partner, "now": timezone.now(), "dispatch": dispatch_id})
+        open_until, failures, times_opened, attempted = cursor.fetchone()
+    if not attempted and open_until is not None:
+        _circuit_wait(partner, open_until)
+    return bool(failures or times_opened)
+
+
+def _circuit_wait(partner: str, open_until: datetime) -> NoReturn:
+    # Spread the waiting sends over a few seconds so they do not all probe at once.
+    wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
+    raise RetryLater(wait, f"{partner} circuit open")
+
+
+def circuit_check(*, partner: str) -> bool:
+    """Raise RetryLater while the partner's circuit is open: the send waits, unattempted.
+
+    Otherwise True when an answer from the partner has something to close (failures counted or
+    a pause to reset), so a send to a partner with a clean circuit writes nothing to it (a
+    failure another send records meanwhile stays counted, as if this answer had come first)."""
+    state = (
+        PartnerCircuit.objects.filter(partner=partner)
+        .values_list("open_until", "failures", "times_opened")
         .first()
     )
-    if open_until is not None:
-        # Spread the waiting sends over a few seconds so they do not all probe at once.
-        wait = (open_until - timezone.now()).total_seconds() + random.uniform(0, 5)
-        raise RetryLater(wait, f"{partner} circuit open")
+    if state is None:
+        return False
+    open_until, failures, times_opened = state
+    if open_until is not None and open_until > timezone.now():
+        _circuit_wait(partner, open_until)
+    return bool(failures or times_opened)
 
 
 def circuit_record_failure(*, partner: str) -> None:

@@ -18,8 +18,12 @@ from prescriptions import services as prescriptions
 
 
 def dispatch_unless_held(*, prescription_id: int) -> None:
-    if prescriptions.prescription_hold_if_not_due(prescription_id=prescription_id) is None:
-        pharmacy.dispatch_create(prescription_id=prescription_id)
+    # dispatch_create sends nothing before the prescription's day; only then (or when it is
+    # not ready for dispatch at all) is the hold worth reading the prescription again for.
+    # One day for both, so a prescription is either sent or held even across midnight.
+    today = timezone.localdate()
+    if pharmacy.dispatch_create(prescription_id=prescription_id, today=today) is None:
+        prescriptions.prescription_hold_if_not_due(prescription_id=prescription_id, today=today)
 
 
 def held_prescriptions_release(*, today: date | None = None) -> list[int]:
