@@ -250,7 +250,9 @@ def _prescriptions_insert(
 
 # One batch: ids low..high. A prescription's patient is spread over all patients by a
 # multiplicative hash; its clinic and prescriber follow the patient (clinic = patient % clinics);
-# its age runs from two years ago (the first id) to now (the last); its outcome bucket is id % 1000.
+# its age runs from two years ago (the first id) to now (the last); its outcome bucket is
+# id * 7919 % 1000, a permutation of every 1000 consecutive ids, so that any run of ids, however
+# short and wherever the sequence stands, mixes the outcomes in their proportions.
 SEED_STATEMENTS = [
     """
     DROP TABLE IF EXISTS bench_batch;
@@ -266,7 +268,7 @@ SEED_STATEMENTS = [
            o.status, o.funding, o.path
       FROM generate_series(%(low)s::bigint, %(high)s::bigint) g
       CROSS JOIN LATERAL (SELECT ((g * 2654435761) %% %(patients)s)::bigint AS patient_offset) p
-      JOIN bench_outcome o ON o.bucket = g %% 1000;
+      JOIN bench_outcome o ON o.bucket = (g * 7919) %% 1000;
     """,
     """
     INSERT INTO prescriptions_prescription (
