@@ -412,34 +412,54 @@ def outbox_task_key(*, task: str, args: list[Any]) -> str:
     return f"{task}:{json.dumps(args, separators=(',', ':'))}"
 
 
-def outbox_task_enqueue(*, task: str, args: list[Any], delay_seconds: float = 0) -> OutboxTask:
+def outbox_task_enqueue(*, task: str, args: list[Any], delay_seconds: float = 0) -> bool:
     """Owe `task(*args)`, due in `delay_seconds`; call it inside the transaction of the row the
-    task works on, so the work and the promise to do it commit together.
+    task works on, so the work and the promise to do it commit together. True if it was not
+    owed before.
 
     Owing the same work twice is one row (due at the earlier time). Published after commit
     (OUTBOX_PUBLISH_ON_COMMIT) when due now, else by the beat relay.
     """
     key = outbox_task_key(task=task, args=args)
-    due_at = timezone.now() + timedelta(seconds=delay_seconds)
-    here = _run_here.get()
-    if here is not None and delay_seconds <= 0:
-        # Claimed for this process for one lease, as a publish would (see outbox_tasks_run_here).
-        claimed_until = due_at + timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
-        row, created = OutboxTask.objects.get_or_create(
-            key=key, defaults={"task": task, "args": args, "due_at": claimed_until, "publications": 1}
+    now = timezone.now()
+    due_at = now + timedelta(seconds=delay_seconds)
+    here = _run_here.get() if delay_seconds <= 0 else None
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _OUTBOX_TASK_OWE_SQL,
+            {
+                "task": task,
+                "args": OutboxTask._meta.get_field("args").get_db_prep_save(args, connection),
+                "key": key,
+                # Run here: claimed for this process for one lease, as a publish would.
+                "due_at": due_at + timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS)
+                if here is not None
+                else due_at,
+                "publications": 1 if here is not None else 0,
+                "now": now,
+                "due_if_owed": due_at,
+            },
         )
-        if created:
-            transaction.on_commit(lambda: here.append((task, args)))
-            return row
-    else:
-        row, created = OutboxTask.objects.get_or_create(
-            key=key, defaults={"task": task, "args": args, "due_at": due_at}
-        )
-    if not created:
-        OutboxTask.objects.filter(pk=row.pk, due_at__gt=due_at).update(due_at=due_at)
+        found = cursor.fetchone()
+    created = found is not None and bool(found[0])
+    if created and here is not None:
+        transaction.on_commit(lambda: here.append((task, args)))
+        return created
     if settings.OUTBOX_PUBLISH_ON_COMMIT and delay_seconds <= 0:
         transaction.on_commit(lambda: _task_publish_after_commit(key))
-    return row
+    return created
+
+
+# One statement: the row, or (owed already) its due time brought forward, never pushed back.
+# The row comes back (xmax = 0 when inserted) unless it was owed already and due no later.
+_OUTBOX_TASK_OWE_SQL = """
+INSERT INTO events_outboxtask (task, args, key, due_at, publications, retries, last_error, created_at)
+VALUES (%(task)s, %(args)s, %(key)s, %(due_at)s, %(publications)s, 0, '', %(now)s)
+ON CONFLICT (key) DO UPDATE SET due_at = %(due_if_owed)s
+WHERE events_outboxtask.due_at > %(due_if_owed)s
+RETURNING (xmax = 0)
+"""
 
 
 _run_here: ContextVar[list[tuple[str, list[Any]]] | None] = ContextVar("outbox_run_here", default=None)

@@ -7,6 +7,7 @@ happened (a redelivered task, a duplicate webhook) and is a quiet no-op.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import date, datetime
@@ -562,7 +563,10 @@ def prescription_record_eps_identifiers(
     prescription the same way). Raises IntegrityError when another prescription holds the
     short-form ID; the caller draws a new one.
     """
-    with transaction.atomic():
+    # One UPDATE: in autocommit it is its own transaction; inside a caller's, a savepoint keeps
+    # a clash from spoiling it.
+    inside = transaction.get_connection().in_atomic_block
+    with transaction.atomic() if inside else contextlib.nullcontext():
         return bool(
             Prescription.objects.filter(pk=prescription_id, eps_prescription_id="").update(
                 eps_prescription_id=short_form_id,

@@ -41,6 +41,21 @@ def test_owing_the_same_work_twice_is_one_row_due_at_the_earlier_time():
     assert rows[7].due_at <= timezone.now() < rows[8].due_at
 
 
+def test_owing_is_one_statement_that_brings_a_due_time_forward_but_never_pushes_it_back():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as owed:
+        assert services.outbox_task_enqueue(task=TASK, args=[7], delay_seconds=60) is True
+    first = OutboxTask.objects.get().due_at
+
+    assert services.outbox_task_enqueue(task=TASK, args=[7], delay_seconds=600) is False
+    assert OutboxTask.objects.get().due_at == first
+    assert services.outbox_task_enqueue(task=TASK, args=[7]) is False
+    assert OutboxTask.objects.get().due_at < first
+    assert len(owed) == 1
+
+
 def test_work_owed_in_a_transaction_that_rolls_back_is_not_owed():
     def owe_then_fail() -> None:
         with transaction.atomic():
