@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.utils.functional import cached_property
 from rest_framework import serializers
 
 _built = threading.local()
@@ -28,3 +29,26 @@ def representation(serializer_class: type[serializers.Serializer], instance: Any
     if serializer is None:
         serializer = kept[serializer_class] = serializer_class()
     return dict(serializer.to_representation(instance))
+
+
+class FieldsKeptPerThread:
+    """A serializer mixin: the bound fields (with every nested serializer's) are built once per
+    thread and class, and each new instance takes them over, instead of DRF deep-copying and
+    binding them all again for every request. Fields keep no state of a validation between
+    calls; what they read of the request (`context`) they reach through their root, which is
+    re-pointed here at the instance in use. One instance per class at a time per thread: a
+    serializer that validates another instance of its own class must not use it."""
+
+    @cached_property
+    def fields(self) -> Any:
+        kept: dict[type, Any] | None = getattr(_built, "fields", None)
+        if kept is None:
+            kept = _built.fields = {}
+        fields = kept.get(type(self))
+        if fields is None:
+            fields = kept[type(self)] = super().fields  # type: ignore[misc]  # Serializer.fields
+            return fields
+        fields.serializer = self
+        for field in fields.values():
+            field.parent = self
+        return fields

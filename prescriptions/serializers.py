@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.fields import IsoDateField, IsoDateTimeField
+from api.representation import FieldsKeptPerThread
 from billing.nhs import EXEMPTIONS, exemption_problems
 from events.models import Event
 from patients.models import Clinic, Jurisdiction, Observation, Patient
@@ -135,7 +136,7 @@ class NhsExemptionInputSerializer(serializers.Serializer):
     )
 
 
-class PrescriptionInputSerializer(serializers.Serializer):
+class PrescriptionInputSerializer(FieldsKeptPerThread, serializers.Serializer):
     patient = serializers.IntegerField(min_value=1)
     prescriber = serializers.IntegerField(min_value=1)
     issued_on = IsoDateField(

@@ -57,3 +57,40 @@ def test_the_serializer_is_built_once_per_thread(monkeypatch):
 
     assert len(built) == 2
     assert built[0] != built[1]
+
+
+def test_kept_fields_are_built_once_and_read_the_context_of_the_instance_in_use():
+    from api.representation import FieldsKeptPerThread
+
+    built: list[str] = []
+
+    class Seen(serializers.CharField):
+        def __init__(self, **kwargs: object) -> None:
+            built.append("field")
+            super().__init__(**kwargs)
+
+        def to_internal_value(self, data: object) -> str:
+            return f"{data} for {self.context['clinic']}"
+
+    class Child(serializers.Serializer):
+        name = Seen()
+
+    class Body(FieldsKeptPerThread, serializers.Serializer):
+        name = Seen()
+        items = Child(many=True)
+
+    answers = []
+    for clinic in ("clinic A", "clinic B"):
+        body = Body(data={"name": "x", "items": [{"name": "y"}]}, context={"clinic": clinic})
+        assert body.is_valid(), body.errors
+        answers.append(body.validated_data)
+    failing = Body(data={"items": "not a list"}, context={"clinic": "clinic C"})
+
+    assert answers == [
+        {"name": "x for clinic A", "items": [{"name": "y for clinic A"}]},
+        {"name": "x for clinic B", "items": [{"name": "y for clinic B"}]},
+    ]
+    assert not failing.is_valid()
+    assert set(failing.errors) == {"name", "items"}
+    # Declared twice (the class attributes), copied once for the kept instance's fields.
+    assert len(built) == 4
