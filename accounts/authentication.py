@@ -66,7 +66,7 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
         return result
 
     def _clinic_authenticate(self, request: Request) -> tuple[ClinicPrincipal, Any] | None:
-        result = super().authenticate(request)
+        result = self._bearer_authenticate(request)
         if result is None:
             return None
         _user, token = result
@@ -75,6 +75,21 @@ class ClinicOAuth2Authentication(OAuth2Authentication):
             request.oauth2_error = {"error": "invalid_token"}  # type: ignore[attr-defined]  # read by django-oauth-toolkit
             return None
         return principal, token
+
+    def _bearer_authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        """django-oauth-toolkit's authentication for the usual case, a well-formed bearer token in
+        the Authorization header: the same validator call its oauthlib endpoint makes
+        (validate_bearer_token: known, unexpired, unrevoked, for this resource, of a usable
+        application), without first copying the whole HTTP request into oauthlib's. Anything
+        else (no header, another scheme, a token in the query string) takes the toolkit's path."""
+        parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+        if len(parts) != 2 or parts[0].lower() != "bearer" or "access_token" in request.GET:
+            return cast(tuple[Any, Any] | None, super().authenticate(request))
+        oauth_request = OAuthRequest(request.build_absolute_uri(), http_method=request.method or "GET")
+        if oauth2_settings.OAUTH2_VALIDATOR_CLASS().validate_bearer_token(parts[1], [], oauth_request):
+            return oauth_request.user, oauth_request.access_token
+        request.oauth2_error = getattr(oauth_request, "oauth2_error", {})  # type: ignore[attr-defined]  # read by django-oauth-toolkit
+        return None
 
 
 def clinic_principal_enter(*, token: Any) -> ClinicPrincipal | None:

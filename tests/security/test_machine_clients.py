@@ -117,3 +117,49 @@ def test_an_api_request_makes_a_constant_number_of_queries(clinic_a, django_asse
     PrescriberFactory.create_batch(5, clinic=clinic_a.clinic)
     with django_assert_num_queries(7):
         assert clinic_a.api.get("/api/v1/prescribers/").json()["count"] == 6
+
+
+def test_a_bearer_header_is_checked_as_the_toolkit_checks_it_and_anything_else_takes_its_path(
+    clinic_a, monkeypatch
+):
+    # Invariant: the header fast path refuses what django-oauth-toolkit refuses (unknown,
+    # expired, revoked tokens) and leaves every other way of presenting a token to the toolkit.
+    from oauth2_provider import oauth2_backends
+
+    assert clinic_a.api.get("/api/v1/patients/").status_code == 200
+    token = AccessToken.objects.get(application__clinic_client__clinic=clinic_a.clinic)
+
+    unknown = APIClient()
+    unknown.credentials(HTTP_AUTHORIZATION="Bearer not-a-token-of-ours")
+    refused = unknown.get("/api/v1/patients/")
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused["WWW-Authenticate"]
+
+    AccessToken.objects.filter(pk=token.pk).update(expires=timezone.now() - datetime.timedelta(seconds=1))
+    assert clinic_a.api.get("/api/v1/patients/").status_code == 401
+    AccessToken.objects.filter(pk=token.pk).update(expires=timezone.now() + datetime.timedelta(hours=1))
+    assert clinic_a.api.get("/api/v1/patients/").status_code == 200
+
+    # The token in the query string (RFC 6750 allows it, RFC 9700 forbids it) and other schemes
+    # go through the toolkit's own endpoint, and are refused there.
+    through_toolkit: list[str] = []
+    real_core = oauth2_backends.get_oauthlib_core
+
+    def counting_core():  # type: ignore[no-untyped-def]
+        through_toolkit.append("core")
+        return real_core()
+
+    monkeypatch.setattr(
+        "oauth2_provider.contrib.rest_framework.authentication.get_oauthlib_core", counting_core
+    )
+    assert clinic_a.api.get("/api/v1/patients/").status_code == 200
+    assert through_toolkit == []
+    in_query = APIClient()
+    assert in_query.get(f"/api/v1/patients/?access_token={clinic_a.token}").status_code == 401
+    basic = APIClient()
+    basic.credentials(HTTP_AUTHORIZATION=_basic("someone", "secret"))
+    assert basic.get("/api/v1/patients/").status_code == 401
+    assert through_toolkit == ["core", "core"]
+
+    clinic_client_revoke(clinic_client=ClinicClient.objects.get(clinic=clinic_a.clinic), actor="test")
+    assert clinic_a.api.get("/api/v1/patients/").status_code == 401
