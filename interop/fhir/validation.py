@@ -159,7 +159,9 @@ def _structure_problems(data: Json) -> Iterator[Issue]:
             code = "required" if problem["type"].endswith("missing") else "structure"
             # The message type and text only: pydantic's `input` would echo patient data.
             yield Issue(code, fhir_path("Bundle", problem["loc"]), problem["msg"])
-    except (KeyError, TypeError, ValueError, RecursionError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
+        # fhir.resources raises some of these itself on input of the wrong type (a boolean where
+        # a URL belongs reaches `.startswith`), instead of a ValidationError.
         yield Issue("structure", "Bundle", f"Not a valid FHIR R4 Bundle ({type(error).__name__}).")
 
 

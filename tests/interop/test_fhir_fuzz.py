@@ -123,8 +123,10 @@ def test_arbitrary_reads_never_get_a_5xx(clinic, resource_id, identifier):
         lambda message: message["entry"][1]["resource"].__setitem__("resourceType", ["Patient"]),
         lambda message: message["entry"][1]["resource"].__setitem__("resourceType", {"x": 1}),
         lambda message: message["entry"][0]["resource"]["eventCoding"].__setitem__("code", ["order"]),
+        # fhir.resources answers this one with an AttributeError, not a ValidationError.
+        lambda message: message["entry"][0]["resource"]["source"].__setitem__("endpoint", False),
     ],
-    ids=["resource-type-list", "resource-type-object", "event-code-list"],
+    ids=["resource-type-list", "resource-type-object", "event-code-list", "url-boolean"],
 )
 def test_a_resource_type_or_event_code_that_is_not_a_string_is_refused_not_a_5xx(clinic, mutate):
     message = json.loads(json.dumps(BASES[REPEAT_ORDER]))
