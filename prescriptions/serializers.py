@@ -15,7 +15,7 @@ from patients.models import Clinic, Jurisdiction, Observation, Patient
 from patients.serializers import ClinicalContextSerializer
 from prescriptions.checks.validity import appropriate_date
 from prescriptions.models import Funding, Medication, Prescriber, Prescription, PrescriptionItem
-from prescriptions.selectors import prescription_parties
+from prescriptions.selectors import formulary_medications, prescription_parties
 from prescriptions.status_link import status_link_url
 
 MAX_ITEMS = 20
@@ -296,9 +296,7 @@ class PrescriptionInputSerializer(FieldsKeptPerThread, serializers.Serializer):
         codes = {(item["medication"]["system"], item["medication"]["code"]) for item in items}
         found = {
             (medication.code_system, medication.code): medication
-            for medication in Medication.objects.filter(
-                code__in=[code for _system, code in codes], is_active=True
-            )
+            for medication in formulary_medications(codes=[code for _system, code in codes])
         }
         errors: list[dict] = []
         for item in items:

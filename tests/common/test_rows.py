@@ -50,3 +50,16 @@ def test_the_token_lookup_brings_its_application_clinic_link_and_clinic():
     assert found.application.clinic_client.clinic == setup.clinic
     assert found.user is None
     assert ClinicOAuth2Validator()._load_access_token("not-a-token") is None
+
+
+def test_the_intake_s_medication_read_equals_the_orms_and_leaves_out_inactive_ones():
+    from prescriptions.models import Medication
+    from prescriptions.selectors import formulary_medications
+    from tests.prescriptions.factories import MedicationFactory
+
+    active = MedicationFactory(code="111111", name="Active thing")
+    MedicationFactory(code="222222", is_active=False)
+
+    found = formulary_medications(codes=["111111", "222222", "333333", "111111"])
+
+    assert [fields(medication) for medication in found] == [fields(Medication.objects.get(pk=active.pk))]
