@@ -17,6 +17,7 @@ from prescriptions.models import Prescription, Status
 from sandbox import eps_rules
 from tests.outbox import owed_tasks
 from tests.pharmacy.factories import approved_prescription, force_status
+from tests.queries import verbs
 
 pytestmark = pytest.mark.django_db
 
@@ -320,7 +321,7 @@ def test_recording_the_acknowledgement_is_one_transaction_of_three_statements(cl
         assert services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_9")
 
     # The dispatch's guarded UPDATE ... RETURNING, the prescription's, and its event.
-    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+    assert verbs(statements) == [
         "BEGIN",
         "UPDATE",
         "UPDATE",

@@ -20,6 +20,7 @@ from prescriptions.models import Prescription, Status
 from saga import holds
 from tests.outbox import owed_tasks
 from tests.pharmacy.factories import approved_prescription
+from tests.queries import verbs
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +42,6 @@ class AcceptingGateway:
         raise AssertionError("not expected")
 
 
-def statements(captured: CaptureQueriesContext) -> list[str]:
-    return [query["sql"].split()[0] for query in captured.captured_queries]
-
-
 def test_creating_the_dispatch_of_a_paid_prescription_inserts_it_in_one_statement(clinic_a, paracetamol):  # type: ignore[no-untyped-def]
     prescription = approved_prescription(clinic_a, paracetamol)
 
@@ -55,13 +52,13 @@ def test_creating_the_dispatch_of_a_paid_prescription_inserts_it_in_one_statemen
     assert owed_tasks() == [(services.DISPATCH_SEND_TASK, [dispatch.pk])]
     # The prescription with its items and their medications; the dispatch, inserted unless it
     # exists; the owed send (events.outbox_task_enqueue: one upsert).
-    assert statements(created) == ["SELECT", "INSERT", "INSERT"]
+    assert verbs(created) == ["SELECT", "INSERT", "INSERT"]
 
     with CaptureQueriesContext(connection) as repeated:
         holds.dispatch_unless_held(prescription_id=prescription.pk)
 
     # A repeat finds the dispatch and owes nothing more.
-    assert statements(repeated) == ["SELECT", "INSERT", "SELECT"]
+    assert verbs(repeated) == ["SELECT", "INSERT", "SELECT"]
     assert Dispatch.objects.get(prescription=prescription).pk == dispatch.pk
     assert owed_tasks() == [(services.DISPATCH_SEND_TASK, [dispatch.pk])]
 
@@ -75,7 +72,7 @@ def test_sending_a_private_prescription_routes_it_and_records_the_acknowledgemen
     with CaptureQueriesContext(connection) as sent:
         assert services.dispatch_send(dispatch_id=dispatch.pk, gateway=gateway) == "acknowledged"
 
-    assert statements(sent) == [
+    assert verbs(sent) == [
         # The dispatch with its prescription, parties, partner, items and medications.
         "SELECT",
         # The prescription's EPS identifiers, fixed on its first send (in a savepoint only

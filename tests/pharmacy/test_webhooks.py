@@ -16,6 +16,7 @@ from events.models import Event
 from pharmacy.models import Dispatch, GatewayWebhookEvent
 from prescriptions.models import Prescription, Status
 from tests.pharmacy.factories import approved_prescription
+from tests.queries import verbs
 
 pytestmark = pytest.mark.django_db
 URL = "/webhooks/gateway/"
@@ -235,7 +236,7 @@ def test_one_progress_webhook_is_one_read_and_one_transaction_of_three_writes(cl
     assert response.json() == {"outcome": "applied"}
     # The secrets with the dispatch and its partner; then the guarded move of the prescription,
     # its event, and the webhook event stored with its outcome.
-    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+    assert verbs(statements) == [
         "SELECT",
         "BEGIN",
         "UPDATE",
@@ -256,7 +257,7 @@ def test_one_progress_webhook_is_one_read_and_one_transaction_of_three_writes(cl
         response = deliver(body)
 
     assert response.json() == {"outcome": "duplicate"}
-    assert [query["sql"].split()[0] for query in statements.captured_queries] == [
+    assert verbs(statements) == [
         "SELECT",
         "BEGIN",
         "UPDATE",

@@ -10,6 +10,7 @@ from events.models import Event
 from prescriptions import services
 from prescriptions.models import Prescription, Status
 from tests.pharmacy.factories import approved_prescription
+from tests.queries import verbs
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +29,7 @@ def test_a_transition_in_the_callers_transaction_is_two_statements_without_a_sav
         )
 
     assert moved
-    assert [query["sql"].split()[0] for query in statements.captured_queries] == ["UPDATE", "WITH"]
+    assert verbs(statements) == ["UPDATE", "WITH"]
     stored = Prescription.objects.get(pk=prescription.pk)
     assert (stored.status, stored.status_reason) == (Status.CANCELLED, "Patient moved away")
     with connection.cursor() as cursor:  # encrypted at rest, as QuerySet.update writes it
