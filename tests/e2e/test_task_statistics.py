@@ -11,7 +11,7 @@ from prescriptions.models import Medication, Prescription, Status
 from support.models import TaskStatistic
 from tests.conftest import FORMULARY_FILE
 from tests.patients.factories import ClinicFactory, PatientFactory
-from tests.prescriptions.factories import PrescriberFactory
+from tests.prescriptions.factories import PrescriberFactory, one_a_day
 from tests.processes import purge_queues, start_simulator, start_worker, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -28,13 +28,7 @@ def test_a_stopping_worker_writes_every_task_it_counted(live_server, settings): 
         clinic = ClinicFactory()
         prescriber = PrescriberFactory(clinic=clinic)
         medication = Medication.objects.get(code="322236009")
-        item = {
-            "medication": medication,
-            "dose_text": "One a day",
-            "quantity": 28,
-            "unit": "tablet",
-            "days_supply": 28,
-        }
+        item = one_a_day(medication)
         ids = [
             services.prescription_create(
                 clinic=clinic, patient=PatientFactory(clinic=clinic), prescriber=prescriber, items=[item]

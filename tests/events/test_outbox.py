@@ -16,7 +16,7 @@ from events.services import outbox_relay
 from prescriptions import services
 from prescriptions.models import Prescription
 from tests.patients.factories import ClinicFactory, PatientFactory
-from tests.prescriptions.factories import MedicationFactory, PrescriberFactory
+from tests.prescriptions.factories import MedicationFactory, PrescriberFactory, one_a_day
 
 pytestmark = pytest.mark.django_db
 
@@ -60,13 +60,7 @@ def prescriptions_created(count: int) -> list[Prescription]:
     prescriber = PrescriberFactory(clinic=clinic)
     patient = PatientFactory(clinic=clinic)
     medication = MedicationFactory()
-    item = {
-        "medication": medication,
-        "dose_text": "One a day",
-        "quantity": 28,
-        "unit": "tablet",
-        "days_supply": 28,
-    }
+    item = one_a_day(medication)
     return [
         services.prescription_create(clinic=clinic, patient=patient, prescriber=prescriber, items=[item])
         for _ in range(count)
@@ -250,13 +244,7 @@ def test_only_an_original_with_repeats_costs_the_repeat_consumer_a_task(broker, 
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
     patient = PatientFactory(clinic=clinic)
-    item = {
-        "medication": MedicationFactory(),
-        "dose_text": "One a day",
-        "quantity": 28,
-        "unit": "tablet",
-        "days_supply": 28,
-    }
+    item = one_a_day(MedicationFactory())
     once = services.prescription_create(clinic=clinic, patient=patient, prescriber=prescriber, items=[item])
     repeating = services.prescription_create(
         clinic=clinic, patient=patient, prescriber=prescriber, items=[item], repeats=2
@@ -277,13 +265,7 @@ def test_only_a_patient_with_an_email_or_a_phone_costs_the_notification_consumer
     settings.EVENT_CONSUMERS = {"prescription.received": [NOTIFY]}
     clinic = ClinicFactory()
     prescriber = PrescriberFactory(clinic=clinic)
-    item = {
-        "medication": MedicationFactory(),
-        "dose_text": "One a day",
-        "quantity": 28,
-        "unit": "tablet",
-        "days_supply": 28,
-    }
+    item = one_a_day(MedicationFactory())
     created = {
         contact: services.prescription_create(
             clinic=clinic,

@@ -188,6 +188,17 @@ VALID_NPI = "1234567893"  # the CMS example NPI (Luhn-valid with prefix 80840)
 VALID_DEA = "AB1234563"
 
 
+def one_a_day(medication) -> dict:  # type: ignore[no-untyped-def]
+    """An item as prescription_create takes it: 28 tablets of `medication`, one a day."""
+    return {
+        "medication": medication,
+        "dose_text": "One a day",
+        "quantity": 28,
+        "unit": "tablet",
+        "days_supply": 28,
+    }
+
+
 def adhd_context(observed_on=None) -> dict:  # type: ignore[no-untyped-def]
     """A recorded ADHD diagnosis and recent blood pressure, pulse and weight."""
     import datetime
