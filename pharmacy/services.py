@@ -17,6 +17,7 @@ from django.utils import timezone
 from common import rows, signing
 from common.errors import InvalidInput, NotFound
 from common.jsonsafe import json_loads_bounded
+from events.models import Event
 from events.services import RetryLater, outbox_task_enqueue
 from patients.models import Clinic, Patient
 from pharmacy import fhir, routing
@@ -219,6 +220,17 @@ _SENDING_SQL = (
     " WHERE dispatch.id = %s AND dispatch.status = %s"
     " ORDER BY item.id"
 )
+
+
+def dispatch_sends_for_event(*, event_id: int) -> list[tuple[str, list[Any]]]:
+    """The send task (name, arguments) of each dispatch of the prescription `event_id` is about:
+    what its dispatch consumer owes, whether or not it is still owed."""
+    dispatches = Dispatch.objects.filter(
+        prescription_id__in=Event.objects.filter(pk=event_id, aggregate_type="prescription").values(
+            "aggregate_id"
+        )
+    )
+    return [(DISPATCH_SEND_TASK, [dispatch_id]) for dispatch_id in dispatches.values_list("pk", flat=True)]
 
 
 def _load_for_sending(dispatch_id: int) -> Dispatch | None:

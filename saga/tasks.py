@@ -26,8 +26,6 @@ from events.services import (
 )
 from notifications import services as notifications
 from pharmacy import services as pharmacy
-from pharmacy.models import Dispatch
-from pharmacy.services import DISPATCH_SEND_TASK
 from prescriptions import repeats
 from prescriptions import services as prescriptions
 from saga import holds, journey, reconciler
@@ -94,16 +92,7 @@ def dispatch_on_approved(event_id: int) -> None:
         # A second delivery (the first run's worker died, or it is still sending): the send the
         # first run owed, if still owed, runs again here, as a redelivered send task would; the
         # partner's idempotency key keeps it to one order.
-        owed = outbox_tasks_still_owed(
-            [
-                (DISPATCH_SEND_TASK, [dispatch_id])
-                for dispatch_id in Dispatch.objects.filter(
-                    prescription_id__in=Event.objects.filter(
-                        pk=event_id, aggregate_type="prescription"
-                    ).values("aggregate_id")
-                ).values_list("pk", flat=True)
-            ]
-        )
+        owed = outbox_tasks_still_owed(pharmacy.dispatch_sends_for_event(event_id=event_id))
     outbox_tasks_run(owed)
 
 
