@@ -13,19 +13,26 @@ from django.db.models import Model
 ModelT = TypeVar("ModelT", bound=Model)
 
 
-def columns_sql(model: type[Model], alias: str) -> str:
-    """Every concrete column of `model` under the table alias `alias`, in field order."""
-    return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+def columns_sql(model: type[Model], alias: str, *, leaving_out: Sequence[str] = ()) -> str:
+    """Every concrete column of `model` under the table alias `alias`, in field order, but the
+    fields named in `leaving_out` (deferred on the instance, read if ever used)."""
+    return ", ".join(f'{alias}."{field.column}"' for field in _read_fields(model, leaving_out))
 
 
-def column_count(model: type[Model]) -> int:
-    return len(model._meta.concrete_fields)
+def column_count(model: type[Model], *, leaving_out: Sequence[str] = ()) -> int:
+    return len(_read_fields(model, leaving_out))
 
 
-def instance_from_columns(model: type[ModelT], values: Sequence[Any]) -> ModelT | None:
-    """An instance from the columns columns_sql() named; None when they are all a LEFT JOIN's
-    NULLs (its primary key is NULL)."""
-    fields = model._meta.concrete_fields
+def _read_fields(model: type[Model], leaving_out: Sequence[str]) -> list[Any]:
+    return [field for field in model._meta.concrete_fields if field.name not in leaving_out]
+
+
+def instance_from_columns(
+    model: type[ModelT], values: Sequence[Any], *, leaving_out: Sequence[str] = ()
+) -> ModelT | None:
+    """An instance from the columns columns_sql() named (with the same `leaving_out`); None when
+    they are all a LEFT JOIN's NULLs (its primary key is NULL)."""
+    fields = _read_fields(model, leaving_out)
     if values[[field.primary_key for field in fields].index(True)] is None:
         return None
     wrapper = connections[DEFAULT_DB_ALIAS]
@@ -36,3 +43,35 @@ def instance_from_columns(model: type[ModelT], values: Sequence[Any]) -> ModelT 
             value = converter(value, field, wrapper)
         converted.append(value)
     return model.from_db(DEFAULT_DB_ALIAS, [field.attname for field in fields], converted)
+
+
+def insert_fields(model: type[Model], *, with_pk: bool = True) -> list[Any]:
+    """`model`'s concrete fields in order, its primary key left out unless `with_pk`: what
+    insert_sql() writes."""
+    return [field for field in model._meta.concrete_fields if with_pk or not field.primary_key]
+
+
+def insert_sql(model: type[Model], *, rows: int = 1, with_pk: bool = True) -> str:
+    """`INSERT INTO <table> (<columns>) VALUES (...), ...` for `rows` rows, with %s placeholders
+    in insert_fields() order; without the primary key, the table's default numbers the rows."""
+    fields = insert_fields(model, with_pk=with_pk)
+    row = f"({', '.join(['%s'] * len(fields))})"
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    return f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES {", ".join([row] * rows)}'
+
+
+def insert_values(instance: Model, *, with_pk: bool = True) -> list[Any]:
+    """The values insert_sql() takes for `instance`, prepared as Model.save prepares them:
+    auto_now stamps set on the instance, encryption, JSON."""
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    return [
+        field.get_db_prep_save(field.pre_save(instance, True), wrapper)
+        for field in insert_fields(type(instance), with_pk=with_pk)
+    ]
+
+
+def mark_saved(instance: ModelT) -> ModelT:
+    """Mark an instance written by hand-written SQL as the ORM marks one it saved."""
+    instance._state.adding = False
+    instance._state.db = DEFAULT_DB_ALIAS
+    return instance

@@ -5,6 +5,7 @@ from django.db.models import Q, QuerySet
 
 from common import rows
 from patients.models import Clinic, Patient
+from patients.phi import INDEX_FIELDS, encrypted_field_names
 from patients.selectors import person_patient_ids
 from prescriptions.models import LinkKind, Medication, Prescriber, Prescription, PrescriptionItem, Status
 
@@ -78,8 +79,14 @@ def prescription_repeat_course(*, prescription: Prescription) -> tuple[Prescript
     return current, issue_number
 
 
+# An intake needs the patient's clinic, merge and birth date (an NHS exemption by age), not
+# their identity: the other encrypted columns and the blind indexes are left unread and
+# undecrypted, deferred on the instance.
+_PATIENT_UNREAD = tuple(
+    name for name in (*encrypted_field_names(Patient), *INDEX_FIELDS) if name != "birth_date"
+)
 _PARTIES_SQL = (
-    f"SELECT {rows.columns_sql(Patient, 'patient')}, {rows.columns_sql(Prescriber, 'prescriber')}"
+    f"SELECT {rows.columns_sql(Patient, 'patient', leaving_out=_PATIENT_UNREAD)}, {rows.columns_sql(Prescriber, 'prescriber')}"
     f' FROM "{Clinic._meta.db_table}" AS clinic'
     f' LEFT JOIN "{Patient._meta.db_table}" AS patient'
     "  ON patient.clinic_id = clinic.id AND patient.id = %(patient)s"
@@ -107,10 +114,10 @@ def prescription_parties(
         row = cursor.fetchone()
     if row is None:
         return None, None
-    split = rows.column_count(Patient)
-    return rows.instance_from_columns(Patient, row[:split]), rows.instance_from_columns(
-        Prescriber, row[split:]
-    )
+    split = rows.column_count(Patient, leaving_out=_PATIENT_UNREAD)
+    return rows.instance_from_columns(
+        Patient, row[:split], leaving_out=_PATIENT_UNREAD
+    ), rows.instance_from_columns(Prescriber, row[split:])
 
 
 _FORMULARY_MEDICATIONS_SQL = (

@@ -238,3 +238,44 @@ def test_adding_a_staff_member_to_a_role_is_audited():
 
     entry = LogEntry.objects.filter(object_id=user.pk, action=LogEntry.Action.UPDATE).latest("id")
     assert entry.changes["groups"] == {"type": "m2m", "operation": "add", "objects": ["pharmacist"]}
+
+
+def test_a_prescription_from_the_api_is_audited_as_django_auditlog_itself_would_audit_it(
+    clinic_a, patient_a, paracetamol
+):
+    """Intake writes the prescription and its audit entry with hand-written SQL: the entry must
+    be the one django-auditlog's post_save receiver writes for the same row, field for field."""
+    from auditlog.receivers import log_create
+
+    from prescriptions.models import Prescription
+    from tests.conftest import prescription_body
+
+    body = {**prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol), "note": "Synthetic note"}
+    response = clinic_a.api.post(
+        "/api/v1/prescriptions/",
+        body,
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="audit-rx",
+        REMOTE_ADDR="203.0.113.9",
+    )
+
+    assert response.status_code == 201
+    kind = ContentType.objects.get_for_model(Prescription)
+    written = LogEntry.objects.get(content_type=kind, object_id=response.json()["id"])
+    prescription = Prescription.objects.get(pk=response.json()["id"])
+    with transaction.atomic():
+        log_create(sender=Prescription, instance=prescription, created=True)
+        reference = LogEntry.objects.filter(content_type=kind).latest("id")
+        transaction.set_rollback(True)
+    assert reference.pk != written.pk
+    compared = [f.attname for f in LogEntry._meta.concrete_fields if f.attname not in ("id", "timestamp")]
+    expected = {name: getattr(reference, name) for name in compared}
+    # Outside the request, auditlog's receiver knows no request: those fields are the request's.
+    expected.update(
+        cid=response["X-Request-ID"],
+        remote_addr="203.0.113.9",
+        actor_email=f"client:{client_id_of(clinic_a)}",
+    )
+    assert {name: getattr(written, name) for name in compared} == expected
+    assert written.changes["note"] == ["[redacted]", "[redacted]"]
+    assert written.changes["id"] == ["None", str(prescription.pk)]
