@@ -330,6 +330,14 @@ WEBHOOK_HANDLERS = {
 }
 
 
+def _intent_shaped(intent: dict[str, Any]) -> bool:
+    """The parts of a PaymentIntent the handlers read have a PaymentIntent's types: a string id,
+    and metadata and last_payment_error objects where present."""
+    return isinstance(intent.get("id"), str) and all(
+        isinstance(intent.get(name) or {}, dict) for name in ("metadata", "last_payment_error")
+    )
+
+
 def _payment_for(intent: dict[str, Any]) -> Payment | None:
     payment_id = str((intent.get("metadata") or {}).get("payment_id", ""))
     if payment_id.isdigit():
@@ -354,7 +362,7 @@ def stripe_webhook_receive(*, body: bytes, signature_header: str) -> str:
     if handler is None:
         raise WebhookInvalid(f"unhandled event type {event.type[:60]!r}")
     intent = event.data_object
-    if intent.get("object") != "payment_intent" or not intent.get("id"):
+    if intent.get("object") != "payment_intent" or not intent.get("id") or not _intent_shaped(intent):
         raise WebhookInvalid("event data is not a PaymentIntent")
     try:
         with transaction.atomic():

@@ -161,6 +161,30 @@ def test_a_payment_that_lands_after_a_cancellation_is_refunded(stripe_sim, await
             None,
             "event data is not a PaymentIntent",
         ),
+        # A PaymentIntent's parts with other types (found by the webhook fuzzer): refused, not a 500.
+        *(
+            (
+                json.dumps(
+                    {
+                        "id": f"evt_{index}",
+                        "object": "event",
+                        "type": event_type,
+                        "data": {"object": {"object": "payment_intent", "id": "pi_1", **part}},
+                    }
+                ),
+                None,
+                "event data is not a PaymentIntent",
+            )
+            for index, (event_type, part) in enumerate(
+                [
+                    ("payment_intent.succeeded", {"metadata": 5}),
+                    ("payment_intent.canceled", {"metadata": True}),
+                    ("payment_intent.payment_failed", {"last_payment_error": "declined"}),
+                    ("payment_intent.succeeded", {"id": 42}),
+                ],
+                start=3,
+            )
+        ),
     ],
 )
 def test_bad_webhooks_are_refused_with_400_and_change_nothing(db, body, header, reason, caplog):  # type: ignore[no-untyped-def]
