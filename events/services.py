@@ -27,26 +27,75 @@ logger = logging.getLogger(__name__)
 
 
 # One round trip for the event, its sequence number and its outbox row: every state change
-# of the journey writes one, so this is on the hot path of intake and of every task.
-_EVENT_INSERT_SQL = """
-WITH new_event AS (
+# of the journey writes one, so this is on the hot path of intake and of every task. The two
+# CTEs are EventDraft.sql; a caller may write them in a statement of its own (EventDraft).
+_EVENT_CTES = """
+new_event AS (
     INSERT INTO events_event
         (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
-    SELECT %(aggregate_type)s, %(aggregate_id)s,
+    SELECT %s, %s,
            -- Past the log's last event, else (read only then) where events_archive stopped.
            COALESCE(MAX(sequence), (SELECT j.last_sequence FROM events_event_archive_journey j
-                                     WHERE j.aggregate_type = %(aggregate_type)s
-                                       AND j.aggregate_id = %(aggregate_id)s), 0) + 1,
-           %(clinic_id)s, %(type)s, %(payload)s, %(actor)s, %(now)s
+                                     WHERE j.aggregate_type = %s AND j.aggregate_id = %s), 0) + 1,
+           %s, %s, %s, %s, %s
     FROM events_event
-    WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = %(aggregate_id)s
+    WHERE aggregate_type = %s AND aggregate_id = %s
     RETURNING id, sequence
 ), new_outbox AS (
     INSERT INTO events_outboxmessage (event_id, attempts, created_at)
-    SELECT id, 0, %(now)s FROM new_event WHERE %(consumed)s
+    SELECT id, 0, %s FROM new_event WHERE %s
 )
-SELECT id, sequence FROM new_event
 """
+
+
+class EventDraft:
+    """An event to append inside the caller's transaction, for a caller that writes it in a
+    statement of its own: `sql` is two CTEs (`new_event`, returning id and sequence, and
+    `new_outbox`) taking `params`, and `recorded(id, sequence)` completes the event once that
+    statement ran. event_record() is the usual way; the rules are its."""
+
+    sql = _EVENT_CTES
+
+    def __init__(
+        self,
+        *,
+        aggregate_type: str,
+        aggregate_id: int,
+        type: str,
+        clinic_id: int | None,
+        payload: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        self.connection = transaction.get_connection()
+        if not self.connection.in_atomic_block:
+            raise RuntimeError("an event must be written inside the state change's transaction")
+        self.consumed = bool(settings.EVENT_CONSUMERS.get(type))
+        self.event = Event(
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            clinic_id=clinic_id,
+            type=type,
+            payload=payload or {},
+            actor=actor,
+            created_at=timezone.now(),
+        )
+        event = self.event
+        payload_prepared = Event._meta.get_field("payload").get_db_prep_save(event.payload, self.connection)
+        self.params = [
+            *(aggregate_type, aggregate_id, aggregate_type, aggregate_id),
+            *(clinic_id, type, payload_prepared, actor, event.created_at),
+            *(aggregate_type, aggregate_id, event.created_at, self.consumed),
+        ]
+
+    def recorded(self, pk: int, sequence: int) -> Event:
+        event = self.event
+        event.pk, event.sequence = pk, sequence
+        event._state.adding = False
+        # The alias the caller reached it by (a request's "default" may be the API connection).
+        event._state.db = DEFAULT_DB_ALIAS
+        if self.consumed and settings.OUTBOX_PUBLISH_ON_COMMIT:
+            _publish_after_commit_add(self.connection, event_id=event.pk, event_type=event.type)
+        return event
 
 
 def event_record(
@@ -64,40 +113,17 @@ def event_record(
     select_for_update), which is what keeps `sequence` gap-free and ordered; the unique
     constraint turns any mistake there into an error rather than a silent interleaving.
     """
-    connection = transaction.get_connection()
-    if not connection.in_atomic_block:
-        raise RuntimeError("event_record must run inside the state change's transaction")
-    consumed = bool(settings.EVENT_CONSUMERS.get(type))
-    event = Event(
+    draft = EventDraft(
         aggregate_type=aggregate_type,
         aggregate_id=aggregate_id,
-        clinic_id=clinic_id,
         type=type,
-        payload=payload or {},
+        clinic_id=clinic_id,
+        payload=payload,
         actor=actor,
-        created_at=timezone.now(),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _EVENT_INSERT_SQL,
-            {
-                "aggregate_type": aggregate_type,
-                "aggregate_id": aggregate_id,
-                "clinic_id": clinic_id,
-                "type": type,
-                "payload": Event._meta.get_field("payload").get_db_prep_save(event.payload, connection),
-                "actor": actor,
-                "now": event.created_at,
-                "consumed": consumed,
-            },
-        )
-        event.pk, event.sequence = cursor.fetchone()
-    event._state.adding = False
-    # The alias the caller reached it by (a request's "default" may be the API connection).
-    event._state.db = DEFAULT_DB_ALIAS
-    if consumed and settings.OUTBOX_PUBLISH_ON_COMMIT:
-        _publish_after_commit_add(connection, event_id=event.pk, event_type=type)
-    return event
+    with draft.connection.cursor() as cursor:
+        cursor.execute(f"WITH {draft.sql} SELECT id, sequence FROM new_event", draft.params)
+        return draft.recorded(*cursor.fetchone())
 
 
 class _AfterCommitPublish:

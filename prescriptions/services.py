@@ -21,7 +21,7 @@ from audit.services import audit_entry_of_created
 from common import rows
 from common.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from events.models import Event
-from events.services import event_record
+from events.services import EventDraft, event_record
 from patients.models import Clinic, Patient
 from patients.services import patient_record_clinical_context
 from prescriptions import checks
@@ -214,18 +214,9 @@ def prescription_create(
         repeat_interval_days=repeat_interval_days,
     )
     created_items = [PrescriptionItem(prescription=prescription, **item) for item in items]
-    _prescription_insert(prescription, created_items)
-    patient_record_clinical_context(
-        patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
-    )
-    OffFormularyItem.objects.bulk_create(
-        OffFormularyItem(prescription=prescription, **item) for item in off_formulary_items or []
-    )
-    received = event_record(
-        aggregate_type="prescription",
-        aggregate_id=prescription.pk,
-        clinic_id=clinic.pk,
-        type="prescription.received",
+    received = _prescription_insert(
+        prescription,
+        created_items,
         actor=actor,
         payload={
             "to": Status.RECEIVED,
@@ -235,15 +226,24 @@ def prescription_create(
             **({"previous": previous.pk, "link_kind": prescription.link_kind} if previous else {}),
         },
     )
+    patient_record_clinical_context(
+        patient=patient, diagnoses=diagnoses, observations=observations, clinical_context=clinical_context
+    )
+    OffFormularyItem.objects.bulk_create(
+        OffFormularyItem(prescription=prescription, **item) for item in off_formulary_items or []
+    )
     _as_read(prescription, items=created_items, events=[received])
     return prescription
 
 
-def _prescription_insert(prescription: Prescription, items: list[PrescriptionItem]) -> None:
-    """Write a new prescription, then its items with its audit entry: two statements where the
-    ORM took three and built each at length. (Items follow in a statement of their own: the
-    tenant's row-level policy on items reads the prescription, which a statement does not see
-    its own CTE write.)"""
+def _prescription_insert(
+    prescription: Prescription, items: list[PrescriptionItem], *, actor: str, payload: dict[str, Any]
+) -> Event:
+    """Write a new prescription; then, in one more statement, its audit entry, its
+    `prescription.received` event with the outbox row, and its items. The ORM took five
+    statements and built each at length. (The items cannot join the first statement: the
+    tenant's row-level policy on items reads the prescription, and a statement does not see
+    what its own CTEs wrote.)"""
     with connection.cursor() as cursor:
         cursor.execute(
             f'{rows.insert_sql(Prescription, with_pk=False)} RETURNING "id"',
@@ -251,26 +251,33 @@ def _prescription_insert(prescription: Prescription, items: list[PrescriptionIte
         )
         prescription.pk = cursor.fetchone()[0]
         rows.mark_saved(prescription)
+        received = EventDraft(
+            aggregate_type="prescription",
+            aggregate_id=prescription.pk,
+            clinic_id=prescription.clinic_id,
+            type="prescription.received",
+            actor=actor,
+            payload=payload,
+        )
+        ctes, values = [received.sql], list(received.params)
         audit_entry = audit_entry_of_created(prescription)
-        if audit_entry is None and not items:
-            return
-        parts, values = [], []
         if audit_entry is not None:
-            audited = rows.insert_sql(type(audit_entry), with_pk=False)
-            parts.append(f"WITH audit AS ({audited}) " if items else audited)
+            ctes.append(f"audit AS ({rows.insert_sql(type(audit_entry), with_pk=False)})")
             values += rows.insert_values(audit_entry, with_pk=False)
         if items:
-            parts.append(
-                f'{rows.insert_sql(PrescriptionItem, rows=len(items), with_pk=False)} RETURNING "id"'
+            ctes.append(
+                f'item AS ({rows.insert_sql(PrescriptionItem, rows=len(items), with_pk=False)} RETURNING "id")'
             )
             for item in items:
                 item.prescription_id = prescription.pk
                 values += rows.insert_values(item, with_pk=False)
-        cursor.execute("".join(parts), values)
-        item_ids = [row[0] for row in cursor.fetchall()] if items else []
-    for item, item_id in zip(items, item_ids, strict=True):
+        item_ids = "ARRAY(SELECT id FROM item ORDER BY id)" if items else "ARRAY[]::bigint[]"
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT id, sequence, {item_ids} FROM new_event", values)
+        event_id, sequence, item_ids_written = cursor.fetchone()
+    for item, item_id in zip(items, item_ids_written, strict=True):
         item.pk = item_id
         rows.mark_saved(item)
+    return received.recorded(event_id, sequence)
 
 
 def _as_read(prescription: Prescription, *, items: list[PrescriptionItem], events: list[Event]) -> None:
