@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasResourceScope
@@ -165,7 +164,7 @@ class ClinicOAuth2Validator(OAuth2Validator):
         """django-oauth-toolkit's lookup (by the token's SHA-256), with the application's clinic
         link and clinic joined in: every API request reads them, in this one query, fresh."""
         checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(_TOKEN_SQL, {"checksum": checksum})
             row = cursor.fetchone()
         if row is None:

@@ -8,9 +8,29 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.postgresql.base import ServerBindingCursor
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 
 ModelT = TypeVar("ModelT", bound=Model)
+
+
+def planned_cursor() -> CursorWrapper:
+    """A cursor for a hot read that joins several tables, where the server spends more time
+    planning the statement than running it: its parameters are bound by the server, so psycopg
+    prepares the statement the fifth time this connection runs it and the plan is reused
+    (settings.DATABASES OPTIONS prepare_threshold; DATABASE_PREPARED_STATEMENTS=false turns
+    it off, and then this is an ordinary cursor). Everything else about the cursor is Django's:
+    health check, error wrapping, query logging."""
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    wrapper.ensure_connection()
+    connection = wrapper.connection
+    client_binding = connection.cursor_factory
+    connection.cursor_factory = ServerBindingCursor
+    try:
+        return wrapper.cursor()
+    finally:
+        connection.cursor_factory = client_binding
 
 
 def columns_sql(model: type[Model], alias: str, *, leaving_out: Sequence[str] = ()) -> str:

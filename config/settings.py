@@ -191,6 +191,14 @@ DATABASES = {
         "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=60),
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default=f"test_{_database['NAME']}")},
+        "OPTIONS": {
+            **_database.get("OPTIONS", {}),
+            # The hot reads written in SQL (common.rows.planned_cursor) are planned once per
+            # connection: psycopg prepares a statement the fifth time a connection runs it.
+            # Off behind a pooler that cannot carry prepared statements across transactions
+            # (PgBouncer before 1.21, or without max_prepared_statements, in transaction mode).
+            "prepare_threshold": 5 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else None,
+        },
     }
 }
 # The clinic API's login role (accounts.database_roles): `migrate` creates or updates it with

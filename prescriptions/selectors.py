@@ -107,7 +107,7 @@ def prescription_parties(
     patient_id, prescriber_id = (
         value if value is not None and low <= value <= high else None for value in (patient_id, prescriber_id)
     )
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(
             _PARTIES_SQL, {"clinic": clinic.pk, "patient": patient_id, "prescriber": prescriber_id}
         )
@@ -129,7 +129,7 @@ _FORMULARY_MEDICATIONS_SQL = (
 def formulary_medications(*, codes: list[str]) -> list[Medication]:
     """The active formulary medications with one of `codes` (in any code system): the intake's
     read of the items it names, written in SQL for the same reason as prescription_parties."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_FORMULARY_MEDICATIONS_SQL, [sorted(set(codes))])
         found = cursor.fetchall()
     return [medication for row in found if (medication := rows.instance_from_columns(Medication, row))]

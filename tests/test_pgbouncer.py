@@ -127,6 +127,9 @@ def web_through_pgbouncer(pgbouncer: int, tmp_path: Path) -> Iterator[str]:
             # Persistent client connections: PgBouncer still hands out its one server connection
             # per transaction.
             "DATABASE_CONN_MAX_AGE": "60",
+            # PgBouncer before 1.21 (Debian's) cannot carry prepared statements across
+            # transactions in transaction pooling (settings: DATABASE_PREPARED_STATEMENTS).
+            "DATABASE_PREPARED_STATEMENTS": "false",
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "OUTBOX_PUBLISH_ON_COMMIT": "false",
         },

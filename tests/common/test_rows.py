@@ -74,3 +74,31 @@ def test_the_intake_s_medication_read_equals_the_orms_and_leaves_out_inactive_on
     found = formulary_medications(codes=["111111", "222222", "333333", "111111"])
 
     assert [fields(medication) for medication in found] == [fields(Medication.objects.get(pk=active.pk))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_token_lookup_is_planned_once_per_connection_unless_prepared_statements_are_off():
+    from django.db import connection
+
+    setup = make_clinic_setup("Planned clinic")
+    validator = ClinicOAuth2Validator()
+    expected = validator._load_access_token(setup.token).pk
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return [row[0] for row in cursor.fetchall() if "token_checksum" in row[0]]
+
+    connection.ensure_connection()
+    assert connection.connection.prepare_threshold == 5  # settings: DATABASE_PREPARED_STATEMENTS
+    assert [validator._load_access_token(setup.token).pk for _ in range(2)] == [expected] * 2
+    assert prepared() == []  # psycopg prepares the fifth run
+    assert [validator._load_access_token(setup.token).pk for _ in range(3)] == [expected] * 3
+    assert len(prepared()) == 1
+    assert validator._load_access_token("not-a-token") is None  # the same plan, another value
+
+    connection.close()
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = None  # DATABASE_PREPARED_STATEMENTS=false
+    assert [validator._load_access_token(setup.token).pk for _ in range(8)] == [expected] * 8
+    assert prepared() == []
