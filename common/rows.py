@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.backends.postgresql.base import ServerBindingCursor
+from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]  # defined for psycopg 3 only
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 
