@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection
+from django.db import IntegrityError
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -82,7 +82,7 @@ def _in_flight() -> Problem:
 def _claim(clinic: Clinic, key: str) -> IdempotencyKey | None:
     """Take a transaction-scoped advisory lock on (clinic, key), or answer 409; returns the
     stored key, if any."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [_lock_id(clinic, key), clinic.pk, key])
         acquired, stored_id = cursor.fetchone()
     if not acquired:
@@ -158,7 +158,7 @@ def _store(clinic: Clinic, key: str, fingerprint: str, request: Request, respons
     )
     try:
         # Hand-written: on every POST, the ORM's create cost more than the insert.
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(_STORE_SQL, rows.insert_values(stored, with_pk=False))
     except IntegrityError as error:
         # The same key committed by a request this one's claim could not yet see (_CLAIM_SQL).

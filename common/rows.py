@@ -16,12 +16,13 @@ ModelT = TypeVar("ModelT", bound=Model)
 
 
 def planned_cursor() -> CursorWrapper:
-    """A cursor for a hot read that joins several tables, where the server spends more time
-    planning the statement than running it: its parameters are bound by the server, so psycopg
-    prepares the statement the fifth time this connection runs it and the plan is reused
-    (settings.DATABASES OPTIONS prepare_threshold; DATABASE_PREPARED_STATEMENTS=false turns
-    it off, and then this is an ordinary cursor). Everything else about the cursor is Django's:
-    health check, error wrapping, query logging."""
+    """A cursor for a statement on a hot path, planned once per connection: its parameters are
+    bound by the server, so psycopg prepares the statement the fifth time this connection runs
+    it and the server reuses the plan (a join's plan can cost more than running it), and no
+    parameter is quoted into the SQL text. settings.DATABASES OPTIONS prepare_threshold;
+    DATABASE_PREPARED_STATEMENTS=false turns preparing off. A parameter whose type the SQL
+    does not fix (in a SELECT list, say) needs a cast. Everything else about the cursor is
+    Django's: health check, error wrapping, query logging."""
     wrapper = connections[DEFAULT_DB_ALIAS]
     wrapper.ensure_connection()
     connection = wrapper.connection

@@ -18,7 +18,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from common.rows import column_count, columns_sql, instance_from_columns
+from common.rows import column_count, columns_sql, instance_from_columns, planned_cursor
 from config.celery import app
 from events.archive import archived_events_for, archived_events_of
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
@@ -33,17 +33,17 @@ _EVENT_CTES = """
 new_event AS (
     INSERT INTO events_event
         (aggregate_type, aggregate_id, sequence, clinic_id, type, payload, actor, created_at)
-    SELECT %s, %s,
+    SELECT %s::text, %s::bigint,
            -- Past the log's last event, else (read only then) where events_archive stopped.
            COALESCE(MAX(sequence), (SELECT j.last_sequence FROM events_event_archive_journey j
-                                     WHERE j.aggregate_type = %s AND j.aggregate_id = %s), 0) + 1,
-           %s, %s, %s, %s, %s
+                                     WHERE j.aggregate_type = %s::text AND j.aggregate_id = %s::bigint), 0) + 1,
+           %s::bigint, %s::text, %s::jsonb, %s::text, %s::timestamptz
     FROM events_event
-    WHERE aggregate_type = %s AND aggregate_id = %s
+    WHERE aggregate_type = %s::text AND aggregate_id = %s::bigint
     RETURNING id, sequence
 ), new_outbox AS (
     INSERT INTO events_outboxmessage (event_id, attempts, created_at)
-    SELECT id, 0, %s FROM new_event WHERE %s
+    SELECT id, 0, %s::timestamptz FROM new_event WHERE %s::boolean
 )
 """
 
@@ -121,7 +121,7 @@ def event_record(
         payload=payload,
         actor=actor,
     )
-    with draft.connection.cursor() as cursor:
+    with planned_cursor() as cursor:
         cursor.execute(f"WITH {draft.sql} SELECT id, sequence FROM new_event", draft.params)
         return draft.recorded(*cursor.fetchone())
 

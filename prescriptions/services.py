@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_entry_of_created
@@ -244,7 +244,7 @@ def _prescription_insert(
     statements and built each at length. (The items cannot join the first statement: the
     tenant's row-level policy on items reads the prescription, and a statement does not see
     what its own CTEs wrote.)"""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(
             f'{rows.insert_sql(Prescription, with_pk=False)} RETURNING "id"',
             rows.insert_values(prescription, with_pk=False),
