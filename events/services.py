@@ -451,7 +451,7 @@ def outbox_task_enqueue(*, task: str, args: list[Any], delay_seconds: float = 0)
     due_at = now + timedelta(seconds=delay_seconds)
     here = _run_here.get() if delay_seconds <= 0 else None
     connection = transaction.get_connection()
-    with connection.cursor() as cursor:
+    with planned_cursor() as cursor:
         cursor.execute(
             _OUTBOX_TASK_OWE_SQL,
             {

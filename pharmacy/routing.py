@@ -269,7 +269,7 @@ def partners_with_facts(*, product_codes: Iterable[str]) -> list[tuple[Partner, 
         fresh_after,
     )
     for _ in range(2):
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(_PARTNERS_SQL, params)
             found = cursor.fetchall()
         width = rows.column_count(Partner)
@@ -368,7 +368,7 @@ def dispatch_assign(
         partner = Partner.objects.get(code=decision.chosen)
     routing = Dispatch._meta.get_field("routing").get_db_prep_save(decision.as_json(), connection)
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(
                 _ASSIGN_SQL,
                 [

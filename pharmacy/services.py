@@ -94,7 +94,7 @@ _READY_SQL = (
 def _ready_for_dispatch(prescription_id: int) -> Prescription | None:
     """The prescription if it is paid or NHS-funded, with its items and their medications
     (read together, as a prefetch would), else None."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_READY_SQL, [prescription_id, sorted(str(status) for status in READY_FOR_DISPATCH)])
         found = cursor.fetchall()
     if not found:
@@ -180,7 +180,7 @@ def _dispatch_insert(prescription_id: int) -> tuple[Dispatch, bool]:
         field.get_db_prep_save(field.pre_save(dispatch, True), connection)
         for field in _DISPATCH_INSERT_FIELDS
     ]
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_DISPATCH_INSERT_SQL, values)
         row = cursor.fetchone()
     if row is None:
@@ -236,7 +236,7 @@ def dispatch_sends_for_event(*, event_id: int) -> list[tuple[str, list[Any]]]:
 def _load_for_sending(dispatch_id: int) -> Dispatch | None:
     """The pending dispatch, its relations read with it (as select_related and a prefetch of
     the items with their medications would), or None."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_SENDING_SQL, [dispatch_id, Dispatch.Status.PENDING.value])
         found = cursor.fetchall()
     if not found:
@@ -1093,7 +1093,7 @@ _ATTEMPT_SQL = (
 def _attempt_unless_circuit_open(*, dispatch_id: int, partner: str) -> bool:
     """Count an attempt of the dispatch, unless the partner's circuit is open (then raise
     RetryLater, as circuit_check does); True when the partner's answer has a circuit to close."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_ATTEMPT_SQL, {"partner": partner, "now": timezone.now(), "dispatch": dispatch_id})
         open_until, failures, times_opened, attempted = cursor.fetchone()
     if not attempted and open_until is not None:

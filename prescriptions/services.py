@@ -137,7 +137,7 @@ def prescription_transition(
         assignments, params = _transition_columns(
             {"status": to, "updated_at": timezone.now(), **fields}, connection
         )
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(
                 _TRANSITION_SQL.format(assignments=assignments),
                 [*params, prescription_id, sorted(allowed)],

@@ -71,7 +71,7 @@ _BILLABLE_SQL = (
 def billable_read(*, prescription_id: int) -> Billable | None:
     """The funding, clinic, currency and medicines' price of an approved prescription (None
     when it is not approved)."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_BILLABLE_SQL, [prescription_id, Status.APPROVED])
         row = cursor.fetchone()
     if row is None:
@@ -107,7 +107,7 @@ def payment_start(*, prescription_id: int, billable: Billable | None = None) -> 
     if billable is None:
         return "not-approved"
     # The row exists (and counts this attempt) before Stripe is called.
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(
             _PAYMENT_ATTEMPT_SQL,
             {
@@ -163,7 +163,7 @@ _RECORD_INTENT_SQL = (
 
 def payment_record_intent(*, payment_id: int, intent: Intent) -> None:
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(
                 _RECORD_INTENT_SQL,
                 {
@@ -237,7 +237,7 @@ def payment_record_succeeded(*, payment_id: int, intent_id: str, intent_must_mat
     `intent_must_match`, only a payment with no intent yet or this one is changed, and nothing
     is written when it does not change (the webhook's lookup, see stripe_webhook_receive).
     """
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(
             _RECORD_SUCCEEDED_SQL,
             {

@@ -233,7 +233,7 @@ def _context_read(prescription: Prescription, patient: Patient, formulary: Formu
         *([patient.pk] * 4),
     ]
     found: list[list[Any]] = [[] for _ in _RECORD_MODELS]
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_records_sql(person_sql), params)
         for row in cursor.fetchall():
             slot = row[0]
@@ -291,7 +291,7 @@ def context_load(prescription_id: int) -> Context | None:
     """The checks' context of a received prescription (None if it is not received) in two
     statements: the prescription with its parties and the formulary's fingerprint, then every
     record the checks read."""
-    with connection.cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(_PRESCRIPTION_SQL, [prescription_id, Status.RECEIVED])
         row = cursor.fetchone()
     if row is None:
