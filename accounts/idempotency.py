@@ -145,6 +145,12 @@ def _idempotent(
 _STORE_SQL = rows.insert_sql(IdempotencyKey, with_pk=False)
 
 
+def _key_insert(stored: IdempotencyKey) -> None:
+    # Hand-written: on every POST, the ORM's create cost more than the insert.
+    with rows.planned_cursor() as cursor:
+        cursor.execute(_STORE_SQL, rows.insert_values(stored, with_pk=False))
+
+
 def _store(clinic: Clinic, key: str, fingerprint: str, request: Request, response: Response) -> None:
     stored = IdempotencyKey(
         clinic=clinic,
@@ -157,9 +163,7 @@ def _store(clinic: Clinic, key: str, fingerprint: str, request: Request, respons
         expires_at=timezone.now() + settings.IDEMPOTENCY_KEY_TTL,
     )
     try:
-        # Hand-written: on every POST, the ORM's create cost more than the insert.
-        with rows.planned_cursor() as cursor:
-            cursor.execute(_STORE_SQL, rows.insert_values(stored, with_pk=False))
+        _key_insert(stored)
     except IntegrityError as error:
         # The same key committed by a request this one's claim could not yet see (_CLAIM_SQL).
         raise _in_flight() from error

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
+from accounts import idempotency
 from common.signing import signature_header
 from config.celery import app
 from events.models import Event, OutboxMessage
@@ -91,14 +92,14 @@ def test_a_request_that_fails_after_writing_the_prescription_but_before_commit_l
     settings.OUTBOX_PUBLISH_ON_COMMIT = True
     published: list[str] = []
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **_: published.append(name))
-    real_create = IdempotencyKey.objects.create
+    real_insert = idempotency._key_insert
 
-    def failing_create(**fields):  # type: ignore[no-untyped-def]
+    def failing_insert(stored):  # type: ignore[no-untyped-def]
         assert transaction.get_connection().in_atomic_block
         assert Prescription.objects.count() == 1  # the row is written, not yet committed
         raise RuntimeError("database went away before commit")
 
-    monkeypatch.setattr(IdempotencyKey.objects, "create", failing_create)
+    monkeypatch.setattr(idempotency, "_key_insert", failing_insert)
     body = prescription_body(patient_a.pk, clinic_a.prescriber.pk, paracetamol)
 
     try:
@@ -116,7 +117,7 @@ def test_a_request_that_fails_after_writing_the_prescription_but_before_commit_l
     assert published == []
 
     # The same request once the fault is gone is stored and published: the test can fail.
-    monkeypatch.setattr(IdempotencyKey.objects, "create", real_create)
+    monkeypatch.setattr(idempotency, "_key_insert", real_insert)
     response = clinic_a.api.post(
         "/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY="fails-before-commit"
     )
