@@ -4,6 +4,7 @@ JSON), so an instance read here is the same as one read through a queryset."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
@@ -45,7 +46,25 @@ def column_count(model: type[Model], *, leaving_out: Sequence[str] = ()) -> int:
 
 
 def _read_fields(model: type[Model], leaving_out: Sequence[str]) -> list[Any]:
-    return [field for field in model._meta.concrete_fields if field.name not in leaving_out]
+    return _reading(model, tuple(leaving_out)).fields
+
+
+class _Reading:
+    """What instance_from_columns needs of a model's columns, worked out once per model."""
+
+    def __init__(self, model: type[Model], leaving_out: tuple[str, ...]) -> None:
+        self.fields = [field for field in model._meta.concrete_fields if field.name not in leaving_out]
+        self.attnames = [field.attname for field in self.fields]
+        self.pk_index = [field.primary_key for field in self.fields].index(True)
+        # Field.get_db_converters is Django's, missing from its type stubs. The converters are
+        # the backend's and the field's, the same for every connection to PostgreSQL.
+        wrapper = connections[DEFAULT_DB_ALIAS]
+        self.converters = [cast(Any, field).get_db_converters(wrapper) for field in self.fields]
+
+
+@functools.cache
+def _reading(model: type[Model], leaving_out: tuple[str, ...]) -> _Reading:
+    return _Reading(model, leaving_out)
 
 
 def instance_from_columns(
@@ -53,22 +72,26 @@ def instance_from_columns(
 ) -> ModelT | None:
     """An instance from the columns columns_sql() named (with the same `leaving_out`); None when
     they are all a LEFT JOIN's NULLs (its primary key is NULL)."""
-    fields = _read_fields(model, leaving_out)
-    if values[[field.primary_key for field in fields].index(True)] is None:
+    reading = _reading(model, tuple(leaving_out))
+    if values[reading.pk_index] is None:
         return None
     wrapper = connections[DEFAULT_DB_ALIAS]
     converted = []
-    for field, value in zip(fields, values, strict=True):
-        # Field.get_db_converters is Django's, missing from its type stubs.
-        for converter in cast(Any, field).get_db_converters(wrapper):
+    for field, converters, value in zip(reading.fields, reading.converters, values, strict=True):
+        for converter in converters:
             value = converter(value, field, wrapper)
         converted.append(value)
-    return model.from_db(DEFAULT_DB_ALIAS, [field.attname for field in fields], converted)
+    return model.from_db(DEFAULT_DB_ALIAS, reading.attnames, converted)
 
 
 def insert_fields(model: type[Model], *, with_pk: bool = True) -> list[Any]:
     """`model`'s concrete fields in order, its primary key left out unless `with_pk`: what
     insert_sql() writes."""
+    return _insert_fields(model, with_pk)
+
+
+@functools.cache
+def _insert_fields(model: type[Model], with_pk: bool) -> list[Any]:
     return [field for field in model._meta.concrete_fields if with_pk or not field.primary_key]
 
 
