@@ -13,12 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from common.rows import column_count, columns_sql, instance_from_columns, planned_cursor
+from common.rows import column_count, columns_sql, instance_from_columns, mark_saved, planned_cursor
 from config.celery import app
 from events.archive import archived_events_for, archived_events_of
 from events.models import Event, OutboxMessage, OutboxTask, ProcessedEvent
@@ -90,9 +90,8 @@ class EventDraft:
     def recorded(self, pk: int, sequence: int) -> Event:
         event = self.event
         event.pk, event.sequence = pk, sequence
-        event._state.adding = False
-        # The alias the caller reached it by (a request's "default" may be the API connection).
-        event._state.db = DEFAULT_DB_ALIAS
+        # Under the alias the caller reached it by (a request's "default" may be the API connection).
+        mark_saved(event)
         if self.consumed and settings.OUTBOX_PUBLISH_ON_COMMIT:
             _publish_after_commit_add(self.connection, event_id=event.pk, event_type=event.type)
         return event

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, NoReturn, cast
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Model, QuerySet
 from django.utils import timezone
 
@@ -162,12 +162,8 @@ def dispatch_create(*, prescription_id: int, today: date | None = None) -> Dispa
     return dispatch
 
 
-_DISPATCH_INSERT_FIELDS = [field for field in Dispatch._meta.concrete_fields if not field.primary_key]
-_DISPATCH_INSERT_COLUMNS = ", ".join(f'"{field.column}"' for field in _DISPATCH_INSERT_FIELDS)
 _DISPATCH_INSERT_SQL = (
-    f'INSERT INTO "{Dispatch._meta.db_table}" ({_DISPATCH_INSERT_COLUMNS})'
-    f" VALUES ({', '.join(['%s'] * len(_DISPATCH_INSERT_FIELDS))})"
-    ' ON CONFLICT ("prescription_id") DO NOTHING RETURNING "id"'
+    f'{rows.insert_sql(Dispatch, with_pk=False)} ON CONFLICT ("prescription_id") DO NOTHING RETURNING "id"'
 )
 
 
@@ -176,19 +172,14 @@ def _dispatch_insert(prescription_id: int) -> tuple[Dispatch, bool]:
     one statement, where get_or_create takes a select and a savepoint around the insert.
     A concurrent insert is waited for, then read."""
     dispatch = Dispatch(prescription_id=prescription_id)
-    values = [
-        field.get_db_prep_save(field.pre_save(dispatch, True), connection)
-        for field in _DISPATCH_INSERT_FIELDS
-    ]
+    values = rows.insert_values(dispatch, with_pk=False)
     with rows.planned_cursor() as cursor:
         cursor.execute(_DISPATCH_INSERT_SQL, values)
         row = cursor.fetchone()
     if row is None:
         return Dispatch.objects.get(prescription_id=prescription_id), False
     dispatch.pk = row[0]
-    dispatch._state.adding = False
-    dispatch._state.db = connection.alias
-    return dispatch, True
+    return rows.mark_saved(dispatch), True
 
 
 # A pending dispatch with its prescription, the prescription's clinic, patient and prescriber,
