@@ -259,11 +259,19 @@ def start_beat(
     )
 
 
-def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+def stop_process(
+    process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15, *, whole_group: bool = True
+) -> None:
+    """Signal the process (and by default its whole process group), then kill the group if it
+    outlives `timeout`. A Celery worker's warm shutdown wants the signal on its main process only,
+    as a supervisor sends it: a pool child signalled directly dies mid-task."""
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, sig)
+        if whole_group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
     except (ProcessLookupError, PermissionError):
         process.send_signal(sig)
     try:

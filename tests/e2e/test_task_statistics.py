@@ -41,7 +41,7 @@ def test_a_stopping_worker_writes_every_task_it_counted(live_server, settings): 
             what="four prescriptions checked",
         )
     finally:
-        stop_process(worker, timeout=30)
+        stop_process(worker, timeout=30, whole_group=False)
         simulator.stop()
 
     checks = TaskStatistic.objects.filter(task="prescriptions.tasks.prescription_check", outcome="success")
