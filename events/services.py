@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -27,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 # One round trip for the event, its sequence number and its outbox row: every state change
-# of the journey writes one, so this is on the hot path of intake and of every task. The two
-# CTEs are EventDraft.sql; a caller may write them in a statement of its own (EventDraft).
+# of the journey writes one, so this is on the hot path of intake and of every task. The CTEs
+# are EventDraft.sql; a caller may write them in a statement of its own (EventDraft).
 _EVENT_CTES = """
 new_event AS (
     INSERT INTO events_event
@@ -40,21 +41,44 @@ new_event AS (
            %s::bigint, %s::text, %s::jsonb, %s::text, %s::timestamptz
     FROM events_event
     WHERE aggregate_type = %s::text AND aggregate_id = %s::bigint
-    RETURNING id, sequence
+    RETURNING id, sequence, aggregate_id, clinic_id
 ), new_outbox AS (
-    INSERT INTO events_outboxmessage (event_id, attempts, created_at)
-    SELECT id, 0, %s::timestamptz FROM new_event WHERE %s::boolean
-)
-"""
+    -- Published by this statement when the commit publishes it (_AfterCommitPublish).
+    INSERT INTO events_outboxmessage (event_id, attempts, published_at, created_at)
+    SELECT id, CASE WHEN %s::boolean THEN 1 ELSE 0 END, CASE WHEN %s::boolean THEN %s::timestamptz END,
+           %s::timestamptz
+    FROM new_event WHERE %s::boolean
+)"""
+
+
+@functools.cache
+def _idle_cte(conditions: tuple[str, ...]) -> str:
+    """The CTE recording, as handled, each consumer of the new event with nothing to do
+    (`conditions`: settings.EVENT_CONSUMER_IDLE_WHEN's, one per consumer named by a parameter),
+    as _nothing_to_do_drop does at publication; it returns those consumers."""
+    idle = " UNION ALL ".join(
+        f"SELECT %s::text AS consumer, event.id AS event_id FROM new_event AS event WHERE {condition}"
+        for condition in conditions
+    )
+    return f"""
+, new_idle AS (
+    INSERT INTO events_processedevent (consumer, event_id, processed_at)
+    SELECT idle.consumer, idle.event_id, now() FROM ({idle}) AS idle
+    ON CONFLICT DO NOTHING
+    RETURNING consumer
+)"""  # noqa: S608 - the conditions are the project's own constants, the values are parameters
 
 
 class EventDraft:
     """An event to append inside the caller's transaction, for a caller that writes it in a
-    statement of its own: `sql` is two CTEs (`new_event`, returning id and sequence, and
-    `new_outbox`) taking `params`, and `recorded(id, sequence)` completes the event once that
-    statement ran. event_record() is the usual way; the rules are its."""
+    statement of its own: `sql` is CTEs (`new_event` among them) taking `params`, `returning`
+    the select list to read from `new_event`, and `recorded(*those columns)` completes the event
+    once that statement ran. event_record() is the usual way; the rules are its.
 
-    sql = _EVENT_CTES
+    On the system connection, with OUTBOX_PUBLISH_ON_COMMIT, the statement also marks the outbox
+    row published and records the consumers with nothing to do as handled: the publish after
+    commit is then the broker send alone, with no statement of its own. The API role may not
+    record consumers' work, so its events take the publish's own statement."""
 
     def __init__(
         self,
@@ -69,7 +93,11 @@ class EventDraft:
         self.connection = transaction.get_connection()
         if not self.connection.in_atomic_block:
             raise RuntimeError("an event must be written inside the state change's transaction")
-        self.consumed = bool(settings.EVENT_CONSUMERS.get(type))
+        consumers = settings.EVENT_CONSUMERS.get(type, ())
+        self.consumed = bool(consumers)
+        self.published = (
+            self.consumed and settings.OUTBOX_PUBLISH_ON_COMMIT and self.connection.alias == DEFAULT_DB_ALIAS
+        )
         self.event = Event(
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
@@ -81,19 +109,31 @@ class EventDraft:
         )
         event = self.event
         payload_prepared = Event._meta.get_field("payload").get_db_prep_save(event.payload, self.connection)
-        self.params = [
+        self.params: list[Any] = [
             *(aggregate_type, aggregate_id, aggregate_type, aggregate_id),
             *(clinic_id, type, payload_prepared, actor, event.created_at),
-            *(aggregate_type, aggregate_id, event.created_at, self.consumed),
+            *(aggregate_type, aggregate_id),
+            *(self.published, self.published, event.created_at, event.created_at, self.consumed),
         ]
+        conditions = settings.EVENT_CONSUMER_IDLE_WHEN
+        idle = [consumer for consumer in consumers if consumer in conditions] if self.published else []
+        if idle:
+            self.sql = _EVENT_CTES + _idle_cte(tuple(conditions[consumer] for consumer in idle))
+            self.params += idle
+            self.returning = "new_event.id, new_event.sequence, ARRAY(SELECT consumer FROM new_idle)"
+        else:
+            self.sql = _EVENT_CTES
+            self.returning = "new_event.id, new_event.sequence, ARRAY[]::text[]"
 
-    def recorded(self, pk: int, sequence: int) -> Event:
+    def recorded(self, pk: int, sequence: int, idle: Sequence[str] = ()) -> Event:
         event = self.event
         event.pk, event.sequence = pk, sequence
         # Under the alias the caller reached it by (a request's "default" may be the API connection).
         mark_saved(event)
         if self.consumed and settings.OUTBOX_PUBLISH_ON_COMMIT:
-            _publish_after_commit_add(self.connection, event_id=event.pk, event_type=event.type)
+            _publish_after_commit_add(
+                self.connection, event=event, published=self.published, idle=frozenset(idle)
+            )
         return event
 
 
@@ -121,43 +161,61 @@ def event_record(
         actor=actor,
     )
     with planned_cursor() as cursor:
-        cursor.execute(f"WITH {draft.sql} SELECT id, sequence FROM new_event", draft.params)
+        cursor.execute(f"WITH {draft.sql} SELECT {draft.returning} FROM new_event", draft.params)
         return draft.recorded(*cursor.fetchone())
 
 
 class _AfterCommitPublish:
     """The events one transaction wrote, published straight after its commit.
 
-    Only these rows: the publish is one broker batch and one UPDATE in autocommit, with no
-    relay pass (claim, lock, select) on the hot path. A row the beat relay claims at the
-    same moment is published twice, which consumers tolerate (consume_once)."""
+    Only these rows, with no relay pass (claim, lock, select) on the hot path. An event written
+    published (EventDraft.published) costs the broker send alone; the others cost one UPDATE
+    in autocommit as well (event_consumers_send). A row the beat relay claims at the same
+    moment is published twice, which consumers tolerate (consume_once)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[int, str]] = []
+        # (event id, event type, written published, consumers it recorded as idle)
+        self.events: list[tuple[int, str, bool, frozenset[str]]] = []
 
     def __call__(self) -> None:
-        pairs = [
-            (consumer, event_id)
-            for event_id, event_type in self.events
-            for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
-        ]
+        written = [event for event in self.events if event[2]]
+        unmarked = [event for event in self.events if not event[2]]
         try:
-            event_consumers_send(pairs, outbox_events=[event_id for event_id, _type in self.events])
+            if unmarked:
+                event_consumers_send(
+                    [
+                        (consumer, event_id)
+                        for event_id, event_type, _published, _idle in unmarked
+                        for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
+                    ],
+                    outbox_events=[event_id for event_id, *_rest in unmarked],
+                )
+            if written:
+                _broker_send(
+                    [
+                        (consumer, event_id)
+                        for event_id, event_type, _published, idle in written
+                        for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
+                        if consumer not in idle
+                    ],
+                    outbox_events=[event_id for event_id, *_rest in written],
+                )
         except BrokerError:
             # The broker is down: the rows are unpublished again and the beat relay retries them.
             logger.warning("outbox publish after commit failed; the relay will retry")
 
 
-def _publish_after_commit_add(connection: Any, *, event_id: int, event_type: str) -> None:
+def _publish_after_commit_add(connection: Any, *, event: Event, published: bool, idle: frozenset[str]) -> None:
     # Join the publish already registered at this savepoint level or above (it runs only if
     # this event commits too); otherwise register one.
+    entry = (event.pk, event.type, published, idle)
     current = set(connection.savepoint_ids)
     for savepoints, callback, _robust in connection.run_on_commit:
         if isinstance(callback, _AfterCommitPublish) and set(savepoints) == current:
-            callback.events.append((event_id, event_type))
+            callback.events.append(entry)
             return
     publish = _AfterCommitPublish()
-    publish.events.append((event_id, event_type))
+    publish.events.append(entry)
     transaction.on_commit(publish, using=connection.alias)
 
 
@@ -208,7 +266,12 @@ def event_consumers_send(pairs: list[tuple[str, int]], *, outbox_events: list[in
     send publishes: they are marked published in the statement that finds the idle consumers,
     before the send, and marked unpublished again if the broker refuses it (the beat relay then
     retries them). A process that dies between the two leaves them to the lease pass."""
-    pairs = _nothing_to_do_drop(pairs, outbox_events=outbox_events or [])
+    _broker_send(_nothing_to_do_drop(pairs, outbox_events=outbox_events or []), outbox_events=outbox_events)
+
+
+def _broker_send(pairs: list[tuple[str, int]], *, outbox_events: list[int] | None = None) -> None:
+    """The broker half of event_consumers_send: `outbox_events` are already marked published,
+    and marked unpublished again if the broker refuses the send."""
     if not pairs:
         return
     try:
@@ -558,8 +621,10 @@ def outbox_tasks_publish(*, key: str | None = None, batch_size: int = 200) -> in
 
 
 def outbox_task_done(*, task: str, args: list[Any]) -> None:
-    """The work is done (or can never be done): nothing more is owed."""
-    OutboxTask.objects.filter(key=outbox_task_key(task=task, args=args)).delete()
+    """The work is done (or can never be done): nothing more is owed. (One statement: the
+    ORM's delete would wrap it in a transaction of its own, three round trips.)"""
+    with planned_cursor() as cursor:
+        cursor.execute("DELETE FROM events_outboxtask WHERE key = %s", [outbox_task_key(task=task, args=args)])
 
 
 def outbox_task_retry(*, task: str, args: list[Any], delay_seconds: float, error: str = "") -> None:

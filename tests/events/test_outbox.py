@@ -287,7 +287,7 @@ def test_only_a_patient_with_an_email_or_a_phone_costs_the_notification_consumer
     assert set(ProcessedEvent.objects.values_list("consumer", "event_id")) == {(NOTIFY, event["none"])}
 
 
-def test_after_commit_the_publish_is_one_statement_that_marks_the_rows_and_records_idle_consumers(
+def test_after_commit_the_publish_is_the_broker_send_alone_the_event_statement_marked_the_row_and_idle_consumers(
     broker, settings, django_capture_on_commit_callbacks
 ):
     from django.test.utils import CaptureQueriesContext
@@ -300,13 +300,67 @@ def test_after_commit_the_publish_is_one_statement_that_marks_the_rows_and_recor
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         (prescription,) = prescriptions_created(1)
     event = Event.objects.get(aggregate_id=prescription.pk)
+    # Written with the event, before the commit: the row published, the idle consumer handled.
+    assert unpublished() == 0
+    assert OutboxMessage.objects.get(event=event).attempts == 1
+    assert list(ProcessedEvent.objects.values_list("consumer", "event_id")) == [(CLINIC_WEBHOOK, event.pk)]
+    assert broker.published == []
 
     with CaptureQueriesContext(connection) as publish:
         for callback in callbacks:
             callback()
 
-    assert len(publish) == 1
+    assert len(publish) == 0
     assert broker.published == [(HARMLESS, [event.pk])]
-    assert list(ProcessedEvent.objects.values_list("consumer", "event_id")) == [(CLINIC_WEBHOOK, event.pk)]
-    assert unpublished() == 0
     assert outbox_relay() == 0
+
+
+def test_the_event_statement_finds_idle_consumers_as_the_relay_does(broker, settings):
+    """Each idle condition (saga.journey.CONSUMER_IDLE_WHEN), evaluated in the event's own
+    statement, holds exactly where the relay's publication finds it holds."""
+    from events.models import ProcessedEvent
+    from saga.journey import CLINIC_WEBHOOK, NOTIFY, REPEATS
+    from tests.events.factories import ClinicWebhookEndpointFactory
+
+    consumers = [HARMLESS, CLINIC_WEBHOOK, NOTIFY, REPEATS]
+    settings.EVENT_CONSUMERS = {"prescription.received": consumers}
+    listening = ClinicFactory()
+    ClinicWebhookEndpointFactory(clinic=listening)
+    cases = [
+        # (clinic, email, repeats)
+        (ClinicFactory(), "", 0),
+        (listening, "pat@example.org", 0),
+        (listening, "", 2),
+        (ClinicFactory(), "pat@example.org", 2),
+    ]
+
+    def create_all() -> list[int]:
+        ids = []
+        for clinic, email, repeats in cases:
+            prescription = services.prescription_create(
+                clinic=clinic,
+                patient=PatientFactory(clinic=clinic, email=email, phone=""),
+                prescriber=PrescriberFactory(clinic=clinic),
+                items=[one_a_day(MedicationFactory())],
+                repeats=repeats,
+            )
+            ids.append(Event.objects.get(aggregate_id=prescription.pk).pk)
+        return ids
+
+    def handled(ids: list[int]) -> list[set[str]]:
+        rows = set(ProcessedEvent.objects.filter(event_id__in=ids).values_list("consumer", "event_id"))
+        return [{consumer for consumer, event_id in rows if event_id == one} for one in ids]
+
+    settings.OUTBOX_PUBLISH_ON_COMMIT = False
+    by_relay = create_all()
+    outbox_relay()
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+    in_statement = create_all()
+
+    assert handled(in_statement) == handled(by_relay)
+    assert handled(in_statement) == [
+        {CLINIC_WEBHOOK, NOTIFY, REPEATS},
+        {REPEATS},
+        {NOTIFY},
+        {CLINIC_WEBHOOK},
+    ]
