@@ -348,9 +348,15 @@ def dispatch_route(*, dispatch: Dispatch) -> Partner | None:
     return dispatch_assign(dispatch_id=dispatch.pk, decision=decision, partner=partners[decision.chosen])
 
 
+# The guarded assignment, and the prescription's row lock its timeline event needs, with the
+# prescription's clinic (prescriptions.services.prescription_record_event): one round trip.
 _ASSIGN_SQL = (
-    f"UPDATE \"{Dispatch._meta.db_table}\" SET partner_id = %s, status = %s, routing = %s, last_error = '',"
-    " updated_at = %s WHERE id = %s AND status = %s AND partner_id IS NULL RETURNING prescription_id"
+    f"WITH assigned AS (UPDATE \"{Dispatch._meta.db_table}\" SET partner_id = %s, status = %s, routing = %s,"
+    " last_error = '', updated_at = %s WHERE id = %s AND status = %s AND partner_id IS NULL"
+    " RETURNING prescription_id)"
+    " SELECT assigned.prescription_id, (SELECT p.clinic_id FROM"
+    f" \"{Prescription._meta.db_table}\" AS p WHERE p.id = assigned.prescription_id FOR UPDATE)"
+    " FROM assigned"
 )
 
 
@@ -383,9 +389,10 @@ def dispatch_assign(
             updated = cursor.fetchone()
         if updated is None:
             return Dispatch.objects.get(pk=dispatch_id).partner
-        (prescription_id,) = updated
+        prescription_id, clinic_id = updated
         prescriptions.prescription_record_event(
             prescription_id=prescription_id,
+            locked_clinic_id=clinic_id,
             event_type="prescription.routed",
             payload={
                 "partner": partner.code,

@@ -432,20 +432,29 @@ def prescription_review(
 
 
 def prescription_record_event(
-    *, prescription_id: int, event_type: str, payload: dict[str, Any] | None = None, actor: str = ""
+    *,
+    prescription_id: int,
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+    actor: str = "",
+    locked_clinic_id: int | None = None,
 ) -> bool:
     """Record an event on a prescription without changing its status (e.g. a refund).
 
     Joins the caller's transaction if there is one (without a savepoint, as a transition);
-    the row lock keeps the sequence ordered.
+    the row lock keeps the sequence ordered. A caller that has taken that lock in this
+    transaction already, reading the prescription's clinic with it, passes the clinic as
+    `locked_clinic_id`.
     """
     with transaction.atomic(savepoint=False):
-        clinic_id = (
-            Prescription.objects.select_for_update()
-            .filter(pk=prescription_id)
-            .values_list("clinic_id", flat=True)
-            .first()
-        )
+        clinic_id = locked_clinic_id
+        if clinic_id is None:
+            clinic_id = (
+                Prescription.objects.select_for_update()
+                .filter(pk=prescription_id)
+                .values_list("clinic_id", flat=True)
+                .first()
+            )
         if clinic_id is None:
             return False
         event_record(

@@ -80,12 +80,11 @@ def test_sending_a_private_prescription_routes_it_and_records_the_acknowledgemen
         "SAVEPOINT",
         "UPDATE",
         "RELEASE",
-        # Routing: every partner with its load and stock, in one statement; then the choice,
-        # with the routed event (the prescription's clinic, then the append).
+        # Routing: every partner with its load and stock, in one statement; then the choice
+        # with the prescription's lock and clinic, and the routed event.
         "SELECT",
         "SAVEPOINT",
-        "UPDATE",
-        "SELECT",
+        "WITH",
         "WITH",
         "RELEASE",
         # The partner's circuit read and, as it is not open, the attempt counted (clean: nothing
