@@ -114,6 +114,20 @@ def insert_values(instance: Model, *, with_pk: bool = True) -> list[Any]:
     ]
 
 
+def insert(instance: ModelT) -> ModelT:
+    """Write the new `instance` as Model.save would (defaults, auto_now, preparation) in one
+    planned INSERT returning its key. No model signals are sent: for a model nothing listens
+    to (not in the audit log's registry) on a hot path."""
+    model = type(instance)
+    with planned_cursor() as cursor:
+        cursor.execute(
+            f'{insert_sql(model, with_pk=False)} RETURNING "{model._meta.pk.column}"',
+            insert_values(instance, with_pk=False),
+        )
+        instance.pk = cursor.fetchone()[0]
+    return mark_saved(instance)
+
+
 def mark_saved(instance: ModelT) -> ModelT:
     """Mark an instance written by hand-written SQL as the ORM marks one it saved."""
     instance._state.adding = False

@@ -205,7 +205,9 @@ class _AfterCommitPublish:
             logger.warning("outbox publish after commit failed; the relay will retry")
 
 
-def _publish_after_commit_add(connection: Any, *, event: Event, published: bool, idle: frozenset[str]) -> None:
+def _publish_after_commit_add(
+    connection: Any, *, event: Event, published: bool, idle: frozenset[str]
+) -> None:
     # Join the publish already registered at this savepoint level or above (it runs only if
     # this event commits too); otherwise register one.
     entry = (event.pk, event.type, published, idle)
@@ -624,7 +626,9 @@ def outbox_task_done(*, task: str, args: list[Any]) -> None:
     """The work is done (or can never be done): nothing more is owed. (One statement: the
     ORM's delete would wrap it in a transaction of its own, three round trips.)"""
     with planned_cursor() as cursor:
-        cursor.execute("DELETE FROM events_outboxtask WHERE key = %s", [outbox_task_key(task=task, args=args)])
+        cursor.execute(
+            "DELETE FROM events_outboxtask WHERE key = %s", [outbox_task_key(task=task, args=args)]
+        )
 
 
 def outbox_task_retry(*, task: str, args: list[Any], delay_seconds: float, error: str = "") -> None:

@@ -351,11 +351,11 @@ def dispatch_route(*, dispatch: Dispatch) -> Partner | None:
 # The guarded assignment, and the prescription's row lock its timeline event needs, with the
 # prescription's clinic (prescriptions.services.prescription_record_event): one round trip.
 _ASSIGN_SQL = (
-    f"WITH assigned AS (UPDATE \"{Dispatch._meta.db_table}\" SET partner_id = %s, status = %s, routing = %s,"
+    f'WITH assigned AS (UPDATE "{Dispatch._meta.db_table}" SET partner_id = %s, status = %s, routing = %s,'
     " last_error = '', updated_at = %s WHERE id = %s AND status = %s AND partner_id IS NULL"
     " RETURNING prescription_id)"
     " SELECT assigned.prescription_id, (SELECT p.clinic_id FROM"
-    f" \"{Prescription._meta.db_table}\" AS p WHERE p.id = assigned.prescription_id FOR UPDATE)"
+    f' "{Prescription._meta.db_table}" AS p WHERE p.id = assigned.prescription_id FOR UPDATE)'
     " FROM assigned"
 )
 

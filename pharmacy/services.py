@@ -732,12 +732,14 @@ def gateway_webhook_receive(*, body: bytes, signature_header: str) -> str:
             applied = _apply(dispatch, event["type"], data)
             # Stored last, with its outcome: a redelivery fails on the unique event id here and
             # rolls back whatever it did above, so an event takes effect once.
-            GatewayWebhookEvent.objects.create(
-                event_id=event["id"],
-                type=event["type"],
-                order_id=order_id,
-                payload=_stored_payload(event),
-                applied=applied,
+            rows.insert(
+                GatewayWebhookEvent(
+                    event_id=event["id"],
+                    type=event["type"],
+                    order_id=order_id,
+                    payload=_stored_payload(event),
+                    applied=applied,
+                )
             )
     except IntegrityError:
         return "duplicate"

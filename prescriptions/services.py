@@ -272,7 +272,9 @@ def _prescription_insert(
                 item.prescription_id = prescription.pk
                 values += rows.insert_values(item, with_pk=False)
         item_ids = "ARRAY(SELECT id FROM item ORDER BY id)" if items else "ARRAY[]::bigint[]"
-        cursor.execute(f"WITH {', '.join(ctes)} SELECT {received.returning}, {item_ids} FROM new_event", values)
+        cursor.execute(
+            f"WITH {', '.join(ctes)} SELECT {received.returning}, {item_ids} FROM new_event", values
+        )
         event_id, sequence, idle, item_ids_written = cursor.fetchone()
     for item, item_id in zip(items, item_ids_written, strict=True):
         item.pk = item_id

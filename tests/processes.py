@@ -260,7 +260,11 @@ def start_beat(
 
 
 def stop_process(
-    process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15, *, whole_group: bool = True
+    process: subprocess.Popen[str],
+    sig: int = signal.SIGTERM,
+    timeout: float = 15,
+    *,
+    whole_group: bool = True,
 ) -> None:
     """Signal the process (and by default its whole process group), then kill the group if it
     outlives `timeout`. A Celery worker's warm shutdown wants the signal on its main process only,

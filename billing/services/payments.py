@@ -376,8 +376,13 @@ def stripe_webhook_receive(*, body: bytes, signature_header: str) -> str:
             # The effect, then the event stored with whether it applied: a second delivery of
             # the same event finds its effect's guards already closed, and its insert collides
             # with the first's, rolling back anything it wrote.
-            StripeEvent.objects.create(
-                event_id=event.id, type=event.type, payment_intent_id=str(intent["id"])[:80], applied=applied
+            rows.insert(
+                StripeEvent(
+                    event_id=event.id,
+                    type=event.type,
+                    payment_intent_id=str(intent["id"])[:80],
+                    applied=applied,
+                )
             )
     except IntegrityError:
         return "duplicate"

@@ -102,3 +102,42 @@ def test_the_token_lookup_is_planned_once_per_connection_unless_prepared_stateme
     connection.connection.prepare_threshold = None  # DATABASE_PREPARED_STATEMENTS=false
     assert [validator._load_access_token(setup.token).pk for _ in range(8)] == [expected] * 8
     assert prepared() == []
+
+
+def test_an_insert_by_hand_writes_the_row_the_orm_would_in_one_statement(django_assert_num_queries):  # type: ignore[no-untyped-def]
+    from django.db import IntegrityError, transaction
+
+    from common import rows
+    from pharmacy.models import GatewayWebhookEvent
+
+    by_orm = GatewayWebhookEvent.objects.create(
+        event_id="evt_orm", type="order.shipped", order_id="ord_1", payload={"data": {"n": 1}}, applied=True
+    )
+    with django_assert_num_queries(1):
+        by_hand = rows.insert(
+            GatewayWebhookEvent(
+                event_id="evt_hand",
+                type="order.shipped",
+                order_id="ord_1",
+                payload={"data": {"n": 1}},
+                applied=True,
+            )
+        )
+
+    assert by_hand.pk is not None
+    assert by_hand.pk != by_orm.pk
+    assert by_hand.received_at is not None
+    stored = {row.event_id: fields(row) for row in GatewayWebhookEvent.objects.all()}
+    assert stored["evt_hand"] == fields(by_hand)
+    expected = {
+        **stored["evt_orm"],
+        "id": by_hand.pk,
+        "event_id": "evt_hand",
+        "received_at": by_hand.received_at,
+    }
+    assert stored["evt_hand"] == expected
+    # The unique event id still refuses a second row, as Django's IntegrityError.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.insert(
+            GatewayWebhookEvent(event_id="evt_hand", type="order.shipped", order_id="ord_1", payload={})
+        )
