@@ -442,19 +442,19 @@ def consume_once(
     itself idempotent (guarded updates, a fixed idempotency key downstream).
     """
     if not atomic:
-        with transaction.get_connection().cursor() as cursor:
+        with planned_cursor() as cursor:
             cursor.execute(_EVENT_UNPROCESSED_SQL, [consumer, event_id])
             row = cursor.fetchone()
         if row is None or row[-1]:
             return False
         handle(_event_from_row(row))
-        with transaction.get_connection().cursor() as cursor:
+        with planned_cursor() as cursor:
             cursor.execute(_PROCESSED_RECORD_SQL, [consumer, event_id])
         return True
     with transaction.atomic():
         # The claim and the read in one statement. A concurrent duplicate's claim waits on the
         # unique index until that delivery commits (then this one finds it done) or rolls back.
-        with transaction.get_connection().cursor() as cursor:
+        with planned_cursor() as cursor:
             cursor.execute(_EVENT_CLAIM_SQL, [consumer, event_id])
             row = cursor.fetchone()
         if row is None:
@@ -468,12 +468,12 @@ _EVENT_COLUMNS = columns_sql(Event, "event")
 _EVENT_UNPROCESSED_SQL = f"""
     SELECT {_EVENT_COLUMNS}, EXISTS (
         SELECT 1 FROM events_processedevent AS processed
-        WHERE processed.consumer = %s AND processed.event_id = event.id
+        WHERE processed.consumer = %s::text AND processed.event_id = event.id
     )
-    FROM events_event AS event WHERE event.id = %s
+    FROM events_event AS event WHERE event.id = %s::bigint
 """  # noqa: S608 - column names from the model, values are parameters
 _PROCESSED_RECORD_SQL = """
-    INSERT INTO events_processedevent (consumer, event_id, processed_at) VALUES (%s, %s, now())
+    INSERT INTO events_processedevent (consumer, event_id, processed_at) VALUES (%s::text, %s::bigint, now())
     ON CONFLICT DO NOTHING
 """
 # Record (consumer, event) as processed and read the event; no row if it was already processed
@@ -481,7 +481,7 @@ _PROCESSED_RECORD_SQL = """
 _EVENT_CLAIM_SQL = f"""
     WITH claim AS (
         INSERT INTO events_processedevent (consumer, event_id, processed_at)
-        SELECT %s, id, now() FROM events_event WHERE id = %s
+        SELECT %s::text, id, now() FROM events_event WHERE id = %s::bigint
         ON CONFLICT DO NOTHING
         RETURNING event_id
     )

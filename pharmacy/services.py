@@ -434,8 +434,8 @@ def _eps_identifiers_fix(prescription: Prescription) -> None:
 
 _ACKNOWLEDGE_SQL = """
 UPDATE pharmacy_dispatch
-SET status = %s, gateway_order_id = %s, acknowledged_at = %s, last_error = ''
-WHERE id = %s AND status = %s
+SET status = %s::text, gateway_order_id = %s::text, acknowledged_at = %s::timestamptz, last_error = ''
+WHERE id = %s::bigint AND status = %s::text
 RETURNING prescription_id
 """
 
@@ -444,15 +444,15 @@ def dispatch_record_acknowledged(*, dispatch_id: int, order_id: str) -> bool:
     # No savepoint inside a caller's transaction (a gateway webhook's): that caller rolls back
     # whole on any error, it never goes on after one.
     with transaction.atomic(savepoint=False):
-        with transaction.get_connection().cursor() as cursor:
+        with rows.planned_cursor() as cursor:
             cursor.execute(
                 _ACKNOWLEDGE_SQL,
                 [
-                    Dispatch.Status.ACKNOWLEDGED,
+                    Dispatch.Status.ACKNOWLEDGED.value,
                     order_id,
                     timezone.now(),
                     dispatch_id,
-                    Dispatch.Status.PENDING,
+                    Dispatch.Status.PENDING.value,
                 ],
             )
             row = cursor.fetchone()
@@ -643,17 +643,17 @@ def _stored_payload(event: dict[str, Any]) -> dict[str, Any]:
 _WEBHOOK_CONTEXT_SQL = """
 SELECT w.partners, d.id, d.prescription_id, d.status, p.code, p.adapter, p.base_url
 FROM (SELECT array_agg(ARRAY[code, adapter, base_url]) AS partners
-      FROM pharmacy_partner WHERE status_by = %(webhook)s) AS w
+      FROM pharmacy_partner WHERE status_by = %(webhook)s::text) AS w
 LEFT JOIN LATERAL (
     SELECT id, prescription_id, status, partner_id FROM pharmacy_dispatch
-    WHERE %(lookup)s AND (idempotency_key = %(key)s OR (gateway_order_id = %(order_id)s
+    WHERE %(lookup)s::boolean AND (idempotency_key = %(key)s::uuid OR (gateway_order_id = %(order_id)s::text
                                                        AND gateway_order_id <> ''))
-    ORDER BY idempotency_key = %(key)s DESC NULLS LAST, id
+    ORDER BY idempotency_key = %(key)s::uuid DESC NULLS LAST, id
     LIMIT 1
 ) AS d ON true
 LEFT JOIN pharmacy_partner AS p
     ON d.id IS NOT NULL
-   AND p.id = COALESCE(d.partner_id, (SELECT id FROM pharmacy_partner WHERE code = %(default)s))
+   AND p.id = COALESCE(d.partner_id, (SELECT id FROM pharmacy_partner WHERE code = %(default)s::text))
 """
 
 
@@ -674,11 +674,11 @@ def _webhook_context(
     """The webhook partners' secrets, the dispatch `event` names and its order's partner."""
     data = event["data"] if event is not None else {}
     key = _uuid_or_none(data.get("idempotency_key"))
-    with transaction.get_connection().cursor() as cursor:
+    with rows.planned_cursor() as cursor:
         cursor.execute(
             _WEBHOOK_CONTEXT_SQL,
             {
-                "webhook": Partner.StatusBy.WEBHOOK,
+                "webhook": Partner.StatusBy.WEBHOOK.value,
                 "lookup": event is not None,
                 "key": uuid.UUID(key) if key is not None else None,
                 "order_id": str(data.get("order_id", "")),
