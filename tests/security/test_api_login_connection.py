@@ -29,6 +29,7 @@ from accounts.database_roles import api_login_role
 from accounts.tenancy import API_ALIAS, api_connection, api_connection_settings
 from config.urls import urlpatterns as real_urlpatterns
 from patients.models import Patient
+from prescriptions.models import Prescription
 from tests.conftest import make_clinic_setup, prescription_body
 from tests.patients.factories import PatientFactory
 from tests.patients.test_api import a_patient_body
@@ -264,3 +265,48 @@ def test_the_api_connection_takes_the_login_from_its_url_and_the_database_from_t
         "ATOMIC_REQUESTS": False,
         "TEST": {},
     }
+
+
+def test_a_plan_prepared_for_one_clinic_on_the_api_connection_shows_another_clinic_only_its_own_rows(
+    paracetamol,
+):  # type: ignore[no-untyped-def]
+    """Hot statements are prepared once per connection (common.rows.planned_cursor) and the API
+    connection serves every clinic in turn: the row-level policy, not the plan, decides what a
+    clinic sees, so a plan prepared during one clinic's requests leaks nothing to the next."""
+    own, other = make_clinic_setup("Clinic A"), make_clinic_setup("Clinic B")
+    own_patient = PatientFactory(clinic=own.clinic)
+    other_patient = PatientFactory(clinic=other.clinic)
+
+    for attempt in range(6):  # past psycopg's prepare threshold (5)
+        body = prescription_body(own_patient.pk, own.prescriber.pk, paracetamol)
+        assert (
+            own.api.post(
+                "/api/v1/prescriptions/", body, format="json", HTTP_IDEMPOTENCY_KEY=f"a-{attempt}"
+            ).status_code
+            == 201
+        )
+    with api_connection().cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any("patients_patient" in statement for statement in prepared), prepared
+
+    # Clinic B, on the same connection with the same prepared plans, names clinic A's patient.
+    across = other.api.post(
+        "/api/v1/prescriptions/",
+        prescription_body(own_patient.pk, other.prescriber.pk, paracetamol),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="b-across",
+    )
+    own_side = other.api.post(
+        "/api/v1/prescriptions/",
+        prescription_body(other_patient.pk, other.prescriber.pk, paracetamol),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="b-own",
+    )
+
+    assert across.status_code in {400, 404}, across.content
+    assert own_side.status_code == 201, own_side.content
+    listed = other.api.get("/api/v1/prescriptions/").json()["results"]
+    assert [row["id"] for row in listed] == [own_side.json()["id"]]
+    assert Prescription.objects.filter(clinic=other.clinic).count() == 1
+    assert Prescription.objects.filter(clinic=own.clinic).count() == 6
