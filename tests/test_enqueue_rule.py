@@ -94,8 +94,9 @@ def test_no_task_retries_through_the_broker_by_itself():
 
 
 def test_in_the_relay_only_its_two_publishers_talk_to_the_broker() -> None:
-    """Events reach their consumers through `event_consumers_send`, owed tasks through
-    `outbox_tasks_publish`: a send anywhere else in the relay module bypasses both."""
+    """Events reach their consumers through `_broker_send` (event_consumers_send's broker half,
+    which the publish after commit also calls), owed tasks through `outbox_tasks_publish`: a send
+    anywhere else in the relay module bypasses both."""
     tree = ast.parse((ROOT / "events" / "services.py").read_text())
     publishers = {
         function.name
@@ -103,4 +104,4 @@ def test_in_the_relay_only_its_two_publishers_talk_to_the_broker() -> None:
         if isinstance(function, ast.FunctionDef)
         and any(line for line, _ in publishing_calls(ast.unparse(function)))
     }
-    assert publishers == {"event_consumers_send", "outbox_tasks_publish"}
+    assert publishers == {"_broker_send", "outbox_tasks_publish"}
