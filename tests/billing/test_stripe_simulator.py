@@ -127,6 +127,18 @@ def test_a_wrong_api_key_is_refused(stripe_sim, settings):  # type: ignore[no-un
     assert stripe_sim.stats()["payment_intents"] == 0
 
 
+def test_one_client_serves_every_call_until_the_configuration_changes(stripe_sim, settings):  # type: ignore[no-untyped-def]
+    first = stripe_api._client()
+    create(key="reuse-1")
+    create(key="reuse-2")
+    assert stripe_api._client() is first
+
+    settings.STRIPE_SECRET_KEY = "sk_test_wrong"
+    assert stripe_api._client() is not first
+    with pytest.raises(PaymentRejected, match="401"):
+        create(key="reuse-3")
+
+
 def test_the_events_it_sends_verify_with_the_sdk_and_tampering_does_not(stripe_sim):  # type: ignore[no-untyped-def]
     intent = create()
     stripe_api.payment_intent_confirm(intent_id=intent.id, payment_method="pm_card_visa", idempotency_key="c")
