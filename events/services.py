@@ -166,40 +166,29 @@ def event_record(
 
 
 class _AfterCommitPublish:
-    """The events one transaction wrote, published straight after its commit.
-
-    Only these rows, with no relay pass (claim, lock, select) on the hot path. An event written
-    published (EventDraft.published) costs the broker send alone; the others cost one UPDATE
-    in autocommit as well (event_consumers_send). A row the beat relay claims at the same
-    moment is published twice, which consumers tolerate (consume_once)."""
+    """The events one transaction wrote, published straight after its commit: one broker batch,
+    with no relay pass (claim, lock, select) on the hot path. An event whose own statement marked
+    its outbox row published and recorded its idle consumers (EventDraft.published) costs no
+    statement here; the others are marked, and their idle consumers found, by one UPDATE in
+    autocommit (_nothing_to_do_drop). A row the beat relay claims at the same moment is
+    published twice, which consumers tolerate (consume_once)."""
 
     def __init__(self) -> None:
-        # (event id, event type, written published, consumers it recorded as idle)
+        # (event id, event type, marked by its own statement, the consumers it recorded as idle)
         self.events: list[tuple[int, str, bool, frozenset[str]]] = []
 
     def __call__(self) -> None:
-        written = [event for event in self.events if event[2]]
-        unmarked = [event for event in self.events if not event[2]]
+        pairs = [
+            (consumer, event_id)
+            for event_id, event_type, _marked, idle in self.events
+            for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
+            if consumer not in idle
+        ]
+        unmarked = [event_id for event_id, _type, marked, _idle in self.events if not marked]
         try:
             if unmarked:
-                event_consumers_send(
-                    [
-                        (consumer, event_id)
-                        for event_id, event_type, _published, _idle in unmarked
-                        for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
-                    ],
-                    outbox_events=[event_id for event_id, *_rest in unmarked],
-                )
-            if written:
-                _broker_send(
-                    [
-                        (consumer, event_id)
-                        for event_id, event_type, _published, idle in written
-                        for consumer in settings.EVENT_CONSUMERS.get(event_type, ())
-                        if consumer not in idle
-                    ],
-                    outbox_events=[event_id for event_id, *_rest in written],
-                )
+                pairs = _nothing_to_do_drop(pairs, outbox_events=unmarked)
+            _broker_send(pairs, outbox_events=[event_id for event_id, *_rest in self.events])
         except BrokerError:
             # The broker is down: the rows are unpublished again and the beat relay retries them.
             logger.warning("outbox publish after commit failed; the relay will retry")
@@ -259,21 +248,19 @@ def outbox_relay(*, batch_size: int = 200) -> int:
             return published
 
 
-def event_consumers_send(pairs: list[tuple[str, int]], *, outbox_events: list[int] | None = None) -> None:
-    """Send each (consumer, event id) to the broker on one connection: the one place an event
-    reaches its consumers, for the relay, its lease pass and the reconciler. What the broker
-    loses is sent again from the outbox row (its lease) or by the reconciler.
-
-    `outbox_events` (the publish straight after a commit) are the events whose outbox rows this
-    send publishes: they are marked published in the statement that finds the idle consumers,
-    before the send, and marked unpublished again if the broker refuses it (the beat relay then
-    retries them). A process that dies between the two leaves them to the lease pass."""
-    _broker_send(_nothing_to_do_drop(pairs, outbox_events=outbox_events or []), outbox_events=outbox_events)
+def event_consumers_send(pairs: list[tuple[str, int]]) -> None:
+    """Send each (consumer, event id) to the broker on one connection, leaving out (and recording
+    as handled) the consumers with nothing to do: for the relay, its lease pass and the
+    reconciler. What the broker loses is sent again from the outbox row (its lease) or by the
+    reconciler."""
+    _broker_send(_nothing_to_do_drop(pairs, outbox_events=[]))
 
 
 def _broker_send(pairs: list[tuple[str, int]], *, outbox_events: list[int] | None = None) -> None:
-    """The broker half of event_consumers_send: `outbox_events` are already marked published,
-    and marked unpublished again if the broker refuses the send."""
+    """The one place an event reaches its consumers. `outbox_events` (the publish straight
+    after a commit) are already marked published, and are marked unpublished again if the
+    broker refuses the send (the beat relay then retries them); a process that dies in between
+    leaves them to the lease pass."""
     if not pairs:
         return
     try:

@@ -337,3 +337,71 @@ def test_recording_the_acknowledgement_is_one_transaction_of_three_statements(cl
     assert not services.dispatch_record_acknowledged(dispatch_id=dispatch.pk, order_id="ord_10")
     dispatch.refresh_from_db()
     assert dispatch.gateway_order_id == "ord_9"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_routing_waits_for_the_prescriptions_lock_and_numbers_its_event_after_a_concurrent_one(  # type: ignore[no-untyped-def]
+    clinic_a, paracetamol
+):
+    """Routing's assignment takes the prescription's row lock in its own statement (the event
+    log's order per prescription rests on it): an event another transaction is appending holds
+    it back, and the routed event is numbered after that one, not beside it."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from events.models import Event
+    from pharmacy import routing
+    from prescriptions import services as prescription_services
+
+    prescription = approved_prescription(clinic_a, paracetamol)
+    dispatch = services.dispatch_create(prescription_id=prescription.pk)
+    partner = routing.default_partner_ensure()
+    decision = routing.Decision(chosen=partner.code, ranked=(), passed_over={})
+    holding, release, routed = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def append_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                prescription_services.prescription_record_event(
+                    prescription_id=prescription.pk, event_type="prescription.note_added"
+                )
+                holding.set()
+                release.wait(10)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    def assign() -> None:
+        try:
+            routing.dispatch_assign(dispatch_id=dispatch.pk, decision=decision, partner=partner)
+            routed.set()
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=append_and_hold)
+    holder.start()
+    assert holding.wait(10)
+    router = threading.Thread(target=assign)
+    router.start()
+    assert not routed.wait(1), "routing did not wait for the prescription's lock"
+    release.set()
+    holder.join(10)
+    router.join(10)
+
+    assert errors == []
+    assert routed.is_set()
+    ordered = list(
+        Event.objects.filter(aggregate_type="prescription", aggregate_id=prescription.pk)
+        .order_by("sequence")
+        .values_list("sequence", "type")
+    )
+    assert [sequence for sequence, _type in ordered] == list(range(1, len(ordered) + 1))
+    assert [event_type for _sequence, event_type in ordered][-2:] == [
+        "prescription.note_added",
+        "prescription.routed",
+    ]
