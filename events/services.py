@@ -188,10 +188,52 @@ class _AfterCommitPublish:
         try:
             if unmarked:
                 pairs = _nothing_to_do_drop(pairs, outbox_events=unmarked)
+            if (here := _consumers_here.get()) is not None:
+                consumers, kept = here
+                kept.extend(pair for pair in pairs if pair[0] in consumers)
+                pairs = [pair for pair in pairs if pair[0] not in consumers]
             _broker_send(pairs, outbox_events=[event_id for event_id, *_rest in self.events])
         except BrokerError:
             # The broker is down: the rows are unpublished again and the beat relay retries them.
             logger.warning("outbox publish after commit failed; the relay will retry")
+
+
+_consumers_here: ContextVar[tuple[frozenset[str], list[tuple[str, int]]] | None] = ContextVar(
+    "event_consumers_here", default=None
+)
+
+
+@contextmanager
+def event_consumers_run_here(consumers: frozenset[str]) -> Iterator[list[tuple[str, int]]]:
+    """Inside, the publish straight after a commit leaves `consumers` out of its broker batch:
+    each (consumer, event id) pair joins the list instead, for the caller to run in this process
+    with event_consumers_run once the block is over (one task instead of two, with no trip
+    through the broker and the worker's queue in between). The event's outbox row is published
+    all the same, so a process that dies before or during that run leaves the pair to the lease
+    pass (outbox_events_lease_expired_republish), as for a message its worker lost."""
+    kept: list[tuple[str, int]] = []
+    token = _consumers_here.set((consumers, kept))
+    try:
+        yield kept
+    finally:
+        _consumers_here.reset(token)
+
+
+def event_consumers_run(pairs: list[tuple[str, int]]) -> None:
+    """Run, here and now, the consumers event_consumers_run_here kept back. Each is the task a
+    broker message would have run (consume_once: a second run of the same pair does nothing).
+    One that fails is logged and left to the lease pass: the caller's own work is done."""
+    for consumer, event_id in pairs:
+        if consumer not in app.tasks:
+            app.loader.import_default_modules()  # a process other than a worker: the task modules
+        try:
+            app.tasks[consumer](event_id)
+        except Exception:
+            logger.exception(
+                "consumer %s failed on event %s in this process; the lease pass publishes it again",
+                consumer,
+                event_id,
+            )
 
 
 def _publish_after_commit_add(

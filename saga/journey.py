@@ -52,6 +52,15 @@ EVENT_CONSUMERS: dict[str, tuple[str, ...]] = {
     "prescription.refunded": (NOTIFY,),
 }
 
+# Consumers a task runs itself, in the same process straight after its commit, for the events
+# that commit wrote (events.services.event_consumers_run_here): the next step without a trip
+# through the broker. Both share a queue group (deploy/compose.yaml); any other consumer of
+# those events is published as usual.
+RUN_HERE: dict[str, frozenset[str]] = {
+    # Checks that approve outright: take the payment (or record NHS funding).
+    CHECK: frozenset({BILL}),
+}
+
 # A consumer with nothing to do for an event is recorded as having handled it when the event is
 # published (events.services.event_consumers_send), in the statement that finds out, instead of
 # costing a task that would find out. Each condition is SQL over the event's row, `event`; it

@@ -19,6 +19,8 @@ from events import webhooks
 from events.models import Event
 from events.services import (
     consume_once,
+    event_consumers_run,
+    event_consumers_run_here,
     outbox_task_run,
     outbox_tasks_run,
     outbox_tasks_run_here,
@@ -47,12 +49,19 @@ def consume_calling_stripe(*, consumer: str, event_id: int, handle: Callable[[Ev
 
 @shared_task(name=journey.CHECK, time_limit=40, soft_time_limit=30)
 def prescription_check(event_id: int) -> None:
-    """prescription.received: run the clinical checks."""
-    consume_once(
-        consumer=journey.CHECK,
-        event_id=event_id,
-        handle=lambda event: prescriptions.prescription_run_checks(prescription_id=event.aggregate_id),
-    )
+    """prescription.received: run the clinical checks.
+
+    Checks that approve the prescription outright lead straight to billing: that consumer of the
+    approval (saga.journey.RUN_HERE) runs in this task after the commit, instead of as a second
+    task through the broker. It shares this task's time limits, whose hard limit stays below the
+    lease: a run cut short leaves the approval's billing to the lease pass."""
+    with event_consumers_run_here(journey.RUN_HERE[journey.CHECK]) as here:
+        consume_once(
+            consumer=journey.CHECK,
+            event_id=event_id,
+            handle=lambda event: prescriptions.prescription_run_checks(prescription_id=event.aggregate_id),
+        )
+    event_consumers_run(here)
 
 
 @shared_task(name=journey.REPEATS, time_limit=40, soft_time_limit=30)

@@ -13,7 +13,7 @@ from events.models import Event, OutboxTask, ProcessedEvent
 from events.services import consume_once
 from pharmacy.models import Dispatch
 from pharmacy.services import DISPATCH_SEND_TASK
-from prescriptions.models import Prescription
+from prescriptions.models import Prescription, Status
 from saga import tasks as saga_tasks
 from tests.events.test_outbox import prescriptions_created
 from tests.outbox import owed_tasks
@@ -289,3 +289,98 @@ def test_a_second_delivery_of_the_paid_event_runs_the_send_its_first_run_still_o
     # A third delivery finds nothing owed and sends nothing
     saga_tasks.dispatch_on_approved(paid.pk)
     assert gateway.stats()["requests"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checks_that_approve_take_the_payment_in_the_same_task_without_a_broker_message(
+    formulary, stripe_sim, monkeypatch, settings
+):
+    from billing.models import Payment
+    from saga import journey
+
+    # Given a received prescription the checks approve outright (the Stripe simulator a real
+    # process, the broker recording what is published, publishing after commit as a worker does)
+    (prescription,) = prescriptions_created(1)
+    published: list[str] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, *args, **options: published.append(name))
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+
+    # When the checks task runs (its transaction commits for real)
+    saga_tasks.prescription_check(received_event(prescription).pk)
+
+    # Then the approval's billing ran in that task: the payment intent exists at Stripe and the
+    # prescription awaits its payment, with no billing message through the broker
+    approved = Event.objects.get(aggregate_id=prescription.pk, type="prescription.approved")
+    prescription.refresh_from_db()
+    assert prescription.status == Status.AWAITING_PAYMENT
+    assert Payment.objects.get(prescription=prescription).stripe_payment_intent_id.startswith("pi_")
+    assert ProcessedEvent.objects.filter(consumer=journey.BILL, event=approved).count() == 1
+    assert journey.BILL not in published
+    # A later delivery of the approval to billing (the lease pass racing) changes nothing
+    saga_tasks.billing_on_approved(approved.pk)
+    assert Payment.objects.filter(prescription=prescription).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_checks_task_that_dies_before_billing_leaves_the_approval_to_the_lease_pass(
+    formulary, monkeypatch, settings
+):
+    from datetime import timedelta
+
+    from events.models import OutboxMessage
+    from events.services import outbox_events_lease_expired_republish
+    from saga import journey
+
+    (prescription,) = prescriptions_created(1)
+    published: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(
+        celery_app, "send_task", lambda name, args=None, **options: published.append((name, list(args or [])))
+    )
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+
+    def killed(*, prescription_id: int) -> None:
+        raise SystemExit("worker killed before billing")
+
+    monkeypatch.setattr(billing_services, "prescription_bill", killed)
+    with pytest.raises(SystemExit):
+        saga_tasks.prescription_check(received_event(prescription).pk)
+
+    # The approval committed, published with billing kept for this process, which died: nothing
+    # went to the broker and billing has not run...
+    approved = Event.objects.get(aggregate_id=prescription.pk, type="prescription.approved")
+    assert OutboxMessage.objects.get(event=approved).published_at is not None
+    assert not ProcessedEvent.objects.filter(consumer=journey.BILL, event=approved).exists()
+    assert published == []
+    # ...until the lease ends: then the lease pass publishes the approval to billing
+    assert outbox_events_lease_expired_republish() == 0
+    OutboxMessage.objects.filter(event=approved).update(
+        published_at=timezone.now() - timedelta(seconds=settings.OUTBOX_TASK_LEASE_SECONDS + 1)
+    )
+    assert outbox_events_lease_expired_republish() == 1
+    assert published == [(journey.BILL, [approved.pk])]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_billing_that_fails_in_the_checks_task_is_logged_and_the_checks_outcome_stands(
+    formulary, monkeypatch, caplog, settings
+):
+    from saga import journey
+
+    (prescription,) = prescriptions_created(1)
+    monkeypatch.setattr(celery_app, "send_task", lambda name, *args, **options: None)
+    settings.OUTBOX_PUBLISH_ON_COMMIT = True
+
+    def broken(*, prescription_id: int) -> None:
+        raise RuntimeError("billing bug")
+
+    monkeypatch.setattr(billing_services, "prescription_bill", broken)
+    with caplog.at_level("ERROR", logger="events.services"):
+        saga_tasks.prescription_check(received_event(prescription).pk)  # does not raise
+
+    prescription.refresh_from_db()
+    approved = Event.objects.get(aggregate_id=prescription.pk, type="prescription.approved")
+    assert prescription.status == Status.APPROVED
+    assert not ProcessedEvent.objects.filter(consumer=journey.BILL, event=approved).exists()
+    assert [record.args for record in caplog.records if "lease pass" in record.getMessage()] == [
+        (journey.BILL, approved.pk)
+    ]
