@@ -56,6 +56,30 @@ def test_the_worker_groups_together_consume_every_queue_and_each_queue_once():
     assert sorted(consumed) == sorted(settings.CELERY_QUEUES_ALL.split(","))
 
 
+def test_a_consumer_run_in_another_tasks_process_is_consumed_by_that_tasks_worker_group():
+    # saga.journey.RUN_HERE: a task runs some consumers of its own events itself; both must be
+    # work for the same worker group, or a slow partner could hold up the other group's queues.
+    from celery.app.routes import MapRoute
+
+    from saga import journey
+
+    route = MapRoute(settings.CELERY_TASK_ROUTES)
+
+    def group(task: str) -> str:
+        queue = (route(task) or {"queue": settings.CELERY_TASK_DEFAULT_QUEUE})["queue"]
+        (name,) = [
+            name
+            for name, service in SCRIPTLINE.items()
+            if name.startswith("worker-") and queue in _queues(service)
+        ]
+        return name
+
+    assert journey.RUN_HERE
+    for task, consumers in journey.RUN_HERE.items():
+        for consumer in consumers:
+            assert group(consumer) == group(task), (task, consumer)
+
+
 def test_web_reaches_postgres_through_pgbouncer_in_transaction_pooling_and_workers_directly():
     assert "@pgbouncer:" in SERVICES["web"]["environment"]["DATABASE_URL"]
     assert "@pgbouncer:" in SERVICES["mcp"]["environment"]["DATABASE_URL"]
