@@ -224,10 +224,8 @@ def event_consumers_run(pairs: list[tuple[str, int]]) -> None:
     broker message would have run (consume_once: a second run of the same pair does nothing).
     One that fails is logged and left to the lease pass: the caller's own work is done."""
     for consumer, event_id in pairs:
-        if consumer not in app.tasks:
-            app.loader.import_default_modules()  # a process other than a worker: the task modules
         try:
-            app.tasks[consumer](event_id)
+            _task(consumer)(event_id)
         except Exception:
             logger.exception(
                 "consumer %s failed on event %s in this process; the lease pass publishes it again",
@@ -609,9 +607,14 @@ def outbox_tasks_still_owed(candidates: list[tuple[str, list[Any]]]) -> list[tup
 def outbox_tasks_run(owed: list[tuple[str, list[Any]]]) -> None:
     """Run, here and now, the tasks outbox_tasks_run_here collected (each settles its own row)."""
     for task, args in owed:
-        if task not in app.tasks:
-            app.loader.import_default_modules()  # a process other than a worker: the task modules
-        app.tasks[task](*args)
+        _task(task)(*args)
+
+
+def _task(name: str) -> Any:
+    """The registered task `name`, to call in this process."""
+    if name not in app.tasks:
+        app.loader.import_default_modules()  # a process other than a worker: the task modules
+    return app.tasks[name]
 
 
 def _task_publish_after_commit(key: str) -> None:
