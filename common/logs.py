@@ -72,6 +72,8 @@ _PATTERNS = [
     re.compile(_NOT_IN_TOKEN + r"\+?\d[\d ()-]{8,}\d" + _TOKEN_END),  # phone numbers
     re.compile(r"(?<![\w-])(19|20)\d\d-\d\d-\d\d(?![\d:T])"),  # bare dates (birth dates)
 ]
+# Every pattern above needs a digit or an "@": text with neither is left as it is, unscanned.
+_MASKABLE = re.compile(r"[\d@]")
 # A query string in a URL or path: search terms (`?search=Smith`, "Family-name YYYY-MM-DD").
 _QUERY_STRING = re.compile(r"\?[^\s\"'<>]*")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -95,6 +97,8 @@ def redact_text(text: str) -> str:
 
 
 def _mask(text: str) -> str:
+    if _MASKABLE.search(text) is None:
+        return text  # no digit and no "@": nothing any pattern could match
     for pattern in _PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text

@@ -616,14 +616,17 @@ def prescription_record_eps_identifiers(
     prescription the same way). Raises IntegrityError when another prescription holds the
     short-form ID; the caller draws a new one.
     """
-    # One UPDATE: in autocommit it is its own transaction; inside a caller's, a savepoint keeps
-    # a clash from spoiling it.
+    # One UPDATE, planned once per connection (every GB prescription's first send runs it): in
+    # autocommit it is its own transaction; inside a caller's, a savepoint keeps a clash from
+    # spoiling it.
     inside = transaction.get_connection().in_atomic_block
-    with transaction.atomic() if inside else contextlib.nullcontext():
-        return bool(
-            Prescription.objects.filter(pk=prescription_id, eps_prescription_id="").update(
-                eps_prescription_id=short_form_id,
-                eps_prescription_uuid=long_form_id,
-                updated_at=timezone.now(),
-            )
-        )
+    with transaction.atomic() if inside else contextlib.nullcontext(), rows.planned_cursor() as cursor:
+        cursor.execute(_EPS_IDENTIFIERS_SQL, [short_form_id, long_form_id, timezone.now(), prescription_id])
+        return cursor.rowcount == 1
+
+
+_EPS_IDENTIFIERS_SQL = (
+    f'UPDATE "{Prescription._meta.db_table}"'
+    " SET eps_prescription_id = %s::text, eps_prescription_uuid = %s::uuid, updated_at = %s::timestamptz"
+    " WHERE id = %s::bigint AND eps_prescription_id = ''"
+)

@@ -405,3 +405,62 @@ def test_routing_waits_for_the_prescriptions_lock_and_numbers_its_event_after_a_
         "prescription.note_added",
         "prescription.routed",
     ]
+
+
+def test_an_eps_prescription_id_another_prescription_holds_is_drawn_again(
+    gateway, clinic_a, paracetamol, monkeypatch
+):  # type: ignore[no-untyped-def]
+    from pharmacy.fhir.eps import prescription_id
+
+    first = approved_prescription(clinic_a, paracetamol)
+    second = approved_prescription(clinic_a, paracetamol)
+    # The first holds the ID the second's first draw makes (sequences wrap modulo 16^5, so two
+    # prescriptions of a clinic can draw the same ID).
+    taken = prescription_id.short_form_id(
+        ods_code=clinic_a.clinic.ods_code, sequence=second.pk, random_part="ABCDEF"
+    )
+    Prescription.objects.filter(pk=first.pk).update(eps_prescription_id=taken)
+    draws = iter(["abcdef", "012345"])
+    monkeypatch.setattr(prescription_id.secrets, "token_hex", lambda _n: next(draws))
+
+    dispatch = create_dispatch(second)
+    assert services.dispatch_send(dispatch_id=dispatch.pk) == "acknowledged"
+
+    second.refresh_from_db()
+    assert second.eps_prescription_id != taken
+    assert second.eps_prescription_id.startswith("012345-")
+    assert Prescription.objects.get(pk=first.pk).eps_prescription_id == taken
+    [received] = gateway.messages()
+    assert received["entry"][1]["resource"]["groupIdentifier"]["value"] == second.eps_prescription_id
+
+
+def test_eps_identifiers_are_fixed_once_and_a_clash_leaves_the_callers_transaction_usable(
+    clinic_a, paracetamol
+):  # type: ignore[no-untyped-def]
+    import uuid
+
+    from django.db import IntegrityError, transaction
+
+    from prescriptions import services as prescriptions
+
+    first = approved_prescription(clinic_a, paracetamol)
+    second = approved_prescription(clinic_a, paracetamol)
+    one, two = uuid.uuid4(), uuid.uuid4()
+    assert prescriptions.prescription_record_eps_identifiers(
+        prescription_id=first.pk, short_form_id="AAAAAA-A00000-00000X", long_form_id=one
+    )
+    assert not prescriptions.prescription_record_eps_identifiers(
+        prescription_id=first.pk, short_form_id="BBBBBB-A00000-00000X", long_form_id=two
+    )
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):
+            prescriptions.prescription_record_eps_identifiers(
+                prescription_id=second.pk, short_form_id="AAAAAA-A00000-00000X", long_form_id=two
+            )
+        assert prescriptions.prescription_record_eps_identifiers(
+            prescription_id=second.pk, short_form_id="CCCCCC-A00000-00000X", long_form_id=two
+        )
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.eps_prescription_id, first.eps_prescription_uuid) == ("AAAAAA-A00000-00000X", one)
+    assert (second.eps_prescription_id, second.eps_prescription_uuid) == ("CCCCCC-A00000-00000X", two)

@@ -7,6 +7,9 @@ import logging
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from common.logs import (
     REDACTED,
@@ -180,3 +183,14 @@ def test_correlation_fields_are_never_touched_and_identifiers_beside_them_are():
         "family_name": REDACTED,
         "detail": f"lookup https://example.org/find?{REDACTED} failed",
     }
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789٣@ -+().abcXYZ_/\n"), max_size=40) | st.text(max_size=40))
+def test_the_unscanned_shortcut_masks_exactly_what_every_pattern_would(text: str) -> None:
+    from common import logs
+
+    scanned = text
+    for pattern in logs._PATTERNS:
+        scanned = pattern.sub(logs.REDACTED, scanned)
+    assert logs._mask(text) == scanned
