@@ -1,11 +1,13 @@
-"""The clinic API's lean path: staff-only middleware steps aside for /api/v1/ and /fhir/.
+"""The lean path: staff-only middleware steps aside for the clinic API (/api/v1/, /fhir/) and
+for the signed webhooks (/webhooks/).
 
-Clinic requests authenticate with an OAuth2 bearer token (accounts.authentication), never with
-a session cookie, so sessions, Django users, the second factor and flash messages have nothing
-to do there. Each class below is the stock middleware for every other path (the admin, the
-back office, the token endpoint keep the full stack); on the clinic prefixes it passes the
-request straight on. django-otp's middleware has no user to wrap there, so it does nothing;
-CSRF (DRF's views are exempt), security headers and the sign-in lockout stay on every path.
+Clinic requests authenticate with an OAuth2 bearer token (accounts.authentication), and partners'
+and Stripe's webhooks with a signature over the body, never with a session cookie, so sessions,
+Django users, the second factor and flash messages have nothing to do there. Each class below
+is the stock middleware for every other path (the admin, the back office, the token endpoint
+keep the full stack); on the lean prefixes it passes the request straight on. django-otp's
+middleware has no user to wrap there, so it does nothing; CSRF (DRF's views and the webhooks
+are exempt), security headers and the sign-in lockout stay on every path.
 """
 
 from __future__ import annotations
@@ -22,18 +24,22 @@ from django.utils.deprecation import MiddlewareMixin
 
 from accounts.tenancy import TENANT_PREFIXES, connection_health_check_defer
 
+# The signed webhooks (config/urls.py): each view checks the body's signature itself.
+WEBHOOK_PREFIX = "/webhooks/"
+LEAN_PREFIXES = (*TENANT_PREFIXES, WEBHOOK_PREFIX)
 
-def is_clinic_api(request: HttpRequest) -> bool:
-    return request.path.startswith(TENANT_PREFIXES)
+
+def is_lean_path(request: HttpRequest) -> bool:
+    return request.path.startswith(LEAN_PREFIXES)
 
 
 class StaffOnlyMiddlewareMixin(MiddlewareMixin):
-    """Put before a stock middleware class: it then runs on every path but the clinic API's."""
+    """Put before a stock middleware class: it then runs on every path but the lean ones."""
 
     async_capable = False
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if is_clinic_api(request):
+        if is_lean_path(request):
             return self.get_response(request)
         return super().__call__(request)
 
