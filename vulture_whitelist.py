@@ -158,6 +158,7 @@ help  # variable, sandbox/management/commands/run_stripe_simulator.py
 requires_system_checks  # variable, sandbox/management/commands/run_stripe_simulator.py
 daemon_threads  # variable, sandbox/server.py
 request_queue_size  # variable, sandbox/server.py
+disable_nagle_algorithm  # variable, sandbox/server.py
 _.version_string  # method, sandbox/server.py
 _.log_message  # method, sandbox/server.py
 _.close_connection  # attribute, sandbox/server.py
