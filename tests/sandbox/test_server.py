@@ -15,8 +15,7 @@ from sandbox.stripe import StripeRequestHandler
 
 @pytest.mark.parametrize("handler", [StripeRequestHandler, GatewayRequestHandler, MailOrderRequestHandler])
 def test_a_simulator_answers_with_nagle_off(handler: type[SimulatorHandler]) -> None:
-    """Headers and body leave in two writes: with Nagle's algorithm on, a keep-alive answer's body
-    would wait for the client's delayed ACK, a stall no real partner's server has."""
+    """Every simulator's accepted socket has TCP_NODELAY (why: SimulatorHandler)."""
     seen: list[int] = []
 
     class Recording(handler):  # type: ignore[valid-type,misc]
